@@ -1,0 +1,103 @@
+"""Experiment configs: finding them, loading them, and shrinking a paper config to the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmengine.config import Config
+
+CONFIG_ROOT = Path(__file__).parent / "configs"
+PRESETS = ("paper", "demo")
+
+# The demo's tiny InternViT and its training budget; everything not named here is the paper's.
+DEMO_DEFAULTS = dict(
+    embed_dim=96,
+    depth=4,
+    num_heads=4,
+    crop=112,
+    head_channels=32,
+    batch_size=4,
+    # A random 96-wide trunk learns nothing in a few hundred steps at the paper's 4e-5.
+    lr=2e-3,
+    evaluations=2,
+)
+
+
+def config_path(preset: str, experiment: str) -> Path:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
+    path = CONFIG_ROOT / preset / f"{experiment}.py"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
+        raise FileNotFoundError(f"no {preset} config for experiment {experiment!r} "
+                                f"(known: {', '.join(known)})")
+    return path
+
+
+def experiments(preset: str = "paper") -> list[str]:
+    return sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config file (a path or ``<preset>/<experiment>``); apply its ``demo`` block."""
+    path = Path(path)
+    if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
+        path = config_path(path.parts[0], path.stem)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    cfg = Config.fromfile(str(path))
+    if "demo" in cfg:
+        shrink(cfg, **cfg.demo)
+    return cfg
+
+
+def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) -> Config:
+    """Scale a paper config down in place: tiny trunk, small crop, few iterations.
+
+    The structure (heads, frozen or trained trunk, losses, pipelines, schedule shape) is
+    untouched, so the demo runs the paper's code paths.
+    """
+    unknown = set(overrides) - set(DEMO_DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEMO_DEFAULTS)}")
+    d = {**DEMO_DEFAULTS, **overrides}
+    dim, crop = d["embed_dim"], d["crop"]
+    model = cfg.model
+
+    model.backbone.update(img_size=crop, embed_dim=dim, depth=d["depth"],
+                          num_heads=d["num_heads"], out_indices=list(out_indices))
+    model.data_preprocessor.size = (crop, crop)
+    model.test_cfg.update(crop_size=(crop, crop), stride=(round(crop * 322 / 504),) * 2)
+    if model.get("neck"):
+        model.neck.embed_dim = dim
+    head = model.decode_head
+    if head.type == "LinearHead":
+        head.in_channels = dim
+    else:
+        head.update(in_channels=[dim] * len(head.in_channels), channels=d["head_channels"])
+    if model.get("auxiliary_head"):
+        model.auxiliary_head.update(in_channels=dim, channels=d["head_channels"])
+
+    cfg.optim_wrapper.optimizer.lr = d["lr"]
+    cfg.optim_wrapper.paramwise_cfg.num_layers = d["depth"]
+
+    scale = max_iters / cfg.train_cfg.max_iters
+    for sched in cfg.param_scheduler:
+        sched.end = max(1, round(sched.end * scale))
+    every = max(1, max_iters // d["evaluations"])
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=every)
+    cfg.default_hooks.checkpoint.interval = every
+    cfg.default_hooks.logger.interval = max(1, max_iters // 10)
+
+    for step in cfg.train_dataloader.dataset.pipeline:
+        if step.type == "RandomResize":
+            step.scale = (4 * crop, crop)
+        elif step.type == "RandomCrop":
+            step.crop_size = (crop, crop)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+        for step in loader.dataset.pipeline:
+            if step.type == "Resize":
+                step.scale = (4 * crop, crop)
+    cfg.train_dataloader.batch_size = d["batch_size"]
+    return cfg

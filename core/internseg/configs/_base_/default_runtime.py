@@ -1,0 +1,32 @@
+# AdamW + layer-wise lr decay, poly schedule with linear warmup, per iteration; runtime.
+default_scope = "mmseg"
+optim_wrapper = dict(
+    type="OptimWrapper",
+    optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor="InternViTLayerDecayConstructor",
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, decay_embeddings=False),
+)
+val_cfg = dict(type="ValLoop")
+test_cfg = dict(type="TestLoop")
+default_hooks = dict(
+    timer=dict(type="IterTimerHook"),
+    logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type="ParamSchedulerHook"),
+    checkpoint=dict(
+        type="CheckpointHook", by_epoch=False, interval=1000, max_keep_ckpts=2, save_last=True
+    ),
+    sampler_seed=dict(type="DistSamplerSeedHook"),
+    visualization=dict(type="SegVisualizationHook"),
+)
+custom_hooks = [dict(type="VersionsMetaHook")]
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+    dist_cfg=dict(backend="nccl"),
+)
+vis_backends = [dict(type="LocalVisBackend")]
+visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends, name="visualizer")
+log_processor = dict(by_epoch=False)
+log_level = "INFO"
+load_from = None
+resume = False

@@ -1,0 +1,26 @@
+# Full tuning: trunk, resamplers and UperNet all trained; 80000 iterations on 20210 images.
+_base_ = [
+    "../_base_/models/upernet.py",
+    "../_base_/datasets/ade20k_504.py",
+    "../_base_/default_runtime.py",
+]
+experiment = dict(name="full_tuning", head="upernet", trunk="trained", fraction=1)
+max_iters = 80000
+warmup_iters = 1500
+model = dict(
+    backbone=dict(
+        out_indices=[11, 23, 35, 47],
+        drop_path_rate=0.4,
+        freeze_trunk=False,
+    ),
+    auxiliary_head=dict(in_index=2),
+)
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.05),
+    paramwise_cfg=dict(layer_decay_rate=0.95),
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=max_iters),
+]
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=1000)

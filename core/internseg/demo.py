@@ -1,0 +1,165 @@
+"""The embedded demo: a synthetic ADEChallengeData2016.zip and a tiny "pretrained" InternViT.
+
+The data is in the exact ADE20K layout, and a small model can learn it: each class has its own
+colour and texture, so a linear probe on a random trunk already beats a constant predictor.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_path
+
+TOP = "ADEChallengeData2016"
+
+
+@dataclass(frozen=True)
+class Look:
+    """How pixels of one class are drawn: base RGB colour and a texture."""
+
+    label: int
+    name: str
+    rgb: tuple[int, int, int]
+    texture: str  # smooth | hstripes | vstripes | checker | dots | grid
+
+
+# ADE20K label ids (1-based, 0 = other) with their official names.
+SKY = Look(3, "sky", (110, 160, 230), "smooth")
+FLOOR = Look(4, "floor", (150, 110, 70), "hstripes")
+OBJECTS = (
+    Look(5, "tree", (40, 140, 50), "dots"),
+    Look(13, "person", (200, 60, 60), "vstripes"),
+    Look(21, "car", (220, 200, 40), "checker"),
+    Look(2, "building", (120, 120, 130), "grid"),
+)
+DEMO_CLASSES = (SKY, FLOOR) + OBJECTS
+
+
+def texture(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A (h, w) pattern in [-1, 1] with a random phase, so crops differ but stay recognisable."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    dy, dx = rng.integers(0, 8, size=2)
+    if kind == "smooth":
+        return (yy / max(h - 1, 1)) * 0.6 - 0.3
+    if kind == "hstripes":
+        return np.sign(np.sin((yy + dy) * np.pi / 4))
+    if kind == "vstripes":
+        return np.sign(np.sin((xx + dx) * np.pi / 3))
+    if kind == "checker":
+        return ((((yy + dy) // 6) + ((xx + dx) // 6)) % 2) * 2.0 - 1
+    if kind == "dots":
+        return np.where(((yy + dy) % 7 < 3) & ((xx + dx) % 7 < 3), 1.0, -0.6)
+    if kind == "grid":
+        return np.where(((yy + dy) % 10 < 2) | ((xx + dx) % 10 < 2), -1.0, 0.4)
+    raise ValueError(f"unknown texture {kind!r}")
+
+
+def paint(img: np.ndarray, mask: np.ndarray, look: Look, rng: np.random.Generator) -> None:
+    h, w = img.shape[:2]
+    jitter = rng.normal(0, 12, size=3)
+    colour = np.clip(np.array(look.rgb) + jitter, 0, 255)
+    pattern = texture(look.texture, h, w, rng)[..., None] * 45
+    layer = np.clip(colour + pattern + rng.normal(0, 6, size=(h, w, 1)), 0, 255)
+    img[mask] = layer[mask]
+
+
+def make_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One RGB image (uint8) and its ADE20K label map (uint8, 0 = other)."""
+    h, w = int(rng.integers(120, 201)), int(rng.integers(150, 261))
+    img = np.zeros((h, w, 3), np.float64)
+    label = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    horizon = int(rng.integers(h // 3, 2 * h // 3))
+    for look, mask in ((SKY, yy < horizon), (FLOOR, yy >= horizon)):
+        paint(img, mask, look, rng)
+        label[mask] = look.label
+
+    for _ in range(int(rng.integers(1, 4))):
+        look = OBJECTS[int(rng.integers(len(OBJECTS)))]
+        oh, ow = int(rng.integers(h // 4, h // 2)), int(rng.integers(w // 5, w // 2))
+        y0, x0 = int(rng.integers(0, h - oh)), int(rng.integers(0, w - ow))
+        if rng.random() < 0.5:
+            mask = (yy >= y0) & (yy < y0 + oh) & (xx >= x0) & (xx < x0 + ow)
+        else:
+            cy, cx = y0 + oh / 2, x0 + ow / 2
+            mask = ((yy - cy) / (oh / 2)) ** 2 + ((xx - cx) / (ow / 2)) ** 2 <= 1
+        paint(img, mask, look, rng)
+        label[mask] = look.label
+
+    if rng.random() < 0.3:  # an unlabelled blob: ADE20K's "other", ignored in training
+        s = int(rng.integers(8, 20))
+        y0, x0 = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        img[y0:y0 + s, x0:x0 + s] = rng.integers(0, 256, size=(s, s, 3))
+        label[y0:y0 + s, x0:x0 + s] = 0
+    return img.astype(np.uint8), label
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def object_info() -> str:
+    """objectInfo150.txt with the demo classes' names, other slots named by index."""
+    names = {look.label: look.name for look in DEMO_CLASSES}
+    rows = ["Idx\tRatio\tTrain\tVal\tName"]
+    rows += [f"{i}\t0\t0\t0\t{names.get(i, f'class{i}')}" for i in range(1, 151)]
+    return "\n".join(rows) + "\n"
+
+
+def write_demo_zip(out: str | Path, n_train: int = 96, n_val: int = 16, seed: int = 0) -> Path:
+    """Write a synthetic ``ADEChallengeData2016.zip`` (same layout and names as the real one)."""
+    rng = np.random.default_rng(seed)
+    splits = (("training", "train", n_train), ("validation", "val", n_val))
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{TOP}/objectInfo150.txt", object_info())
+        scenes = []
+        for folder, tag, count in splits:
+            for i in range(1, count + 1):
+                stem = f"ADE_{tag}_{i:08d}"
+                img, label = make_pair(rng)
+                zf.writestr(f"{TOP}/images/{folder}/{stem}.jpg", _encode(img, "JPEG"))
+                zf.writestr(f"{TOP}/annotations/{folder}/{stem}.png", _encode(label, "PNG"))
+                scenes.append(f"{stem} synthetic")
+        zf.writestr(f"{TOP}/sceneCategories.txt", "\n".join(scenes) + "\n")
+    return Path(out)
+
+
+# The tiny trunk: the real InternViT6B class at demo width and depth.
+TINY_TRUNK = dict(embed_dim=96, depth=4, num_heads=4)
+CLIP_PROJECTOR_KEYS = (
+    "norm1_q.weight", "norm1_q.bias", "norm1_k.weight", "norm1_k.bias", "norm1_v.weight",
+    "norm1_v.bias", "cross_attn.q_proj.weight", "cross_attn.k_proj.weight",
+    "cross_attn.v_proj.weight", "cross_attn.q_bias", "cross_attn.k_bias", "cross_attn.v_bias",
+    "cross_attn.proj.weight", "cross_attn.proj.bias",
+)
+
+
+def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny trunk saved like ``intern_vit_6b_224px.pth``: 224 px position
+    grid, the same key names, and the CLIP projector keys that loading must drop."""
+    import torch
+
+    from .io import save_torch
+    from .models.intern_vit import InternViT6B
+
+    torch.manual_seed(seed)
+    trunk = InternViT6B(img_size=224, out_indices=(TINY_TRUNK["depth"] - 1,),
+                        trunk_dtype="float32", **TINY_TRUNK)
+    trunk.init_weights()
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    dim = TINY_TRUNK["embed_dim"]
+    for key in CLIP_PROJECTOR_KEYS:
+        shape = (dim, dim) if key.endswith("proj.weight") else (dim,)
+        state[f"clip_projector.{key}"] = torch.randn(shape) * 0.02
+    return save_torch(out, state)

@@ -1,0 +1,92 @@
+"""`internseg test`: slide inference over the validation set, metrics.json out."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..config import load_config
+from ..env import versions
+from ..io import write_json
+from ..models.pretrained import CheckpointError, load_checkpoint_file
+from .train import set_data_root, sync_bn_to_bn
+
+log = logging.getLogger("internseg")
+
+# Names in the released checkpoints that our modules spell differently.
+RELEASED_KEY_PREFIXES = {f"backbone.fpn{i}.": f"neck.fpn{i}." for i in range(1, 5)}
+
+
+def rename_released_keys(state: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        for old, new in RELEASED_KEY_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key.removeprefix(old)
+                break
+        out[key] = value
+    return out
+
+
+def load_segmentor_weights(model, path: str | Path) -> None:
+    """Load our final checkpoints and the released ones, full or head-only.
+
+    A checkpoint without trunk weights (frozen-trunk runs) relies on the trunk's pretrained
+    file, loaded by ``init_weights``; anything else missing is an error.
+    """
+    state = rename_released_keys(load_checkpoint_file(path))
+    has_trunk = any(k.startswith("backbone.") for k in state)
+    if not has_trunk:
+        if not getattr(model.backbone, "pretrained", None):
+            raise CheckpointError(f"{path} holds no trunk weights and the config names no "
+                                  "pretrained trunk (model.backbone.pretrained)")
+        model.backbone.init_weights()
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if has_trunk or not k.startswith("backbone.")]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{path} does not fit the config: missing {missing[:5]} "
+                              f"({len(missing)}), unexpected {result.unexpected_keys[:5]} "
+                              f"({len(result.unexpected_keys)})")
+    log.info("loaded %s (%d tensors%s)", path, len(state),
+             "" if has_trunk else "; trunk from its pretrained file")
+
+
+def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = None,
+             pretrained: str | None = None, work_dir: str | None = None,
+             launcher: str = "none", cfg_options: dict | None = None) -> dict:
+    from mmengine.runner import Runner
+
+    from .. import register_all
+    from .metrics import PerClassIoUMetric
+
+    register_all()
+    cfg = load_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root:
+        set_data_root(cfg, data_root)
+    if pretrained:
+        cfg.model.backbone.pretrained = str(pretrained)
+    cfg.launcher = launcher
+    if launcher == "none":
+        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+    cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
+    cfg.load_from = None
+    runner = Runner.from_cfg(cfg)
+    load_segmentor_weights(runner.model, checkpoint)
+    summary_metrics = runner.test()
+
+    metric = next(m for m in runner.test_evaluator.metrics
+                  if isinstance(m, PerClassIoUMetric))
+    result = dict(
+        config=str(config),
+        checkpoint=str(checkpoint),
+        num_images=len(runner.test_dataloader.dataset),
+        inference=dict(cfg.model.test_cfg),
+        **metric.last_summary,
+        versions=versions(),
+    )
+    log.info("mIoU %.2f mAcc %.2f aAcc %.2f", summary_metrics.get("mIoU", float("nan")),
+             summary_metrics.get("mAcc", float("nan")), summary_metrics.get("aAcc", float("nan")))
+    write_json(out, result)
+    return result

@@ -1,0 +1,144 @@
+"""`internseg train`: the original train.py's options on top of mmengine's Runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction used by the CLI)
+
+from ..config import load_config
+from ..env import versions
+from ..io import atomic_path, save_torch
+
+log = logging.getLogger("internseg")
+
+
+@dataclass
+class TrainOptions:
+    config: str
+    work_dir: str | None = None
+    load_from: str | None = None
+    resume_from: str | None = None
+    auto_resume: bool = False
+    launcher: str = "none"
+    seed: int | None = None
+    deterministic: bool = False
+    cfg_options: dict = field(default_factory=dict)
+    data_root: str | None = None
+    split: str | None = None
+    pretrained: str | None = None
+    final_checkpoint: str | None = None
+    scalars_out: str | None = None
+    config_out: str | None = None
+
+
+def sync_bn_to_bn(obj):
+    """Replace every SyncBN norm config by BN: SyncBN needs a process group."""
+    if isinstance(obj, dict):
+        out = {k: sync_bn_to_bn(v) for k, v in obj.items()}
+        if out.get("type") == "SyncBN":
+            out["type"] = "BN"
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(sync_bn_to_bn(v) for v in obj)
+    return obj
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(name):
+            cfg[name].dataset.data_root = str(data_root)
+
+
+def build_train_config(opts: TrainOptions) -> Config:
+    """The config a run trains with: file, then CLI options, in the original's precedence."""
+    cfg = load_config(opts.config)
+    if opts.cfg_options:
+        cfg.merge_from_dict(opts.cfg_options)
+    # work dir: CLI, else config, else derived from the config's name
+    if opts.work_dir:
+        cfg.work_dir = opts.work_dir
+    elif not cfg.get("work_dir"):
+        cfg.work_dir = str(Path("work_dirs") / Path(opts.config).stem)
+    if opts.data_root:
+        set_data_root(cfg, opts.data_root)
+    if opts.split:
+        cfg.train_dataloader.dataset.ann_file = str(Path(opts.split).resolve())
+    if opts.pretrained:
+        cfg.model.backbone.pretrained = str(opts.pretrained)
+    cfg.launcher = opts.launcher
+    if opts.launcher == "none":
+        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+    if opts.resume_from:
+        cfg.resume, cfg.load_from = True, opts.resume_from
+    elif opts.auto_resume:
+        # mmengine resumes from the work dir's last_checkpoint when load_from is None
+        cfg.resume, cfg.load_from = True, None
+    elif opts.load_from:
+        cfg.load_from = opts.load_from
+    if opts.seed is not None or opts.deterministic:
+        cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
+    return cfg
+
+
+def trainable_state(model) -> dict:
+    """State to keep as the run's result: everything, minus a frozen trunk (it is the
+    pretrained file, unchanged), as in the released head-only checkpoints."""
+    state = model.state_dict()
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and getattr(backbone, "freeze_trunk", False):
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def export_scalars(work_dir: Path, out: Path) -> None:
+    """Concatenate the per-launch scalars.json files of a (possibly resumed) run, in time order."""
+    parts = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    with atomic_path(out) as tmp:
+        with open(tmp, "w") as dst:
+            for part in parts:
+                dst.write(part.read_text())
+
+
+def run_training(opts: TrainOptions):
+    """Train; then write the final checkpoint, the scalars and the config, atomically."""
+    from mmengine.runner import Runner
+
+    from .. import register_all
+
+    register_all()
+    cfg = build_train_config(opts)
+    log.info("internseg train %s; versions %s", opts.config, versions())
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    if runner.rank != 0:
+        return runner
+
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    meta = dict(
+        config=cfg.pretty_text,
+        iteration=runner.iter,
+        seed=runner.seed,
+        versions=versions(),
+        dataset_meta=dict(runner.train_dataloader.dataset.metainfo),
+    )
+    if opts.final_checkpoint:
+        save_torch(opts.final_checkpoint, dict(meta=meta, state_dict=trainable_state(model)))
+    if opts.scalars_out:
+        export_scalars(Path(cfg.work_dir), Path(opts.scalars_out))
+    if opts.config_out:
+        with atomic_path(opts.config_out) as tmp:
+            cfg.dump(str(tmp))
+    return runner
+
+
+def configure_threads(threads: int | None) -> None:
+    """Honour a scheduler's CPU allotment (Snakemake's `threads`, Slurm's cpus-per-task)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -1,0 +1,263 @@
+"""InternViT-6B, the vision trunk of InternVL 1.0, as an mmseg backbone.
+
+Parameter names and shapes follow the released ``intern_vit_6b_224px.pth`` so that the
+checkpoint loads without renaming (see :mod:`internseg.models.pretrained`).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmseg.registry import MODELS
+
+from .pretrained import load_pretrained_backbone, resize_pos_embed
+
+
+class RMSNorm(nn.Module):
+    """Weight-only RMSNorm; statistics in fp32 so that bf16 activations stay stable."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with q/k RMSNorm taken over all heads jointly."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_normalization: bool,
+                 norm_eps: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qk_normalization = qk_normalization
+        if qk_normalization:
+            self.q_norm = RMSNorm(dim, eps=norm_eps)
+            self.k_norm = RMSNorm(dim, eps=norm_eps)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.qk_normalization:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+                   for t in (q, k, v))
+        # SDPA picks flash / memory-efficient kernels on GPU and the math kernel on CPU.
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 qk_normalization: bool, layerscale_init: float, drop_path: float,
+                 norm_eps: float):
+        super().__init__()
+        self.norm1 = RMSNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_normalization, norm_eps)
+        self.ls1 = LayerScale(dim, layerscale_init)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = RMSNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layerscale_init)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), hw
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@MODELS.register_module()
+class InternViT6B(BaseModule):
+    """InternViT-6B trunk.
+
+    Args:
+        img_size: training crop; sets the position-embedding grid (504 -> 36x36).
+        patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, qk_normalization,
+        layerscale_init, norm_eps: architecture, defaults are the 6B model's.
+        drop_path_rate: stochastic depth, ``linspace(0, rate, depth)`` over blocks.
+        out_indices: blocks whose outputs are returned, as fp32 (B, C, H, W) maps.
+        with_cp: activation checkpointing per block (trained trunk at 504 px needs it).
+        freeze_trunk: no gradients, eval mode, and no autograd graph in forward.
+        trunk_dtype: compute dtype of the trunk; a frozen trunk also stores its weights in it,
+            a trained one keeps fp32 master weights and runs under autocast.
+        pretrained: path of an ``intern_vit_6b_224px.pth``-format checkpoint loaded by
+            :meth:`init_weights`.
+        pretrain_size: image size the checkpoint's position embedding was trained at.
+    """
+
+    def __init__(self,
+                 img_size: int = 504,
+                 patch_size: int = 14,
+                 in_channels: int = 3,
+                 embed_dim: int = 3200,
+                 depth: int = 48,
+                 num_heads: int = 25,
+                 mlp_ratio: float = 4.0,
+                 qkv_bias: bool = False,
+                 qk_normalization: bool = True,
+                 layerscale_init: float = 0.1,
+                 norm_eps: float = 1e-6,
+                 drop_path_rate: float = 0.0,
+                 out_indices: tuple[int, ...] | list[int] = (47,),
+                 with_cp: bool = False,
+                 freeze_trunk: bool = False,
+                 trunk_dtype: str = "bfloat16",
+                 pretrained: str | None = None,
+                 pretrain_size: int = 224,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        bad = [i for i in out_indices if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"out_indices {bad} outside 0..{depth - 1}")
+        if trunk_dtype not in _DTYPES:
+            raise ValueError(f"trunk_dtype {trunk_dtype!r} not one of {sorted(_DTYPES)}")
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.out_indices = tuple(out_indices)
+        self.with_cp = with_cp
+        self.freeze_trunk = freeze_trunk
+        self.trunk_dtype = _DTYPES[trunk_dtype]
+        self.pretrained = pretrained
+        self.pretrain_size = pretrain_size
+        self.grid = img_size // patch_size
+
+        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_normalization, layerscale_init,
+                  rates[i], norm_eps) for i in range(depth))
+        # Blocks after the last tap never influence the output: dropping them saves memory
+        # and time; they stay in the module so that checkpoints load unchanged.
+        self.num_run_blocks = max(self.out_indices) + 1
+        if freeze_trunk:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.to(self.trunk_dtype)
+
+    def train(self, mode: bool = True):
+        super().train(mode and not self.freeze_trunk)
+        return self
+
+    def init_weights(self) -> None:
+        self._init_random()
+        if self.pretrained:
+            load_pretrained_backbone(self, self.pretrained, pretrain_size=self.pretrain_size)
+        if self.freeze_trunk:
+            self._freeze()
+
+    def _init_random(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                nn.init.uniform_(m.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+                nn.init.zeros_(m.bias)
+
+    def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
+        if hw == (self.grid, self.grid):
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, (self.grid, self.grid), hw)
+
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x, hw = self.patch_embed(x)
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed_for(hw).to(x.dtype)
+        outs = []
+        for i, block in enumerate(self.blocks[:self.num_run_blocks]):
+            if self.with_cp and x.requires_grad:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in self.out_indices:
+                # The cls token takes part in attention but is not a spatial feature.
+                tokens = x[:, 1:].float()
+                outs.append(tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw))
+        return outs
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.freeze_trunk:
+            with torch.no_grad():
+                return self._run(x.to(self.trunk_dtype))
+        if self.trunk_dtype == torch.float32:
+            return self._run(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.trunk_dtype):
+            return self._run(x)

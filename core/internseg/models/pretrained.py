@@ -1,0 +1,96 @@
+"""Loading checkpoints that come from outside: the pretrained trunk and released segmentors.
+
+Every outside checkpoint goes through :func:`load_checkpoint_file` (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger("internseg")
+
+# The 224 px checkpoint carries InternVL's CLIP projector next to the trunk; it is not part
+# of the segmentation backbone.
+DROPPED_PREFIXES = ("clip_projector.",)
+WRAPPER_KEYS = ("module", "state_dict", "model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be adapted to the model; the message names file and key."""
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint safely and unwrap ``module`` / ``state_dict`` / ``model`` wrappers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: no state dict of tensors found")
+    # DataParallel / DDP prefixes
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int],
+                     new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a (1, 1 + H*W, C) position embedding; the cls slot is kept as is."""
+    cls, grid = pos_embed[:, :1], pos_embed[:, 1:]
+    c = grid.shape[-1]
+    grid = grid.reshape(1, *old_grid, c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c).to(pos_embed.dtype)
+    return torch.cat([cls, grid], dim=1)
+
+
+def adapt_backbone_state(state: dict[str, torch.Tensor], model: nn.Module,
+                         source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Map a pretrained trunk state dict onto ``model``: drop projector keys, resize pos_embed.
+
+    Raises :class:`CheckpointError` for a tensor whose shape cannot be adapted.
+    """
+    state = {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}
+    target = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key not in target:
+            out[key] = value  # reported as unexpected by load_state_dict
+            continue
+        want = target[key].shape
+        if value.shape == want:
+            out[key] = value
+        elif key == "pos_embed" and value.shape[-1] == want[-1]:
+            old = math.isqrt(value.shape[1] - 1)
+            new = math.isqrt(want[1] - 1)
+            if old * old != value.shape[1] - 1 or new * new != want[1] - 1:
+                raise CheckpointError(
+                    f"{source}: pos_embed {tuple(value.shape)} is not a square grid + cls token")
+            out[key] = resize_pos_embed(value, (old, old), (new, new))
+        else:
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
+    return out
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path,
+                             pretrain_size: int = 224) -> tuple[list[str], list[str]]:
+    """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT6B.
+
+    Returns (missing, unexpected) key lists after logging them.
+    """
+    state = adapt_backbone_state(load_checkpoint_file(path), model, source=str(path))
+    result = model.load_state_dict(state, strict=False)
+    log.info("loaded pretrained trunk %s (trained at %d px): %d tensors, missing %s, "
+             "unexpected %s", path, pretrain_size, len(state), result.missing_keys or "none",
+             result.unexpected_keys or "none")
+    return list(result.missing_keys), list(result.unexpected_keys)

@@ -1,0 +1,51 @@
+"""The UperNet path's resamplers: one ViT map at 1/14 turned into a 4-level pyramid."""
+
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from mmseg.registry import MODELS
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+@MODELS.register_module()
+class FeatureResampler(BaseModule):
+    """x4 (ConvT2x2 -> LN -> GELU -> ConvT2x2), x2 (ConvT2x2), x1 (identity), x0.5 (maxpool).
+
+    At 504 px the four taps (36x36) become 144, 72, 36 and 18 px maps, all ``embed_dim`` wide.
+    """
+
+    def __init__(self, embed_dim: int = 3200, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.fpn1 = nn.Sequential(
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+            ChannelsFirstLayerNorm(embed_dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+        )
+        self.fpn2 = nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2)
+        self.fpn3 = nn.Identity()
+        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(inputs) != 4:
+            raise ValueError(f"FeatureResampler needs 4 tapped maps, got {len(inputs)}")
+        ops = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+        return [op(x) for op, x in zip(ops, inputs)]

@@ -1,0 +1,63 @@
+"""Figures: mIoU against training fraction, and training curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # batch jobs have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+
+
+def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
+    few = table[table["experiment"].str.startswith("fewshot")].copy()
+    few["x"] = few["fraction"].map(lambda f: 1 / int(str(f).split("/")[1]))
+    few = few.sort_values("x")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(few["x"], few["paper_mIoU"], "o--", label="paper")
+    ax.plot(few["x"], few["our_mIoU"], "s-", label="ours")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(few["x"], few["fraction"])
+    ax.set_xlabel("fraction of ADE20K training images")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("InternViT-6B few-shot segmentation (linear head)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out)
+
+
+def read_scalars(path: str | Path) -> list[dict]:
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def plot_training_curves(scalars: dict[str, str | Path], out: str | Path) -> Path:
+    """Training loss per iteration for every run, and validation mIoU where it was measured."""
+    fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, path in sorted(scalars.items()):
+        records = read_scalars(path)
+        train = [(r["iter"], r["loss"]) for r in records if "loss" in r and "iter" in r]
+        val = [(r["step"], r["mIoU"]) for r in records if "mIoU" in r and "step" in r]
+        if train:
+            loss_ax.plot(*zip(*train), label=name)
+        if val:
+            miou_ax.plot(*zip(*val), "o-", label=name)
+    loss_ax.set(xlabel="iteration", ylabel="training loss", title="training loss")
+    miou_ax.set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
+    for ax in (loss_ax, miou_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,94 @@
+"""One row per experiment: what it was, what the paper got, what we got."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
+           "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc"]
+
+SETTINGS = {
+    "fewshot": "few-shot",
+    "linear_probing": "linear probing",
+    "head_tuning": "head tuning",
+    "full_tuning": "full tuning",
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one finished run left behind, already parsed."""
+
+    experiment: str
+    head: str
+    trunk: str
+    fraction: int
+    iterations: int
+    train_images: int
+    seed: int | None
+    seed_source: str
+    paper_miou: float | None
+    metrics: dict
+
+
+def setting_of(experiment: str) -> str:
+    return next((v for k, v in SETTINGS.items() if experiment.startswith(k)), experiment)
+
+
+def build_table(records: list[RunRecord]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        ours = r.metrics.get("mIoU")
+        diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
+        rows.append(dict(
+            experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
+            trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
+            seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
+            paper_mIoU=r.paper_miou, our_mIoU=ours, difference=diff,
+            mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
+        ))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub table without the optional `tabulate` dependency."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return "–"
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |"
+            for row in table.astype(object).itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
+                split_record: str | Path, paper_miou: float | None) -> RunRecord:
+    """Read one run's config, metrics and split record; a bad file is named in the error."""
+    from ..config import load_config
+
+    cfg = load_config(config_file)
+    try:
+        metrics = json.loads(Path(metrics_file).read_text())
+        split = json.loads(Path(split_record).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read results of {experiment}: {err}") from err
+    exp = cfg.get("experiment", {})
+    return RunRecord(
+        experiment=experiment,
+        head=exp.get("head", "?"),
+        trunk=exp.get("trunk", "?"),
+        fraction=int(split.get("fraction", exp.get("fraction", 1))),
+        iterations=int(cfg.train_cfg.max_iters),
+        train_images=int(split["count"]),
+        seed=split.get("seed"),
+        seed_source=split.get("seed_source", "none"),
+        paper_miou=paper_miou,
+        metrics=metrics,
+    )
