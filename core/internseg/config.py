@@ -81,9 +81,12 @@ def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) 
     cfg.optim_wrapper.optimizer.lr = d["lr"]
     cfg.optim_wrapper.paramwise_cfg.num_layers = d["depth"]
 
-    scale = max_iters / cfg.train_cfg.max_iters
-    for sched in cfg.param_scheduler:
-        sched.end = max(1, round(sched.end * scale))
+    warmup, poly = cfg.param_scheduler
+    if (warmup.type, poly.type) != ("LinearLR", "PolyLR"):
+        raise ValueError(f"shrink expects [LinearLR, PolyLR], got {warmup.type}, {poly.type}")
+    cfg.warmup_iters = max(1, round(cfg.warmup_iters * max_iters / cfg.max_iters))
+    cfg.max_iters = max_iters
+    warmup.end, poly.end = cfg.warmup_iters + 1, max_iters + 1  # see the paper configs
     every = max(1, max_iters // d["evaluations"])
     cfg.train_cfg.update(max_iters=max_iters, val_interval=every)
     cfg.default_hooks.checkpoint.interval = every

@@ -193,7 +193,8 @@ class InternViT6B(BaseModule):
         self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        # linspace(0, rate, depth) in plain Python: it must also work under a meta device
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_normalization, layerscale_init,
                   rates[i], norm_eps) for i in range(depth))

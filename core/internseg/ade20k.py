@@ -1,0 +1,568 @@
+"""ADE20K preparation: verify the official zip, extract it safely, validate it, write a manifest.
+
+Later steps trust ``<data_root>/ADEChallengeData2016`` only through the manifest this module
+writes (``valid: true``).  The tree is extracted into a hidden partial folder inside
+``data_root`` and renamed into place only after it validated, so a killed run leaves nothing a
+later run would mistake for finished data; the next run deletes the leftover partial folder.
+
+An already-extracted folder is accepted as the source too.  It is validated in place, never
+copied; when it lives elsewhere, ``<data_root>/ADEChallengeData2016`` becomes a symlink to it
+so that every later step finds the data at the same path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from .io import write_json
+
+log = logging.getLogger("internseg")
+
+TOP = "ADEChallengeData2016"
+EXPECTED_SHA1 = "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
+TRAIN_COUNT = 20210
+VAL_COUNT = 2000
+MAX_LABEL = 150  # 0 is "other" (ignored), 1..150 the classes
+MAX_ERRORS = 20
+MANIFEST_VERSION = 1
+# Both the extraction folder and the temporary symlink carry this prefix, so that one glob
+# finds whatever a killed run left behind.
+PARTIAL_PREFIX = f".{TOP}.partial-"
+SPLITS = (("training", "train"), ("validation", "val"))  # folder name, manifest key
+EXTRA_FILES = ("objectInfo150.txt", "sceneCategories.txt")
+_PROGRESS_MIN_BYTES = 64 << 20  # hashing a small file is instant; a bar would only be noise
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+Report = Callable[[str], None]
+
+
+class DatasetError(ValueError):
+    """An ADE20K source or tree that cannot be used; the message names the file and problem."""
+
+
+class TreeFacts(NamedTuple):
+    """What validation learnt about a tree; the manifest is built from it."""
+
+    train_stems: list[str]
+    val_stems: list[str]
+    bytes: dict[str, int]
+    extras: dict[str, bool]
+
+
+class Prepared(NamedTuple):
+    manifest: dict
+    action: str  # "up-to-date" | "extracted" | "validated-in-place" | "linked"
+
+
+# ---------------------------------------------------------------- checksums
+
+
+def _progress(iterable=None, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(iterable, mininterval=1.0, file=sys.stderr, **kwargs)
+
+
+def sha1_file(path: str | Path, chunk: int = 1 << 20, progress: bool = True) -> str:
+    """SHA-1 of a file read in chunks; shows a byte progress bar for big files."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha1()
+    show = progress and size >= _PROGRESS_MIN_BYTES
+    with open(path, "rb") as f, _progress(total=size, unit="B", unit_scale=True,
+                                          desc=f"sha1 {path.name}", disable=not show) as bar:
+        while block := f.read(chunk):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+def normalize_sha1(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{40}", value):
+        raise DatasetError(f"expected SHA-1 must be 40 hex digits, got {value!r}")
+    return value
+
+
+def check_sha1(path: str | Path, expected: str | None, progress: bool = True) -> str | None:
+    """Verify ``path`` against ``expected``; None skips the (slow) hash with a warning.
+
+    Returns the actual SHA-1, or None when skipped.
+    """
+    expected = normalize_sha1(expected)
+    if expected is None:
+        log.warning("%s: no expected SHA-1 given, archive not verified (the official "
+                    "ADEChallengeData2016.zip has %s)", path, EXPECTED_SHA1)
+        return None
+    actual = sha1_file(path, progress=progress)
+    if actual != expected:
+        raise DatasetError(f"{path}: SHA-1 mismatch: expected {expected}, actual {actual}")
+    return actual
+
+
+# ---------------------------------------------------------------- zip safety and extraction
+
+
+def unsafe_entry_reason(info: zipfile.ZipInfo) -> str | None:
+    """Why extracting this entry could write outside the target folder, or None if it cannot."""
+    name = info.filename
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    if name.startswith(("/", "\\")):
+        return "has an absolute path"
+    if _DRIVE.match(name):
+        return "has a drive letter"
+    # Backslashes count as separators too: a zip written on Windows may use them.
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' component"
+    return None
+
+
+def unsafe_entries(infos: Iterable[zipfile.ZipInfo]) -> list[str]:
+    return [f"entry {i.filename!r} {reason}" for i in infos
+            if (reason := unsafe_entry_reason(i)) is not None]
+
+
+def _under_top(name: str) -> bool:
+    return name.startswith(f"{TOP}/")
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> int:
+    """Write one (already vetted) member below ``dest``; returns the bytes written."""
+    parts = [p for p in info.filename.split("/") if p not in ("", ".")]
+    target = dest.joinpath(*parts)
+    # Second line of defence behind unsafe_entry_reason: never write outside dest.
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise DatasetError(f"zip entry {info.filename!r} would be written outside {dest}")
+    if info.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return info.file_size
+
+
+def _discard(path: Path) -> None:
+    """Remove a partial folder or temporary link without ever following a link."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_partials(data_root: Path) -> list[Path]:
+    """Delete what killed runs left behind; the caller holds the data_root lock."""
+    stale = sorted(data_root.glob(f"{PARTIAL_PREFIX}*"))
+    for path in stale:
+        _discard(path)
+    return stale
+
+
+def extract_zip(zip_path: Path, data_root: Path, *, progress: bool = True,
+                report: Report = log.info) -> Path:
+    """Extract the zip's ``ADEChallengeData2016/`` into a new partial folder in ``data_root``.
+
+    Every entry is vetted before anything is written.  Returns ``<partial>/ADEChallengeData2016``;
+    the caller validates it and renames it into place.  On an error the partial folder is removed.
+    """
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as err:
+        raise DatasetError(f"{zip_path}: not a readable zip archive ({err})") from None
+    with zf:
+        infos = zf.infolist()
+        refused = unsafe_entries(infos)
+        if refused:
+            raise DatasetError(format_problems(f"{zip_path}: refusing to extract", refused,
+                                               len(refused)))
+        members = [i for i in infos if _under_top(i.filename)]
+        if not members:
+            raise DatasetError(f"{zip_path}: no {TOP}/ folder inside the archive")
+        if len(members) < len(infos):
+            report(f"{zip_path}: skipping {len(infos) - len(members)} entries outside {TOP}/")
+        total = sum(i.file_size for i in members)
+        partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=data_root))
+        start = time.perf_counter()
+        try:
+            with _progress(total=total, unit="B", unit_scale=True, desc="extract",
+                           disable=not progress) as bar:
+                for info in members:
+                    try:
+                        bar.update(_extract_entry(zf, info, partial))
+                    except (zipfile.BadZipFile, EOFError) as err:
+                        raise DatasetError(
+                            f"{zip_path}: entry {info.filename!r} is corrupt ({err})") from None
+        except BaseException:
+            _discard(partial)
+            raise
+    report(_throughput("extracted", len(members), total, time.perf_counter() - start))
+    return partial / TOP
+
+
+# ---------------------------------------------------------------- validation
+
+
+def format_problems(header: str, problems: list[str], max_errors: int = MAX_ERRORS) -> str:
+    lines = [f"{header} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"]
+    lines += [f"  - {p}" for p in problems[:max_errors]]
+    if len(problems) > max_errors:
+        lines.append(f"  ... and {len(problems) - max_errors} more")
+    return "\n".join(lines)
+
+
+def _throughput(verb: str, files: int, nbytes: int, seconds: float) -> str:
+    seconds = max(seconds, 1e-9)
+    return (f"{verb} {files} files ({nbytes / 1e6:.1f} MB) in {seconds:.1f} s: "
+            f"{files / seconds:.0f} files/s, {nbytes / 1e6 / seconds:.1f} MB/s")
+
+
+def _list_files(folder: Path, suffix: str) -> tuple[dict[str, int], list[str]]:
+    """Stems of ``*suffix`` files with their sizes, and the names of anything else."""
+    found, other = {}, []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.name.endswith(suffix) and entry.is_file():
+                found[entry.name[: -len(suffix)]] = entry.stat().st_size
+            else:
+                other.append(entry.name)
+    return found, sorted(other)
+
+
+def check_pair(root: Path, image: str, label: str) -> list[str]:
+    """Problems of one image/label pair (paths relative to ``root``).
+
+    The image is only opened for its header; the label map is decoded, since its values matter.
+    """
+    import numpy as np
+    from PIL import Image
+
+    problems = []
+    try:
+        with Image.open(root / image) as im:
+            image_size = im.size
+    except Exception as err:  # PIL raises many types for a broken file
+        return [f"{image}: unreadable image ({err})"]
+    try:
+        with Image.open(root / label) as lab:
+            label_size, mode = lab.size, lab.mode
+            # Mode "P" is single-channel too, but decoders disagree on palette PNGs (cv2
+            # expands them to BGR), so only plain 8-bit grey gives the same ids everywhere.
+            pixels = np.asarray(lab) if mode == "L" else None
+    except Exception as err:
+        return [f"{label}: unreadable label map ({err})"]
+    if pixels is None:
+        problems.append(f"{label}: label map must be single-channel 8-bit (PIL mode 'L'), "
+                        f"found mode {mode!r}")
+    elif pixels.size and (top := int(pixels.max())) > MAX_LABEL:
+        bad = int(np.count_nonzero(pixels > MAX_LABEL))
+        problems.append(f"{label}: label value {top} outside 0..{MAX_LABEL} ({bad} pixels)")
+    if image_size != label_size:
+        problems.append(f"{label}: size {label_size[0]}x{label_size[1]} differs from its image "
+                        f"{image} ({image_size[0]}x{image_size[1]})")
+    return problems
+
+
+def _pairing_problems(split: str, images: dict, labels: dict, expected: int) -> list[str]:
+    problems = []
+    if len(images) != expected or len(labels) != expected:
+        problems.append(f"{split}: found {len(images)} images and {len(labels)} label maps, "
+                        f"expected {expected} of each")
+    problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}.png"
+                 for s in sorted(images.keys() - labels.keys())]
+    problems += [f"annotations/{split}/{s}.png: no image images/{split}/{s}.jpg"
+                 for s in sorted(labels.keys() - images.keys())]
+    return problems
+
+
+def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
+                  val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
+                  workers: int | None = None, progress: bool = True,
+                  where: str | None = None, report: Report = log.info) -> TreeFacts:
+    """Check an ``ADEChallengeData2016`` folder; raise one DatasetError listing every problem.
+
+    ``where`` names the tree in messages (defaults to ``root``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(root)
+    where = where or str(root)
+    if not root.is_dir():
+        raise DatasetError(f"{where}: not a folder")
+    expected = {"training": train_count, "validation": val_count}
+    problems: list[str] = []
+    stems: dict[str, list[str]] = {}
+    nbytes: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    for split, key in SPLITS:
+        listed = []
+        for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
+            folder = root / kind / split
+            if not folder.is_dir():
+                problems.append(f"{kind}/{split}: folder missing")
+                listed.append({})
+                continue
+            found, other = _list_files(folder, suffix)
+            problems += [f"{kind}/{split}/{name}: unexpected entry (want *{suffix} files)"
+                         for name in other]
+            listed.append(found)
+        images, labels = listed
+        problems += _pairing_problems(split, images, labels, expected[split])
+        both = sorted(images.keys() & labels.keys())
+        stems[key] = both
+        nbytes[key] = sum(images[s] + labels[s] for s in both)
+        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}.png") for s in both]
+
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    start = time.perf_counter()
+    # PIL releases the GIL while decoding, so threads overlap PNG decoding and file reads.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
+        for found in _progress(results, total=len(pairs), desc="validate", unit="pair",
+                               disable=not progress):
+            problems += found
+    report(_throughput("validated", 2 * len(pairs), sum(nbytes.values()),
+                       time.perf_counter() - start))
+    if problems:
+        raise DatasetError(format_problems(f"{where}: ADE20K validation failed", problems,
+                                           max_errors))
+    extras = {name: (root / name).is_file() for name in EXTRA_FILES}
+    for name, present in extras.items():
+        if not present:
+            log.warning("%s: %s missing (not needed for training)", where, name)
+    return TreeFacts(stems["train"], stems["val"], nbytes, extras)
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def stems_sha256(stems: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(stems).encode()).hexdigest()
+
+
+def build_manifest(root: Path, source: Path, source_kind: str, source_sha1: str | None,
+                   facts: TreeFacts) -> dict:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "dataset": "ADE20K",
+        "valid": True,
+        "root": str(root),
+        "source": str(source),
+        "source_kind": source_kind,
+        "source_sha1": source_sha1,
+        "num_classes": MAX_LABEL,
+        "train_count": len(facts.train_stems),
+        "val_count": len(facts.val_stems),
+        "bytes": facts.bytes,
+        "extras": facts.extras,
+        "train_stems_sha256": stems_sha256(facts.train_stems),
+        "val_stems_sha256": stems_sha256(facts.val_stems),
+        "train_stems": facts.train_stems,
+    }
+
+
+def _listed_stems(root: Path, kind: str, split: str, suffix: str) -> list[str] | None:
+    try:
+        return sorted(_list_files(root / kind / split, suffix)[0])
+    except OSError:
+        return None
+
+
+def _current_manifest(path: Path, root: Path, train_count: int, val_count: int,
+                      sha1: str | None) -> dict | None:
+    """The manifest at ``path`` if it still describes ``root``; else None.
+
+    Only the file names are re-listed (cheap), not re-decoded: this is the no-op path of a rerun.
+    """
+    import json
+
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(manifest, dict) and manifest.get("valid") is True
+            and manifest.get("manifest_version") == MANIFEST_VERSION
+            and manifest.get("root") == str(root)
+            and manifest.get("train_count") == train_count
+            and manifest.get("val_count") == val_count and root.is_dir()):
+        return None
+    recorded = manifest.get("source_sha1")
+    if sha1 is not None and recorded is not None and recorded != sha1:
+        raise DatasetError(f"{root} was prepared from an archive with SHA-1 {recorded}, "
+                           f"not {sha1} (manifest {path}); remove both to prepare it again")
+    for split, key in SPLITS:
+        want = manifest.get(f"{key}_stems_sha256")
+        for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
+            listed = _listed_stems(root, kind, split, suffix)
+            if listed is None or stems_sha256(listed) != want:
+                return None
+    return manifest
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Exclusive lock on the folder itself: no lock file is left behind, and two concurrent
+    runs cannot delete each other's partial folder."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _tree_in(folder: Path) -> Path:
+    """Accept both the ``ADEChallengeData2016`` folder and the folder that contains it."""
+    return folder / TOP if (folder / TOP).is_dir() else folder
+
+
+def _link_into_place(tree: Path, target: Path) -> None:
+    tmp = target.parent / f"{PARTIAL_PREFIX}link-{os.getpid()}"
+    _discard(tmp)
+    os.symlink(tree, tmp, target_is_directory=True)
+    os.replace(tmp, target)
+
+
+def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | None = None,
+                   manifest_path: str | Path | None = None, train_count: int = TRAIN_COUNT,
+                   val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
+                   workers: int | None = None, progress: bool = True,
+                   report: Report = log.info) -> Prepared:
+    """Make ``<data_root>/ADEChallengeData2016`` a validated ADE20K tree and write its manifest.
+
+    ``source`` is the official zip or an extracted folder.  ``manifest_path`` defaults to
+    ``<data_root>/ADEChallengeData2016.manifest.json``.  Idempotent: when the manifest still
+    describes the tree, nothing is read or written.
+    """
+    source = Path(source).absolute()
+    data_root = Path(data_root).absolute()
+    target = data_root / TOP
+    manifest_path = Path(manifest_path or data_root / f"{TOP}.manifest.json")
+    sha1 = normalize_sha1(sha1)
+    checks = dict(train_count=train_count, val_count=val_count, max_errors=max_errors,
+                  workers=workers, progress=progress, report=report)
+    if not source.exists():
+        raise DatasetError(f"{source}: source not found")
+    data_root.mkdir(parents=True, exist_ok=True)
+
+    with _locked(data_root):
+        for stale in remove_stale_partials(data_root):
+            report(f"removed {stale}, left by an interrupted run")
+        manifest = _current_manifest(manifest_path, target, train_count, val_count, sha1)
+        if manifest is not None:
+            report(f"{target}: up to date (manifest {manifest_path})")
+            return Prepared(manifest, "up-to-date")
+
+        if source.is_dir():
+            tree = _tree_in(source)
+            if sha1 is not None:
+                log.warning("--sha1 applies to a zip source; %s is a folder", source)
+            facts = validate_tree(tree, **checks)
+            if os.path.lexists(target) and target.resolve() != tree.resolve():
+                raise DatasetError(f"{target} already exists and is not {tree}; "
+                                   f"remove it, or pass it as the source")
+            action = "validated-in-place"
+            if not os.path.lexists(target):
+                _link_into_place(tree, target)
+                action = "linked"
+            manifest = build_manifest(target, tree, "folder", None, facts)
+        elif os.path.lexists(target):
+            # A tree is only renamed into place after it validated, so this one was made by
+            # hand or its manifest was lost: validate it where it is, never overwrite it.
+            report(f"{target} exists without a current manifest; validating it in place "
+                   f"instead of extracting {source.name}")
+            try:
+                facts = validate_tree(target, **checks)
+            except DatasetError as err:
+                raise DatasetError(f"{err}\nremove {target} to extract {source} again") from None
+            manifest = build_manifest(target, target, "folder", None, facts)
+            action = "validated-in-place"
+        else:
+            actual = check_sha1(source, sha1, progress=progress)
+            extracted = extract_zip(source, data_root, progress=progress, report=report)
+            try:
+                facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
+                os.rename(extracted, target)
+            finally:
+                _discard(extracted.parent)
+            manifest = build_manifest(target, source, "zip", actual, facts)
+            action = "extracted"
+        write_json(manifest_path, manifest)
+    report(f"{target}: {action}; {manifest['train_count']} training and "
+           f"{manifest['val_count']} validation pairs; manifest {manifest_path}")
+    return Prepared(manifest, action)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prepare-ade20k", help="verify, extract and validate ADE20K; write its manifest",
+        description=__doc__.splitlines()[0])
+    p.add_argument("--source", required=True, type=Path,
+                   help="ADEChallengeData2016.zip, or an extracted ADEChallengeData2016 folder "
+                        "(or its parent), validated in place and symlinked into --data-root")
+    p.add_argument("--data-root", required=True, type=Path,
+                   help="folder that will contain ADEChallengeData2016/")
+    p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
+                                  "omitted = not verified")
+    p.add_argument("--train-count", type=_count, default=TRAIN_COUNT)
+    p.add_argument("--val-count", type=_count, default=VAL_COUNT)
+    p.add_argument("--manifest", type=Path,
+                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
+    p.add_argument("--max-errors", type=_positive_int, default=MAX_ERRORS,
+                   help="problems listed in full before '... and N more'")
+    p.add_argument("--workers", type=_positive_int, help="threads for decoding label maps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare)
+    return p
+
+
+def cmd_prepare(args) -> int:
+    try:
+        prepare_ade20k(args.source, args.data_root, sha1=args.sha1,
+                       manifest_path=args.manifest, train_count=args.train_count,
+                       val_count=args.val_count, max_errors=args.max_errors,
+                       workers=args.workers, progress=not args.no_progress, report=print)
+    except (DatasetError, OSError) as err:
+        print(f"prepare-ade20k: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,178 @@
+"""The `internseg` command that every workflow rule calls.
+
+Heavy imports (torch, mmseg) happen inside the subcommands so that light steps start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import ade20k, hub, splits
+
+log = logging.getLogger("internseg")
+
+
+def _dict_action():
+    from mmengine.config import DictAction
+
+    return DictAction
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one experiment (mmengine Runner)")
+    p.add_argument("config", help="config file, or <preset>/<experiment>, e.g. demo/head_tuning")
+    p.add_argument("--work-dir", help="where checkpoints and logs go "
+                   "(default: the config's work_dir, else work_dirs/<config name>)")
+    p.add_argument("--load-from", help="initialise from this checkpoint (no resume)")
+    p.add_argument("--resume-from", help="resume optimizer, schedule and iteration from it")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="resume from the latest checkpoint in the work dir, if any")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--seed-record", help="split.json from `internseg split`: train with the "
+                   "seed its subset was drawn with, as the original runs did")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={},
+                   help="override config keys, e.g. train_cfg.max_iters=100")
+    p.add_argument("--data-root", help="the ADEChallengeData2016 folder")
+    p.add_argument("--split", help="file of training image stems to train on")
+    p.add_argument("--pretrained", help="intern_vit_6b_224px.pth-format trunk checkpoint")
+    p.add_argument("--final-checkpoint", help="write the trained weights here at the end")
+    p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
+    p.add_argument("--config-out", help="write the config the run used here")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .engine.train import TrainOptions, configure_threads, run_training
+
+    configure_threads(args.threads)
+    if args.seed is None and args.seed_record:
+        args.seed = json.loads(Path(args.seed_record).read_text()).get("seed")
+    fields = TrainOptions.__dataclass_fields__
+    run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
+    return 0
+
+
+def add_test(sub) -> None:
+    p = sub.add_parser("test", help="evaluate a checkpoint: slide inference, metrics.json")
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="metrics.json to write")
+    p.add_argument("--data-root")
+    p.add_argument("--pretrained", help="trunk checkpoint, for head-only checkpoints")
+    p.add_argument("--work-dir")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={})
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_test)
+
+
+def cmd_test(args) -> int:
+    from .engine.evaluate import run_test
+    from .engine.train import configure_threads
+
+    configure_threads(args.threads)
+    result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
+                      pretrained=args.pretrained, work_dir=args.work_dir,
+                      launcher=args.launcher, cfg_options=args.cfg_options)
+    print(f"mIoU {result['mIoU']}  mAcc {result['mAcc']}  aAcc {result['aAcc']}  -> {args.out}")
+    return 0
+
+
+def add_make_demo(sub) -> None:
+    p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip and tiny checkpoint")
+    p.add_argument("--zip", required=True, help="ADEChallengeData2016.zip to write")
+    p.add_argument("--checkpoint", required=True,
+                   help="tiny intern_vit_6b_224px.pth to write (the demo's local 'Hub')")
+    p.add_argument("--train-count", type=int, default=96)
+    p.add_argument("--val-count", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_demo)
+
+
+def cmd_make_demo(args) -> int:
+    from .demo import write_demo_zip, write_tiny_checkpoint
+
+    write_demo_zip(args.zip, args.train_count, args.val_count, args.seed)
+    write_tiny_checkpoint(args.checkpoint, args.seed)
+    print(f"demo data -> {args.zip}; tiny trunk -> {args.checkpoint}")
+    return 0
+
+
+def add_aggregate(sub) -> None:
+    p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
+    p.add_argument("runs", nargs="+", help="run folders results/runs/<experiment>")
+    p.add_argument("--paper-miou", nargs="*", default=[], metavar="EXPERIMENT=MIOU")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.add_argument("--fraction-plot", required=True)
+    p.add_argument("--curves-plot", required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--paper-miou expects EXPERIMENT=NUMBER, got {pair!r}")
+    return out
+
+
+def cmd_aggregate(args) -> int:
+    from .io import write_text
+    from .results.plots import plot_miou_vs_fraction, plot_training_curves
+    from .results.table import build_table, load_record, to_markdown
+
+    paper = parse_pairs(args.paper_miou)
+    records, scalars = [], {}
+    for run in map(Path, args.runs):
+        name = run.name
+        records.append(load_record(name, config_file=run / "config.py",
+                                   metrics_file=run / "metrics.json",
+                                   split_record=run / "split.json",
+                                   paper_miou=paper.get(name)))
+        if (run / "scalars.jsonl").is_file():
+            scalars[name] = run / "scalars.jsonl"
+    table = build_table(records)
+    write_text(args.csv, table.to_csv(index=False))
+    write_text(args.markdown, to_markdown(table))
+    plot_miou_vs_fraction(table, args.fraction_plot)
+    plot_training_curves(scalars, args.curves_plot)
+    print(to_markdown(table))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="internseg", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_train, add_test, hub.add_parser, ade20k.add_parser, splits.add_parser,
+                add_make_demo, add_aggregate):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"internseg {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

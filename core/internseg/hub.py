@@ -1,0 +1,221 @@
+"""Fetch pinned files (the InternViT-6B checkpoint, published logs) and verify them before use.
+
+Files come from the Hugging Face Hub at a fixed commit, or from a local folder holding the
+same files (the demo, offline machines). Either way the file is checked against the pinned
+size and sha256 and only then placed at its destination, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from internseg.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPO_ID = "OpenGVLab/InternVL"
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 8 << 20
+# Below this, hashing takes well under a second and a progress bar would only flicker.
+_PROGRESS_MIN_BYTES = 256 << 20
+
+
+class ChecksumError(ValueError):
+    """The fetched file is not the pinned one."""
+
+    def __init__(self, filename: str, check: str, expected, actual):
+        super().__init__(f"{filename}: {check} mismatch: expected {expected}, got {actual}")
+        self.filename, self.check, self.expected, self.actual = filename, check, expected, actual
+
+
+class PinError(ValueError):
+    """A revision or checksum that cannot pin a file reproducibly."""
+
+
+def check_revision(revision: str | None, *, allow_unpinned: bool = False) -> None:
+    if revision is not None and _COMMIT.fullmatch(revision):
+        return
+    if allow_unpinned:
+        log.warning("revision %r is not a commit hash: the file may change under you", revision)
+        return
+    raise PinError(
+        f"revision {revision!r} is not a full 40-character lowercase commit hash; a branch or tag can"
+        " move, so results would not be reproducible. Pass the commit id (see the repo's history)."
+    )
+
+
+def fetch_file(
+    filename: str,
+    *,
+    repo_id: str = DEFAULT_REPO_ID,
+    revision: str | None,
+    dest: str | Path,
+    sha256: str | None,
+    size: int | None,
+    local_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    allow_unpinned: bool = False,
+) -> Path:
+    """Place the verified ``filename`` at ``dest`` and return ``dest``.
+
+    With ``local_dir`` the file is taken from ``local_dir/filename`` and the Hub is not contacted.
+    Otherwise it is downloaded into the Hugging Face cache (``cache_dir``, default ``HF_HUB_CACHE``)
+    from ``repo_id`` at ``revision``, which must be a commit hash unless ``allow_unpinned``.
+    ``sha256``/``size`` of None mean "not pinned": the file is accepted with a warning that
+    reports the actual value so it can be pinned.
+
+    Raises ChecksumError (dest untouched or removed, bad cache entry evicted), PinError, or
+    FileNotFoundError when ``local_dir`` lacks the file.
+    """
+    dest = Path(dest)
+    if sha256 is not None:
+        sha256 = sha256.lower()
+        if not _SHA256.fullmatch(sha256):
+            raise PinError(f"{filename}: pinned sha256 {sha256!r} is not 64 hex digits")
+    if local_dir is None:
+        check_revision(revision, allow_unpinned=allow_unpinned)
+
+    # Re-verifying an existing dest costs one read; re-downloading it costs 12 GB when the cache was pruned.
+    if sha256 is not None and dest.is_file():
+        try:
+            _verify(dest, filename, sha256, size)
+            log.info("%s: %s already verified", filename, dest)
+            return dest
+        except ChecksumError as err:
+            log.warning("replacing %s: %s", dest, err)
+            dest.unlink()
+
+    if local_dir is not None:
+        src = Path(local_dir) / filename
+        if not src.is_file():
+            raise FileNotFoundError(f"{filename}: not found in local dir: {src}")
+        # A bad file in the user's own folder is reported, not deleted: it is theirs.
+        _verify(src, filename, sha256, size)
+    else:
+        src = _download(filename, repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+        try:
+            _verify(src, filename, sha256, size)
+        except ChecksumError:
+            _evict(src)
+            raise
+
+    _place(src, dest)
+    return dest
+
+
+def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -> Path:
+    """Download into the HF cache and return the snapshot path (a symlink to the blob).
+
+    Why the cache rather than ``hf_hub_download(local_dir=...)``: the cache is what
+    ``HF_HUB_OFFLINE=1`` reads, what other tools share, and the blob is named by its etag, so a
+    bad one can be evicted precisely. ``_place`` then hard-links the blob to ``dest``, so the
+    12 GB exist once on disk (a copy is made only across filesystems).
+
+    On resume: huggingface_hub 2.4.0 streams into a per-process ``<etag>.<random>.incomplete``
+    file, retries a dropped connection up to 5 times with a ``Range`` request inside the same
+    call, and deletes the partial file if the call fails. So a broken connection is resumed, a
+    killed process is not, whichever destination mode is used.
+    """
+    from huggingface_hub import hf_hub_download
+
+    # Read at call time: huggingface_hub reads HF_ENDPOINT once, when it is first imported.
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+    # token=None: huggingface_hub takes HF_TOKEN (or the saved login) itself; it never passes through here.
+    path = hf_hub_download(
+        repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+        library_name="internseg",
+    )
+    return Path(path)
+
+
+def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> None:
+    actual_size = path.stat().st_size
+    if size is None:
+        log.warning("%s: size is not pinned (actual %d bytes)", filename, actual_size)
+    elif actual_size != size:
+        raise ChecksumError(filename, "size", size, actual_size)
+    actual = _sha256(path, actual_size)
+    if sha256 is None:
+        log.warning("%s: sha256 is not pinned; computed sha256 %s (pin it to make this check strict)",
+                    filename, actual)
+    elif actual != sha256:
+        raise ChecksumError(filename, "sha256", sha256, actual)
+
+
+def _sha256(path: Path, size: int) -> str:
+    # Not io.sha256_file: a 12 GB file takes about a minute to hash and deserves a progress bar.
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    # disable=None lets tqdm hide the bar when stderr is not a terminal (batch logs).
+    hide = True if size < _PROGRESS_MIN_BYTES else None
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}",
+                                     disable=hide) as bar:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+def _evict(snapshot_path: Path) -> None:
+    """Drop a bad cached file so the next call downloads it again instead of reusing it."""
+    blob = Path(os.path.realpath(snapshot_path))
+    blob.unlink(missing_ok=True)
+    snapshot_path.unlink(missing_ok=True)
+    log.warning("removed the bad cached copy %s", blob)
+
+
+def _place(src: Path, dest: Path) -> None:
+    # A hard link shares the inode, so a source rewritten in place would change dest too. HF blobs
+    # are only ever replaced by rename, and fetch_file re-verifies dest, so the 12 GB saved win.
+    src = Path(os.path.realpath(src))
+    with atomic_path(dest) as tmp:
+        tmp.unlink()  # os.link refuses an existing target
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem, or one without hard links
+            log.info("copying %s to %s", src, dest)
+            shutil.copyfile(src, tmp)
+
+
+def add_parser(subparsers):
+    """Register ``internseg fetch`` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "fetch", help="download a pinned file from the Hub (or take it from --local-dir) and verify it",
+        description="Download FILENAME from the Hugging Face Hub at a pinned commit (or take it from"
+        " --local-dir), check its size and sha256, and write it atomically to --out.",
+    )
+    p.add_argument("filename", metavar="FILENAME", help="file name inside the repo")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="destination file")
+    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, metavar="ID")
+    p.add_argument("--revision", metavar="REV", help="40-hex commit id of the repo")
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 (unpinned if omitted)")
+    p.add_argument("--size", type=int, metavar="N", help="expected size in bytes (unpinned if omitted)")
+    p.add_argument("--local-dir", type=Path, metavar="DIR", help="take the file from DIR instead of the Hub")
+    p.set_defaults(func=_run_fetch)
+    return p
+
+
+def _run_fetch(args) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        path = fetch_file(args.filename, repo_id=args.repo_id, revision=args.revision, dest=args.out,
+                          sha256=args.sha256, size=args.size, local_dir=args.local_dir)
+    except (ChecksumError, PinError, FileNotFoundError, HfHubHTTPError) as err:
+        msg = str(err)
+        # huggingface_hub's own messages (offline, not found) do not always say which file.
+        if args.filename not in msg:
+            msg = f"{args.filename}: {msg}"
+        print(f"internseg fetch: error: {msg}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

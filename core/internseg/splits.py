@@ -1,0 +1,254 @@
+"""The paper's few-shot training subsets, and the seeds recorded in its published training logs.
+
+Recipe (InternVL's segmentation code): list the training images sorted by name, shuffle them with
+Python's stdlib ``random`` seeded with the run's seed, keep the first ``total // N``.  The seed
+was drawn at random for each run and survives only in that run's log, which is why it can be
+read back from a log here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from .io import sha256_file, write_json, write_text
+
+TOTAL_TRAIN = 20210
+
+_SEED_LINE = re.compile(r"Set random seed to (-?\d+), deterministic: (True|False)\b")
+_SELECT_LINE = re.compile(r"Randomly select (\d+) images\b")
+
+
+class SplitError(ValueError):
+    """A split, manifest or log that cannot be used; the message names the file."""
+
+
+class LogFacts(NamedTuple):
+    seed: int
+    deterministic: bool
+    selected: int | None  # None when the log has no "Randomly select" line
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def subset_size(total: int, fraction: int) -> int:
+    _check_fraction(fraction)
+    return total // fraction
+
+
+def _check_fraction(fraction) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, int) or fraction < 1:
+        raise ValueError(f"fraction must be an integer >= 1 (1/N of the data), got {fraction!r}")
+
+
+def few_shot_subset(stems: Iterable[str], fraction: int, seed: int | None) -> list[str]:
+    """The first ``len(stems) // fraction`` names of the sorted stems shuffled with ``seed``.
+
+    Input order does not matter.  Stems and file names give the same subset: every name has
+    the same suffix, so they sort alike, and the shuffle only depends on the count and seed.
+    ``seed=None`` is allowed for ``fraction=1`` only and keeps every stem, sorted.
+    """
+    _check_fraction(fraction)
+    names = sorted(stems)
+    if len(set(names)) != len(names):
+        dupes = sorted({n for a, n in zip(names, names[1:]) if a == n})
+        raise ValueError(f"duplicate stems: {', '.join(dupes[:5])}")
+    if seed is None:
+        if fraction != 1:
+            raise ValueError(f"a 1/{fraction} subset needs a seed")
+        return names
+    keep = len(names) // fraction
+    if keep == 0:
+        raise ValueError(f"1/{fraction} of {len(names)} stems selects no image")
+    random.Random(seed).shuffle(names)
+    return names[:keep]
+
+
+def split_text(stems: Iterable[str]) -> str:
+    return "".join(f"{s}\n" for s in stems)
+
+
+def write_split(path: str | Path, stems: Iterable[str]) -> str:
+    """Write one stem per line and a ``sha256sum``-format sidecar ``<path>.sha256``.
+
+    Returns the SHA-256 of the split file.  The sidecar is written second, so a run killed in
+    between leaves a split that fails :func:`read_split`'s check instead of one that passes.
+    """
+    path = Path(path)
+    write_text(path, split_text(stems))
+    digest = sha256_file(path)
+    write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+    return digest
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def read_split(path: str | Path) -> list[str]:
+    """The stems of a split file after checking it against its sidecar."""
+    path = Path(path)
+    side = sidecar_path(path)
+    try:
+        recorded = side.read_text().split()[0]
+    except (OSError, IndexError):
+        raise SplitError(f"{side}: missing or empty checksum file for {path}") from None
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise SplitError(f"{path}: SHA-256 {actual} does not match {side} ({recorded})")
+    return path.read_text().split()
+
+
+def load_train_stems(manifest_path: str | Path) -> list[str]:
+    """``train_stems`` of a manifest written by ``prepare-ade20k`` (only a valid one)."""
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+    except OSError as err:
+        raise SplitError(f"{manifest_path}: cannot read manifest ({err.strerror})") from None
+    except ValueError as err:
+        raise SplitError(f"{manifest_path}: not JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("valid") is not True:
+        raise SplitError(f"{manifest_path}: not a valid ADE20K manifest (no 'valid: true')")
+    stems = manifest.get("train_stems")
+    if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):
+        raise SplitError(f"{manifest_path}: no 'train_stems' list of names")
+    return stems
+
+
+# ---------------------------------------------------------------- training logs
+
+
+def _single(values: list, what: str):
+    """The one value a log states for ``what``, or None; conflicting values are an error."""
+    distinct = sorted(set(values), key=values.index)
+    if len(distinct) > 1:
+        raise SplitError(f"conflicting {what} lines: {', '.join(map(str, distinct))}")
+    return distinct[0] if distinct else None
+
+
+def parse_training_log(text: str) -> LogFacts:
+    """Seed, deterministic flag and selected-image count from an mmcv text training log.
+
+    Lines may carry mmcv's ``<date> <time>,<ms> - mmseg - INFO - `` prefix.  A log that was
+    appended to by a resumed run may repeat the lines; it must repeat the same values.
+    """
+    lines = _SEED_LINE.findall(text)
+    if not lines:
+        raise SplitError("no 'Set random seed to <N>, deterministic: <bool>' line")
+    seed = _single([int(n) for n, _ in lines], "'Set random seed to <N>'")
+    deterministic = _single([flag == "True" for _, flag in lines], "'deterministic: <bool>'")
+    selected = _single([int(k) for k in _SELECT_LINE.findall(text)],
+                       "'Randomly select <K> images'")
+    return LogFacts(seed=seed, deterministic=deterministic, selected=selected)
+
+
+def check_selected(facts: LogFacts, fraction: int, total: int) -> None:
+    """The log's subset size must be the one this fraction gives; missing is only a warning."""
+    expected = subset_size(total, fraction)
+    if facts.selected is None:
+        if fraction != 1:
+            warnings.warn(f"log has no 'Randomly select' line; cannot confirm it is a "
+                          f"1/{fraction} run", stacklevel=3)
+    elif facts.selected != expected:
+        raise SplitError(f"the log selected {facts.selected} images, but 1/{fraction} of "
+                         f"{total} is {expected}")
+
+
+def seed_from_log(path: str | Path, fraction: int | None = None,
+                  total: int = TOTAL_TRAIN) -> LogFacts:
+    """:func:`parse_training_log` on a file; with ``fraction``, also check the subset size."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as err:
+        raise SplitError(f"{path}: cannot read log ({err.strerror})") from None
+    try:
+        facts = parse_training_log(text)
+        if fraction is not None:
+            check_selected(facts, fraction, total)
+    except ValueError as err:
+        raise SplitError(f"{path}: {err}") from None
+    return facts
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "split", help="write a few-shot training split (one stem per line + .sha256)",
+        description="Write the 1/N training subset: sorted stems, shuffled with the seed, "
+                    "first total // N kept.  Without a seed, fraction 1 keeps every stem, sorted.")
+    p.add_argument("--manifest", required=True, type=Path,
+                   help="manifest JSON from prepare-ade20k (its train_stems)")
+    p.add_argument("--fraction", required=True, type=_positive_int, help="N of 1/N")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, help="seed from the config")
+    seed.add_argument("--seed-from-log", type=Path, metavar="LOG",
+                      help="published training log holding 'Set random seed to <N>'")
+    p.add_argument("--out", required=True, type=Path, help="split file to write")
+    p.add_argument("--record", type=Path,
+                   help="JSON to write: fraction, seed, seed_source, count, sha256")
+    p.set_defaults(func=cmd_split)
+
+    q = subparsers.add_parser("seed-from-log", help="print the seed a published training log used")
+    q.add_argument("log", type=Path)
+    q.add_argument("--fraction", type=_positive_int,
+                   help="also check the log's 'Randomly select' count against total // N")
+    q.add_argument("--total", type=_positive_int, default=TOTAL_TRAIN,
+                   help=f"training images the subset was drawn from (default {TOTAL_TRAIN})")
+    q.add_argument("--json", action="store_true", help="print all facts as JSON")
+    q.set_defaults(func=cmd_seed_from_log)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"{command}: error: {err}", file=sys.stderr)
+    return 1
+
+
+def cmd_split(args) -> int:
+    try:
+        stems = load_train_stems(args.manifest)
+        if args.seed_from_log is not None:
+            seed = seed_from_log(args.seed_from_log, args.fraction, total=len(stems)).seed
+            source = f"log:{args.seed_from_log}"
+        else:
+            seed, source = args.seed, ("config" if args.seed is not None else "none")
+        chosen = few_shot_subset(stems, args.fraction, seed)
+        digest = write_split(args.out, chosen)
+        if args.record is not None:
+            write_json(args.record, {"fraction": args.fraction, "seed": seed,
+                                     "seed_source": source, "count": len(chosen),
+                                     "total": len(stems), "sha256": digest,
+                                     "split": str(args.out)})
+    except (ValueError, OSError) as err:
+        return _fail("split", err)
+    print(f"1/{args.fraction}: {len(chosen)} of {len(stems)} training images "
+          f"(seed {seed}, {source}) -> {args.out}")
+    return 0
+
+
+def cmd_seed_from_log(args) -> int:
+    try:
+        facts = seed_from_log(args.log, args.fraction, args.total)
+    except (ValueError, OSError) as err:
+        return _fail("seed-from-log", err)
+    if args.json:
+        print(json.dumps({"log": str(args.log), **facts._asdict()}))
+    else:
+        print(facts.seed)
+    return 0

@@ -1,0 +1,38 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "experiments.yaml"
+
+# Keep torch to the machine's cores without oversubscribing when tests run jobs.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The recorded facts of the original experiments (shared/reference/experiments.yaml)."""
+    import yaml
+
+    if not REFERENCE.is_file():
+        pytest.skip(f"reference facts not found at {REFERENCE}")
+    return yaml.safe_load(REFERENCE.read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory):
+    """The demo zip extracted, and the tiny checkpoint: built once per session."""
+    import zipfile
+
+    from internseg.demo import write_demo_zip, write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("demo")
+    archive = write_demo_zip(root / "ADEChallengeData2016.zip", n_train=24, n_val=4, seed=0)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(root / "data")
+    weights = write_tiny_checkpoint(root / "hub" / "intern_vit_6b_224px.pth")
+    return dict(root=root, archive=archive, data_root=root / "data" / "ADEChallengeData2016",
+                weights=weights)

@@ -1,0 +1,424 @@
+"""prepare-ade20k on synthetic archives in the real ADEChallengeData2016 layout."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from internseg import ade20k
+from internseg.ade20k import TOP, DatasetError, prepare_ade20k
+
+N_TRAIN, N_VAL = 6, 2
+COUNTS = dict(train_count=N_TRAIN, val_count=N_VAL)
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def image_bytes(w: int = 8, h: int = 6) -> bytes:
+    rng = np.random.default_rng(w * 100 + h)
+    return _encode(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "JPEG")
+
+
+def label_bytes(w: int = 8, h: int = 6, top: int = 150) -> bytes:
+    label = (np.arange(w * h, dtype=np.int64).reshape(h, w) % 151).astype(np.uint8)
+    label[0, 0] = top
+    return _encode(label, "PNG")
+
+
+def dataset_entries(n_train: int = N_TRAIN, n_val: int = N_VAL) -> dict[str, bytes]:
+    entries = {f"{TOP}/objectInfo150.txt": b"Idx\tRatio\tTrain\tVal\tName\n",
+               f"{TOP}/sceneCategories.txt": b""}
+    for folder, tag, count in (("training", "train", n_train), ("validation", "val", n_val)):
+        for i in range(1, count + 1):
+            stem = f"ADE_{tag}_{i:08d}"
+            entries[f"{TOP}/images/{folder}/{stem}.jpg"] = image_bytes()
+            entries[f"{TOP}/annotations/{folder}/{stem}.png"] = label_bytes()
+    return entries
+
+
+def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        for name, link_target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # unix, so external_attr carries the file type
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, link_target)
+    return path
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def good_zip(tmp_path) -> Path:
+    return write_zip(tmp_path / "ADEChallengeData2016.zip", dataset_entries())
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+def prepare(source, data_root, **kwargs):
+    return prepare_ade20k(source, data_root, progress=False, **{**COUNTS, **kwargs})
+
+
+# ---------------------------------------------------------------- happy path
+
+
+def test_good_zip_extracted_with_manifest(good_zip, data_root):
+    result = prepare(good_zip, data_root, sha1=sha1(good_zip))
+    target = data_root / TOP
+    assert result.action == "extracted"
+    assert not target.is_symlink()
+    assert listing(target / "images" / "training") == [
+        f"ADE_train_{i:08d}.jpg" for i in range(1, 7)]
+    assert len(listing(target / "annotations" / "validation")) == 2
+    # only the tree and its manifest: the partial folder is gone
+    assert listing(data_root) == [TOP, f"{TOP}.manifest.json"]
+
+    manifest = json.loads((data_root / f"{TOP}.manifest.json").read_text())
+    assert manifest == result.manifest
+    assert manifest["valid"] is True
+    assert manifest["root"] == str(target)
+    assert manifest["source"] == str(good_zip)
+    assert manifest["source_kind"] == "zip"
+    assert manifest["source_sha1"] == sha1(good_zip)
+    assert manifest["train_count"] == 6 and manifest["val_count"] == 2
+    assert manifest["train_stems"] == [f"ADE_train_{i:08d}" for i in range(1, 7)]
+    assert manifest["train_stems_sha256"] == hashlib.sha256(
+        "\n".join(manifest["train_stems"]).encode()).hexdigest()
+    assert manifest["bytes"]["train"] > 0 and manifest["bytes"]["val"] > 0
+    assert manifest["extras"] == {"objectInfo150.txt": True, "sceneCategories.txt": True}
+
+
+def test_custom_manifest_path(good_zip, data_root, tmp_path):
+    out = tmp_path / "meta" / "ade.json"
+    prepare(good_zip, data_root, manifest_path=out)
+    assert json.loads(out.read_text())["valid"] is True
+
+
+def test_second_run_is_a_no_op(good_zip, data_root, monkeypatch):
+    first = prepare(good_zip, data_root, sha1=sha1(good_zip))
+    manifest = data_root / f"{TOP}.manifest.json"
+    before = manifest.stat().st_mtime_ns
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a rerun must not extract or validate again")
+
+    monkeypatch.setattr(ade20k, "extract_zip", forbidden)
+    monkeypatch.setattr(ade20k, "validate_tree", forbidden)
+    monkeypatch.setattr(ade20k, "sha1_file", forbidden)
+    second = prepare(good_zip, data_root, sha1=sha1(good_zip))
+    assert second.action == "up-to-date"
+    assert second.manifest == first.manifest
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_no_sha1_warns_and_records_none(good_zip, data_root, caplog):
+    with caplog.at_level(logging.WARNING, logger="internseg"):
+        result = prepare(good_zip, data_root)
+    assert "not verified" in caplog.text
+    assert result.manifest["source_sha1"] is None
+
+
+def test_sha1_file_matches_hashlib(good_zip):
+    assert ade20k.sha1_file(good_zip, chunk=7) == sha1(good_zip)
+
+
+# ---------------------------------------------------------------- refusing bad archives
+
+
+def test_sha1_mismatch_extracts_nothing(good_zip, data_root):
+    wrong = "0" * 40
+    with pytest.raises(DatasetError) as err:
+        prepare(good_zip, data_root, sha1=wrong)
+    message = str(err.value)
+    assert str(good_zip) in message and wrong in message and sha1(good_zip) in message
+    assert listing(data_root) == []
+
+
+def test_malformed_expected_sha1_is_an_error(good_zip, data_root):
+    with pytest.raises(DatasetError, match="40 hex"):
+        prepare(good_zip, data_root, sha1="abc")
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("../evil", "'..'"),
+    (f"{TOP}/../../evil", "'..'"),
+    ("/abs/evil", "absolute"),
+    ("C:/evil", "drive letter"),
+    ("..\\evil", "'..'"),
+])
+def test_unsafe_entry_reason(name, reason):
+    assert reason in ade20k.unsafe_entry_reason(zipfile.ZipInfo(name))
+
+
+def test_safe_entry_has_no_reason():
+    assert ade20k.unsafe_entry_reason(zipfile.ZipInfo(f"{TOP}/images/training/a..b.jpg")) is None
+
+
+def test_unsafe_entries_refused_and_nothing_written(tmp_path, data_root):
+    entries = dataset_entries()
+    entries["../evil"] = b"x"
+    entries["/abs/evil"] = b"x"
+    bad = write_zip(tmp_path / "bad.zip", entries, symlinks={f"{TOP}/link": "/etc/passwd"})
+    with pytest.raises(DatasetError) as err:
+        prepare(bad, data_root)
+    message = str(err.value)
+    assert "'../evil'" in message and "'..' component" in message
+    assert "'/abs/evil'" in message and "absolute path" in message
+    assert f"'{TOP}/link'" in message and "symbolic link" in message
+    assert listing(data_root) == []
+    assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
+    assert not Path("/abs/evil").exists()
+
+
+def test_not_a_zip_is_a_clear_error(tmp_path, data_root):
+    fake = tmp_path / "ADEChallengeData2016.zip"
+    fake.write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="not a readable zip"):
+        prepare(fake, data_root)
+    assert listing(data_root) == []
+
+
+def test_zip_without_top_folder(tmp_path, data_root):
+    other = write_zip(tmp_path / "other.zip", {"something/else.txt": b"x"})
+    with pytest.raises(DatasetError, match=f"no {TOP}/ folder"):
+        prepare(other, data_root)
+    assert listing(data_root) == []
+
+
+# ---------------------------------------------------------------- interrupted extraction
+
+
+def _failing_after(k: int, real):
+    calls = {"n": 0}
+
+    def extract(*args, **kwargs):
+        if calls["n"] == k:
+            raise RuntimeError("simulated interruption")
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    return extract
+
+
+def test_failed_extraction_leaves_nothing_and_rerun_succeeds(good_zip, data_root, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        with pytest.raises(RuntimeError, match="simulated"):
+            prepare(good_zip, data_root)
+    assert listing(data_root) == []
+    assert prepare(good_zip, data_root).action == "extracted"
+
+
+def test_killed_extraction_partial_is_removed_by_next_run(good_zip, data_root, monkeypatch):
+    # A hard kill gets no chance to clean up: stop cleanup as well as extraction.
+    with monkeypatch.context() as m:
+        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        m.setattr(ade20k, "_discard", lambda path: None)
+        with pytest.raises(RuntimeError):
+            prepare(good_zip, data_root)
+    leftovers = listing(data_root)
+    assert len(leftovers) == 1 and leftovers[0].startswith(ade20k.PARTIAL_PREFIX)
+    assert any((data_root / leftovers[0]).rglob("*.jpg"))  # it really was half-written
+    assert not (data_root / TOP).exists()
+
+    result = prepare(good_zip, data_root)
+    assert result.action == "extracted"
+    assert listing(data_root) == [TOP, f"{TOP}.manifest.json"]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def broken_entries() -> dict[str, bytes]:
+    entries = dataset_entries()
+    del entries[f"{TOP}/annotations/training/ADE_train_00000002.png"]       # missing label
+    entries[f"{TOP}/annotations/training/ADE_train_00000003.png"] = label_bytes(w=9)  # size
+    entries[f"{TOP}/annotations/training/ADE_train_00000004.png"] = label_bytes(top=151)
+    rgb = np.zeros((6, 8, 3), dtype=np.uint8)
+    entries[f"{TOP}/annotations/training/ADE_train_00000005.png"] = _encode(rgb, "PNG")
+    entries[f"{TOP}/annotations/validation/ADE_val_00000003.png"] = label_bytes()  # orphan
+    return entries
+
+
+def test_all_validation_problems_in_one_error(tmp_path, data_root):
+    bad = write_zip(tmp_path / "bad.zip", broken_entries())
+    with pytest.raises(DatasetError) as err:
+        prepare(bad, data_root)
+    message = str(err.value)
+    assert "7 problems" in message
+    assert "training: found 6 images and 5 label maps, expected 6" in message
+    assert "validation: found 2 images and 3 label maps, expected 2" in message
+    assert "images/training/ADE_train_00000002.jpg: no label map" in message
+    assert "ADE_train_00000003.png: size 9x6 differs from its image" in message
+    assert "ADE_train_00000004.png: label value 151 outside 0..150 (1 pixels)" in message
+    assert "ADE_train_00000005.png: label map must be single-channel 8-bit" in message
+    assert "annotations/validation/ADE_val_00000003.png: no image" in message
+    assert listing(data_root) == []  # nothing renamed into place, partial removed
+
+
+def test_wrong_count_is_an_error(good_zip, data_root):
+    with pytest.raises(DatasetError, match="found 6 images and 6 label maps, expected 20210"):
+        prepare_ade20k(good_zip, data_root, progress=False, val_count=N_VAL)
+    assert listing(data_root) == []
+
+
+def test_problem_list_is_capped(tmp_path, data_root):
+    bad = write_zip(tmp_path / "bad.zip", broken_entries())
+    with pytest.raises(DatasetError) as err:
+        prepare(bad, data_root, max_errors=2)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 4 and lines[-1] == "  ... and 5 more"
+
+
+def test_format_problems():
+    text = ade20k.format_problems("hdr", ["a", "b", "c"], max_errors=5)
+    assert text == "hdr (3 problems):\n  - a\n  - b\n  - c"
+
+
+def test_validate_tree_reports_throughput(good_zip, tmp_path):
+    with zipfile.ZipFile(good_zip) as zf:
+        zf.extractall(tmp_path / "src")
+    lines = []
+    facts = ade20k.validate_tree(tmp_path / "src" / TOP, progress=False, report=lines.append,
+                                 workers=2, **COUNTS)
+    assert facts.train_stems[0] == "ADE_train_00000001"
+    assert any("files/s" in line and "MB/s" in line for line in lines)
+
+
+# ---------------------------------------------------------------- extracted folder as source
+
+
+def extracted(zip_path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def test_extracted_folder_elsewhere_is_linked(good_zip, data_root, tmp_path):
+    src = extracted(good_zip, tmp_path / "elsewhere")
+    result = prepare(src / TOP, data_root)
+    target = data_root / TOP
+    assert result.action == "linked"
+    assert target.is_symlink() and target.resolve() == (src / TOP).resolve()
+    assert result.manifest["source_kind"] == "folder"
+    assert result.manifest["source"] == str(src / TOP)
+    assert result.manifest["root"] == str(target)
+    assert prepare(src, data_root).action == "up-to-date"  # parent folder accepted too
+    assert listing(data_root) == [TOP, f"{TOP}.manifest.json"]
+
+
+def test_extracted_folder_in_data_root_is_validated_in_place(good_zip, data_root):
+    extracted(good_zip, data_root)
+    result = prepare(data_root, data_root)
+    assert result.action == "validated-in-place"
+    assert not (data_root / TOP).is_symlink()
+    assert prepare(data_root / TOP, data_root).action == "up-to-date"
+
+
+def test_broken_extracted_folder_is_an_error(tmp_path, data_root):
+    src = extracted(write_zip(tmp_path / "bad.zip", broken_entries()), tmp_path / "src")
+    with pytest.raises(DatasetError, match="label value 151"):
+        prepare(src, data_root)
+    assert listing(data_root) == []
+
+
+def test_existing_target_without_manifest_is_validated_not_overwritten(good_zip, data_root):
+    prepare(good_zip, data_root)
+    (data_root / f"{TOP}.manifest.json").unlink()
+    marker = data_root / TOP / "mine.txt"
+    marker.write_text("kept")
+    result = prepare(good_zip, data_root)
+    assert result.action == "validated-in-place"
+    assert marker.read_text() == "kept"
+
+
+def test_tree_changed_after_manifest_is_noticed(good_zip, data_root):
+    prepare(good_zip, data_root)
+    (data_root / TOP / "annotations" / "training" / "ADE_train_00000006.png").unlink()
+    with pytest.raises(DatasetError, match="ADE_train_00000006.jpg: no label map"):
+        prepare(good_zip, data_root)
+
+
+def test_manifest_from_another_archive_is_an_error(good_zip, data_root):
+    prepare(good_zip, data_root, sha1=sha1(good_zip))
+    with pytest.raises(DatasetError, match="prepared from an archive"):
+        prepare(good_zip, data_root, sha1="1" * 40)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    ade20k.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_success(good_zip, data_root, capsys):
+    rc = run_cli(["prepare-ade20k", "--source", str(good_zip), "--data-root", str(data_root),
+                  "--sha1", sha1(good_zip).upper(), "--train-count", "6", "--val-count", "2",
+                  "--workers", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "extracted" in out and "files/s" in out
+    assert (data_root / f"{TOP}.manifest.json").is_file()
+
+
+def test_cli_data_error_returns_1_naming_the_file(tmp_path, data_root, capsys):
+    bad = write_zip(tmp_path / "bad.zip", broken_entries())
+    manifest = tmp_path / "m.json"
+    rc = run_cli(["prepare-ade20k", "--source", str(bad), "--data-root", str(data_root),
+                  "--train-count", "6", "--val-count", "2", "--manifest", str(manifest),
+                  "--max-errors", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("prepare-ade20k: error:")
+    assert "ADE_train_00000002.jpg: no label map" in err and "... and 4 more" in err
+    assert "Traceback" not in err
+    assert not manifest.exists()
+
+
+def test_cli_missing_source(tmp_path, data_root, capsys):
+    rc = run_cli(["prepare-ade20k", "--source", str(tmp_path / "nope.zip"),
+                  "--data-root", str(data_root)])
+    assert rc == 1 and "nope.zip: source not found" in capsys.readouterr().err
+
+
+def test_module_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, internseg.ade20k, internseg.splits; "
+            "print(sorted({'numpy', 'PIL', 'tqdm', 'torch'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,100 @@
+import pytest
+
+from internseg.config import config_path, experiments, load_config, shrink
+
+PAPER = experiments("paper")
+
+
+def test_eight_experiments_in_both_presets():
+    assert PAPER == experiments("demo")
+    assert len(PAPER) == 8
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_config_matches_reference(name, reference):
+    ref = reference["experiments"][name]
+    common = reference["experiments"]["common"]
+    cfg = load_config(config_path("paper", name))
+    backbone = cfg.model.backbone
+    assert backbone.out_indices == ref["out_indices"]
+    assert backbone.drop_path_rate == ref["drop_path"]
+    assert backbone.freeze_trunk is (ref["trunk"] == "frozen")
+    assert (backbone.patch_size, backbone.embed_dim, backbone.depth, backbone.num_heads) == (
+        14, 3200, 48, 25)
+    assert backbone.img_size == common["crop"] == 504
+    assert cfg.optim_wrapper.optimizer.weight_decay == ref["weight_decay"]
+    assert cfg.optim_wrapper.optimizer.lr == reference["optimizer"]["lr"]
+    assert tuple(cfg.optim_wrapper.optimizer.betas) == tuple(reference["optimizer"]["betas"])
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == ref["layer_decay"]
+    assert cfg.optim_wrapper.paramwise_cfg.num_layers == 48
+    assert cfg.train_cfg.max_iters == ref["iters"]
+    warm, poly = cfg.param_scheduler
+    assert (warm.type, warm.end, warm.start_factor) == ("LinearLR", ref["warmup"] + 1, 1e-6)
+    assert (poly.type, poly.end, poly.power, poly.eta_min) == (
+        "PolyLR", ref["iters"] + 1, 1.0, 0.0)
+    assert cfg.train_dataloader.batch_size * 8 == common["batch_size"]
+    assert cfg.train_cfg.val_interval == common["eval_interval"]
+    ckpt = cfg.default_hooks.checkpoint
+    assert (ckpt.interval, ckpt.max_keep_ckpts) == (common["checkpoint_interval"],
+                                                    common["keep_checkpoints"])
+    assert cfg.experiment.fraction == ref["fraction"]
+    head = cfg.model.decode_head
+    if ref["head"] == "linear":
+        assert head.type == "LinearHead" and head.in_channels == 3200
+        assert "auxiliary_head" not in cfg.model and "neck" not in cfg.model
+    else:
+        assert head.type == "UPerHead" and head.channels == 1536
+        assert tuple(head.pool_scales) == (1, 2, 3, 6)
+        aux = cfg.model.auxiliary_head
+        assert aux.in_index == ref["aux_in_index"]
+        assert aux.loss_decode.loss_weight == 0.4
+        assert cfg.model.neck.type == "FeatureResampler"
+    assert head.loss_decode.avg_non_ignore is False
+    assert cfg.model.test_cfg == dict(mode="slide", crop_size=(504, 504), stride=(322, 322))
+
+
+def test_pipelines_match_reference():
+    cfg = load_config("paper/fewshot_1of16")
+    steps = {s.type: s for s in cfg.train_dataloader.dataset.pipeline}
+    assert steps["RandomResize"].scale == (2016, 504)
+    assert steps["RandomResize"].ratio_range == (0.5, 2.0)
+    assert steps["RandomCrop"].crop_size == (504, 504)
+    assert steps["RandomCrop"].cat_max_ratio == 0.75
+    assert steps["RandomFlip"].prob == 0.5
+    assert "PhotoMetricDistortion" in steps
+    test_steps = {s.type: s for s in cfg.test_dataloader.dataset.pipeline}
+    assert test_steps["Resize"].scale == (2016, 504) and test_steps["Resize"].keep_ratio
+    assert test_steps["ResizeToMultiple"].size_divisor == 14
+    pre = cfg.model.data_preprocessor
+    assert pre.mean == [123.675, 116.28, 103.53] and pre.std == [58.395, 57.12, 57.375]
+    assert pre.bgr_to_rgb and pre.pad_val == 0 and pre.seg_pad_val == 255
+    assert cfg.train_dataloader.dataset.reduce_zero_label is True
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_demo_config_keeps_structure_and_shrinks(name):
+    paper, demo = load_config(f"paper/{name}"), load_config(f"demo/{name}")
+    assert demo.model.backbone.freeze_trunk == paper.model.backbone.freeze_trunk
+    assert demo.model.decode_head.type == paper.model.decode_head.type
+    assert ("auxiliary_head" in demo.model) == ("auxiliary_head" in paper.model)
+    assert demo.model.backbone.embed_dim == 96 and demo.model.backbone.depth == 4
+    assert all(0 <= i < 4 for i in demo.model.backbone.out_indices)
+    assert demo.train_cfg.max_iters < paper.train_cfg.max_iters
+    assert demo.param_scheduler[1].end == demo.train_cfg.max_iters + 1
+    assert 1 <= demo.warmup_iters < demo.max_iters == demo.train_cfg.max_iters
+    assert demo.optim_wrapper.paramwise_cfg.num_layers == 4
+    assert demo.optim_wrapper.paramwise_cfg.layer_decay_rate == (
+        paper.optim_wrapper.paramwise_cfg.layer_decay_rate)
+
+
+def test_shrink_rejects_unknown_setting():
+    cfg = load_config("paper/fewshot_1of16")
+    with pytest.raises(KeyError, match="widht"):
+        shrink(cfg, out_indices=[3], max_iters=10, widht=3)
+
+
+def test_unknown_experiment_names_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="fewshot_1of16"):
+        config_path("paper", "fewshot_1of3")
+    with pytest.raises(ValueError, match="preset"):
+        config_path("tiny", "fewshot_1of16")
