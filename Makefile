@@ -20,15 +20,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Rules call the `internseg` console script, so the venv's bin goes first on PATH.
+RUN_IN_VENV := PATH=$(abspath $(BIN)):$$PATH
+
 demo: install
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) all
+	$(RUN_IN_VENV) snakemake --profile profiles/default --cores $(CORES) all
 
 test: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN_IN_VENV) python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/snakemake --lint
-	$(BIN)/snakefmt --check Snakefile workflow/
+	$(RUN_IN_VENV) snakemake --lint
+	$(RUN_IN_VENV) snakefmt --check Snakefile workflow/
 
 clean-demo:
 	rm -rf resources/demo work/demo results/demo

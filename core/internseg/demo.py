@@ -117,21 +117,26 @@ def object_info() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _add(zf: zipfile.ZipFile, name: str, data: bytes | str) -> None:
+    # A fixed timestamp makes the archive byte-identical for the same seed, so it can be pinned.
+    zf.writestr(zipfile.ZipInfo(name, date_time=(2016, 1, 1, 0, 0, 0)), data)
+
+
 def write_demo_zip(out: str | Path, n_train: int = 96, n_val: int = 16, seed: int = 0) -> Path:
     """Write a synthetic ``ADEChallengeData2016.zip`` (same layout and names as the real one)."""
     rng = np.random.default_rng(seed)
     splits = (("training", "train", n_train), ("validation", "val", n_val))
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{TOP}/objectInfo150.txt", object_info())
+        _add(zf, f"{TOP}/objectInfo150.txt", object_info())
         scenes = []
         for folder, tag, count in splits:
             for i in range(1, count + 1):
                 stem = f"ADE_{tag}_{i:08d}"
                 img, label = make_pair(rng)
-                zf.writestr(f"{TOP}/images/{folder}/{stem}.jpg", _encode(img, "JPEG"))
-                zf.writestr(f"{TOP}/annotations/{folder}/{stem}.png", _encode(label, "PNG"))
+                _add(zf, f"{TOP}/images/{folder}/{stem}.jpg", _encode(img, "JPEG"))
+                _add(zf, f"{TOP}/annotations/{folder}/{stem}.png", _encode(label, "PNG"))
                 scenes.append(f"{stem} synthetic")
-        zf.writestr(f"{TOP}/sceneCategories.txt", "\n".join(scenes) + "\n")
+        _add(zf, f"{TOP}/sceneCategories.txt", "\n".join(scenes) + "\n")
     return Path(out)
 
 

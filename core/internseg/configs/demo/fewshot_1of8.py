@@ -1,3 +1,3 @@
 # The paper's fewshot_1of8, shrunk for a CPU demo by internseg.config.shrink.
 _base_ = ["../paper/fewshot_1of8.py"]
-demo = dict(out_indices=[3], max_iters=20)
+demo = dict(out_indices=[3], max_iters=40)

@@ -1,0 +1,66 @@
+# Names and paths shared by the rules. No experiment logic lives here: the `internseg` CLI
+# does the work, the rules only say what goes in and out.
+import os
+
+PRESET = config["preset"]
+SETTINGS = config["presets"][PRESET]
+RUN = config["run"]
+RES = f"resources/{PRESET}"
+WEIGHTS = f"{RES}/weights/intern_vit_6b_224px.pth"
+DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"
+MANIFEST = f"{RES}/ade/manifest.json"
+RUNS = "results/runs"
+ENV = "../../envs/internseg.yaml"
+
+RESULTS = [
+    "results/table.csv",
+    "results/table.md",
+    "results/miou_vs_fraction.png",
+    "results/training_curves.png",
+]
+
+
+wildcard_constraints:
+    experiment="|".join(config["experiments"]),
+    stem=r"[^/]+",
+
+
+def experiment_config(wildcards):
+    return f"{PRESET}/{wildcards.experiment}"
+
+
+def seed_of(wildcards):
+    return SETTINGS["seeds"].get(wildcards.experiment)
+
+
+def published_log(experiment):
+    return f"{RES}/published/{config['experiments'][experiment]['hub_stem']}.log"
+
+
+def split_inputs(wildcards):
+    inputs = {"manifest": MANIFEST}
+    if seed_of(wildcards) == "log":
+        inputs["log"] = published_log(wildcards.experiment)
+    return inputs
+
+
+def seed_option(wildcards, input):
+    seed = seed_of(wildcards)
+    if seed == "log":
+        return f"--seed-from-log {input.log}"
+    return "" if seed is None else f"--seed {seed}"
+
+
+def hub_pin(filename):
+    """Command-line options that pin a Hub file's size and sha256, when config.yaml has them."""
+    pin = config["hub"]["files"].get(filename, {})
+    opts = [f"--repo-id {config['hub']['repo_id']}"]
+    if config["hub"]["revision"]:
+        opts.append(f"--revision {config['hub']['revision']}")
+    if "sha256" in pin and PRESET == "paper":
+        opts.append(f"--sha256 {pin['sha256']}")
+    if "size" in pin and PRESET == "paper":
+        opts.append(f"--size {pin['size']}")
+    if SETTINGS["weights_local_dir"]:
+        opts.append(f"--local-dir {SETTINGS['weights_local_dir']}")
+    return " ".join(opts)

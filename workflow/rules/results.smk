@@ -1,0 +1,41 @@
+# Stage 6: one table (ours beside the paper) and the figures, also for `snakemake --report`.
+
+
+localrules:
+    aggregate,
+
+
+rule aggregate:
+    input:
+        expand(
+            "{runs}/{experiment}/{name}",
+            runs=RUNS,
+            experiment=RUN,
+            name=["metrics.json", "split.json", "config.py", "scalars.jsonl"],
+        ),
+    output:
+        csv=report(
+            "results/table.csv", caption="../report/table.rst", category="Results"
+        ),
+        markdown="results/table.md",
+        fraction_plot=report(
+            "results/miou_vs_fraction.png",
+            caption="../report/miou_vs_fraction.rst",
+            category="Results",
+        ),
+        curves_plot=report(
+            "results/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+    log:
+        "results/aggregate.log",
+    conda:
+        ENV
+    params:
+        runs=expand("{runs}/{experiment}", runs=RUNS, experiment=RUN),
+        paper=[f"{e}={config['experiments'][e]['paper_miou']}" for e in RUN],
+    shell:
+        "internseg aggregate {params.runs} --paper-miou {params.paper}"
+        " --csv {output.csv} --markdown {output.markdown}"
+        " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
