@@ -85,6 +85,29 @@ def cmd_test(args) -> int:
     return 0
 
 
+def add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="parameter counts and optimizer groups (no memory used)")
+    p.add_argument("config")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args) -> int:
+    from .config import load_config
+    from .engine.inspect import describe
+
+    info = dict(config=args.config, **describe(load_config(args.config)))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        groups = info["param_groups"]
+        print(f"{args.config}: trainable / total {info['summary']} "
+              f"({info['summary_without_auxiliary_head']} without the auxiliary head) "
+              f"(backbone {info['backbone_params']:,}); {groups['count']} optimizer groups, "
+              f"lr scale {groups['lr_scale_min']:.3g}..{groups['lr_scale_max']:.3g}")
+    return 0
+
+
 def add_make_demo(sub) -> None:
     p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip and tiny checkpoint")
     p.add_argument("--zip", required=True, help="ADEChallengeData2016.zip to write")
@@ -157,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="internseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_test, hub.add_parser, ade20k.add_parser, splits.add_parser,
-                add_make_demo, add_aggregate):
+    for add in (add_train, add_test, add_inspect, hub.add_parser, ade20k.add_parser,
+                splits.add_parser, add_make_demo, add_aggregate):
         add(sub)
     return parser
 

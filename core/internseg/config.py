@@ -47,7 +47,8 @@ def load_config(path: str | Path) -> Config:
         raise FileNotFoundError(f"config not found: {path}")
     cfg = Config.fromfile(str(path))
     if "demo" in cfg:
-        shrink(cfg, **cfg.demo)
+        # applied once: a dumped config must reload as it ran, CLI overrides included
+        shrink(cfg, **cfg.pop("demo"))
     return cfg
 
 

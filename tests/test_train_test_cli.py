@@ -1,0 +1,122 @@
+"""`internseg train` and `internseg test` on the tiny demo, through the CLI entry point."""
+
+import json
+
+import pytest
+import torch
+
+from internseg.cli import main
+from internseg.config import load_config
+from internseg.engine.train import TrainOptions, build_train_config, sync_bn_to_bn
+
+
+def train(demo_assets, tmp_path, experiment, iters=4, extra=()):
+    run = tmp_path / experiment
+    split = tmp_path / "split.txt"
+    split.write_text("".join(f"ADE_train_{i:08d}\n" for i in range(1, 9)))
+    args = ["train", f"demo/{experiment}", "--work-dir", str(run / "work"),
+            "--data-root", str(demo_assets["data_root"]), "--split", str(split),
+            "--pretrained", str(demo_assets["weights"]), "--seed", "0", "--deterministic",
+            "--threads", "2", "--final-checkpoint", str(run / "final.pth"),
+            "--config-out", str(run / "config.py"), "--scalars-out", str(run / "scalars.jsonl"),
+            "--cfg-options", f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+            f"default_hooks.checkpoint.interval={iters // 2}", *extra]
+    assert main(args) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def linear_probe_run(demo_assets, tmp_path_factory):
+    return train(demo_assets, tmp_path_factory.mktemp("lp"), "linear_probing")
+
+
+def test_train_writes_final_checkpoint_with_meta(linear_probe_run):
+    ckpt = torch.load(linear_probe_run / "final.pth", weights_only=True)
+    meta = ckpt["meta"]
+    assert meta["iteration"] == 4 and meta["seed"] == 0
+    assert "InternViT6B" in meta["config"]
+    assert len(meta["dataset_meta"]["classes"]) == 150
+    assert len(meta["dataset_meta"]["palette"]) == 150
+    assert meta["versions"]["torch"].startswith("2.13")
+    # frozen trunk: the result is the heads only, as in the released checkpoints
+    assert not any(k.startswith("backbone.") for k in ckpt["state_dict"])
+    assert "decode_head.conv_seg.weight" in ckpt["state_dict"]
+
+
+def test_work_dir_checkpoints_carry_versions_and_classes(linear_probe_run):
+    ckpt = torch.load(linear_probe_run / "work" / "iter_4.pth", weights_only=False)
+    assert ckpt["meta"]["versions"]["onedl-mmsegmentation"] == "1.4.2"
+    assert len(ckpt["meta"]["dataset_meta"]["classes"]) == 150
+    assert "cfg" in ckpt["meta"]
+
+
+def test_config_out_is_loadable_and_bn_not_syncbn(linear_probe_run):
+    cfg = load_config(linear_probe_run / "config.py")
+    assert cfg.model.decode_head.norm_cfg.type == "BN"
+    assert cfg.train_cfg.max_iters == 4
+
+
+def test_scalars_hold_loss_and_validation(linear_probe_run):
+    rows = [json.loads(line) for line in (linear_probe_run / "scalars.jsonl").read_text()
+            .splitlines()]
+    assert any("loss" in r for r in rows)
+    assert any("mIoU" in r for r in rows)
+
+
+def test_test_reproduces_validation_and_writes_per_class(linear_probe_run, demo_assets):
+    out = linear_probe_run / "metrics.json"
+    assert main(["test", str(linear_probe_run / "config.py"),
+                 str(linear_probe_run / "final.pth"), "--out", str(out),
+                 "--data-root", str(demo_assets["data_root"]),
+                 "--pretrained", str(demo_assets["weights"]), "--threads", "2"]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) >= {"mIoU", "mAcc", "aAcc", "per_class", "num_images", "inference"}
+    assert metrics["num_images"] == 4
+    assert metrics["inference"]["mode"] == "slide"
+    assert len(metrics["per_class"]) == 150
+    assert metrics["per_class"]["sky"]["IoU"] is not None
+    assert metrics["per_class"]["clock"]["IoU"] is None  # absent class: no IoU, as mmseg
+    rows = [json.loads(line) for line in (linear_probe_run / "scalars.jsonl").read_text()
+            .splitlines()]
+    last_val = [r for r in rows if "mIoU" in r][-1]
+    assert metrics["mIoU"] == pytest.approx(last_val["mIoU"], abs=0.01)
+
+
+def test_trained_trunk_checkpoint_keeps_backbone(demo_assets, tmp_path):
+    run = train(demo_assets, tmp_path, "fewshot_1of16", iters=2)
+    state = torch.load(run / "final.pth", weights_only=True)["state_dict"]
+    assert "backbone.blocks.0.attn.qkv.weight" in state
+
+
+def test_auto_resume_continues_from_work_dir(demo_assets, tmp_path):
+    run = train(demo_assets, tmp_path, "fewshot_1of16", iters=2)
+    train(demo_assets, tmp_path, "fewshot_1of16", iters=4, extra=["--auto-resume"])
+    meta = torch.load(run / "final.pth", weights_only=True)["meta"]
+    assert meta["iteration"] == 4
+    logs = "".join(p.read_text() for p in (run / "work").glob("*/*.log"))
+    assert "resumed" in logs.lower() and "iter_2.pth" in logs
+
+
+def test_work_dir_precedence():
+    base = dict(config="demo/fewshot_1of16")
+    assert build_train_config(TrainOptions(**base, work_dir="w")).work_dir == "w"
+    derived = build_train_config(TrainOptions(**base))
+    assert derived.work_dir == "work_dirs/fewshot_1of16"
+    from_cfg = build_train_config(TrainOptions(**base, cfg_options={"work_dir": "c"}))
+    assert from_cfg.work_dir == "c"
+
+
+def test_syncbn_becomes_bn_only_without_launcher():
+    cfg = dict(a=dict(type="SyncBN"), b=[dict(norm_cfg=dict(type="SyncBN"))], c="SyncBN")
+    assert sync_bn_to_bn(cfg) == dict(a=dict(type="BN"), b=[dict(norm_cfg=dict(type="BN"))],
+                                      c="SyncBN")
+    slurm = build_train_config(TrainOptions(config="paper/head_tuning", launcher="slurm"))
+    assert slurm.model.decode_head.norm_cfg.type == "SyncBN"
+    local = build_train_config(TrainOptions(config="paper/head_tuning"))
+    assert local.model.decode_head.norm_cfg.type == "BN"
+    assert local.model.auxiliary_head.norm_cfg.type == "BN"
+
+
+def test_bad_config_path_is_a_clear_error(capsys):
+    assert main(["train", "demo/fewshot_1of3"]) == 1
+    assert "fewshot_1of3" in capsys.readouterr().err

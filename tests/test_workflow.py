@@ -1,0 +1,136 @@
+"""The Snakemake workflow itself: schema validation, lint, format, and the whole demo DAG."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+EXPERIMENTS = ["fewshot_1of16", "fewshot_1of8", "fewshot_1of4", "fewshot_1of2",
+               "fewshot_1of1", "linear_probing", "head_tuning", "full_tuning"]
+
+
+def workflow_copy(dest: Path) -> Path:
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, dest / name)
+    for name in ("workflow", "profiles", "envs"):
+        shutil.copytree(REPO / name, dest / name)
+    return dest
+
+
+def snakemake(cwd, *args, timeout=1500):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("override,named", [
+    ("preset=tiny", "tiny"),
+    ("run=[fewshot_1of3]", "fewshot_1of3"),
+    ("colour=blue", "colour"),
+])
+def test_bad_config_stops_with_its_name(tmp_path, override, named):
+    result = snakemake(workflow_copy(tmp_path), "-n", "--config", override)
+    assert result.returncode != 0
+    assert named in result.stderr + result.stdout
+
+
+def test_unpinned_hub_revision_is_refused_by_the_schema(tmp_path):
+    result = snakemake(workflow_copy(tmp_path), "-n", "--config", "hub={'revision': 'main'}")
+    assert result.returncode != 0
+
+
+def test_lint_is_clean():
+    result = snakemake(REPO, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "good condition" in result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
+    wf = workflow_copy(tmp_path)
+    missing = snakemake(wf, "-n", "--config", "preset=paper")
+    assert missing.returncode != 0
+    assert "resources/paper/ADEChallengeData2016.zip" in missing.stdout + missing.stderr
+    (wf / "resources/paper").mkdir(parents=True)
+    (wf / "resources/paper/ADEChallengeData2016.zip").touch()
+    result = snakemake(wf, "-n", "--config", "preset=paper")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    for rule in ("fetch_weights", "fetch_log", "prepare_ade20k", "split", "train",
+                 "evaluate", "aggregate"):
+        assert rule in out
+    assert "make_demo" not in out
+    assert "--seed-from-log resources/paper/published/" in out
+    assert "--sha256 b5ecc194f751cf" in out
+
+
+def constant_predictor_miou(label_dir: Path) -> float:
+    """mIoU of the best single-class prediction, scored the way mmseg scores (0 ignored)."""
+    from PIL import Image
+
+    counts = np.zeros(151)
+    for png in label_dir.glob("*.png"):
+        counts += np.bincount(np.asarray(Image.open(png)).ravel(), minlength=151)[:151]
+    present = counts[1:]
+    return 100 * present.max() / present.sum() / (present > 0).sum()
+
+
+@pytest.mark.workflow
+def test_demo_dag_end_to_end(tmp_path):
+    wf = workflow_copy(tmp_path)
+    result = snakemake(wf, "--cores", "2", "all")
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    with open(wf / "results" / "table.csv") as f:
+        rows = {r["experiment"]: r for r in csv.DictReader(f)}
+    assert list(rows) == EXPERIMENTS
+    paper = {"fewshot_1of16": 46.5, "fewshot_1of1": 57.2, "linear_probing": 47.2,
+             "full_tuning": 58.9}
+    for name, value in paper.items():
+        assert float(rows[name]["paper_mIoU"]) == value
+    sizes = {"fewshot_1of16": 6, "fewshot_1of8": 12, "fewshot_1of4": 24, "fewshot_1of2": 48,
+             "fewshot_1of1": 96, "head_tuning": 96}
+    for name, n in sizes.items():
+        assert int(rows[name]["train_images"]) == n
+    assert rows["head_tuning"]["trunk"] == "frozen" and rows["head_tuning"]["head"] == "upernet"
+    assert rows["full_tuning"]["trunk"] == "trained"
+    assert rows["fewshot_1of16"]["seed_source"] == "config"
+
+    baseline = constant_predictor_miou(
+        wf / "resources/demo/ade/ADEChallengeData2016/annotations/validation")
+    for name, row in rows.items():
+        ours = float(row["our_mIoU"])
+        assert float(row["difference"]) == pytest.approx(ours - float(row["paper_mIoU"]),
+                                                         abs=0.011)
+        assert ours > baseline, (name, ours, baseline)
+    assert float(rows["linear_probing"]["our_mIoU"]) > 3 * baseline
+
+    for name in EXPERIMENTS:
+        run = wf / "results" / "runs" / name
+        for f in ("metrics.json", "split.txt", "split.txt.sha256", "config.py", "train.log",
+                  "final.pth"):
+            assert (run / f).is_file(), (name, f)
+    for f in ("table.md", "miou_vs_fraction.png", "training_curves.png"):
+        assert (wf / "results" / f).stat().st_size > 0
+
+    again = snakemake(wf, "--cores", "2", "-n", "all")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    one = snakemake(wf, "--cores", "2", "-n", "--forcerun", "train",
+                    "results/runs/fewshot_1of16/metrics.json")
+    planned = one.stdout
+    assert "rule train:" in planned and "rule evaluate:" in planned
+    assert "fewshot_1of8" not in planned
