@@ -106,10 +106,12 @@ def test_work_dir_precedence():
     assert from_cfg.work_dir == "c"
 
 
-def test_syncbn_becomes_bn_only_without_launcher():
+def test_syncbn_becomes_bn_only_without_launcher(monkeypatch):
+    monkeypatch.setattr("internseg.engine.train.cuda_available", lambda: True)
     cfg = dict(a=dict(type="SyncBN"), b=[dict(norm_cfg=dict(type="SyncBN"))], c="SyncBN")
     assert sync_bn_to_bn(cfg) == dict(a=dict(type="BN"), b=[dict(norm_cfg=dict(type="BN"))],
                                       c="SyncBN")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
     slurm = build_train_config(TrainOptions(config="paper/head_tuning", launcher="slurm"))
     assert slurm.model.decode_head.norm_cfg.type == "SyncBN"
     local = build_train_config(TrainOptions(config="paper/head_tuning"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,11 +46,20 @@ def add_train(sub) -> None:
     p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
     p.add_argument("--config-out", help="write the config the run used here")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--gpus", type=int, default=0, help="start one process per GPU (srun "
+                   "inside a Slurm allocation, torchrun elsewhere); 0 or 1: this process")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
+    from .engine.launch import launch_command
     from .engine.train import TrainOptions, configure_threads, run_training
+
+    command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
+                             os.environ)
+    if command:
+        log.info("launching %d ranks: %s", args.gpus, " ".join(command))
+        os.execvp(command[0], command)
 
     configure_threads(args.threads)
     if args.seed is None and args.seed_record:
@@ -57,6 +67,19 @@ def cmd_train(args) -> int:
     fields = TrainOptions.__dataclass_fields__
     run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
     return 0
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """argv without ``option`` and its value (both ``--opt V`` and ``--opt=V``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def add_test(sub) -> None:
@@ -187,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -104,4 +104,5 @@ def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) 
             if step.type == "Resize":
                 step.scale = (4 * crop, crop)
     cfg.train_dataloader.batch_size = d["batch_size"]
+    cfg.total_batch_size = d["batch_size"]
     return cfg

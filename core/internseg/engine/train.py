@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction used by the CLI)
+from mmengine.config import Config
 
 from ..config import load_config
 from ..env import versions
 from ..io import atomic_path, save_torch
+from .batching import apply_batch_plan, plan_batch, world_size_from_env
+from .resilience import InternSegRunner, latest_valid_checkpoint
 
 log = logging.getLogger("internseg")
 
@@ -47,6 +50,12 @@ def sync_bn_to_bn(obj):
     return obj
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def set_data_root(cfg: Config, data_root: str) -> None:
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(name):
@@ -70,15 +79,25 @@ def build_train_config(opts: TrainOptions) -> Config:
     if opts.pretrained:
         cfg.model.backbone.pretrained = str(opts.pretrained)
     cfg.launcher = opts.launcher
-    if opts.launcher == "none":
+    if opts.launcher == "none" or not cuda_available():
+        # SyncBN needs a process group on GPUs; CPU ranks (tests, the demo) use plain BN
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+    if not cuda_available():
+        cfg.env_cfg.dist_cfg.backend = "gloo"
     if opts.resume_from:
         cfg.resume, cfg.load_from = True, opts.resume_from
     elif opts.auto_resume:
-        # mmengine resumes from the work dir's last_checkpoint when load_from is None
-        cfg.resume, cfg.load_from = True, None
+        # the newest readable iter_N.pth; a fresh start when there is none
+        latest = latest_valid_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = latest is not None, str(latest) if latest else None
+        log.info("auto-resume: %s", f"from {latest}" if latest else "no checkpoint, fresh start")
     elif opts.load_from:
         cfg.load_from = opts.load_from
+    plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
+                      world_size_from_env(opts.launcher, os.environ))
+    apply_batch_plan(cfg, plan)
+    log.info("batch: %d process(es) x %d per GPU x %d accumulation = %d", plan.world_size,
+             plan.per_gpu, plan.accumulation, plan.effective)
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
     return cfg
@@ -105,14 +124,12 @@ def export_scalars(work_dir: Path, out: Path) -> None:
 
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
-    from mmengine.runner import Runner
-
     from .. import register_all
 
     register_all()
     cfg = build_train_config(opts)
     log.info("internseg train %s; versions %s", opts.config, versions())
-    runner = Runner.from_cfg(cfg)
+    runner = InternSegRunner.from_cfg(cfg)
     runner.train()
     if runner.rank != 0:
         return runner
@@ -122,10 +139,13 @@ def run_training(opts: TrainOptions):
         config=cfg.pretty_text,
         iteration=runner.iter,
         seed=runner.seed,
+        batch_plan=cfg.batch_plan,
         versions=versions(),
         dataset_meta=dict(runner.train_dataloader.dataset.metainfo),
     )
     if opts.final_checkpoint:
+        # plain JSON types only: the file must load with torch.load(weights_only=True)
+        meta = json.loads(json.dumps(meta, default=str))
         save_torch(opts.final_checkpoint, dict(meta=meta, state_dict=trainable_state(model)))
     if opts.scalars_out:
         export_scalars(Path(cfg.work_dir), Path(opts.scalars_out))

@@ -85,7 +85,8 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         head=exp.get("head", "?"),
         trunk=exp.get("trunk", "?"),
         fraction=int(split.get("fraction", exp.get("fraction", 1))),
-        iterations=int(cfg.train_cfg.max_iters),
+        # loop iterations count micro-batches; the paper counts optimizer updates
+        iterations=int(cfg.train_cfg.max_iters) // cfg.get("batch_plan", {}).get("accumulation", 1),
         train_images=int(split["count"]),
         seed=split.get("seed"),
         seed_source=split.get("seed_source", "none"),

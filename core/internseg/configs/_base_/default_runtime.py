@@ -1,5 +1,7 @@
 # AdamW + layer-wise lr decay, poly schedule with linear warmup, per iteration; runtime.
 default_scope = "mmseg"
+# The paper's batch: 8 GPUs x 2. `internseg train` keeps it with any GPU count (batching.py).
+total_batch_size = 16
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
@@ -11,14 +13,20 @@ test_cfg = dict(type="TestLoop")
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type="ParamSchedulerHook"),
+    param_scheduler=dict(type="UpdateStepParamSchedulerHook"),
     checkpoint=dict(
         type="CheckpointHook", by_epoch=False, interval=1000, max_keep_ckpts=2, save_last=True
     ),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="SegVisualizationHook"),
 )
-custom_hooks = [dict(type="VersionsMetaHook")]
+custom_hooks = [
+    dict(type="VersionsMetaHook"),
+    # randomness keyed to the iteration: a resumed run trains like an uninterrupted one
+    dict(type="IterationSeedHook"),
+    # SIGTERM / SIGUSR1 before the time limit: checkpoint, exit 75, resubmit, resume
+    dict(type="PreemptionHook"),
+]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -1,0 +1,155 @@
+"""What long jobs on a shared cluster need: atomic checkpoints, a resume point that is known
+to be readable, a clean stop when the scheduler warns of the time limit, and randomness that
+does not depend on whether the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import zipfile
+from pathlib import Path
+
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mmseg.registry import HOOKS, RUNNERS
+
+from ..io import write_text
+
+log = logging.getLogger("internseg")
+
+# EX_TEMPFAIL: "try again later". Any non-zero status makes Snakemake retry the job.
+EXIT_PREEMPTED = 75
+CHECKPOINT_NAME = re.compile(r"^iter_(\d+)\.pth$")
+
+
+@RUNNERS.register_module()
+class InternSegRunner(Runner):
+    """mmengine's Runner, but a checkpoint only appears under its name once fully written."""
+
+    def save_checkpoint(self, out_dir, filename, *args, **kwargs):
+        partial = f".{filename}.partial"
+        super().save_checkpoint(out_dir, partial, *args, **kwargs)
+        if self.rank == 0:
+            os.replace(os.path.join(out_dir, partial), os.path.join(out_dir, filename))
+
+
+def is_readable_checkpoint(path: Path) -> bool:
+    """A torch checkpoint is a zip whose directory sits at the end: a truncated or
+    overwritten file fails to open. Cheap (no tensor is read), so fine for 70 GB files."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("data.pkl") for name in zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def latest_valid_checkpoint(work_dir: str | Path) -> Path | None:
+    """The newest ``iter_N.pth`` in ``work_dir`` that is readable; older ones are fallbacks."""
+    found = []
+    for path in Path(work_dir).glob("iter_*.pth"):
+        match = CHECKPOINT_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        if is_readable_checkpoint(path):
+            return path
+        log.warning("checkpoint %s is unreadable; falling back to an earlier one", path)
+    return None
+
+
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0])
+
+
+@HOOKS.register_module()
+class IterationSeedHook(Hook):
+    """Seeds every source of randomness from (seed, iteration, rank).
+
+    mmengine resumes by skipping sampler indices without replaying the data pipeline, so the
+    global RNG states of a resumed run would differ from an uninterrupted one. Reseeding at
+    fixed points of each iteration makes augmentation (numpy/random, drawn when the batch is
+    loaded) and drop path (torch, drawn in the forward pass) functions of the iteration alone:
+    a resumed run then trains bit for bit like an uninterrupted one (with ``num_workers=0``;
+    worker processes keep their own streams).
+    """
+
+    priority = "LOWEST"
+
+    def _seed_data(self, runner, iteration: int) -> None:
+        import random
+
+        import numpy as np
+
+        value = iteration_seed(runner.seed, iteration, runner.rank)
+        random.seed(value)
+        np.random.seed(value)
+
+    def before_train(self, runner) -> None:
+        self._seed_data(runner, runner.iter)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        import torch
+
+        # after validation, which draws from torch's RNG when it builds its data iterator
+        torch.manual_seed(iteration_seed(runner.seed, runner.iter, runner.rank) ^ 0x5EED)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        # the next batch is loaded right after this hook
+        self._seed_data(runner, runner.iter + 1)
+
+
+@HOOKS.register_module()
+class PreemptionHook(Hook):
+    """On SIGTERM or SIGUSR1 (Slurm's warning before the time limit), finish the current
+    iteration, save a checkpoint, and exit with :data:`EXIT_PREEMPTED` so the workflow
+    resubmits the job, which then resumes (``--auto-resume``)."""
+
+    priority = "LOWEST"  # after CheckpointHook, so a just-saved iteration is not saved twice
+
+    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")):
+        self.signals = [getattr(signal, name) for name in signals]
+        self._requested: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        self._requested = signum
+
+    def before_train(self, runner) -> None:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def after_train(self, runner) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _any_rank_requested(self) -> bool:
+        """Every rank must stop at the same iteration, even if only one got the signal."""
+        import torch
+        from mmengine import dist
+
+        flag = torch.tensor([1 if self._requested else 0])
+        if dist.get_world_size() > 1:
+            dist.all_reduce(flag, op="max")
+        return bool(flag.item())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if not self._any_rank_requested():
+            return
+        step = runner.iter + 1
+        name = f"iter_{step}.pth"
+        work_dir = Path(runner.work_dir)
+        if not (work_dir / name).is_file():
+            runner.save_checkpoint(str(work_dir), name, save_optimizer=True,
+                                   save_param_scheduler=True, by_epoch=False)
+            if runner.rank == 0:
+                write_text(work_dir / "last_checkpoint", str(work_dir / name))
+        what = signal.Signals(self._requested).name if self._requested else "another rank"
+        runner.logger.warning(f"stop requested by {what}: saved {name} at iteration {step}; "
+                              f"exiting with {EXIT_PREEMPTED} so that the job is resubmitted")
+        raise SystemExit(EXIT_PREEMPTED)

@@ -1,0 +1,111 @@
+"""Jobs that survive their cluster: atomic checkpoints, fallback, preemption, exact resume."""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from internseg.engine.resilience import (EXIT_PREEMPTED, is_readable_checkpoint,
+                                         iteration_seed, latest_valid_checkpoint)
+
+BIN = Path(sys.executable).parent
+
+
+def test_latest_valid_checkpoint_falls_back_past_a_corrupt_one(tmp_path):
+    for it in (2, 4, 10):
+        torch.save({"state_dict": {"w": torch.full((3,), it)}}, tmp_path / f"iter_{it}.pth")
+    (tmp_path / ".iter_12.pth.partial").write_bytes(b"half")
+    assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_10.pth"
+    data = (tmp_path / "iter_10.pth").read_bytes()
+    (tmp_path / "iter_10.pth").write_bytes(data[: len(data) // 2])  # killed mid-write
+    assert not is_readable_checkpoint(tmp_path / "iter_10.pth")
+    assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
+    assert latest_valid_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_iteration_seeds_differ_by_iteration_and_rank():
+    seeds = {iteration_seed(0, it, rank) for it in range(50) for rank in range(4)}
+    assert len(seeds) == 200
+    assert iteration_seed(3, 7, 0) == iteration_seed(3, 7, 0)
+
+
+ITERS = 12
+
+
+def train_cmd(demo_assets, work, final, extra=()):
+    split = work.parent / "split.txt"
+    split.write_text("".join(f"ADE_train_{i:08d}\n" for i in range(1, 13)))
+    return [str(BIN / "internseg"), "train", "demo/fewshot_1of16", "--work-dir", str(work),
+            "--data-root", str(demo_assets["data_root"]), "--split", str(split),
+            "--pretrained", str(demo_assets["weights"]), "--seed", "0", "--deterministic",
+            "--threads", "1", "--final-checkpoint", str(final),
+            "--cfg-options", f"train_cfg.max_iters={ITERS}", "train_cfg.val_interval=5",
+            "default_hooks.checkpoint.interval=4", "default_hooks.logger.interval=1",
+            *extra]
+
+
+def run_until(cmd, iteration, sig):
+    """Start a training, send ``sig`` once it has logged ``iteration``; return its status."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    pattern = re.compile(rf"Iter\(train\) \[\s*{iteration}/{ITERS}\]")
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if pattern.search(line):
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    return proc.returncode, "".join(output) + rest
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    final = root / "final.pth"
+    subprocess.run(train_cmd(demo_assets, root / "work", final), check=True,
+                   capture_output=True)
+    return torch.load(final, weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_sigterm_saves_exits_75_and_resumes_bit_for_bit(demo_assets, tmp_path, uninterrupted):
+    stop_at = random.Random().randint(2, ITERS - 2)
+    final = tmp_path / "final.pth"
+    cmd = train_cmd(demo_assets, tmp_path / "work", final)
+    code, out = run_until(cmd, stop_at, signal.SIGTERM)
+    assert code == EXIT_PREEMPTED, out[-2000:]
+    saved = latest_valid_checkpoint(tmp_path / "work")
+    assert saved is not None and int(saved.stem.split("_")[1]) in (stop_at, stop_at + 1), (
+        stop_at, saved)
+    assert not final.exists()
+    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], uninterrupted)
+
+
+def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path,
+                                                           uninterrupted):
+    kill_at = random.Random().randint(5, ITERS - 1)
+    final = tmp_path / "final.pth"
+    cmd = train_cmd(demo_assets, tmp_path / "work", final)
+    code, _ = run_until(cmd, kill_at, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert list((tmp_path / "work").glob("iter_*.pth")), "a periodic checkpoint exists"
+    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert "auto-resume: from" in resumed.stderr + resumed.stdout
+    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], uninterrupted)
