@@ -34,3 +34,17 @@ def test_full_tuning_trains_everything_with_fifty_lr_slots(capsys):
     groups = info["param_groups"]
     assert groups["count"] == 100 and groups["with_weight_decay"] == 50
     assert groups["lr_scale_min"] == pytest.approx(0.95 ** 49)
+
+
+def test_backbone_benchmark_smoke_runs_on_cpu():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/backbone_step.py"), "--tiny",
+                          "--warmup", "1", "--iters", "1"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    rows = [json.loads(line) for line in out]
+    assert [r.get("regime") for r in rows[1:]] == ["frozen", "trained"]
+    assert all(r["seconds_per_iter"] > 0 for r in rows[1:])

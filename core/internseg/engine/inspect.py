@@ -18,6 +18,7 @@ def human(n: int) -> str:
 
 def build_on_meta(cfg):
     import torch
+    from mmengine.config import ConfigDict
     from mmengine.registry import DefaultScope
 
     from mmseg.registry import MODELS
@@ -25,7 +26,7 @@ def build_on_meta(cfg):
     from .. import register_all
 
     register_all()
-    model_cfg = sync_bn_to_bn(cfg.model.to_dict())
+    model_cfg = ConfigDict(sync_bn_to_bn(cfg.model.to_dict()))
     # the Runner sets mmseg's scope for training; here we build without a Runner
     with DefaultScope.overwrite_default_scope("mmseg"), torch.device("meta"):
         return MODELS.build(model_cfg)

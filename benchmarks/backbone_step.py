@@ -1,0 +1,85 @@
+"""Time and peak memory of one InternViT-6B training step at 504 px, per regime.
+
+    python benchmarks/backbone_step.py                  # full size, needs a GPU
+    python benchmarks/backbone_step.py --tiny --iters 3 # smoke run on CPU
+
+Regimes: `frozen` (bf16 weights, no autograd graph: linear probing / head tuning) and
+`trained` (fp32 master weights, bf16 autocast, activation checkpointing per block: few-shot /
+full tuning; the optimizer state is not included: see the README's memory arithmetic).
+Random weights; the numbers are about speed and memory, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from internseg.models import InternViT6B
+
+TINY = dict(embed_dim=96, depth=4, num_heads=4)
+
+
+def build(regime: str, tiny: bool, device: torch.device) -> InternViT6B:
+    size = TINY if tiny else {}
+    depth = size.get("depth", 48)
+    model = InternViT6B(img_size=504, out_indices=(depth - 1,), trunk_dtype="bfloat16",
+                        freeze_trunk=regime == "frozen", with_cp=regime == "trained", **size)
+    model.init_weights()
+    if regime == "frozen":
+        model._freeze()  # init_weights ran in fp32 on purpose; store the trunk in bf16 again
+    return model.to(device)
+
+
+def step(model: InternViT6B, images: torch.Tensor, regime: str) -> None:
+    out = model(images)[0]
+    if regime == "trained":
+        out.float().pow(2).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+
+def measure(regime: str, args, device: torch.device) -> dict:
+    model = build(regime, args.tiny, device)
+    images = torch.randn(args.batch, 3, 504, 504, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step(model, images, regime)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        step(model, images, regime)
+    sync()
+    seconds = (time.perf_counter() - start) / args.iters
+    result = dict(regime=regime, batch=args.batch, seconds_per_iter=round(seconds, 4),
+                  images_per_s=round(args.batch / seconds, 2),
+                  params=sum(p.numel() for p in model.parameters()))
+    if device.type == "cuda":
+        result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="96-wide, 4 blocks (CPU smoke)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--regimes", nargs="+", default=["frozen", "trained"])
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                torch=torch.__version__, tiny=args.tiny)
+    print(json.dumps(info))
+    for regime in args.regimes:
+        print(json.dumps(measure(regime, args, device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
