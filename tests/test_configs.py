@@ -98,3 +98,18 @@ def test_unknown_experiment_names_the_known_ones():
         config_path("paper", "fewshot_1of3")
     with pytest.raises(ValueError, match="preset"):
         config_path("tiny", "fewshot_1of16")
+
+
+def test_schedule_follows_max_iters_from_the_command_line():
+    cfg = load_config("paper/fewshot_1of16", {"max_iters": 300, "warmup_iters": 30})
+    assert cfg.train_cfg.max_iters == 300
+    assert [s.end for s in cfg.param_scheduler] == [31, 301]
+
+
+def test_dumped_config_reloads_unchanged(tmp_path):
+    cfg = load_config("demo/head_tuning", {"train_cfg.max_iters": 7})
+    cfg.dump(str(tmp_path / "ran.py"))
+    again = load_config(tmp_path / "ran.py")
+    assert again.train_cfg.max_iters == 7
+    assert [s.end for s in again.param_scheduler] == [s.end for s in cfg.param_scheduler]
+    assert again.model.backbone.embed_dim == 96

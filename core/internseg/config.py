@@ -38,8 +38,9 @@ def experiments(preset: str = "paper") -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a config file (a path or ``<preset>/<experiment>``); apply its ``demo`` block."""
+def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
+    """Read a config file (a path or ``<preset>/<experiment>``), apply its ``demo`` block and
+    ``cfg_options``, then derive the schedule (so ``max_iters=...`` rescales it)."""
     path = Path(path)
     if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
         path = config_path(path.parts[0], path.stem)
@@ -49,6 +50,27 @@ def load_config(path: str | Path) -> Config:
     if "demo" in cfg:
         # applied once: a dumped config must reload as it ran, CLI overrides included
         shrink(cfg, **cfg.pop("demo"))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return finalize_schedule(cfg)
+
+
+def finalize_schedule(cfg: Config) -> Config:
+    """Derive the loop length and the scheduler ends from ``max_iters`` / ``warmup_iters``.
+
+    mmengine reaches a scheduler's final value at step ``end - 1``, hence the + 1: warmup is
+    complete at ``warmup_iters`` and the poly factor reaches 0 at ``max_iters``, as in the
+    original. Ends already set (a dumped config) are kept.
+    """
+    warmup, poly = cfg.param_scheduler
+    if (warmup.type, poly.type) != ("LinearLR", "PolyLR"):
+        raise ValueError(f"expected [LinearLR, PolyLR] schedulers, got {warmup.type}, {poly.type}")
+    if warmup.end is None:
+        warmup.end = cfg.warmup_iters + 1
+    if poly.end is None:
+        poly.end = cfg.max_iters + 1
+    if cfg.train_cfg.max_iters is None:
+        cfg.train_cfg.max_iters = cfg.max_iters
     return cfg
 
 
@@ -82,14 +104,10 @@ def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) 
     cfg.optim_wrapper.optimizer.lr = d["lr"]
     cfg.optim_wrapper.paramwise_cfg.num_layers = d["depth"]
 
-    warmup, poly = cfg.param_scheduler
-    if (warmup.type, poly.type) != ("LinearLR", "PolyLR"):
-        raise ValueError(f"shrink expects [LinearLR, PolyLR], got {warmup.type}, {poly.type}")
     cfg.warmup_iters = max(1, round(cfg.warmup_iters * max_iters / cfg.max_iters))
     cfg.max_iters = max_iters
-    warmup.end, poly.end = cfg.warmup_iters + 1, max_iters + 1  # see the paper configs
     every = max(1, max_iters // d["evaluations"])
-    cfg.train_cfg.update(max_iters=max_iters, val_interval=every)
+    cfg.train_cfg.val_interval = every
     cfg.default_hooks.checkpoint.interval = every
     cfg.default_hooks.logger.interval = max(1, max_iters // 10)
 

@@ -60,9 +60,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     from .metrics import PerClassIoUMetric
 
     register_all()
-    cfg = load_config(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     if data_root:
         set_data_root(cfg, data_root)
     if pretrained:

@@ -64,9 +64,7 @@ def set_data_root(cfg: Config, data_root: str) -> None:
 
 def build_train_config(opts: TrainOptions) -> Config:
     """The config a run trains with: file, then CLI options, in the original's precedence."""
-    cfg = load_config(opts.config)
-    if opts.cfg_options:
-        cfg.merge_from_dict(opts.cfg_options)
+    cfg = load_config(opts.config, opts.cfg_options)
     # work dir: CLI, else config, else derived from the config's name
     if opts.work_dir:
         cfg.work_dir = opts.work_dir

@@ -8,6 +8,15 @@ optim_wrapper = dict(
     constructor="InternViTLayerDecayConstructor",
     paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, decay_embeddings=False),
 )
+# Poly (power 1) times a linear warmup from 1e-6, per iteration. A config states max_iters and
+# warmup_iters; internseg.config.finalize_schedule fills in the ends below from them.
+max_iters = 80000
+warmup_iters = 1500
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=None),
+    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=None),
+]
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=None, val_interval=1000)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
 default_hooks = dict(
