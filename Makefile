@@ -35,3 +35,18 @@ lint: install
 
 clean-demo:
 	rm -rf resources/demo work/demo results/demo
+
+# Lets `snakemake --profile slurm ...` work from any directory: Snakemake looks a bare
+# profile name up in the working directory, then in its user config dir (platformdirs:
+# $XDG_CONFIG_HOME/snakemake, else ~/.config/snakemake on Linux), then the site dir. Asked
+# of Snakemake itself when installed, since platformdirs differs by OS. A link, not a
+# copy: the profile keeps following this checkout.
+USER_CONFIG_DIR_PY := from snakemake.common import get_appdirs; print(get_appdirs().user_config_dir)
+slurm-profile:
+	@dir=$$($(BIN)/python -c '$(USER_CONFIG_DIR_PY)' 2>/dev/null) \
+		|| dir="$${XDG_CONFIG_HOME:-$$HOME/.config}/snakemake"; \
+	link="$$dir/slurm"; \
+	if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+		echo "$$link exists and is not a link; move it away first" >&2; exit 1; fi; \
+	mkdir -p "$$dir" && ln -sfn "$(CURDIR)/profiles/slurm" "$$link" \
+		&& echo "$$link -> $(CURDIR)/profiles/slurm"

@@ -53,3 +53,11 @@ def test_aggregate_names_the_broken_run(tmp_path, capsys):
     assert code == 1
     assert "fewshot_1of16" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_fraction_plot_without_few_shot_rows_still_writes(tmp_path):
+    from internseg.results.plots import plot_miou_vs_fraction
+
+    table = build_table([record("full_tuning", 50.0, 58.9)])
+    out = plot_miou_vs_fraction(table, tmp_path / "f.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -13,11 +13,11 @@ rule evaluate:
         f"{RUNS}/{{experiment}}/evaluate.log",
     conda:
         ENV
-    threads: SETTINGS["train"]["threads"]
+    threads: SETTINGS["evaluate"]["threads"]
     resources:
-        runtime=120,
-        mem_mb=SETTINGS["train"]["mem_mb"],
-        gpu=min(SETTINGS["train"]["gpus"], 1),
+        runtime=SETTINGS["evaluate"]["runtime_min"],
+        mem_mb=SETTINGS["evaluate"]["mem_mb"],
+        gpu=SETTINGS["evaluate"]["gpus"],
     params:
         data_root=DATA_ROOT,
         work_dir=f"work/{PRESET}/{{experiment}}/test",

@@ -30,5 +30,6 @@ rule train:
         "internseg train {params.config} --work-dir {params.work_dir} --auto-resume"
         " --data-root {params.data_root} --split {input.split} --seed-record {input.record}"
         " --pretrained {input.weights} {params.deterministic} --threads {threads}"
+        " --gpus {resources.gpu}"
         " --final-checkpoint {output.checkpoint} --config-out {output.config}"
         " --scalars-out {output.scalars} > {log} 2>&1"

@@ -106,13 +106,18 @@ class IterationSeedHook(Hook):
 
 @HOOKS.register_module()
 class PreemptionHook(Hook):
-    """On SIGTERM or SIGUSR1 (Slurm's warning before the time limit), finish the current
-    iteration, save a checkpoint, and exit with :data:`EXIT_PREEMPTED` so the workflow
-    resubmits the job, which then resumes (``--auto-resume``)."""
+    """On SIGURG (the warning profiles/slurm asks Slurm for before the time limit), SIGTERM or
+    SIGUSR1, finish the current iteration, save a checkpoint, and exit with
+    :data:`EXIT_PREEMPTED` so the workflow resubmits the job, which resumes (``--auto-resume``).
+
+    SIGURG because its default action is to be ignored: Slurm signals every process of the
+    job step, and the Snakemake and bash processes between Slurm and the trainer must not die
+    of it while the checkpoint is written.
+    """
 
     priority = "LOWEST"  # after CheckpointHook, so a just-saved iteration is not saved twice
 
-    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")):
+    def __init__(self, signals: tuple[str, ...] = ("SIGURG", "SIGTERM", "SIGUSR1")):
         self.signals = [getattr(signal, name) for name in signals]
         self._requested: int | None = None
         self._previous: dict = {}

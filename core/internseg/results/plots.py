@@ -19,6 +19,10 @@ def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
     few["x"] = few["fraction"].map(lambda f: 1 / int(str(f).split("/")[1]))
     few = few.sort_values("x")
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    if few.empty:  # e.g. `run: [full_tuning]`: keep the output, say why it is empty
+        ax.text(0.5, 0.5, "no few-shot experiment in this run", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, out)
     ax.plot(few["x"], few["paper_mIoU"], "o--", label="paper")
     ax.plot(few["x"], few["our_mIoU"], "s-", label="ours")
     ax.set_xscale("log", base=2)

@@ -33,7 +33,7 @@ custom_hooks = [
     dict(type="VersionsMetaHook"),
     # randomness keyed to the iteration: a resumed run trains like an uninterrupted one
     dict(type="IterationSeedHook"),
-    # SIGTERM / SIGUSR1 before the time limit: checkpoint, exit 75, resubmit, resume
+    # SIGURG (profiles/slurm), SIGTERM or SIGUSR1: checkpoint, exit 75, resubmit, resume
     dict(type="PreemptionHook"),
 ]
 env_cfg = dict(

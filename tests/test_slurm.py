@@ -1,0 +1,193 @@
+"""The workflow through a real Slurm: sbatch submission, resources, and a training that runs
+into its time limit being resubmitted and resuming.
+
+Needs a cluster that answers `sinfo` and has a `gpu` partition, e.g. the one-node cluster of
+``sudo tests/slurm/start_local_slurm.sh`` (what `.ci/run` starts). The runs use a test copy of
+profiles/slurm: the same keys, with small runtimes and `squeue` for job status (sacct needs
+slurmdbd, which the local cluster does not run).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slurm
+
+BIN = Path(sys.executable).parent
+
+
+def slurm_skip_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no Slurm here (`sinfo` not found); start one: sudo tests/slurm/start_local_slurm.sh"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
+                             timeout=20)
+    except subprocess.TimeoutExpired:
+        return "`sinfo` does not answer; is slurmctld running? (tests/slurm/start_local_slurm.sh)"
+    if out.returncode != 0:
+        return f"`sinfo` fails ({out.stderr.strip()}); start: sudo tests/slurm/start_local_slurm.sh"
+    if "gpu" not in out.stdout.split():
+        return "this Slurm has no `gpu` partition (tests/slurm/start_local_slurm.sh makes one)"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    reason = slurm_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def make_test_profile(tmp_path: Path, **changes) -> Path:
+    """profiles/slurm with test-sized values; `changes` maps a dotted key to its new value."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    profile.update({
+        "jobs": 2,
+        "latency-wait": 5,
+        "retries": 0,
+        "keep-going": False,
+        # `sbatch call: ...` lines in the log: the evidence of what was requested
+        "verbose": True,
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 1,
+        "slurm-keep-successful-logs": True,
+        # leave a core to whatever else runs on the machine
+        "set-threads": {"train": 1, "evaluate": 1},
+    })
+    profile["default-resources"].update(slurm_partition="cpu", runtime=10, mem_mb=1000)
+    profile["set-resources"]["train"].update(gpu=1, cpus_per_gpu=1, mem_mb=3000, runtime=10)
+    profile["set-resources"]["evaluate"].update(gpu=1, cpus_per_gpu=1, mem_mb=2000,
+                                                runtime=10)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = profile
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    directory = tmp_path / "profile"
+    directory.mkdir()
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return directory
+
+
+def workflow_copy(dest: Path) -> Path:
+    dest.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, dest / name)
+    # envs/: the rules' `conda:` file, which Snakemake reads when it records a job's metadata
+    for name in ("workflow", "envs"):
+        shutil.copytree(REPO / name, dest / name)
+    return dest
+
+
+def run_through_slurm(workdir: Path, profile: Path, experiment: str, limit_s: int,
+                      target: str = "all"):
+    """Snakemake with the profile, under `timeout -s INT`: on SIGTERM Snakemake only waits
+    for its running jobs, SIGINT makes it cancel them (scancel) and stop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERNSEG_SLURM_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the rules call `internseg`
+    cmd = ["timeout", "-s", "INT", "-k", "60", str(limit_s), str(BIN / "snakemake"), target,
+           "--profile", str(profile), "--config", f"run=[{experiment}]"]
+    result = subprocess.run(cmd, cwd=workdir, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    (workdir / "snakemake.out").write_text(result.stdout)
+    return result.returncode, result.stdout
+
+
+def slurm_logs(workdir: Path, rule: str, experiment: str) -> list[Path]:
+    folder = workdir / ".snakemake/slurm_logs" / f"rule_{rule}" / experiment
+    return sorted(folder.glob("*.log"), key=lambda p: int(p.stem))
+
+
+def test_demo_experiment_runs_through_sbatch_with_its_resources(tmp_path):
+    wf = workflow_copy(tmp_path / "wf")
+    profile = make_test_profile(tmp_path)
+    code, out = run_through_slurm(wf, profile, "fewshot_1of16", limit_s=900)
+    assert code == 0, out[-5000:]
+
+    for rule in ("train", "evaluate"):
+        assert len(slurm_logs(wf, rule, "fewshot_1of16")) == 1, f"{rule} went through sbatch"
+    assert list((wf / ".snakemake/slurm_logs/rule_make_demo").glob("*.log"))
+
+    calls = [line for line in out.splitlines()
+             if line.startswith("sbatch call:") and "rule_train_wildcards" in line]
+    assert len(calls) == 1, out[-5000:]
+    call = calls[0].split(" --wrap=")[0]
+    for expected in (" -p gpu ", " --gpus=1", " --mem 3000 ", " -t 10 ", " --cpus-per-gpu=1",
+                     " --signal=URG@600"):
+        assert expected in f"{call} ", (expected, call)
+
+    # What Slurm itself recorded; finished jobs stay queryable for MinJobAge (300 s).
+    job_id = slurm_logs(wf, "train", "fewshot_1of16")[0].stem
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                           text=True).stdout
+    if shown:
+        assert "Partition=gpu " in shown, shown
+        assert "TimeLimit=00:10:00" in shown, shown
+        assert re.search(r"gres[:/]gpu[:=]1", shown), shown
+
+    for path in ("results/table.csv", "results/table.md", "results/miou_vs_fraction.png",
+                 "results/runs/fewshot_1of16/metrics.json",
+                 "results/runs/fewshot_1of16/final.pth"):
+        assert (wf / path).is_file(), path
+
+
+# mmengine's own line when a run continues from a checkpoint (Runner.resume).
+RESUMED = re.compile(r"resumed epoch: \d+, iter: (\d+)")
+SLOW = "full_tuning"  # the slowest demo training: ~0.26 s/iteration on one thread
+SLOW_ITERS = 320
+
+
+@pytest.fixture(scope="module")
+def timed_out_run(tmp_path_factory):
+    """The slow experiment with a 1-minute limit on the first attempt, 10 on the retry.
+
+    1 minute is Slurm's smallest limit; the training needs about 1.5. Slurm checks limits
+    every 30 s and sends the warning signal one check early, so URG@10 arrives 20-50 s
+    after the start: after the trainer has set up its handler (~10 s), well before the
+    limit (60-90 s) and the end of the training (~100 s)."""
+    tmp = tmp_path_factory.mktemp("timelimit")
+    wf = workflow_copy(tmp / "wf")
+    profile = make_test_profile(
+        tmp,
+        **{"retries": 1,
+           "set-resources.train.runtime": "1 if attempt == 1 else 10",
+           "set-resources.train.slurm_extra": "'--signal=URG@10'"})
+    # up to the evaluation: the table is not what this is about
+    code, out = run_through_slurm(wf, profile, SLOW, limit_s=1200,
+                                  target=f"results/runs/{SLOW}/metrics.json")
+    train_log = wf / f"results/runs/{SLOW}/train.log"
+    log_text = train_log.read_text() if train_log.is_file() else ""
+    return dict(wf=wf, code=code, out=out, log=log_text,
+                attempts=slurm_logs(wf, "train", SLOW),
+                detail=f"{out[-4000:]}\n--- train.log ---\n{log_text[-3000:]}")
+
+
+def test_training_past_its_time_limit_is_resubmitted_and_resumes(timed_out_run):
+    run = timed_out_run
+    assert len(run["attempts"]) == 2, (run["attempts"], run["detail"])
+    assert "Trying to restart job" in run["out"], run["detail"]
+    assert run["code"] == 0, run["detail"]
+    # train.log is rewritten by each attempt: this is the second one's. It continued a
+    # checkpoint from the middle of the first attempt, not from scratch or the end.
+    resumed = RESUMED.search(run["log"])
+    assert resumed and 0 < int(resumed.group(1)) < SLOW_ITERS, run["detail"]
+    assert (run["wf"] / f"results/runs/{SLOW}/metrics.json").is_file()
+
+
+def test_first_attempt_stopped_on_the_warning_signal_before_the_limit(timed_out_run):
+    run = timed_out_run
+    first = run["attempts"][0].stem
+    # The plugin reports Slurm's state: TIMEOUT when the limit killed the job, FAILED when
+    # the trainer stopped it with its non-zero exit.
+    assert f"SLURM-job '{first}' failed, SLURM status is: 'FAILED'" in run["out"], run["detail"]
+    launch_logs = (run["wf"] / "work/demo" / SLOW).glob("*/*.log")
+    assert any("SIGURG" in p.read_text() for p in launch_logs), run["detail"]
