@@ -122,3 +122,13 @@ def test_syncbn_becomes_bn_only_without_launcher(monkeypatch):
 def test_bad_config_path_is_a_clear_error(capsys):
     assert main(["train", "demo/fewshot_1of3"]) == 1
     assert "fewshot_1of3" in capsys.readouterr().err
+
+
+def test_auto_resume_prefers_work_dir_checkpoint_over_load_from(tmp_path):
+    opts = dict(config="demo/fewshot_1of16", work_dir=str(tmp_path), load_from="init.pth",
+                auto_resume=True)
+    fresh = build_train_config(TrainOptions(**opts))
+    assert (fresh.resume, fresh.load_from) == (False, "init.pth")
+    torch.save({"state_dict": {}}, tmp_path / "iter_3.pth")
+    resumed = build_train_config(TrainOptions(**opts))
+    assert (resumed.resume, resumed.load_from) == (True, str(tmp_path / "iter_3.pth"))

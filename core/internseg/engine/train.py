@@ -84,13 +84,14 @@ def build_train_config(opts: TrainOptions) -> Config:
         cfg.env_cfg.dist_cfg.backend = "gloo"
     if opts.resume_from:
         cfg.resume, cfg.load_from = True, opts.resume_from
-    elif opts.auto_resume:
-        # the newest readable iter_N.pth; a fresh start when there is none
-        latest = latest_valid_checkpoint(cfg.work_dir)
-        cfg.resume, cfg.load_from = latest is not None, str(latest) if latest else None
-        log.info("auto-resume: %s", f"from {latest}" if latest else "no checkpoint, fresh start")
-    elif opts.load_from:
-        cfg.load_from = opts.load_from
+    elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
+        # the newest readable iter_N.pth; without one, a fresh start (from --load-from if given)
+        cfg.resume, cfg.load_from = True, str(latest)
+        log.info("auto-resume: from %s", latest)
+    else:
+        if opts.auto_resume:
+            log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
+        cfg.resume, cfg.load_from = False, opts.load_from
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
                       world_size_from_env(opts.launcher, os.environ))
     apply_batch_plan(cfg, plan)
