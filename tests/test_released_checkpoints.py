@@ -1,0 +1,71 @@
+"""Released segmentation checkpoints (full or head-only) load into our segmentors."""
+
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
+
+from internseg import register_all
+from internseg.config import load_config
+from internseg.engine.evaluate import load_segmentor_weights, rename_released_keys
+from internseg.engine.train import sync_bn_to_bn
+from internseg.models.pretrained import CheckpointError
+
+register_all()
+
+
+def build(experiment, weights):
+    from mmseg.registry import MODELS
+
+    cfg = load_config(f"demo/{experiment}")
+    cfg.model.backbone.pretrained = str(weights)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        return MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
+
+
+def released_head_only(model):
+    """The layout of upernet_..._frozen.pth: heads and resamplers, resamplers in the backbone."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("backbone."):
+            continue
+        if key.startswith("neck."):
+            key = "backbone." + key.removeprefix("neck.")
+        state[key] = torch.randn_like(value.float()).to(value.dtype)
+    return state
+
+
+def test_resampler_keys_map_to_the_neck():
+    assert rename_released_keys({"backbone.fpn1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2,
+                                 "decode_head.conv_seg.bias": 3}) == {
+        "neck.fpn1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2, "decode_head.conv_seg.bias": 3}
+
+
+def test_head_only_checkpoint_takes_the_trunk_from_the_pretrained_file(demo_assets, tmp_path):
+    model = build("head_tuning", demo_assets["weights"])
+    state = released_head_only(model)
+    torch.save({"meta": {"iter": 80000}, "state_dict": state}, tmp_path / "released.pth")
+    load_segmentor_weights(model, tmp_path / "released.pth")
+    assert torch.equal(model.neck.fpn1[0].weight, state["backbone.fpn1.0.weight"])
+    assert torch.equal(model.decode_head.conv_seg.weight, state["decode_head.conv_seg.weight"])
+    trunk = torch.load(demo_assets["weights"], weights_only=True)
+    assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight.float(),
+                       trunk["blocks.1.mlp.fc2.weight"])
+
+
+def test_full_checkpoint_loads_trunk_from_itself(demo_assets, tmp_path):
+    model = build("fewshot_1of16", demo_assets["weights"])
+    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "full.pth")
+    load_segmentor_weights(model, tmp_path / "full.pth")
+    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight,
+                       state["backbone.blocks.0.attn.qkv.weight"])
+
+
+def test_checkpoint_of_another_head_is_refused_by_name(demo_assets, tmp_path):
+    model = build("head_tuning", demo_assets["weights"])
+    state = released_head_only(model)
+    del state["decode_head.conv_seg.weight"]
+    torch.save({"state_dict": state}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="decode_head.conv_seg.weight"):
+        load_segmentor_weights(model, tmp_path / "bad.pth")
