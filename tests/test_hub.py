@@ -199,9 +199,9 @@ def test_wrong_size_raises(hub, tmp_path):
 
 
 def test_unpinned_file_is_accepted_with_its_hash_reported(hub, tmp_path, caplog, monkeypatch):
-    import internseg.hub
+    import internseg.io
 
-    monkeypatch.setattr(internseg.hub, "_PROGRESS_MIN_BYTES", 0)  # hash through the progress-bar path
+    monkeypatch.setattr(internseg.io, "PROGRESS_MIN_BYTES", 0)  # hash through the progress-bar path
     caplog.set_level(logging.WARNING, logger="internseg.hub")
     dest = tmp_path / NAME
     fetch(dest, sha256=None, size=None)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .io import write_json
+from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
 
@@ -44,7 +44,6 @@ MANIFEST_VERSION = 1
 PARTIAL_PREFIX = f".{TOP}.partial-"
 SPLITS = (("training", "train"), ("validation", "val"))  # folder name, manifest key
 EXTRA_FILES = ("objectInfo150.txt", "sceneCategories.txt")
-_PROGRESS_MIN_BYTES = 64 << 20  # hashing a small file is instant; a bar would only be noise
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 Report = Callable[[str], None]
@@ -79,16 +78,7 @@ def _progress(iterable=None, **kwargs):
 
 def sha1_file(path: str | Path, chunk: int = 1 << 20, progress: bool = True) -> str:
     """SHA-1 of a file read in chunks; shows a byte progress bar for big files."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha1()
-    show = progress and size >= _PROGRESS_MIN_BYTES
-    with open(path, "rb") as f, _progress(total=size, unit="B", unit_scale=True,
-                                          desc=f"sha1 {path.name}", disable=not show) as bar:
-        while block := f.read(chunk):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()
+    return hash_file(path, "sha1", chunk=chunk, progress=progress)
 
 
 def normalize_sha1(value: str | None) -> str | None:

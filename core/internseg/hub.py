@@ -7,7 +7,6 @@ size and sha256 and only then placed at its destination, atomically.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -15,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from internseg.io import atomic_path
+from internseg.io import atomic_path, hash_file
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +22,6 @@ DEFAULT_REPO_ID = "OpenGVLab/InternVL"
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 8 << 20
-# Below this, hashing takes well under a second and a progress bar would only flicker.
-_PROGRESS_MIN_BYTES = 256 << 20
 
 
 class ChecksumError(ValueError):
@@ -142,27 +138,12 @@ def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> 
         log.warning("%s: size is not pinned (actual %d bytes)", filename, actual_size)
     elif actual_size != size:
         raise ChecksumError(filename, "size", size, actual_size)
-    actual = _sha256(path, actual_size)
+    actual = hash_file(path, "sha256")
     if sha256 is None:
         log.warning("%s: sha256 is not pinned; computed sha256 %s (pin it to make this check strict)",
                     filename, actual)
     elif actual != sha256:
         raise ChecksumError(filename, "sha256", sha256, actual)
-
-
-def _sha256(path: Path, size: int) -> str:
-    # Not io.sha256_file: a 12 GB file takes about a minute to hash and deserves a progress bar.
-    from tqdm import tqdm
-
-    digest = hashlib.sha256()
-    # disable=None lets tqdm hide the bar when stderr is not a terminal (batch logs).
-    hide = True if size < _PROGRESS_MIN_BYTES else None
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}",
-                                     disable=hide) as bar:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()
 
 
 def _evict(snapshot_path: Path) -> None:

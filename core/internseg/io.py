@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,9 +50,28 @@ def save_torch(path: str | Path, obj) -> Path:
     return Path(path)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+# Hashing a small file is instant; a bar would only be noise.
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+def hash_file(path: str | Path, algorithm: str = "sha256", *, chunk: int = 8 << 20,
+              progress: bool = True) -> str:
+    """Hex digest of a file read in chunks, with a byte progress bar for big files (a 12 GB
+    checkpoint takes about a minute)."""
+    from tqdm import tqdm
+
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.new(algorithm)
+    show = progress and size >= PROGRESS_MIN_BYTES
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, mininterval=1.0,
+                                     desc=f"{algorithm} {path.name}", file=sys.stderr,
+                                     disable=not show) as bar:
         while block := f.read(chunk):
             digest.update(block)
+            bar.update(len(block))
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return hash_file(path, "sha256")
