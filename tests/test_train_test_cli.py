@@ -107,7 +107,6 @@ def test_work_dir_precedence():
 
 
 def test_syncbn_becomes_bn_only_without_launcher(monkeypatch):
-    monkeypatch.setattr("internseg.engine.train.cuda_available", lambda: True)
     cfg = dict(a=dict(type="SyncBN"), b=[dict(norm_cfg=dict(type="SyncBN"))], c="SyncBN")
     assert sync_bn_to_bn(cfg) == dict(a=dict(type="BN"), b=[dict(norm_cfg=dict(type="BN"))],
                                       c="SyncBN")

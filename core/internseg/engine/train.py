@@ -50,12 +50,6 @@ def sync_bn_to_bn(obj):
     return obj
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def set_data_root(cfg: Config, data_root: str) -> None:
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(name):
@@ -77,11 +71,9 @@ def build_train_config(opts: TrainOptions) -> Config:
     if opts.pretrained:
         cfg.model.backbone.pretrained = str(opts.pretrained)
     cfg.launcher = opts.launcher
-    if opts.launcher == "none" or not cuda_available():
-        # SyncBN needs a process group on GPUs; CPU ranks (tests, the demo) use plain BN
+    if opts.launcher == "none":
+        # SyncBN needs a process group
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
-    if not cuda_available():
-        cfg.env_cfg.dist_cfg.backend = "gloo"
     if opts.resume_from:
         cfg.resume, cfg.load_from = True, opts.resume_from
     elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
