@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from .argtypes import int_at_least
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -509,18 +510,6 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
 # ---------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -534,13 +523,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="folder that will contain ADEChallengeData2016/")
     p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
                                   "omitted = not verified")
-    p.add_argument("--train-count", type=_count, default=TRAIN_COUNT)
-    p.add_argument("--val-count", type=_count, default=VAL_COUNT)
+    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
+    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
     p.add_argument("--manifest", type=Path,
                    help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
-    p.add_argument("--max-errors", type=_positive_int, default=MAX_ERRORS,
+    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
                    help="problems listed in full before '... and N more'")
-    p.add_argument("--workers", type=_positive_int, help="threads for decoding label maps")
+    p.add_argument("--workers", type=int_at_least(1), help="threads for decoding label maps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prepare)
     return p

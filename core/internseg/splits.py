@@ -8,7 +8,6 @@ read back from a log here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -18,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from .argtypes import int_at_least
 from .io import sha256_file, write_json, write_text
 
 TOTAL_TRAIN = 20210
@@ -181,12 +181,6 @@ def seed_from_log(path: str | Path, fraction: int | None = None,
 # ---------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -195,7 +189,7 @@ def add_parser(subparsers) -> None:
                     "first total // N kept.  Without a seed, fraction 1 keeps every stem, sorted.")
     p.add_argument("--manifest", required=True, type=Path,
                    help="manifest JSON from prepare-ade20k (its train_stems)")
-    p.add_argument("--fraction", required=True, type=_positive_int, help="N of 1/N")
+    p.add_argument("--fraction", required=True, type=int_at_least(1), help="N of 1/N")
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, help="seed from the config")
     seed.add_argument("--seed-from-log", type=Path, metavar="LOG",
@@ -207,9 +201,9 @@ def add_parser(subparsers) -> None:
 
     q = subparsers.add_parser("seed-from-log", help="print the seed a published training log used")
     q.add_argument("log", type=Path)
-    q.add_argument("--fraction", type=_positive_int,
+    q.add_argument("--fraction", type=int_at_least(1),
                    help="also check the log's 'Randomly select' count against total // N")
-    q.add_argument("--total", type=_positive_int, default=TOTAL_TRAIN,
+    q.add_argument("--total", type=int_at_least(1), default=TOTAL_TRAIN,
                    help=f"training images the subset was drawn from (default {TOTAL_TRAIN})")
     q.add_argument("--json", action="store_true", help="print all facts as JSON")
     q.set_defaults(func=cmd_seed_from_log)

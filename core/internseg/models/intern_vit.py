@@ -7,7 +7,6 @@ checkpoint loads without renaming (see :mod:`internseg.models.pretrained`).
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
