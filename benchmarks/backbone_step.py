@@ -17,13 +17,12 @@ import time
 
 import torch
 
+from internseg.demo import TINY_TRUNK
 from internseg.models import InternViT6B
-
-TINY = dict(embed_dim=96, depth=4, num_heads=4)
 
 
 def build(regime: str, tiny: bool, device: torch.device) -> InternViT6B:
-    size = TINY if tiny else {}
+    size = TINY_TRUNK if tiny else {}
     depth = size.get("depth", 48)
     model = InternViT6B(img_size=504, out_indices=(depth - 1,), trunk_dtype="bfloat16",
                         freeze_trunk=regime == "frozen", with_cp=regime == "trained", **size)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DEMO_DEFAULTS
 from .io import atomic_path
 
 TOP = "ADEChallengeData2016"
@@ -140,8 +141,9 @@ def write_demo_zip(out: str | Path, n_train: int = 96, n_val: int = 16, seed: in
     return Path(out)
 
 
-# The tiny trunk: the real InternViT6B class at demo width and depth.
-TINY_TRUNK = dict(embed_dim=96, depth=4, num_heads=4)
+# The tiny trunk: the real InternViT6B class at the demo configs' width and depth, so that
+# the "pretrained" file always fits them.
+TINY_TRUNK = {k: DEMO_DEFAULTS[k] for k in ("embed_dim", "depth", "num_heads")}
 CLIP_PROJECTOR_KEYS = (
     "norm1_q.weight", "norm1_q.bias", "norm1_k.weight", "norm1_k.bias", "norm1_v.weight",
     "norm1_v.bias", "cross_attn.q_proj.weight", "cross_attn.k_proj.weight",
