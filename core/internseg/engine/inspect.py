@@ -5,7 +5,7 @@ The model is built on PyTorch's meta device, so the 6B configs inspect in second
 
 from __future__ import annotations
 
-from .layer_decay import layer_decay_groups
+from .layer_decay import groups_from_paramwise
 from .train import sync_bn_to_bn
 
 
@@ -44,13 +44,9 @@ def describe(cfg) -> dict:
     aux_trainable = sum(p.numel() for n, p in params.items()
                         if n.startswith("auxiliary_head.") and p.requires_grad)
     optim = cfg.optim_wrapper
-    paramwise = optim.get("paramwise_cfg", {})
-    groups = layer_decay_groups(
-        params.items(), base_lr=optim.optimizer.lr,
-        weight_decay=optim.optimizer.get("weight_decay", 0.0),
-        num_layers=paramwise.get("num_layers", 48),
-        decay_rate=paramwise.get("layer_decay_rate", 1.0),
-        decay_embeddings=paramwise.get("decay_embeddings", False))
+    groups = groups_from_paramwise(params.items(), base_lr=optim.optimizer.lr,
+                                   weight_decay=optim.optimizer.get("weight_decay", 0.0),
+                                   paramwise=optim.get("paramwise_cfg", {}))
     scales = [g["lr_scale"] for g in groups]
     return dict(
         total_params=total,

@@ -64,6 +64,19 @@ def layer_decay_groups(named_params: Iterable[tuple[str, nn.Parameter]], *, base
     return [groups[k] for k in sorted(groups)]
 
 
+def groups_from_paramwise(named_params: Iterable[tuple[str, nn.Parameter]], *, base_lr: float,
+                          weight_decay: float, paramwise: dict) -> list[dict]:
+    """:func:`layer_decay_groups` configured by a ``paramwise_cfg`` (with its defaults)."""
+    return layer_decay_groups(
+        named_params,
+        base_lr=base_lr,
+        weight_decay=weight_decay,
+        num_layers=paramwise.get("num_layers", 48),
+        decay_rate=paramwise.get("layer_decay_rate", 1.0),
+        decay_embeddings=paramwise.get("decay_embeddings", False),
+    )
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class InternViTLayerDecayConstructor(DefaultOptimWrapperConstructor):
     """``paramwise_cfg``: ``num_layers`` (48), ``layer_decay_rate`` (0.95 trained trunk, 1.0
@@ -71,12 +84,6 @@ class InternViTLayerDecayConstructor(DefaultOptimWrapperConstructor):
     ``pos_embed`` and ``cls_token``)."""
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
-        cfg = self.paramwise_cfg
-        params.extend(layer_decay_groups(
-            module.named_parameters(),
-            base_lr=self.base_lr,
-            weight_decay=self.base_wd or 0.0,
-            num_layers=cfg.get("num_layers", 48),
-            decay_rate=cfg.get("layer_decay_rate", 1.0),
-            decay_embeddings=cfg.get("decay_embeddings", False),
-        ))
+        params.extend(groups_from_paramwise(module.named_parameters(), base_lr=self.base_lr,
+                                            weight_decay=self.base_wd or 0.0,
+                                            paramwise=self.paramwise_cfg))
