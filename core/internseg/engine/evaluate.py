@@ -9,7 +9,7 @@ from ..config import load_config
 from ..env import versions
 from ..io import write_json
 from ..models.pretrained import CheckpointError, load_checkpoint_file
-from .train import set_data_root, sync_bn_to_bn
+from .train import apply_run_options
 
 log = logging.getLogger("internseg")
 
@@ -61,13 +61,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
 
     register_all()
     cfg = load_config(config, cfg_options)
-    if data_root:
-        set_data_root(cfg, data_root)
-    if pretrained:
-        cfg.model.backbone.pretrained = str(pretrained)
-    cfg.launcher = launcher
-    if launcher == "none":
-        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+    apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
     runner = Runner.from_cfg(cfg)

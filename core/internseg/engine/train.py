@@ -50,10 +50,19 @@ def sync_bn_to_bn(obj):
     return obj
 
 
-def set_data_root(cfg: Config, data_root: str) -> None:
-    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        if cfg.get(name):
-            cfg[name].dataset.data_root = str(data_root)
+def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | None,
+                      launcher: str) -> None:
+    """What training and evaluation both take from the command line."""
+    if data_root:
+        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            if cfg.get(name):
+                cfg[name].dataset.data_root = str(data_root)
+    if pretrained:
+        cfg.model.backbone.pretrained = str(pretrained)
+    cfg.launcher = launcher
+    if launcher == "none":
+        # SyncBN needs a process group
+        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
 
 
 def build_train_config(opts: TrainOptions) -> Config:
@@ -64,16 +73,10 @@ def build_train_config(opts: TrainOptions) -> Config:
         cfg.work_dir = opts.work_dir
     elif not cfg.get("work_dir"):
         cfg.work_dir = str(Path("work_dirs") / Path(opts.config).stem)
-    if opts.data_root:
-        set_data_root(cfg, opts.data_root)
+    apply_run_options(cfg, data_root=opts.data_root, pretrained=opts.pretrained,
+                      launcher=opts.launcher)
     if opts.split:
         cfg.train_dataloader.dataset.ann_file = str(Path(opts.split).resolve())
-    if opts.pretrained:
-        cfg.model.backbone.pretrained = str(opts.pretrained)
-    cfg.launcher = opts.launcher
-    if opts.launcher == "none":
-        # SyncBN needs a process group
-        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
     if opts.resume_from:
         cfg.resume, cfg.load_from = True, opts.resume_from
     elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
