@@ -53,13 +53,15 @@ def seed_option(wildcards, input):
 
 def hub_pin(filename):
     """Command-line options that pin a Hub file's size and sha256, when config.yaml has them."""
-    pin = config["hub"]["files"].get(filename, {})
+    pin = (
+        config["hub"]["files"].get(filename, {}) if SETTINGS["verify_hub_pins"] else {}
+    )
     opts = [f"--repo-id {config['hub']['repo_id']}"]
     if config["hub"]["revision"]:
         opts.append(f"--revision {config['hub']['revision']}")
-    if "sha256" in pin and PRESET == "paper":
+    if "sha256" in pin:
         opts.append(f"--sha256 {pin['sha256']}")
-    if "size" in pin and PRESET == "paper":
+    if "size" in pin:
         opts.append(f"--size {pin['size']}")
     if SETTINGS["weights_local_dir"]:
         opts.append(f"--local-dir {SETTINGS['weights_local_dir']}")
