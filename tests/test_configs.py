@@ -19,6 +19,9 @@ def test_paper_config_matches_reference(name, reference):
     assert backbone.out_indices == ref["out_indices"]
     assert backbone.drop_path_rate == ref["drop_path"]
     assert backbone.freeze_trunk is (ref["trunk"] == "frozen")
+    # sharded (FSDP) exactly when the trunk trains; frozen trunks stay on plain DDP
+    sharded = cfg.get("strategy", {}).get("type") == "ShardedTrunkStrategy"
+    assert sharded is (ref["trunk"] == "trained")
     assert (backbone.patch_size, backbone.embed_dim, backbone.depth, backbone.num_heads) == (
         14, 3200, 48, 25)
     assert backbone.img_size == common["crop"] == 504

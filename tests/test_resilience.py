@@ -50,8 +50,30 @@ def train_cmd(demo_assets, work, final, extra=()):
             *extra]
 
 
-def run_until(cmd, iteration, sig):
-    """Start a training, send ``sig`` once it has logged ``iteration``; return its status."""
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def rank_pid(launcher: int, rank: int) -> int:
+    """The pid of torchrun's worker with LOCAL_RANK ``rank``."""
+    for pid in children(launcher):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"LOCAL_RANK={rank}".encode() in environ:
+            return pid
+    raise LookupError(f"no rank {rank} among the children of {launcher}")
+
+
+def run_until(cmd, iteration, sig, *, target=lambda proc: proc.pid):
+    """Start a training, send ``sig`` to ``target(proc)`` once it has logged ``iteration``;
+    return its status."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -60,7 +82,7 @@ def run_until(cmd, iteration, sig):
     for line in proc.stdout:
         output.append(line)
         if pattern.search(line):
-            proc.send_signal(sig)
+            os.kill(target(proc), sig)
             break
     rest, _ = proc.communicate(timeout=300)
     return proc.returncode, "".join(output) + rest
@@ -108,3 +130,30 @@ def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     assert "auto-resume: from" in resumed.stderr + resumed.stdout
     assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], uninterrupted)
+
+
+def test_sharded_training_preempted_on_one_rank_resumes_bit_for_bit(demo_assets, tmp_path):
+    """Two ranks on CPU (gloo) with the trunk sharded: a signal to one rank stops both at the
+    same iteration with a checkpoint written, and the resumed run ends where an uninterrupted
+    sharded run ends."""
+    sharded = ["--gpus", "2"]
+    straight = tmp_path / "straight.pth"
+    subprocess.run(train_cmd(demo_assets, tmp_path / "straight", straight, sharded),
+                   check=True, capture_output=True)
+    expected = torch.load(straight, weights_only=True)
+    assert expected["meta"]["batch_plan"]["world_size"] == 2
+
+    stop_at = random.Random().randint(2, ITERS - 2)
+    final = tmp_path / "final.pth"
+    cmd = train_cmd(demo_assets, tmp_path / "work", final, sharded)
+    # only rank 1 gets the signal; rank 0 (the one that logs) must stop at the same iteration
+    code, out = run_until(cmd, stop_at, signal.SIGTERM, target=lambda p: rank_pid(p.pid, 1))
+    assert code != 0 and "stop requested by another rank" in out, out[-2000:]
+    saved = latest_valid_checkpoint(tmp_path / "work")
+    assert saved is not None and int(saved.stem.split("_")[1]) in (stop_at, stop_at + 1), (
+        stop_at, saved)
+    assert not final.exists()
+    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"],
+                         expected["state_dict"])

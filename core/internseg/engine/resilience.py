@@ -146,14 +146,21 @@ class PreemptionHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if not self._any_rank_requested():
             return
+        from mmengine import dist
+
         step = runner.iter + 1
         name = f"iter_{step}.pth"
-        work_dir = Path(runner.work_dir)
-        if not (work_dir / name).is_file():
-            runner.save_checkpoint(str(work_dir), name, save_optimizer=True,
+        path = str(Path(runner.work_dir) / name)
+        # CheckpointHook records what it saved; every rank sees the same record, whereas a
+        # look at the file system could differ between ranks and split a collective save
+        if runner.message_hub.get_info("last_ckpt") != path:
+            runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
                                    save_param_scheduler=True, by_epoch=False)
+            runner.message_hub.update_info("last_ckpt", path)
             if runner.rank == 0:
-                write_text(work_dir / "last_checkpoint", str(work_dir / name))
+                write_text(Path(runner.work_dir) / "last_checkpoint", path)
+        # the first rank to exit makes torchrun/srun stop the others: rank 0 must have written
+        dist.barrier()
         what = signal.Signals(self._requested).name if self._requested else "another rank"
         runner.logger.warning(f"stop requested by {what}: saved {name} at iteration {step}; "
                               f"exiting with {EXIT_PREEMPTED} so that the job is resubmitted")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmengine.config import Config
+from mmengine.runner import FlexibleRunner
 
 from ..config import load_config
 from ..env import versions
@@ -60,8 +61,10 @@ def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | N
     if pretrained:
         cfg.model.backbone.pretrained = str(pretrained)
     cfg.launcher = launcher
-    if launcher == "none":
-        # SyncBN needs a process group
+    import torch
+
+    if launcher == "none" or not torch.cuda.is_available():
+        # SyncBN needs a process group, and torch's runs on GPUs only
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
 
 
@@ -87,6 +90,11 @@ def build_train_config(opts: TrainOptions) -> Config:
         if opts.auto_resume:
             log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
         cfg.resume, cfg.load_from = False, opts.load_from
+    if opts.launcher == "none":
+        # one process: nothing to shard over
+        cfg.pop("strategy", None)
+    elif cfg.get("strategy"):
+        cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
                       world_size_from_env(opts.launcher, os.environ))
     apply_batch_plan(cfg, plan)
@@ -97,12 +105,16 @@ def build_train_config(opts: TrainOptions) -> Config:
     return cfg
 
 
-def trainable_state(model) -> dict:
+def trainable_state(runner) -> dict:
     """State to keep as the run's result: everything, minus a frozen trunk (it is the
-    pretrained file, unchanged), as in the released head-only checkpoints."""
-    state = model.state_dict()
-    backbone = getattr(model, "backbone", None)
-    if backbone is not None and getattr(backbone, "freeze_trunk", False):
+    pretrained file, unchanged), as in the released head-only checkpoints. Collective under
+    sharding (every rank gathers; rank 0 receives the state)."""
+    if isinstance(runner, FlexibleRunner):
+        model, state = runner.model, runner.strategy.model_state_dict()
+    else:
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        state = model.state_dict()
+    if getattr(model.backbone, "freeze_trunk", False):
         state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
     return {k: v.detach().cpu() for k, v in state.items()}
 
@@ -123,12 +135,13 @@ def run_training(opts: TrainOptions):
     register_all()
     cfg = build_train_config(opts)
     log.info("internseg train %s; versions %s", opts.config, versions())
-    runner = InternSegRunner.from_cfg(cfg)
+    # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
+    runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
     runner.train()
+    state = trainable_state(runner)
     if runner.rank != 0:
         return runner
 
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
     meta = dict(
         config=cfg.pretty_text,
         iteration=runner.iter,
@@ -140,7 +153,7 @@ def run_training(opts: TrainOptions):
     if opts.final_checkpoint:
         # plain JSON types only: the file must load with torch.load(weights_only=True)
         meta = json.loads(json.dumps(meta, default=str))
-        save_torch(opts.final_checkpoint, dict(meta=meta, state_dict=trainable_state(model)))
+        save_torch(opts.final_checkpoint, dict(meta=meta, state_dict=state))
     if opts.scalars_out:
         export_scalars(Path(cfg.work_dir), Path(opts.scalars_out))
     if opts.config_out:

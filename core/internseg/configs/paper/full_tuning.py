@@ -6,3 +6,5 @@ _base_ = [
 ]
 experiment = dict(name="full_tuning", head="upernet", trunk="trained", fraction=1)
 model = dict(backbone=dict(drop_path_rate=0.4), auxiliary_head=dict(in_index=2))
+# A trained trunk does not fit one GPU under plain DDP: shard it (internseg.engine.sharding).
+strategy = dict(type="ShardedTrunkStrategy")

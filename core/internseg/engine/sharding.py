@@ -1,0 +1,182 @@
+"""Sharded training for the runs that train the 6B trunk (few-shot, full tuning).
+
+Plain data parallelism keeps a full copy of every per-parameter state on each GPU: 5.9B x
+(4 B fp32 weight + 4 B grad + 8 B AdamW moments) = 94 GB, more than an 80 GB GPU holds.
+PyTorch's FSDP (``fully_shard``) splits weights, grads and optimizer moments over the ranks
+and gathers one block's weights at a time for compute. It runs here under mmengine's
+FlexibleRunner as a strategy, so the Runner's loops, hooks, schedulers and resume stay.
+
+Each trunk block is one shard unit, gathered in fp32 and computed under the trunk's own bf16
+autocast, exactly as in unsharded training (sharding does not change the arithmetic); grads
+are reduce-scattered in fp32. Checkpoints hold the full, unsharded state in the Runner's
+layout, so they load anywhere (one GPU, another GPU count, ``internseg test``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from mmengine._strategy import DDPStrategy
+from mmengine.dist import is_distributed, is_main_process
+from mmengine.hooks import Hook
+from mmengine.registry import STRATEGIES
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+from mmseg.registry import HOOKS
+
+from ..io import save_torch
+
+# Shard units besides the trunk blocks: the UperNet resamplers and heads are 0.43B parameters,
+# worth freeing between their forward and backward like a block.
+HEAD_UNITS = ("neck", "decode_head", "auxiliary_head")
+HEAD_METHODS = ("loss", "predict")
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The submodules that become their own FSDP unit, innermost first (the root comes last)."""
+    units = list(model.backbone.blocks)
+    units += [getattr(model, name) for name in HEAD_UNITS if getattr(model, name, None) is not None]
+    return units
+
+
+def shard_model(model: nn.Module, mesh) -> nn.Module:
+    """Shard a segmentor in place over ``mesh``: one unit per trunk block and per head, the
+    rest (stem, position embedding) in the root unit. Parameter names do not change."""
+    for unit in shard_units(model):
+        fully_shard(unit, mesh=mesh)
+        # mmseg calls a head's loss/predict, which call forward directly, bypassing the
+        # hooks that gather a unit's weights; make them gather too
+        for method in HEAD_METHODS:
+            if hasattr(unit, method):
+                register_fsdp_forward_method(unit, method)
+    # fully_shard moves the parameters it shards onto the mesh's device
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+@contextmanager
+def mmap_loading():
+    """Every rank loads the full checkpoint (70 GB with the optimizer state for the 6B runs);
+    memory-mapping makes the ranks of a node share one copy in the page cache."""
+    from torch.utils.serialization import config
+
+    previous = config.load.mmap
+    config.load.mmap = True
+    try:
+        yield
+    finally:
+        config.load.mmap = previous
+
+
+@STRATEGIES.register_module()
+class ShardedTrunkStrategy(DDPStrategy):
+    """Full sharding (weights, grads, AdamW state) with torch's ``fully_shard``.
+
+    On a machine without CUDA the ranks talk over gloo, which lets the test suite run a
+    two-rank sharded training on CPU.
+    """
+
+    _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def _setup_distributed(self, launcher: str = "pytorch", backend: str = "nccl", **kwargs):
+        if is_distributed():
+            return
+        if torch.cuda.is_available():
+            super()._setup_distributed(launcher, backend, **kwargs)
+            return
+        if launcher != "pytorch":
+            raise RuntimeError(f"sharded training without GPUs supports --launcher pytorch "
+                               f"(torchrun) only, not {launcher!r}")
+        torch.distributed.init_process_group("gloo")
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = self.convert_model(model)
+        return shard_model(model, init_device_mesh(device, (self.world_size,)))
+
+    # Checkpoints: full state, gathered to rank 0 (collective: every rank must call these).
+    def model_state_dict(self) -> dict:
+        return get_model_state_dict(self.model, options=self._full)
+
+    def optim_state_dict(self) -> dict:
+        return get_optimizer_state_dict(self.model, self.optim_wrapper.optimizer,
+                                        options=self._full)
+
+    def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
+                              revise_keys: list = ()) -> None:
+        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+        set_model_state_dict(self.model, state_dict,
+                             options=StateDictOptions(full_state_dict=True, strict=strict))
+
+    def load_optim_state_dict(self, state_dict: dict) -> None:
+        set_optimizer_state_dict(self.model, self.optim_wrapper.optimizer, state_dict,
+                                 options=StateDictOptions(full_state_dict=True))
+
+    def load_checkpoint(self, filename: str, **kwargs) -> dict:
+        kwargs["map_location"] = "cpu"  # each rank copies its own shard to its device
+        with mmap_loading():
+            return super().load_checkpoint(filename, **kwargs)
+
+    def save_checkpoint(self, filename: str, *, save_optimizer: bool = True,
+                        save_param_scheduler: bool = True, extra_ckpt: dict | None = None,
+                        callback=None) -> None:
+        """The Runner's checkpoint layout, gathered on every rank and written by rank 0
+        (atomically). Returns once the file is there: a rank that exits right after
+        (preemption) must not take the job down while rank 0 is still writing."""
+        import time
+
+        import mmengine
+
+        checkpoint = dict(state_dict=self.model_state_dict())
+        if save_optimizer and hasattr(self, "optim_wrapper"):
+            checkpoint["optimizer"] = self.optim_state_dict()
+        if save_param_scheduler and hasattr(self, "param_schedulers"):
+            checkpoint["param_schedulers"] = self.scheduler_state_dict()
+        checkpoint.update(extra_ckpt or {})
+        checkpoint.setdefault("meta", {}).update(
+            seed=self.seed, time=time.strftime("%Y%m%d_%H%M%S"), mmengine=mmengine.__version__)
+        if callback is not None:
+            callback(checkpoint)
+        if is_main_process():
+            save_torch(filename, checkpoint)
+        torch.distributed.barrier()
+
+
+def fsdp_units(model: nn.Module) -> list[FSDPModule]:
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@HOOKS.register_module()
+class GatheredValidationHook(Hook):
+    """Validation under sharding: gather the whole model once, before validating.
+
+    A sharded forward is a collective, so every rank must run the same number of them; slide
+    inference runs as many windows as an image's size needs, which differs between the
+    images of different ranks, and would deadlock. Gathered weights make the forward passes
+    local: 23.6 GB of fp32 weights per GPU for the 6B runs, freed right after validation.
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_val(self, runner) -> None:
+        units = fsdp_units(runner.model)
+        for unit in units:
+            unit.unshard()
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+
+    def after_val(self, runner) -> None:
+        for unit in fsdp_units(runner.model):
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.reshard()

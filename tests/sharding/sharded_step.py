@@ -1,0 +1,133 @@
+"""Two optimizer steps of the demo segmentor, sharded (under torchrun) or in one process.
+
+    sharded_step.py reference OUT   # one process, the whole batch
+    torchrun --nproc-per-node 2 sharded_step.py sharded OUT   # each rank half the batch
+
+Both write the full state after the steps to OUT, for tests/test_sharding.py to compare. The
+sharded run also validates with a different number of forward passes per rank, as slide
+inference does with images of different sizes, between the two steps.
+"""
+
+import sys
+from types import SimpleNamespace
+
+import torch
+
+BATCH, CROP, CLASSES = 4, 56, 150
+
+
+def build():
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+
+    from internseg import register_all
+    from internseg.config import load_config
+    from internseg.engine.train import sync_bn_to_bn
+    from mmseg.registry import MODELS
+
+    register_all()
+    DefaultScope.get_instance("sharded_step", scope_name="mmseg")
+    cfg = load_config("demo/fewshot_1of16")
+    model_cfg = sync_bn_to_bn(cfg.model.to_dict())
+    # fp32 trunk and no drop path: the comparison is then exact up to reduction order
+    model_cfg["backbone"].update(pretrained=None, drop_path_rate=0.0, trunk_dtype="float32",
+                                 img_size=CROP)
+    torch.manual_seed(0)
+    model = MODELS.build(ConfigDict(model_cfg))
+    model.init_weights()
+    return model, cfg
+
+
+def batch():
+    from mmengine.structures import PixelData
+
+    from mmseg.structures import SegDataSample
+
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(BATCH, 3, CROP, CROP, generator=gen)
+    labels = torch.randint(0, CLASSES, (BATCH, 1, CROP, CROP), generator=gen)
+    samples = []
+    for label in labels:
+        sample = SegDataSample(gt_sem_seg=PixelData(data=label))
+        sample.set_metainfo(dict(img_shape=(CROP, CROP), pad_shape=(CROP, CROP),
+                                 ori_shape=(CROP, CROP)))
+        samples.append(sample)
+    return images, samples
+
+
+def optimizer(model, cfg):
+    from internseg.engine.layer_decay import groups_from_paramwise
+
+    opt = cfg.optim_wrapper.optimizer
+    groups = groups_from_paramwise(model.named_parameters(), base_lr=opt.lr,
+                                   weight_decay=opt.weight_decay,
+                                   paramwise=cfg.optim_wrapper.paramwise_cfg)
+    return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas), groups
+
+
+def step(model, optim, images, samples):
+    losses = model(images, samples, mode="loss")
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    optim.step()
+    optim.zero_grad()
+
+
+def train_mode(model):
+    model.train()
+    # batch statistics of half a batch differ from the whole batch's; running stats do not
+    model.decode_head.bn.eval()
+
+
+def reference(out):
+    model, cfg = build()
+    optim, groups = optimizer(model, cfg)
+    train_mode(model)
+    images, samples = batch()
+    for _ in range(2):
+        step(model, optim, images, samples)
+    torch.save(dict(state=model.state_dict(), groups=summary(groups)), out)
+
+
+def summary(groups):
+    return [(g["param_names"], g["lr"], g["weight_decay"]) for g in groups]
+
+
+def sharded(out):
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from internseg.engine.sharding import GatheredValidationHook, shard_model
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model, cfg = build()
+    shard_model(model, init_device_mesh("cpu", (world,)))
+    local = model.backbone.blocks[0].mlp.fc1.weight
+    assert local.to_local().numel() * world == local.numel(), "trunk block not sharded"
+    optim, groups = optimizer(model, cfg)
+    images, samples = batch()
+    part = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+    train_mode(model)
+    step(model, optim, images[part], samples[part])
+
+    hook, runner = GatheredValidationHook(), SimpleNamespace(model=model)
+    model.eval()
+    hook.before_val(runner)
+    with torch.no_grad():
+        for _ in range(1 + 2 * rank):
+            model(images[:1], samples[:1], mode="predict")
+    hook.after_val(runner)
+
+    train_mode(model)
+    step(model, optim, images[part], samples[part])
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    if rank == 0:
+        torch.save(dict(state=state, groups=summary(groups)), out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1:]
+    {"reference": reference, "sharded": sharded}[mode](out)
