@@ -106,13 +106,20 @@ def test_work_dir_precedence():
     assert from_cfg.work_dir == "c"
 
 
-def test_syncbn_becomes_bn_only_without_launcher(monkeypatch):
+def test_syncbn_becomes_bn_without_launcher_or_gpus(monkeypatch):
+    import torch
+
     cfg = dict(a=dict(type="SyncBN"), b=[dict(norm_cfg=dict(type="SyncBN"))], c="SyncBN")
     assert sync_bn_to_bn(cfg) == dict(a=dict(type="BN"), b=[dict(norm_cfg=dict(type="BN"))],
                                       c="SyncBN")
     monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     slurm = build_train_config(TrainOptions(config="paper/head_tuning", launcher="slurm"))
     assert slurm.model.decode_head.norm_cfg.type == "SyncBN"
+    # torch's SyncBN runs on GPUs only: CPU ranks (the sharding tests) use BN
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu_ranks = build_train_config(TrainOptions(config="paper/head_tuning", launcher="slurm"))
+    assert cpu_ranks.model.decode_head.norm_cfg.type == "BN"
     local = build_train_config(TrainOptions(config="paper/head_tuning"))
     assert local.model.decode_head.norm_cfg.type == "BN"
     assert local.model.auxiliary_head.norm_cfg.type == "BN"
