@@ -12,7 +12,7 @@ from internseg.engine.layer_decay import (InternViTLayerDecayConstructor, layer_
     ("backbone.cls_token", 0),
     ("backbone.blocks.0.attn.qkv.weight", 1),
     ("backbone.blocks.47.mlp.fc2.bias", 48),
-    ("neck.fpn1.0.weight", 49),
+    ("neck.up1.0.weight", 49),
     ("decode_head.conv_seg.weight", 49),
     ("auxiliary_head.convs.0.conv.weight", 49),
 ])

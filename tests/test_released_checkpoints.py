@@ -35,10 +35,19 @@ def released_head_only(model):
     return state
 
 
-def test_resampler_keys_map_to_the_neck():
-    assert rename_released_keys({"backbone.fpn1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2,
+# The resampler parameters of a released UperNet checkpoint (the original's backbone.up1 is
+# ConvT, LayerNorm, GELU, ConvT, Identity; up2 is ConvT, Identity; up3/up4 have none).
+RELEASED_RESAMPLER_KEYS = {f"backbone.{k}.{p}" for k in ("up1.0", "up1.1", "up1.3", "up2.0")
+                           for p in ("weight", "bias")}
+
+
+def test_resampler_keys_map_to_the_neck(demo_assets):
+    assert rename_released_keys({"backbone.up1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2,
                                  "decode_head.conv_seg.bias": 3}) == {
-        "neck.fpn1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2, "decode_head.conv_seg.bias": 3}
+        "neck.up1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2, "decode_head.conv_seg.bias": 3}
+    neck = build("head_tuning", demo_assets["weights"]).neck.state_dict()
+    assert set(rename_released_keys(dict.fromkeys(RELEASED_RESAMPLER_KEYS))) == {
+        f"neck.{k}" for k in neck}
 
 
 def test_head_only_checkpoint_takes_the_trunk_from_the_pretrained_file(demo_assets, tmp_path):
@@ -46,7 +55,7 @@ def test_head_only_checkpoint_takes_the_trunk_from_the_pretrained_file(demo_asse
     state = released_head_only(model)
     torch.save({"meta": {"iter": 80000}, "state_dict": state}, tmp_path / "released.pth")
     load_segmentor_weights(model, tmp_path / "released.pth")
-    assert torch.equal(model.neck.fpn1[0].weight, state["backbone.fpn1.0.weight"])
+    assert torch.equal(model.neck.up1[0].weight, state["backbone.up1.0.weight"])
     assert torch.equal(model.decode_head.conv_seg.weight, state["decode_head.conv_seg.weight"])
     trunk = torch.load(demo_assets["weights"], weights_only=True)
     # a frozen trunk keeps its (pretrained) weights in bf16

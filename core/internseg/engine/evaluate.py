@@ -13,8 +13,8 @@ from .train import apply_run_options
 
 log = logging.getLogger("internseg")
 
-# Names in the released checkpoints that our modules spell differently.
-RELEASED_KEY_PREFIXES = {f"backbone.fpn{i}.": f"neck.fpn{i}." for i in range(1, 5)}
+# The original keeps the resamplers in its backbone (`backbone.up1` .. `up4`); ours are the neck.
+RELEASED_KEY_PREFIXES = {f"backbone.up{i}.": f"neck.up{i}." for i in range(1, 5)}
 
 
 def rename_released_keys(state: dict) -> dict:

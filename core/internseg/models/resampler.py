@@ -34,18 +34,20 @@ class FeatureResampler(BaseModule):
 
     def __init__(self, embed_dim: int = 3200, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.fpn1 = nn.Sequential(
+        # Names and Sequential positions as in the released checkpoints (`backbone.up1.3.weight`
+        # there is `neck.up1.3.weight` here), so that they load by renaming a prefix only.
+        self.up1 = nn.Sequential(
             nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
             ChannelsFirstLayerNorm(embed_dim),
             nn.GELU(),
             nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
         )
-        self.fpn2 = nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2)
-        self.fpn3 = nn.Identity()
-        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2))
+        self.up3 = nn.Identity()
+        self.up4 = nn.MaxPool2d(kernel_size=2, stride=2)
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != 4:
             raise ValueError(f"FeatureResampler needs 4 tapped maps, got {len(inputs)}")
-        ops = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+        ops = (self.up1, self.up2, self.up3, self.up4)
         return [op(x) for op, x in zip(ops, inputs)]
