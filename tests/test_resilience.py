@@ -103,19 +103,25 @@ def assert_bitwise_equal(a, b):
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+def assert_saved_at_stop_and_resumes_to(cmd, work, final, stop_at, expected):
+    """A checkpoint of the stopping iteration exists, no final one; resuming ends at
+    ``expected``, bit for bit."""
+    saved = latest_valid_checkpoint(work)
+    assert saved is not None and int(saved.stem.split("_")[1]) in (stop_at, stop_at + 1), (
+        stop_at, saved)
+    assert not final.exists()
+    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], expected)
+
+
 def test_sigterm_saves_exits_75_and_resumes_bit_for_bit(demo_assets, tmp_path, uninterrupted):
     stop_at = random.Random().randint(2, ITERS - 2)
     final = tmp_path / "final.pth"
     cmd = train_cmd(demo_assets, tmp_path / "work", final)
     code, out = run_until(cmd, stop_at, signal.SIGTERM)
     assert code == EXIT_PREEMPTED, out[-2000:]
-    saved = latest_valid_checkpoint(tmp_path / "work")
-    assert saved is not None and int(saved.stem.split("_")[1]) in (stop_at, stop_at + 1), (
-        stop_at, saved)
-    assert not final.exists()
-    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stdout[-2000:]
-    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], uninterrupted)
+    assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, stop_at, uninterrupted)
 
 
 def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path,
@@ -149,11 +155,5 @@ def test_sharded_training_preempted_on_one_rank_resumes_bit_for_bit(demo_assets,
     # only rank 1 gets the signal; rank 0 (the one that logs) must stop at the same iteration
     code, out = run_until(cmd, stop_at, signal.SIGTERM, target=lambda p: rank_pid(p.pid, 1))
     assert code != 0 and "stop requested by another rank" in out, out[-2000:]
-    saved = latest_valid_checkpoint(tmp_path / "work")
-    assert saved is not None and int(saved.stem.split("_")[1]) in (stop_at, stop_at + 1), (
-        stop_at, saved)
-    assert not final.exists()
-    resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stdout[-2000:]
-    assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"],
-                         expected["state_dict"])
+    assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, stop_at,
+                                        expected["state_dict"])
