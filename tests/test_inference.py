@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope
 
 from internseg import register_all
 from internseg.config import load_config
-from internseg.engine.train import sync_bn_to_bn
+from internseg.engine.train import build_segmentor
 
 register_all()
 
@@ -39,12 +38,9 @@ def test_short_side_504_and_multiples_of_14(shape, expected):
 
 
 def test_slide_windows_504_stride_322_cover_and_average():
-    from mmseg.registry import MODELS
-
     cfg = load_config("demo/linear_probing")
     cfg.model.test_cfg.update(crop_size=(504, 504), stride=(322, 322))
-    with DefaultScope.overwrite_default_scope("mmseg"):
-        model = MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
+    model = build_segmentor(cfg)
     windows = []
 
     def record(crop, metas):

@@ -2,25 +2,17 @@
 
 import pytest
 import torch
-from mmengine.config import ConfigDict
-from mmengine.registry import DefaultScope
 
-from internseg import register_all
 from internseg.config import load_config
 from internseg.engine.evaluate import load_segmentor_weights, rename_released_keys
-from internseg.engine.train import sync_bn_to_bn
+from internseg.engine.train import build_segmentor
 from internseg.models.pretrained import CheckpointError
-
-register_all()
 
 
 def build(experiment, weights):
-    from mmseg.registry import MODELS
-
     cfg = load_config(f"demo/{experiment}")
     cfg.model.backbone.pretrained = str(weights)
-    with DefaultScope.overwrite_default_scope("mmseg"):
-        return MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
+    return build_segmentor(cfg)
 
 
 def released_head_only(model):

@@ -17,23 +17,15 @@ BATCH, CROP, CLASSES = 4, 56, 150
 
 
 def build():
-    from mmengine.config import ConfigDict
-    from mmengine.registry import DefaultScope
-
-    from internseg import register_all
     from internseg.config import load_config
-    from internseg.engine.train import sync_bn_to_bn
-    from mmseg.registry import MODELS
+    from internseg.engine.train import build_segmentor
 
-    register_all()
-    DefaultScope.get_instance("sharded_step", scope_name="mmseg")
     cfg = load_config("demo/fewshot_1of16")
-    model_cfg = sync_bn_to_bn(cfg.model.to_dict())
     # fp32 trunk and no drop path: the comparison is then exact up to reduction order
-    model_cfg["backbone"].update(pretrained=None, drop_path_rate=0.0, trunk_dtype="float32",
-                                 img_size=CROP)
+    cfg.model.backbone.update(pretrained=None, drop_path_rate=0.0, trunk_dtype="float32",
+                              img_size=CROP)
     torch.manual_seed(0)
-    model = MODELS.build(ConfigDict(model_cfg))
+    model = build_segmentor(cfg)
     model.init_weights()
     return model, cfg
 

@@ -6,7 +6,7 @@ The model is built on PyTorch's meta device, so the 6B configs inspect in second
 from __future__ import annotations
 
 from .layer_decay import groups_from_paramwise
-from .train import sync_bn_to_bn
+from .train import build_segmentor
 
 
 def human(n: int) -> str:
@@ -16,25 +16,9 @@ def human(n: int) -> str:
     return str(n)
 
 
-def build_on_meta(cfg):
-    import torch
-    from mmengine.config import ConfigDict
-    from mmengine.registry import DefaultScope
-
-    from mmseg.registry import MODELS
-
-    from .. import register_all
-
-    register_all()
-    model_cfg = ConfigDict(sync_bn_to_bn(cfg.model.to_dict()))
-    # the Runner sets mmseg's scope for training; here we build without a Runner
-    with DefaultScope.overwrite_default_scope("mmseg"), torch.device("meta"):
-        return MODELS.build(model_cfg)
-
-
 def describe(cfg) -> dict:
     """Counts and optimizer groups of the segmentor a config builds."""
-    model = build_on_meta(cfg)
+    model = build_segmentor(cfg, device="meta")
     params = dict(model.named_parameters())
     total = sum(p.numel() for p in params.values())
     trainable = sum(p.numel() for p in params.values() if p.requires_grad)

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from mmengine.config import Config
 from mmengine.runner import FlexibleRunner
 
@@ -51,6 +52,22 @@ def sync_bn_to_bn(obj):
     return obj
 
 
+def build_segmentor(cfg: Config, device: str = "cpu"):
+    """The segmentor ``cfg.model`` describes, built outside a Runner (one process: BN for
+    SyncBN), in mmseg's registry scope as the Runner would build it; on ``device`` ("meta"
+    builds it without allocating memory)."""
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+
+    from mmseg.registry import MODELS
+
+    from .. import register_all
+
+    register_all()
+    with DefaultScope.overwrite_default_scope("mmseg"), torch.device(device):
+        return MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
+
+
 def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | None,
                       launcher: str) -> None:
     """What training and evaluation both take from the command line."""
@@ -61,8 +78,6 @@ def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | N
     if pretrained:
         cfg.model.backbone.pretrained = str(pretrained)
     cfg.launcher = launcher
-    import torch
-
     if launcher == "none" or not torch.cuda.is_available():
         # SyncBN needs a process group, and torch's runs on GPUs only
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
