@@ -6,7 +6,6 @@ does not depend on whether the run was interrupted.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import zipfile
@@ -17,7 +16,7 @@ from mmengine.runner import Runner
 
 from mmseg.registry import HOOKS, RUNNERS
 
-from ..io import write_text
+from ..io import atomic_path, write_text
 
 log = logging.getLogger("internseg")
 
@@ -31,10 +30,10 @@ class InternSegRunner(Runner):
     """mmengine's Runner, but a checkpoint only appears under its name once fully written."""
 
     def save_checkpoint(self, out_dir, filename, *args, **kwargs):
-        partial = f".{filename}.partial"
-        super().save_checkpoint(out_dir, partial, *args, **kwargs)
-        if self.rank == 0:
-            os.replace(os.path.join(out_dir, partial), os.path.join(out_dir, filename))
+        if self.rank != 0:
+            return  # mmengine's Runner writes checkpoints on rank 0 only
+        with atomic_path(Path(out_dir) / filename) as tmp:
+            super().save_checkpoint(out_dir, tmp.name, *args, **kwargs)
 
 
 def is_readable_checkpoint(path: Path) -> bool:

@@ -14,6 +14,7 @@ layout, so they load anywhere (one GPU, another GPU count, ``internseg test``).
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import torch
@@ -114,8 +115,9 @@ class ShardedTrunkStrategy(DDPStrategy):
                                         options=self._full)
 
     def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
-                              revise_keys: list = ()) -> None:
-        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+                              revise_keys: list = ((r"^module\.", ""),)) -> None:
+        for pattern, replacement in revise_keys:
+            state_dict = {re.sub(pattern, replacement, k): v for k, v in state_dict.items()}
         set_model_state_dict(self.model, state_dict,
                              options=StateDictOptions(full_state_dict=True, strict=strict))
 
