@@ -3,10 +3,14 @@
     python benchmarks/backbone_step.py                  # full size, needs a GPU
     python benchmarks/backbone_step.py --tiny --iters 3 # smoke run on CPU
 
-Regimes: `frozen` (bf16 weights, no autograd graph: linear probing / head tuning) and
-`trained` (fp32 master weights, bf16 autocast, activation checkpointing per block: few-shot /
-full tuning; the optimizer state is not included: see the README's memory arithmetic).
-Random weights; the numbers are about speed and memory, not accuracy.
+Regimes, all computing in bf16 as the original does:
+- `frozen`: bf16 weights, no autograd graph (linear probing, head tuning);
+- `trained_master`: fp32 master weights rounded to bf16 per use, fp32 gradients, activation
+  checkpointing per block (full tuning, the original's DeepSpeed bf16);
+- `trained_bf16`: bf16 weights and gradients, activation checkpointing (few-shot, the
+  original's plain DDP on a bf16 trunk).
+The optimizer state is not included (see the README's memory arithmetic). Random weights; the
+numbers are about speed and memory, not accuracy.
 """
 
 from __future__ import annotations
@@ -20,21 +24,23 @@ import torch
 from internseg.demo import TINY_TRUNK
 from internseg.models import InternViT6B
 
+REGIMES = ("frozen", "trained_master", "trained_bf16")
+
 
 def build(regime: str, tiny: bool, device: torch.device) -> InternViT6B:
     size = TINY_TRUNK if tiny else {}
     depth = size.get("depth", 48)
+    trained = regime != "frozen"
     model = InternViT6B(img_size=504, out_indices=(depth - 1,), trunk_dtype="bfloat16",
-                        freeze_trunk=regime == "frozen", with_cp=regime == "trained", **size)
+                        freeze_trunk=not trained, with_cp=trained,
+                        master_weights=regime == "trained_master", **size)
     model.init_weights()
-    if regime == "frozen":
-        model._freeze()  # init_weights ran in fp32 on purpose; store the trunk in bf16 again
     return model.to(device)
 
 
 def step(model: InternViT6B, images: torch.Tensor, regime: str) -> None:
     out = model(images)[0]
-    if regime == "trained":
+    if regime != "frozen":
         out.float().pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
 
@@ -55,7 +61,8 @@ def measure(regime: str, args, device: torch.device) -> dict:
     seconds = (time.perf_counter() - start) / args.iters
     result = dict(regime=regime, batch=args.batch, seconds_per_iter=round(seconds, 4),
                   images_per_s=round(args.batch / seconds, 2),
-                  params=sum(p.numel() for p in model.parameters()))
+                  params=sum(p.numel() for p in model.parameters()),
+                  weight_dtype=str(model.weight_dtype).removeprefix("torch."))
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del model
@@ -70,7 +77,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--regimes", nargs="+", default=["frozen", "trained"])
+    parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -25,6 +25,11 @@ def test_paper_config_matches_reference(name, reference):
     assert (backbone.patch_size, backbone.embed_dim, backbone.depth, backbone.num_heads) == (
         14, 3200, 48, 25)
     assert backbone.img_size == common["crop"] == 504
+    # Precision as in the original: bf16 trunk; fp32 master weights only where it trained the
+    # trunk under DeepSpeed bf16 (full tuning). Its few-shot configs say `deepspeed = False`.
+    assert backbone.trunk_dtype == "bfloat16"
+    if ref["trunk"] == "trained":
+        assert backbone.master_weights is (name == "full_tuning")
     assert cfg.optim_wrapper.optimizer.weight_decay == ref["weight_decay"]
     assert cfg.optim_wrapper.optimizer.lr == reference["optimizer"]["lr"]
     assert tuple(cfg.optim_wrapper.optimizer.betas) == tuple(reference["optimizer"]["betas"])
@@ -52,6 +57,7 @@ def test_paper_config_matches_reference(name, reference):
         assert aux.in_index == ref["aux_in_index"]
         assert aux.loss_decode.loss_weight == 0.4
         assert cfg.model.neck.type == "FeatureResampler"
+        assert cfg.model.neck.compute_dtype == "bfloat16"
     assert head.loss_decode.avg_non_ignore is False
     assert cfg.model.test_cfg == dict(mode="slide", crop_size=(504, 504), stride=(322, 322))
 

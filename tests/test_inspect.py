@@ -46,5 +46,6 @@ def test_backbone_benchmark_smoke_runs_on_cpu():
                           "--warmup", "1", "--iters", "1"], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     rows = [json.loads(line) for line in out]
-    assert [r.get("regime") for r in rows[1:]] == ["frozen", "trained"]
+    assert [(r.get("regime"), r.get("weight_dtype")) for r in rows[1:]] == [
+        ("frozen", "bfloat16"), ("trained_master", "float32"), ("trained_bf16", "bfloat16")]
     assert all(r["seconds_per_iter"] > 0 for r in rows[1:])

@@ -186,3 +186,83 @@ def test_resampler_size_at_full_width():
         neck = FeatureResampler(embed_dim=3200)
     n = sum(p.numel() for p in neck.parameters())
     assert 120e6 < n < 126e6  # ~123M, as recorded for the original
+
+
+# Precision: the original runs its trunk and resamplers as bf16 modules (`self.to(bfloat16)`),
+# with fp32 masters in the optimizer under DeepSpeed (full tuning) or none (few-shot, plain
+# DDP). Ours must compute exactly what a bf16 module computes, whichever way weights are stored.
+
+def _forward_backward(model, x):
+    outs = model(x)
+    sum(o.float().pow(2).mean() for o in outs).backward()
+    return outs
+
+
+def test_master_weights_compute_exactly_what_a_bf16_trunk_computes():
+    torch.manual_seed(0)
+    master = tiny(out_indices=(1, 3), trunk_dtype="bfloat16", master_weights=True)
+    master.init_weights()
+    pure = tiny(out_indices=(1, 3), trunk_dtype="bfloat16", master_weights=False)
+    pure.load_state_dict(master.state_dict())  # copy_ rounds fp32 -> bf16 as .to() does
+    assert {p.dtype for p in master.parameters()} == {torch.float32}
+    assert {p.dtype for p in pure.parameters()} == {torch.bfloat16}
+
+    streams = []
+    master.blocks[0].register_forward_hook(lambda m, i, o: streams.append(o.dtype))
+    x = torch.randn(2, 3, 56, 56)
+    out_master = _forward_backward(master, x)
+    out_pure = _forward_backward(pure, x)
+    assert streams == [torch.bfloat16], "the residual stream is bf16, as in the original"
+    for a, b in zip(out_master, out_pure):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.equal(a, b)
+    for (name, p_master), p_pure in zip(master.named_parameters(), pure.parameters()):
+        assert p_master.grad.dtype == torch.float32, name
+        # the gradient is the bf16 module's gradient, handed to the fp32 master unrounded
+        assert torch.equal(p_master.grad, p_pure.grad.float()), name
+
+
+def test_frozen_trunk_computes_what_the_trained_one_does():
+    torch.manual_seed(0)
+    trained = tiny(trunk_dtype="bfloat16")
+    trained.init_weights()
+    frozen = tiny(trunk_dtype="bfloat16", freeze_trunk=True)
+    frozen.load_state_dict(trained.state_dict())
+    trained.eval()
+    x = torch.randn(1, 3, 56, 56)
+    assert torch.equal(trained(x)[0], frozen(x)[0])
+
+
+def test_pure_bf16_trunk_is_updated_in_bf16():
+    torch.manual_seed(0)
+    model = tiny(trunk_dtype="bfloat16", master_weights=False)
+    model.init_weights()
+    before = model.blocks[0].mlp.fc1.weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _forward_backward(model, torch.randn(1, 3, 56, 56))
+    optimizer.step()
+    weight = model.blocks[0].mlp.fc1.weight
+    assert weight.dtype == torch.bfloat16 and weight.requires_grad
+    assert optimizer.state[weight]["exp_avg"].dtype == torch.bfloat16
+    assert not torch.equal(weight.detach(), before)
+
+
+def test_resampler_computes_in_bf16_from_fp32_weights():
+    torch.manual_seed(0)
+    neck = FeatureResampler(embed_dim=8)
+    # not a no-op LayerNorm, so that its weights' precision shows in the result
+    torch.nn.init.normal_(neck.up1[1].weight)
+    torch.nn.init.normal_(neck.up1[1].bias)
+    bf16_copy = FeatureResampler(embed_dim=8)
+    bf16_copy.load_state_dict(neck.state_dict())
+    bf16_copy.to(torch.bfloat16)
+    maps = [torch.randn(1, 8, 6, 6, requires_grad=True) for _ in range(4)]
+    outs = neck(maps)
+    assert all(p.dtype == torch.float32 for p in neck.parameters())
+    assert all(o.dtype == torch.float32 for o in outs)
+    for a, b in zip(outs, bf16_copy(maps)):
+        assert torch.equal(a, b)
+    sum(o.sum() for o in outs).backward()
+    assert neck.up1[0].weight.grad.dtype == torch.float32
+    with pytest.raises(ValueError, match="compute_dtype 'bf16'"):
+        FeatureResampler(embed_dim=8, compute_dtype="bf16")

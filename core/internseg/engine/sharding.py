@@ -1,15 +1,17 @@
 """Sharded training for the runs that train the 6B trunk (few-shot, full tuning).
 
-Plain data parallelism keeps a full copy of every per-parameter state on each GPU: 5.9B x
-(4 B fp32 weight + 4 B grad + 8 B AdamW moments) = 94 GB, more than an 80 GB GPU holds.
+Plain data parallelism keeps a full copy of every per-parameter state on each GPU: with fp32
+master weights (full tuning) 6.4B x (4 B weight + 4 B grad + 8 B AdamW moments) = 102 GB, more
+than an 80 GB GPU holds; with bf16 weights and moments (few-shot) 47 GB plus DDP's buckets.
 PyTorch's FSDP (``fully_shard``) splits weights, grads and optimizer moments over the ranks
 and gathers one block's weights at a time for compute. It runs here under mmengine's
 FlexibleRunner as a strategy, so the Runner's loops, hooks, schedulers and resume stay.
 
-Each trunk block is one shard unit, gathered in fp32 and computed under the trunk's own bf16
-autocast, exactly as in unsharded training (sharding does not change the arithmetic); grads
-are reduce-scattered in fp32. Checkpoints hold the full, unsharded state in the Runner's
-layout, so they load anywhere (one GPU, another GPU count, ``internseg test``).
+Each trunk block is one shard unit, gathered in the dtype its weights are stored in; the
+layers round them to bf16 exactly as in unsharded training, so sharding does not change the
+arithmetic. Grads are reduce-scattered in the stored dtype. Checkpoints hold the full,
+unsharded state in the Runner's layout, so they load anywhere (one GPU, another GPU count,
+``internseg test``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmseg.registry import MODELS
 
+from .precision import CastConv2d, CastLinear, parse_dtype
 from .pretrained import load_pretrained_backbone, resize_pos_embed
 
 
@@ -31,7 +32,7 @@ class RMSNorm(nn.Module):
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return self.weight.to(dtype) * x32.to(dtype)
 
 
 class LayerScale(nn.Module):
@@ -40,7 +41,7 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(init_values * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
+        return x * self.gamma.to(x.dtype)
 
 
 class DropPath(nn.Module):
@@ -70,12 +71,12 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = CastLinear(dim, dim * 3, bias=qkv_bias)
         self.qk_normalization = qk_normalization
         if qk_normalization:
             self.q_norm = RMSNorm(dim, eps=norm_eps)
             self.k_norm = RMSNorm(dim, eps=norm_eps)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = CastLinear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -92,9 +93,9 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = CastLinear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = CastLinear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -122,15 +123,12 @@ class Block(nn.Module):
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = CastConv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @MODELS.register_module()
@@ -145,8 +143,14 @@ class InternViT6B(BaseModule):
         out_indices: blocks whose outputs are returned, as fp32 (B, C, H, W) maps.
         with_cp: activation checkpointing per block (trained trunk at 504 px needs it).
         freeze_trunk: no gradients, eval mode, and no autograd graph in forward.
-        trunk_dtype: compute dtype of the trunk; a frozen trunk also stores its weights in it,
-            a trained one keeps fp32 master weights and runs under autocast.
+        trunk_dtype: the dtype the whole trunk computes in, residual stream included, as the
+            original's ``self.to(torch.bfloat16)`` trunk does; the maps at ``out_indices`` are
+            returned as fp32. A frozen trunk stores its weights in it.
+        master_weights: for a trained trunk, store fp32 weights and round them to
+            ``trunk_dtype`` at each use, so the optimizer updates fp32 values (the original's
+            DeepSpeed bf16 runs: full tuning). ``False`` stores and updates the weights in
+            ``trunk_dtype``, optimizer state included (the original's few-shot runs, plain DDP
+            on a bf16 trunk).
         pretrained: path of an ``intern_vit_6b_224px.pth``-format checkpoint loaded by
             :meth:`init_weights`.
         pretrain_size: image size the checkpoint's position embedding was trained at.
@@ -169,6 +173,7 @@ class InternViT6B(BaseModule):
                  with_cp: bool = False,
                  freeze_trunk: bool = False,
                  trunk_dtype: str = "bfloat16",
+                 master_weights: bool = True,
                  pretrained: str | None = None,
                  pretrain_size: int = 224,
                  init_cfg=None):
@@ -176,15 +181,15 @@ class InternViT6B(BaseModule):
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
             raise ValueError(f"out_indices {bad} outside 0..{depth - 1}")
-        if trunk_dtype not in _DTYPES:
-            raise ValueError(f"trunk_dtype {trunk_dtype!r} not one of {sorted(_DTYPES)}")
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth
         self.out_indices = tuple(out_indices)
         self.with_cp = with_cp
         self.freeze_trunk = freeze_trunk
-        self.trunk_dtype = _DTYPES[trunk_dtype]
+        self.trunk_dtype = parse_dtype(trunk_dtype, "trunk_dtype")
+        self.weight_dtype = (torch.float32 if master_weights and not freeze_trunk
+                             else self.trunk_dtype)
         self.pretrained = pretrained
         self.pretrain_size = pretrain_size
         self.grid = img_size // patch_size
@@ -200,13 +205,13 @@ class InternViT6B(BaseModule):
         # Blocks after the last tap never influence the output: dropping them saves memory
         # and time; they stay in the module so that checkpoints load unchanged.
         self.num_run_blocks = max(self.out_indices) + 1
-        if freeze_trunk:
-            self._freeze()
+        self._settle_weights()
 
-    def _freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.to(self.trunk_dtype)
+    def _settle_weights(self) -> None:
+        if self.freeze_trunk:
+            for p in self.parameters():
+                p.requires_grad_(False)
+        self.to(self.weight_dtype)
 
     def train(self, mode: bool = True):
         super().train(mode and not self.freeze_trunk)
@@ -216,8 +221,7 @@ class InternViT6B(BaseModule):
         self._init_random()
         if self.pretrained:
             load_pretrained_backbone(self, self.pretrained, pretrain_size=self.pretrain_size)
-        if self.freeze_trunk:
-            self._freeze()
+        self._settle_weights()
 
     def _init_random(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -232,15 +236,18 @@ class InternViT6B(BaseModule):
                 nn.init.uniform_(m.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
                 nn.init.zeros_(m.bias)
 
-    def _pos_embed_for(self, hw: tuple[int, int]) -> torch.Tensor:
+    def _pos_embed_for(self, hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        pos_embed = self.pos_embed.to(dtype)
         if hw == (self.grid, self.grid):
-            return self.pos_embed
-        return resize_pos_embed(self.pos_embed, (self.grid, self.grid), hw)
+            return pos_embed
+        return resize_pos_embed(pos_embed, (self.grid, self.grid), hw)
 
     def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
         x, hw = self.patch_embed(x)
-        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + self._pos_embed_for(hw).to(x.dtype)
+        # Cast before expanding: the batch sum of the gradient then happens in the compute
+        # dtype, as it does for a bf16 cls token.
+        cls = self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed_for(hw, x.dtype)
         outs = []
         for i, block in enumerate(self.blocks[:self.num_run_blocks]):
             if self.with_cp and x.requires_grad:
@@ -254,10 +261,8 @@ class InternViT6B(BaseModule):
         return outs
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.to(self.trunk_dtype)
         if self.freeze_trunk:
             with torch.no_grad():
-                return self._run(x.to(self.trunk_dtype))
-        if self.trunk_dtype == torch.float32:
-            return self._run(x)
-        with torch.autocast(device_type=x.device.type, dtype=self.trunk_dtype):
-            return self._run(x)
+                return self._run(x)
+        return self._run(x)

@@ -8,6 +8,8 @@ from torch import nn
 
 from mmseg.registry import MODELS
 
+from .precision import CastConvTranspose2d, parse_dtype
+
 
 class ChannelsFirstLayerNorm(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) map."""
@@ -22,7 +24,8 @@ class ChannelsFirstLayerNorm(nn.Module):
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
+        return weight[:, None, None] * x + bias[:, None, None]
 
 
 @MODELS.register_module()
@@ -30,19 +33,22 @@ class FeatureResampler(BaseModule):
     """x4 (ConvT2x2 -> LN -> GELU -> ConvT2x2), x2 (ConvT2x2), x1 (identity), x0.5 (maxpool).
 
     At 504 px the four taps (36x36) become 144, 72, 36 and 18 px maps, all ``embed_dim`` wide.
+    They compute in ``compute_dtype`` and return fp32: in the original the resamplers are part
+    of the bf16 backbone while the heads stay fp32. Weights stay fp32 (the master copy).
     """
 
-    def __init__(self, embed_dim: int = 3200, init_cfg=None):
+    def __init__(self, embed_dim: int = 3200, compute_dtype: str = "bfloat16", init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.compute_dtype = parse_dtype(compute_dtype, "compute_dtype")
         # Names and Sequential positions as in the released checkpoints (`backbone.up1.3.weight`
         # there is `neck.up1.3.weight` here), so that they load by renaming a prefix only.
         self.up1 = nn.Sequential(
-            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+            CastConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
             ChannelsFirstLayerNorm(embed_dim),
             nn.GELU(),
-            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+            CastConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
         )
-        self.up2 = nn.Sequential(nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2))
+        self.up2 = nn.Sequential(CastConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2))
         self.up3 = nn.Identity()
         self.up4 = nn.MaxPool2d(kernel_size=2, stride=2)
 
@@ -50,4 +56,4 @@ class FeatureResampler(BaseModule):
         if len(inputs) != 4:
             raise ValueError(f"FeatureResampler needs 4 tapped maps, got {len(inputs)}")
         ops = (self.up1, self.up2, self.up3, self.up4)
-        return [op(x) for op, x in zip(ops, inputs)]
+        return [op(x.to(self.compute_dtype)).float() for op, x in zip(ops, inputs)]

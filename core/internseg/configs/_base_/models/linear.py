@@ -29,6 +29,8 @@ model = dict(
         with_cp=True,
         freeze_trunk=False,
         trunk_dtype="bfloat16",
+        # fp32 weights rounded to bf16 per use, like the original's DeepSpeed bf16 runs
+        master_weights=True,
         pretrained="resources/weights/intern_vit_6b_224px.pth",
         pretrain_size=224,
     ),

@@ -3,7 +3,8 @@ _base_ = ["./linear.py"]
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 model = dict(
     backbone=dict(out_indices=[11, 23, 35, 47]),
-    neck=dict(type="FeatureResampler", embed_dim=3200),
+    # bf16 compute, fp32 maps out: the original's resamplers are part of its bf16 backbone
+    neck=dict(type="FeatureResampler", embed_dim=3200, compute_dtype="bfloat16"),
     decode_head=dict(
         _delete_=True,
         type="UPerHead",
