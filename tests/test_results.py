@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 
 from internseg.cli import main, parse_pairs
-from internseg.results.table import COLUMNS, RunRecord, build_table, to_markdown
+from internseg.config import config_path
+from internseg.results.table import (COLUMNS, RunRecord, best_validation, build_table,
+                                    to_markdown)
 
 
 def record(name, ours, paper, fraction=1):
@@ -61,3 +63,32 @@ def test_fraction_plot_without_few_shot_rows_still_writes(tmp_path):
     table = build_table([record("full_tuning", 50.0, 58.9)])
     out = plot_miou_vs_fraction(table, tmp_path / "f.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_best_validation_is_the_first_highest_in_optimizer_updates():
+    scalars = [{"loss": 3.0, "iter": 1000, "step": 1000},
+               {"mIoU": 41.0, "step": 1000}, {"mIoU": 44.5, "step": 2000},
+               {"mIoU": 44.5, "step": 3000}, {"mIoU": 43.0, "step": 4000}]
+    assert best_validation(scalars) == (44.5, 2000)
+    # with accumulation the loop counts micro-batches, the table optimizer updates
+    assert best_validation(scalars, accumulation=8) == (44.5, 250)
+    assert best_validation([{"loss": 3.0, "iter": 1, "step": 1}]) is None
+
+
+def test_aggregate_reports_final_and_best_validation(tmp_path):
+    run = tmp_path / "runs" / "fewshot_1of16"
+    run.mkdir(parents=True)
+    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", "fewshot_1of16")}"]\n')
+    (run / "metrics.json").write_text(json.dumps({"mIoU": 44.0, "mAcc": 55.0, "aAcc": 80.0}))
+    (run / "split.json").write_text(json.dumps({"count": 1263, "fraction": 16, "seed": 3}))
+    (run / "scalars.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"loss": 2.0, "iter": 1000, "step": 1000}, {"mIoU": 45.25, "step": 3000},
+        {"mIoU": 44.0, "step": 5000}]) + "\n")
+    csv = tmp_path / "t.csv"
+    code = main(["aggregate", str(run), "--paper-miou", "fewshot_1of16=46.5", "--csv", str(csv),
+                 "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
+                 str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
+    assert code == 0
+    row = pd.read_csv(csv).iloc[0]
+    assert (row.our_mIoU, row.difference) == (44.0, -2.5)
+    assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)

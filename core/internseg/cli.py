@@ -184,12 +184,14 @@ def cmd_aggregate(args) -> int:
     records, scalars = [], {}
     for run in map(Path, args.runs):
         name = run.name
+        run_scalars = run / "scalars.jsonl"
+        if run_scalars.is_file():
+            scalars[name] = run_scalars
         records.append(load_record(name, config_file=run / "config.py",
                                    metrics_file=run / "metrics.json",
                                    split_record=run / "split.json",
-                                   paper_miou=paper.get(name)))
-        if (run / "scalars.jsonl").is_file():
-            scalars[name] = run / "scalars.jsonl"
+                                   paper_miou=paper.get(name),
+                                   scalars_file=scalars.get(name)))
     table = build_table(records)
     write_text(args.csv, table.to_csv(index=False))
     write_text(args.markdown, to_markdown(table))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
+from .table import read_scalars  # noqa: E402
 
 
 def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
@@ -33,11 +33,6 @@ def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, out)
-
-
-def read_scalars(path: str | Path) -> list[dict]:
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def plot_training_curves(scalars: dict[str, str | Path], out: str | Path) -> Path:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
-           "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc"]
+           "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
+           "best_val_mIoU", "best_val_iter"]
 
 SETTINGS = {
     "fewshot": "few-shot",
@@ -33,6 +34,25 @@ class RunRecord:
     seed_source: str
     paper_miou: float | None
     metrics: dict
+    best_validation: tuple[float, int] | None = None
+
+
+def read_scalars(path: str | Path) -> list[dict]:
+    """mmengine's scalars, one JSON object per line (training logs and validations)."""
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def best_validation(scalars: list[dict], accumulation: int = 1) -> tuple[float, int] | None:
+    """The highest validation mIoU during training and the optimizer update it was measured
+    at. The original's `save_best='auto'` keeps that checkpoint, so its reported number may be
+    this one rather than the final weights'. Ties go to the earliest, as a strictly-greater
+    comparison (mmcv's and mmengine's) keeps the first."""
+    validations = [(r["mIoU"], r["step"]) for r in scalars if "mIoU" in r and "step" in r]
+    if not validations:
+        return None
+    miou, step = max(validations, key=lambda v: (v[0], -v[1]))
+    return miou, step // accumulation
 
 
 def setting_of(experiment: str) -> str:
@@ -44,12 +64,14 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
     for r in records:
         ours = r.metrics.get("mIoU")
         diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
+        best_miou, best_iter = r.best_validation or (None, None)
         rows.append(dict(
             experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
             trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
             seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
             paper_mIoU=r.paper_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
+            best_val_mIoU=best_miou, best_val_iter=best_iter,
         ))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -69,27 +91,32 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
-                split_record: str | Path, paper_miou: float | None) -> RunRecord:
-    """Read one run's config, metrics and split record; a bad file is named in the error."""
+                split_record: str | Path, paper_miou: float | None,
+                scalars_file: str | Path | None = None) -> RunRecord:
+    """Read one run's config, metrics, split record and (if given) training scalars; a bad
+    file is named in the error."""
     from ..config import load_config
 
     cfg = load_config(config_file)
     try:
         metrics = json.loads(Path(metrics_file).read_text())
         split = json.loads(Path(split_record).read_text())
+        scalars = read_scalars(scalars_file) if scalars_file else []
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read results of {experiment}: {err}") from err
     exp = cfg.get("experiment", {})
+    accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     return RunRecord(
         experiment=experiment,
         head=exp.get("head", "?"),
         trunk=exp.get("trunk", "?"),
         fraction=int(split.get("fraction", exp.get("fraction", 1))),
         # loop iterations count micro-batches; the paper counts optimizer updates
-        iterations=int(cfg.train_cfg.max_iters) // cfg.get("batch_plan", {}).get("accumulation", 1),
+        iterations=int(cfg.train_cfg.max_iters) // accumulation,
         train_images=int(split["count"]),
         seed=split.get("seed"),
         seed_source=split.get("seed_source", "none"),
         paper_miou=paper_miou,
         metrics=metrics,
+        best_validation=best_validation(scalars, accumulation),
     )
