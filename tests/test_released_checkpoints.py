@@ -83,3 +83,23 @@ def test_checkpoint_of_another_head_is_refused_by_name(demo_assets, tmp_path):
     torch.save({"state_dict": state}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="decode_head.conv_seg.weight"):
         load_segmentor_weights(model, tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("experiment,stem,with_trunk", [
+    ("fewshot_1of16", "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16", True),
+    ("head_tuning", "upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen", False),
+    ("full_tuning", "upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5", True),
+])
+def test_released_file_sizes_are_our_state_in_bf16(experiment, stem, with_trunk, reference):
+    """The released files could not be downloaded here, but their recorded sizes pin what they
+    hold: our full-size segmentor's state (auxiliary head included), 2 bytes per float, plus a
+    few hundred bytes of container per tensor. A missing or extra module would show as
+    megabytes; fp32 heads as hundreds of megabytes."""
+    cfg = load_config(f"paper/{experiment}")
+    cfg.model.backbone.pretrained = None
+    state = build_segmentor(cfg, device="meta").state_dict()
+    tensors = [v for k, v in state.items() if with_trunk or not k.startswith("backbone.")]
+    payload = sum(v.numel() * (2 if v.is_floating_point() else v.element_size())
+                  for v in tensors)
+    overhead = reference["hub"]["files"][f"{stem}.pth"]["size"] - payload
+    assert 0 < overhead < 1000 * len(tensors)
