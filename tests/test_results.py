@@ -5,6 +5,7 @@ import pytest
 
 from internseg.cli import main, parse_pairs
 from internseg.config import config_path
+from internseg.results.published import parse_published_validation
 from internseg.results.table import (COLUMNS, RunRecord, best_validation, build_table,
                                     to_markdown)
 
@@ -41,6 +42,8 @@ def test_paper_pairs_parse_and_reject_garbage():
     for bad in (["a"], ["a=x"]):
         with pytest.raises(ValueError, match="EXPERIMENT=NUMBER"):
             parse_pairs(bad)
+    with pytest.raises(ValueError, match="--published-log expects EXPERIMENT=PATH"):
+        parse_pairs(["a="], "--published-log", str)
 
 
 def test_aggregate_names_the_broken_run(tmp_path, capsys):
@@ -84,11 +87,38 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     (run / "scalars.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"loss": 2.0, "iter": 1000, "step": 1000}, {"mIoU": 45.25, "step": 3000},
         {"mIoU": 44.0, "step": 5000}]) + "\n")
+    log = tmp_path / "published.log"
+    log.write_text(PUBLISHED_LOG)
     csv = tmp_path / "t.csv"
-    code = main(["aggregate", str(run), "--paper-miou", "fewshot_1of16=46.5", "--csv", str(csv),
+    code = main(["aggregate", str(run), "--paper-miou", "fewshot_1of16=46.5",
+                 "--published-log", f"fewshot_1of16={log}", "--csv", str(csv),
                  "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
                  str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
     assert code == 0
     row = pd.read_csv(csv).iloc[0]
     assert (row.our_mIoU, row.difference) == (44.0, -2.5)
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
+    assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
+        43.98, 45.12, 1000)
+
+
+# mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)
+PUBLISHED_LOG = """\
+2024-01-10 09:00:01,123 - mmseg - INFO - Set random seed to 1234, deterministic: False
+2024-01-10 09:40:00,000 - mmseg - INFO - Iter [1000/5000]\tlr: 3.960e-05, eta: 2:40:00, \
+time: 2.001, data_time: 0.010, memory: 61234, decode.loss_ce: 0.6120, decode.acc_seg: 80.1, \
+loss: 0.6120
+2024-01-10 09:52:00,000 - mmseg - INFO - Now best checkpoint is saved as best_mIoU_iter_1000.pth.
+2024-01-10 09:52:00,000 - mmseg - INFO - Best mIoU is 0.4512 at 1000 iter.
+2024-01-10 09:52:00,001 - mmseg - INFO - Iter(val) [250]\taAcc: 0.8123, mIoU: 0.4512, \
+mAcc: 0.5701, IoU.wall: 0.7301, IoU.building: 0.8012, Acc.wall: 0.8800
+2024-01-10 10:50:00,001 - mmseg - INFO - Iter(val) [250]\taAcc: 0.8101, mIoU: 0.4398, \
+mAcc: 0.5650, IoU.wall: 0.7290, IoU.building: 0.7999, Acc.wall: 0.8790
+"""
+
+
+def test_published_log_gives_last_validation_and_last_best():
+    found = parse_published_validation(PUBLISHED_LOG)
+    assert (found.final_miou, found.best_miou, found.best_iter) == (43.98, 45.12, 1000)
+    empty = parse_published_validation("Set random seed to 1, deterministic: False\n")
+    assert (empty.final_miou, empty.best_miou, empty.best_iter) == (None, None, None)

@@ -74,6 +74,9 @@ def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
         assert rule in out
     assert "make_demo" not in out
     assert "--seed-from-log resources/paper/published/" in out
+    # the table reads the original's validation mIoU from the same logs
+    assert ("--published-log fewshot_1of16=resources/paper/published/"
+            "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
     assert "--sha256 b5ecc194f751cf" in out
 
 

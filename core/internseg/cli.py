@@ -155,6 +155,8 @@ def add_aggregate(sub) -> None:
     p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
     p.add_argument("runs", nargs="+", help="run folders results/runs/<experiment>")
     p.add_argument("--paper-miou", nargs="*", default=[], metavar="EXPERIMENT=MIOU")
+    p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH",
+                   help="the original's training log, for its final and best validation mIoU")
     p.add_argument("--csv", required=True)
     p.add_argument("--markdown", required=True)
     p.add_argument("--fraction-plot", required=True)
@@ -162,16 +164,18 @@ def add_aggregate(sub) -> None:
     p.set_defaults(func=cmd_aggregate)
 
 
-def parse_pairs(pairs: list[str]) -> dict[str, float]:
+def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float) -> dict:
+    """EXPERIMENT=VALUE pairs; ``convert`` turns VALUE into what the option takes."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
-            out[name] = float(value)
+            out[name] = convert(value) if sep and value else None
         except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--paper-miou expects EXPERIMENT=NUMBER, got {pair!r}")
+            out[name] = None
+        if out[name] is None:
+            what = "NUMBER" if convert is float else "PATH"
+            raise ValueError(f"{option} expects EXPERIMENT={what}, got {pair!r}")
     return out
 
 
@@ -181,6 +185,7 @@ def cmd_aggregate(args) -> int:
     from .results.table import build_table, load_record, to_markdown
 
     paper = parse_pairs(args.paper_miou)
+    logs = parse_pairs(args.published_log, "--published-log", Path)
     records, scalars = [], {}
     for run in map(Path, args.runs):
         name = run.name
@@ -191,7 +196,8 @@ def cmd_aggregate(args) -> int:
                                    metrics_file=run / "metrics.json",
                                    split_record=run / "split.json",
                                    paper_miou=paper.get(name),
-                                   scalars_file=scalars.get(name)))
+                                   scalars_file=scalars.get(name),
+                                   published_log=logs.get(name)))
     table = build_table(records)
     write_text(args.csv, table.to_csv(index=False))
     write_text(args.markdown, to_markdown(table))

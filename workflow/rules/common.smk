@@ -37,6 +37,11 @@ def published_log(experiment):
     return f"{RES}/published/{config['experiments'][experiment]['hub_stem']}.log"
 
 
+# Experiments whose published training log is fetched (for the seed); the table also reads
+# the original's validation mIoU from it.
+LOGGED = [e for e in RUN if SETTINGS["seeds"].get(e) == "log"]
+
+
 def split_inputs(wildcards):
     inputs = {"manifest": MANIFEST}
     if seed_of(wildcards) == "log":

@@ -7,12 +7,13 @@ localrules:
 
 rule aggregate:
     input:
-        expand(
+        runs=expand(
             "{runs}/{experiment}/{name}",
             runs=RUNS,
             experiment=RUN,
             name=["metrics.json", "split.json", "config.py", "scalars.jsonl"],
         ),
+        published=[published_log(e) for e in LOGGED],
     output:
         csv=report(
             "results/table.csv", caption="../report/table.rst", category="Results"
@@ -35,7 +36,9 @@ rule aggregate:
     params:
         runs=expand("{runs}/{experiment}", runs=RUNS, experiment=RUN),
         paper=[f"{e}={config['experiments'][e]['paper_miou']}" for e in RUN],
+        published=[f"{e}={published_log(e)}" for e in LOGGED],
     shell:
         "internseg aggregate {params.runs} --paper-miou {params.paper}"
+        " --published-log {params.published}"
         " --csv {output.csv} --markdown {output.markdown}"
         " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .published import PublishedValidation
+
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
            "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
-           "best_val_mIoU", "best_val_iter"]
+           "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
+           "published_best_iter"]
 
 SETTINGS = {
     "fewshot": "few-shot",
@@ -35,6 +38,7 @@ class RunRecord:
     paper_miou: float | None
     metrics: dict
     best_validation: tuple[float, int] | None = None
+    published: PublishedValidation | None = None
 
 
 def read_scalars(path: str | Path) -> list[dict]:
@@ -65,6 +69,7 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         ours = r.metrics.get("mIoU")
         diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
         best_miou, best_iter = r.best_validation or (None, None)
+        published = r.published or PublishedValidation(None, None, None)
         rows.append(dict(
             experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
             trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
@@ -72,6 +77,8 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             paper_mIoU=r.paper_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
+            published_final_mIoU=published.final_miou, published_best_mIoU=published.best_miou,
+            published_best_iter=published.best_iter,
         ))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -92,9 +99,11 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, paper_miou: float | None,
-                scalars_file: str | Path | None = None) -> RunRecord:
-    """Read one run's config, metrics, split record and (if given) training scalars; a bad
-    file is named in the error."""
+                scalars_file: str | Path | None = None,
+                published_log: str | Path | None = None) -> RunRecord:
+    """Read one run's config, metrics, split record and, if given, its training scalars and
+    the original's published log; a bad file is named in the error."""
+    from .published import read_published_validation
     from ..config import load_config
 
     cfg = load_config(config_file)
@@ -119,4 +128,5 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         paper_miou=paper_miou,
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
+        published=read_published_validation(published_log) if published_log else None,
     )
