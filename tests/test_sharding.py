@@ -12,18 +12,23 @@ from internseg.engine.train import TrainOptions, build_train_config
 WORKER = Path(__file__).parent / "sharding" / "sharded_step.py"
 
 
+def run_sharded(out, *flags):
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node=2", str(WORKER), "sharded", str(out), *flags],
+                   check=True, capture_output=True, timeout=300)
+    return torch.load(out, weights_only=False)
+
+
 def test_sharded_steps_match_one_process(tmp_path):
     """Two ranks with half the batch each, weights/grads/AdamW state sharded, end where one
     process with the whole batch ends; the layer-decay groups (names, lrs, weight decay) are
     the same although the parameters are sharded. Validation with a different number of
     forward passes per rank between the steps must not hang or change anything."""
-    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    one = tmp_path / "one.pt"
     subprocess.run([sys.executable, str(WORKER), "reference", str(one)], check=True,
                    capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc-per-node=2", str(WORKER), "sharded", str(two)],
-                   check=True, capture_output=True, timeout=300)
-    ref, sharded = (torch.load(p, weights_only=False) for p in (one, two))
+    ref = torch.load(one, weights_only=False)
+    sharded = run_sharded(tmp_path / "two.pt")
     assert sharded["groups"] == ref["groups"]
     assert sharded["state"].keys() == ref["state"].keys()
     for name, value in ref["state"].items():
@@ -47,3 +52,35 @@ def test_one_process_trains_unsharded():
     cfg = build_train_config(TrainOptions(config="paper/fewshot_1of16"))
     assert "strategy" not in cfg
     assert "GatheredValidationHook" not in [h["type"] for h in cfg.custom_hooks]
+
+
+def test_gathering_masters_in_bf16_changes_traffic_not_numbers(tmp_path):
+    """fp32 masters computing in bf16 (full tuning) are all-gathered already rounded to bf16:
+    half the bytes, and the same training to the last bit as gathering fp32 and rounding in
+    each layer."""
+    narrow = run_sharded(tmp_path / "bf16.pt", "bf16")
+    wide = run_sharded(tmp_path / "fp32.pt", "bf16", "fp32-gather")
+    assert narrow["gathered"] == ["torch.bfloat16"] and wide["gathered"] == ["torch.float32"]
+    for name, value in wide["state"].items():
+        assert torch.equal(narrow["state"][name], value), name
+
+
+@pytest.mark.parametrize("experiment,master", [("full_tuning", True), ("fewshot_1of16", False)])
+def test_gather_policy_per_unit(experiment, master):
+    from internseg.config import load_config
+    from internseg.engine.sharding import gather_policy, shard_units
+    from internseg.engine.train import build_segmentor
+
+    cfg = load_config(f"demo/{experiment}")
+    cfg.model.backbone.pretrained = None
+    model = build_segmentor(cfg, device="meta")
+    policies = {unit: gather_policy(model, unit) for unit in shard_units(model)}
+    for block in model.backbone.blocks:
+        expected = (torch.bfloat16, torch.float32) if master else (None, None)
+        assert (policies[block].param_dtype, policies[block].reduce_dtype) == expected
+    if master:  # UperNet: resamplers gathered in bf16, heads stay fp32
+        assert policies[model.neck].param_dtype == torch.bfloat16
+        assert policies[model.decode_head].param_dtype is None
+        assert policies[model.auxiliary_head].param_dtype is None
+    else:
+        assert policies[model.decode_head].param_dtype is None

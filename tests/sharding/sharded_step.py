@@ -5,7 +5,9 @@
 
 Both write the full state after the steps to OUT, for tests/test_sharding.py to compare. The
 sharded run also validates with a different number of forward passes per rank, as slide
-inference does with images of different sizes, between the two steps.
+inference does with images of different sizes, between the two steps. Flags: `bf16` computes
+in bf16 from fp32 masters (full tuning's precision) instead of an fp32 trunk; `fp32-gather`
+gathers the masters in fp32 rather than in the compute dtype.
 """
 
 import sys
@@ -16,7 +18,7 @@ import torch
 BATCH, CROP, CLASSES = 4, 56, 150
 
 
-def build():
+def build(flags=()):
     from internseg.config import load_config
     from internseg.engine.train import build_segmentor
 
@@ -24,6 +26,8 @@ def build():
     # fp32 trunk and no drop path: the comparison is then exact up to reduction order
     cfg.model.backbone.update(pretrained=None, drop_path_rate=0.0, trunk_dtype="float32",
                               img_size=CROP)
+    if "bf16" in flags:
+        cfg.model.backbone.update(trunk_dtype="bfloat16", master_weights=True)
     torch.manual_seed(0)
     model = build_segmentor(cfg)
     model.init_weights()
@@ -70,8 +74,8 @@ def train_mode(model):
     model.decode_head.bn.eval()
 
 
-def reference(out):
-    model, cfg = build()
+def reference(out, flags=()):
+    model, cfg = build(flags)
     optim, groups = optimizer(model, cfg)
     train_mode(model)
     images, samples = batch()
@@ -84,7 +88,7 @@ def summary(groups):
     return [(g["param_names"], g["lr"], g["weight_decay"]) for g in groups]
 
 
-def sharded(out):
+def sharded(out, flags=()):
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
@@ -93,8 +97,12 @@ def sharded(out):
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, cfg = build()
-    shard_model(model, init_device_mesh("cpu", (world,)))
+    model, cfg = build(flags)
+    shard_model(model, init_device_mesh("cpu", (world,)),
+                gather_in_compute_dtype="fp32-gather" not in flags)
+    gathered = []
+    model.backbone.blocks[0].mlp.fc1.register_forward_pre_hook(
+        lambda module, args: gathered.append(str(module.weight.dtype)))
     local = model.backbone.blocks[0].mlp.fc1.weight
     assert local.to_local().numel() * world == local.numel(), "trunk block not sharded"
     optim, groups = optimizer(model, cfg)
@@ -116,10 +124,11 @@ def sharded(out):
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
                                                                  cpu_offload=True))
     if rank == 0:
-        torch.save(dict(state=state, groups=summary(groups)), out)
+        torch.save(dict(state=state, groups=summary(groups), gathered=sorted(set(gathered))),
+                   out)
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    mode, out = sys.argv[1:]
-    {"reference": reference, "sharded": sharded}[mode](out)
+    mode, out, *flags = sys.argv[1:]
+    {"reference": reference, "sharded": sharded}[mode](out, flags)

@@ -7,11 +7,11 @@ PyTorch's FSDP (``fully_shard``) splits weights, grads and optimizer moments ove
 and gathers one block's weights at a time for compute. It runs here under mmengine's
 FlexibleRunner as a strategy, so the Runner's loops, hooks, schedulers and resume stay.
 
-Each trunk block is one shard unit, gathered in the dtype its weights are stored in; the
-layers round them to bf16 exactly as in unsharded training, so sharding does not change the
-arithmetic. Grads are reduce-scattered in the stored dtype. Checkpoints hold the full,
-unsharded state in the Runner's layout, so they load anywhere (one GPU, another GPU count,
-``internseg test``).
+Each trunk block is one shard unit, gathered in the dtype it computes in (fp32 masters are
+rounded to bf16 before the gather, the value each layer would round them to), so sharding does
+not change the arithmetic. Grads are reduce-scattered in the stored dtype. Checkpoints hold
+the full, unsharded state in the Runner's layout, so they load anywhere (one GPU, another GPU
+count, ``internseg test``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import (
+    FSDPModule,
+    MixedPrecisionPolicy,
+    fully_shard,
+    register_fsdp_forward_method,
+)
 
 from mmseg.registry import HOOKS
 
@@ -51,11 +56,36 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def shard_model(model: nn.Module, mesh) -> nn.Module:
+def compute_dtype(model: nn.Module, unit: nn.Module) -> torch.dtype:
+    """The dtype a unit's layers round their weights to: the trunk's for a block, the
+    resamplers' for the neck; the heads compute in fp32."""
+    if unit is getattr(model, "neck", None):
+        return getattr(unit, "compute_dtype", torch.float32)
+    if unit in list(model.backbone.blocks):
+        return model.backbone.trunk_dtype
+    return torch.float32
+
+
+def gather_policy(model: nn.Module, unit: nn.Module) -> MixedPrecisionPolicy:
+    """Gather fp32 master weights already rounded to the dtype the unit computes in.
+
+    Rounding before the all-gather instead of after gives the same values, so the arithmetic
+    is unchanged (tested bit for bit) while the gather moves half the bytes; gradients are
+    still reduce-scattered in the masters' dtype.
+    """
+    stored = next(unit.parameters()).dtype
+    target = compute_dtype(model, unit)
+    if stored == target:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=target, reduce_dtype=stored)
+
+
+def shard_model(model: nn.Module, mesh, gather_in_compute_dtype: bool = True) -> nn.Module:
     """Shard a segmentor in place over ``mesh``: one unit per trunk block and per head, the
     rest (stem, position embedding) in the root unit. Parameter names do not change."""
     for unit in shard_units(model):
-        fully_shard(unit, mesh=mesh)
+        policy = gather_policy(model, unit) if gather_in_compute_dtype else MixedPrecisionPolicy()
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
         # mmseg calls a head's loss/predict, which call forward directly, bypassing the
         # hooks that gather a unit's weights; make them gather too
         for method in HEAD_METHODS:
