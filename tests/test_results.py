@@ -43,7 +43,7 @@ def test_paper_pairs_parse_and_reject_garbage():
         with pytest.raises(ValueError, match="EXPERIMENT=NUMBER"):
             parse_pairs(bad)
     with pytest.raises(ValueError, match="--published-log expects EXPERIMENT=PATH"):
-        parse_pairs(["a="], "--published-log", str)
+        parse_pairs(["a="], "--published-log", str, "PATH")
 
 
 def test_aggregate_names_the_broken_run(tmp_path, capsys):

@@ -164,18 +164,18 @@ def add_aggregate(sub) -> None:
     p.set_defaults(func=cmd_aggregate)
 
 
-def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float) -> dict:
+def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float,
+                what: str = "NUMBER") -> dict:
     """EXPERIMENT=VALUE pairs; ``convert`` turns VALUE into what the option takes."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
-            out[name] = convert(value) if sep and value else None
+            if not (sep and value):
+                raise ValueError(pair)
+            out[name] = convert(value)
         except ValueError:
-            out[name] = None
-        if out[name] is None:
-            what = "NUMBER" if convert is float else "PATH"
-            raise ValueError(f"{option} expects EXPERIMENT={what}, got {pair!r}")
+            raise ValueError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
     return out
 
 
@@ -185,7 +185,7 @@ def cmd_aggregate(args) -> int:
     from .results.table import build_table, load_record, to_markdown
 
     paper = parse_pairs(args.paper_miou)
-    logs = parse_pairs(args.published_log, "--published-log", Path)
+    logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
     records, scalars = [], {}
     for run in map(Path, args.runs):
         name = run.name

@@ -61,7 +61,7 @@ def compute_dtype(model: nn.Module, unit: nn.Module) -> torch.dtype:
     resamplers' for the neck; the heads compute in fp32."""
     if unit is getattr(model, "neck", None):
         return getattr(unit, "compute_dtype", torch.float32)
-    if unit in list(model.backbone.blocks):
+    if any(unit is block for block in model.backbone.blocks):
         return model.backbone.trunk_dtype
     return torch.float32
 

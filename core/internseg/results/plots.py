@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
-from .table import read_scalars  # noqa: E402
+from .table import read_scalars, validations  # noqa: E402
 
 
 def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
@@ -41,7 +41,7 @@ def plot_training_curves(scalars: dict[str, str | Path], out: str | Path) -> Pat
     for name, path in sorted(scalars.items()):
         records = read_scalars(path)
         train = [(r["iter"], r["loss"]) for r in records if "loss" in r and "iter" in r]
-        val = [(r["step"], r["mIoU"]) for r in records if "mIoU" in r and "step" in r]
+        val = validations(records)
         if train:
             loss_ax.plot(*zip(*train), label=name)
         if val:

@@ -19,9 +19,9 @@ _BEST = re.compile(r"Best mIoU is ([0-9.]+) at (\d+) iter")
 
 @dataclass(frozen=True)
 class PublishedValidation:
-    final_miou: float | None
-    best_miou: float | None
-    best_iter: int | None
+    final_miou: float | None = None
+    best_miou: float | None = None
+    best_iter: int | None = None
 
 
 def _percent(value: str) -> float:

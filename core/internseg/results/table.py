@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .published import PublishedValidation
+from .published import PublishedValidation, read_published_validation
 
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
            "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
@@ -47,15 +47,20 @@ def read_scalars(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def validations(scalars: list[dict]) -> list[tuple[int, float]]:
+    """(iteration, mIoU) of every validation among mmengine's scalars."""
+    return [(r["step"], r["mIoU"]) for r in scalars if "mIoU" in r and "step" in r]
+
+
 def best_validation(scalars: list[dict], accumulation: int = 1) -> tuple[float, int] | None:
     """The highest validation mIoU during training and the optimizer update it was measured
     at. The original's `save_best='auto'` keeps that checkpoint, so its reported number may be
     this one rather than the final weights'. Ties go to the earliest, as a strictly-greater
     comparison (mmcv's and mmengine's) keeps the first."""
-    validations = [(r["mIoU"], r["step"]) for r in scalars if "mIoU" in r and "step" in r]
-    if not validations:
+    measured = validations(scalars)
+    if not measured:
         return None
-    miou, step = max(validations, key=lambda v: (v[0], -v[1]))
+    step, miou = max(measured, key=lambda v: (v[1], -v[0]))
     return miou, step // accumulation
 
 
@@ -69,7 +74,7 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         ours = r.metrics.get("mIoU")
         diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
         best_miou, best_iter = r.best_validation or (None, None)
-        published = r.published or PublishedValidation(None, None, None)
+        published = r.published or PublishedValidation()
         rows.append(dict(
             experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
             trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
@@ -103,7 +108,6 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
                 published_log: str | Path | None = None) -> RunRecord:
     """Read one run's config, metrics, split record and, if given, its training scalars and
     the original's published log; a bad file is named in the error."""
-    from .published import read_published_validation
     from ..config import load_config
 
     cfg = load_config(config_file)
