@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmseg.registry import MODELS
 
-from .precision import CastConv2d, CastLinear, parse_dtype
+from .precision import CastConv2d, CastLinear, parse_dtype, widened
 from .pretrained import load_pretrained_backbone, resize_pos_embed
 
 
@@ -30,7 +30,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x32 = x.float()
+        x32 = widened(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight.to(dtype) * x32.to(dtype)
 
@@ -256,7 +256,7 @@ class InternViT6B(BaseModule):
                 x = block(x)
             if i in self.out_indices:
                 # The cls token takes part in attention but is not a spatial feature.
-                tokens = x[:, 1:].float()
+                tokens = widened(x[:, 1:])
                 outs.append(tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw))
         return outs
 

@@ -14,13 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# float64 is for numerical checks only: it makes reduction-order differences (sharded vs one
+# process, across CPUs) small enough to compare at a tolerance derived from the arithmetic.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
 
 
 def parse_dtype(name: str, argument: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"{argument} {name!r} not one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+def widened(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32, or in its own dtype if that is wider (float64 checks stay float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _like(param: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ from torch import nn
 
 from mmseg.registry import MODELS
 
-from .precision import CastConvTranspose2d, parse_dtype
+from .precision import CastConvTranspose2d, parse_dtype, widened
 
 
 class ChannelsFirstLayerNorm(nn.Module):
@@ -56,4 +56,4 @@ class FeatureResampler(BaseModule):
         if len(inputs) != 4:
             raise ValueError(f"FeatureResampler needs 4 tapped maps, got {len(inputs)}")
         ops = (self.up1, self.up2, self.up3, self.up4)
-        return [op(x.to(self.compute_dtype)).float() for op, x in zip(ops, inputs)]
+        return [widened(op(x.to(self.compute_dtype))) for op, x in zip(ops, inputs)]
