@@ -42,6 +42,8 @@ def slurm_skip_reason() -> str | None:
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster():
     reason = slurm_skip_reason()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI starts a Slurm for these tests (.ci/run), but {reason}")
     if reason:
         pytest.skip(reason)
 
