@@ -122,3 +122,15 @@ def test_dumped_config_reloads_unchanged(tmp_path):
     assert again.train_cfg.max_iters == 7
     assert [s.end for s in again.param_scheduler] == [s.end for s in cfg.param_scheduler]
     assert again.model.backbone.embed_dim == 96
+
+
+def test_config_sources_are_the_file_and_its_whole_base_chain():
+    from internseg.config import CONFIG_ROOT, config_sources
+
+    sources = config_sources("demo/full_tuning")
+    names = [p.relative_to(CONFIG_ROOT).as_posix() for p in sources]
+    assert names[:2] == ["demo/full_tuning.py", "paper/full_tuning.py"]
+    # inherited through models/upernet.py, not named by full_tuning.py itself
+    assert {"_base_/models/upernet.py", "_base_/models/linear.py",
+            "_base_/default_runtime.py"} <= set(names)
+    assert len(names) == len(set(names))

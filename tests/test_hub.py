@@ -142,7 +142,10 @@ def test_download_verifies_and_lands_at_dest(hub, hf_env, tmp_path):
     # dest shares the cache blob's inode: the checkpoint is stored once.
     (blob,) = cached_blobs(hf_env)
     assert os.stat(blob).st_ino == os.stat(dest).st_ino
-    assert list(dest.parent.iterdir()) == [dest]  # no temp file left over
+    # no temp file left over; the verified sha256 recorded beside it, sha256sum-style
+    sidecar = dest.with_name(f"{NAME}.sha256")
+    assert sorted(dest.parent.iterdir()) == sorted([dest, sidecar])
+    assert sidecar.read_text() == f"{hashlib.sha256(DATA).hexdigest()}  {NAME}\n"
 
 
 def test_copies_when_hard_link_fails(hub, tmp_path, monkeypatch):

@@ -88,15 +88,6 @@ def test_trained_trunk_checkpoint_keeps_backbone(demo_assets, tmp_path):
     assert "backbone.blocks.0.attn.qkv.weight" in state
 
 
-def test_auto_resume_continues_from_work_dir(demo_assets, tmp_path):
-    run = train(demo_assets, tmp_path, "fewshot_1of16", iters=2)
-    train(demo_assets, tmp_path, "fewshot_1of16", iters=4, extra=["--auto-resume"])
-    meta = torch.load(run / "final.pth", weights_only=True)["meta"]
-    assert meta["iteration"] == 4
-    logs = "".join(p.read_text() for p in (run / "work").glob("*/*.log"))
-    assert "resumed" in logs.lower() and "iter_2.pth" in logs
-
-
 def test_work_dir_precedence():
     base = dict(config="demo/fewshot_1of16")
     assert build_train_config(TrainOptions(**base, work_dir="w")).work_dir == "w"

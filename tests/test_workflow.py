@@ -47,6 +47,17 @@ def test_unpinned_hub_revision_is_refused_by_the_schema(tmp_path):
     assert result.returncode != 0
 
 
+def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
+    wf = workflow_copy(tmp_path)
+    config = (wf / "config.yaml").read_text()
+    (wf / "config.yaml").write_text(config.replace(
+        "revision: 98a13192e85078dc5806b39d7ebf5db0b9b12395", "revision: null"))
+    result = snakemake(wf, "-n", "--config", "preset=paper")
+    assert result.returncode != 0
+    assert "hub.revision is null" in result.stdout + result.stderr
+    assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
+
+
 def test_lint_is_clean():
     result = snakemake(REPO, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -78,6 +89,10 @@ def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
     assert ("--published-log fewshot_1of16=resources/paper/published/"
             "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
     assert "--sha256 b5ecc194f751cf" in out
+    assert "--revision 98a13192e85078dc5806b39d7ebf5db0b9b12395" in out
+    # an experiment's config and its whole _base_ chain are inputs of its training
+    train = out.split("rule train:")[1].split("rule ")[0]
+    assert "configs/paper/" in train and "configs/_base_/default_runtime.py" in train
 
 
 def constant_predictor_miou(label_dir: Path) -> float:
@@ -131,6 +146,17 @@ def test_demo_dag_end_to_end(tmp_path):
 
     again = snakemake(wf, "--cores", "2", "-n", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # a changed seed is a changed param: that experiment's split, training and evaluation
+    # rerun (and the table), nothing else
+    reseeded = snakemake(wf, "--cores", "2", "-n", "all", "--config",
+                         "presets={'demo': {'seeds': {'fewshot_1of16': 1}}}")
+    planned = reseeded.stdout
+    assert reseeded.returncode == 0, reseeded.stderr
+    for rule in ("split", "train", "evaluate"):
+        jobs = planned.split(f"rule {rule}:")[1:]
+        assert len(jobs) == 1 and "fewshot_1of16" in jobs[0].split("rule ")[0], rule
+    assert "rule aggregate:" in planned
 
     # targets before --forcerun, which takes every path that follows it
     one = snakemake(wf, "--cores", "2", "-n", "results/runs/fewshot_1of16/metrics.json",

@@ -34,6 +34,31 @@ def config_path(preset: str, experiment: str) -> Path:
     return path
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file, given as a path or as ``<preset>/<experiment>``."""
+    path = Path(path)
+    if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
+        path = config_path(path.parts[0], path.stem)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    return path
+
+
+def config_sources(path: str | Path) -> list[Path]:
+    """The config file and every file its ``_base_`` chain inherits, each once: what the
+    resolved config is made of (read without executing the files, as mmengine reads
+    ``_base_``)."""
+    sources, pending = [], [resolve_config_path(path).resolve()]
+    while pending:
+        current = pending.pop(0)
+        if current in sources:
+            continue
+        sources.append(current)
+        for base in Config._get_base_files(str(current)):
+            pending.append(Path(Config._get_cfg_path(base, str(current))[0]).resolve())
+    return sources
+
+
 def experiments(preset: str = "paper") -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
 
@@ -41,12 +66,7 @@ def experiments(preset: str = "paper") -> list[str]:
 def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
     """Read a config file (a path or ``<preset>/<experiment>``), apply its ``demo`` block and
     ``cfg_options``, then derive the schedule (so ``max_iters=...`` rescales it)."""
-    path = Path(path)
-    if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
-        path = config_path(path.parts[0], path.stem)
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    cfg = Config.fromfile(str(path))
+    cfg = Config.fromfile(str(resolve_config_path(path)))
     if "demo" in cfg:
         # applied once: a dumped config must reload as it ran, CLI overrides included
         shrink(cfg, **cfg.pop("demo"))

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from internseg.io import atomic_path, hash_file
+from internseg.io import atomic_path, hash_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def fetch_file(
     # Re-verifying an existing dest costs one read; re-downloading it costs 12 GB when the cache was pruned.
     if sha256 is not None and dest.is_file():
         try:
-            _verify(dest, filename, sha256, size)
+            _record(dest, _verify(dest, filename, sha256, size))
             log.info("%s: %s already verified", filename, dest)
             return dest
         except ChecksumError as err:
@@ -94,17 +94,25 @@ def fetch_file(
         if not src.is_file():
             raise FileNotFoundError(f"{filename}: not found in local dir: {src}")
         # A bad file in the user's own folder is reported, not deleted: it is theirs.
-        _verify(src, filename, sha256, size)
+        actual = _verify(src, filename, sha256, size)
     else:
         src = _download(filename, repo_id=repo_id, revision=revision, cache_dir=cache_dir)
         try:
-            _verify(src, filename, sha256, size)
+            actual = _verify(src, filename, sha256, size)
         except ChecksumError:
             _evict(src)
             raise
 
     _place(src, dest)
+    _record(dest, actual)
     return dest
+
+
+def _record(dest: Path, sha256: str) -> None:
+    """``<dest>.sha256`` in sha256sum format: the digest as verified, which a run's identity
+    reads instead of hashing 12 GB again (engine/identity.py trusts it while it is newer
+    than the file)."""
+    write_text(f"{dest}.sha256", f"{sha256}  {dest.name}\n")
 
 
 def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -> Path:
@@ -132,7 +140,7 @@ def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -
     return Path(path)
 
 
-def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> None:
+def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> str:
     actual_size = path.stat().st_size
     if size is None:
         log.warning("%s: size is not pinned (actual %d bytes)", filename, actual_size)
@@ -144,6 +152,7 @@ def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> 
                     filename, actual)
     elif actual != sha256:
         raise ChecksumError(filename, "sha256", sha256, actual)
+    return actual
 
 
 def _evict(snapshot_path: Path) -> None:

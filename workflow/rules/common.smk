@@ -12,6 +12,12 @@ MANIFEST = f"{RES}/ade/manifest.json"
 RUNS = "results/runs"
 ENV = "../../envs/internseg.yaml"
 
+if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
+    raise ValueError(
+        f"config.yaml: hub.revision is null but preset {PRESET!r} downloads from the Hub "
+        f"(presets.{PRESET}.weights_local_dir is null): pin hub.revision to a 40-hex commit"
+    )
+
 RESULTS = [
     "results/table.csv",
     "results/table.md",
@@ -27,6 +33,13 @@ wildcard_constraints:
 
 def experiment_config(wildcards):
     return f"{PRESET}/{wildcards.experiment}"
+
+
+def experiment_sources(wildcards):
+    """The experiment's config file and every file of its `_base_` chain."""
+    from internseg.config import config_sources
+
+    return [str(path) for path in config_sources(experiment_config(wildcards))]
 
 
 def seed_of(wildcards):
@@ -49,10 +62,12 @@ def split_inputs(wildcards):
     return inputs
 
 
-def seed_option(wildcards, input):
+def seed_option(wildcards):
+    """A function of the wildcards only: Snakemake records such params and reruns a split
+    whose seed changed (a param that reads `input` is not recorded)."""
     seed = seed_of(wildcards)
     if seed == "log":
-        return f"--seed-from-log {input.log}"
+        return f"--seed-from-log {published_log(wildcards.experiment)}"
     return "" if seed is None else f"--seed {seed}"
 
 

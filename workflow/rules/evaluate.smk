@@ -15,7 +15,6 @@ rule evaluate:
         ENV
     threads: SETTINGS["evaluate"]["threads"]
     resources:
-        runtime=SETTINGS["evaluate"]["runtime_min"],
         mem_mb=SETTINGS["evaluate"]["mem_mb"],
         gpu=SETTINGS["evaluate"]["gpus"],
     params:

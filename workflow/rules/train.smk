@@ -8,6 +8,8 @@ rule train:
         record=f"{RUNS}/{{experiment}}/split.json",
         weights=WEIGHTS,
         manifest=MANIFEST,
+        # the experiment's config and its _base_ chain: an edit retrains what it changes
+        configs=experiment_sources,
     output:
         checkpoint=f"{RUNS}/{{experiment}}/final.pth",
         config=f"{RUNS}/{{experiment}}/config.py",
@@ -18,7 +20,6 @@ rule train:
         ENV
     threads: SETTINGS["train"]["threads"]
     resources:
-        runtime=SETTINGS["train"]["runtime_min"],
         mem_mb=SETTINGS["train"]["mem_mb"],
         gpu=SETTINGS["train"]["gpus"],
     params:

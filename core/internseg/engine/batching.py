@@ -38,6 +38,16 @@ def world_size_from_env(launcher: str, env: Mapping[str, str]) -> int:
         raise ValueError(f"--launcher {launcher} needs {var} in the environment") from None
 
 
+RANK_VARS = {"pytorch": "RANK", "slurm": "SLURM_PROCID", "mpi": "OMPI_COMM_WORLD_RANK"}
+
+
+def process_rank(launcher: str, env: Mapping[str, str]) -> int:
+    """This process's global rank, before the process group exists."""
+    if launcher == "none":
+        return 0
+    return int(env.get(RANK_VARS[launcher], 0))
+
+
 def plan_batch(total: int, per_gpu: int, world_size: int) -> BatchPlan:
     """Keep ``per_gpu`` (what fits in memory) unless the GPUs alone exceed ``total``."""
     if total % world_size:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from mmengine.runner import FlexibleRunner
 from ..config import load_config
 from ..env import versions
 from ..io import atomic_path, save_torch
-from .batching import apply_batch_plan, plan_batch, world_size_from_env
+from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
+from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
 
 log = logging.getLogger("internseg")
@@ -83,8 +85,9 @@ def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | N
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
 
 
-def build_train_config(opts: TrainOptions) -> Config:
-    """The config a run trains with: file, then CLI options, in the original's precedence."""
+def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
+    """The config a run trains with: file, then CLI options, in the original's precedence;
+    with ``choose``, also where it starts (see :func:`choose_start`)."""
     cfg = load_config(opts.config, opts.cfg_options)
     # work dir: CLI, else config, else derived from the config's name
     if opts.work_dir:
@@ -95,16 +98,6 @@ def build_train_config(opts: TrainOptions) -> Config:
                       launcher=opts.launcher)
     if opts.split:
         cfg.train_dataloader.dataset.ann_file = str(Path(opts.split).resolve())
-    if opts.resume_from:
-        cfg.resume, cfg.load_from = True, opts.resume_from
-    elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
-        # the newest readable iter_N.pth; without one, a fresh start (from --load-from if given)
-        cfg.resume, cfg.load_from = True, str(latest)
-        log.info("auto-resume: from %s", latest)
-    else:
-        if opts.auto_resume:
-            log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
-        cfg.resume, cfg.load_from = False, opts.load_from
     if opts.launcher == "none":
         # one process: nothing to shard over
         cfg.pop("strategy", None)
@@ -117,7 +110,24 @@ def build_train_config(opts: TrainOptions) -> Config:
              plan.per_gpu, plan.accumulation, plan.effective)
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
+    if choose:
+        choose_start(cfg, opts)
     return cfg
+
+
+def choose_start(cfg: Config, opts: TrainOptions) -> None:
+    """Where training starts: --resume-from, else (--auto-resume) the work dir's newest
+    readable checkpoint, else iteration 0 (from --load-from if given)."""
+    if opts.resume_from:
+        cfg.resume, cfg.load_from = True, opts.resume_from
+    elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
+        # the newest readable iter_N.pth; without one, a fresh start (from --load-from if given)
+        cfg.resume, cfg.load_from = True, str(latest)
+        log.info("auto-resume: from %s", latest)
+    else:
+        if opts.auto_resume:
+            log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
+        cfg.resume, cfg.load_from = False, opts.load_from
 
 
 def trainable_state(runner) -> dict:
@@ -148,19 +158,35 @@ def run_training(opts: TrainOptions):
     from .. import register_all
 
     register_all()
-    cfg = build_train_config(opts)
+    cfg = build_train_config(opts, choose=False)
     log.info("internseg train %s; versions %s", opts.config, versions())
-    # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
-    runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
-    runner.train()
-    state = trainable_state(runner)
-    if runner.rank != 0:
-        return runner
+    identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
+                             load_from=opts.load_from, data_root=opts.data_root)
+    log.info("run identity %s: %s", identity["digest"][:12], identity["components"])
+    cfg.custom_hooks = [*cfg.custom_hooks, dict(type="RunIdentityHook", digest=identity["digest"])]
+    leader = process_rank(opts.launcher, os.environ) == 0
+    with work_dir_lock(cfg.work_dir) if leader else nullcontext():
+        if leader:
+            settle_work_dir(cfg.work_dir, identity, keep=bool(opts.resume_from))
+        else:
+            wait_for_identity(cfg.work_dir, identity["digest"])
+        choose_start(cfg, opts)
+        # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
+        runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
+        runner.train()
+        state = trainable_state(runner)
+        if runner.rank == 0:
+            write_outputs(runner, cfg, opts, state, identity)
+    return runner
 
+
+def write_outputs(runner, cfg: Config, opts: TrainOptions, state: dict, identity: dict) -> None:
     meta = dict(
         config=cfg.pretty_text,
         iteration=runner.iter,
         seed=runner.seed,
+        run_identity=identity["digest"],
+        run_identity_components=identity["components"],
         batch_plan=cfg.batch_plan,
         versions=versions(),
         dataset_meta=dict(runner.train_dataloader.dataset.metainfo),
@@ -174,7 +200,6 @@ def run_training(opts: TrainOptions):
     if opts.config_out:
         with atomic_path(opts.config_out) as tmp:
             cfg.dump(str(tmp))
-    return runner
 
 
 def configure_threads(threads: int | None) -> None:

@@ -1,0 +1,154 @@
+"""A run's identity decides what a work dir may resume: same inputs continue, changed inputs
+start from iteration 0 with the old work dir moved aside; one trainer per work dir."""
+
+import json
+import logging
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from internseg.cli import main
+from internseg.engine.identity import (IDENTITY_FILE, make_identity, settle_work_dir,
+                                       training_config, work_dir_lock)
+
+ITERS = 4
+
+
+def train_args(demo_assets, root, work, *, seed=0, extra=()):
+    split = root / "split.txt"
+    split.write_text("".join(f"ADE_train_{i:08d}\n" for i in range(1, 9)))
+    final = root / f"final-{work.name}-{seed}-{len(extra)}.pth"
+    return final, ["train", "demo/fewshot_1of16", "--work-dir", str(work), "--auto-resume",
+                   "--data-root", str(demo_assets["data_root"]), "--split", str(split),
+                   "--pretrained", str(demo_assets["weights"]), "--seed", str(seed),
+                   "--deterministic", "--threads", "2", "--final-checkpoint", str(final),
+                   "--cfg-options", f"max_iters={ITERS}", f"train_cfg.val_interval={ITERS}",
+                   "default_hooks.checkpoint.interval=2", *extra]
+
+
+def train(demo_assets, root, work, **options):
+    final, args = train_args(demo_assets, root, work, **options)
+    assert main(args) == 0
+    return torch.load(final, weights_only=True)
+
+
+def assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def superseded(work):
+    return sorted(work.parent.glob(f"{work.name}.superseded-*"))
+
+
+def test_same_inputs_resume_and_record_the_identity(demo_assets, tmp_path, caplog):
+    work = tmp_path / "work"
+    first = train(demo_assets, tmp_path, work)
+    recorded = json.loads((work / IDENTITY_FILE).read_text())
+    assert first["meta"]["run_identity"] == recorded["digest"]
+    saved = torch.load(work / f"iter_{ITERS}.pth", weights_only=False)  # our own checkpoint
+    assert saved["meta"]["run_identity"] == recorded["digest"]
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="internseg")
+    again = train(demo_assets, tmp_path, work)
+    assert f"auto-resume: from {work / f'iter_{ITERS}.pth'}" in caplog.text
+    assert superseded(work) == []
+    assert_bitwise_equal(again["state_dict"], first["state_dict"])
+
+
+@pytest.mark.parametrize("change", [dict(seed=1),
+                                    dict(extra=("optim_wrapper.optimizer.lr=0.001",))],
+                         ids=["seed", "lr"])
+def test_changed_inputs_train_afresh_like_a_new_work_dir(demo_assets, tmp_path, caplog, change):
+    """A stale checkpoint is never continued: the rerun in the old work dir ends bitwise where
+    a run of the new inputs in an empty work dir ends (same machine, same threads)."""
+    work = tmp_path / "work"
+    train(demo_assets, tmp_path, work)
+    caplog.clear()
+    rerun = train(demo_assets, tmp_path, work, **change)
+    fresh = train(demo_assets, tmp_path, tmp_path / "fresh", **change)
+    assert_bitwise_equal(rerun["state_dict"], fresh["state_dict"])
+    moved = superseded(work)
+    assert len(moved) == 1 and (moved[0] / f"iter_{ITERS}.pth").is_file()
+    what = "seed" if "seed" in change else "config_sha256"
+    assert f"its run differs in {what};" in caplog.text and str(moved[0]) in caplog.text
+    assert rerun["meta"]["run_identity"] == fresh["meta"]["run_identity"]
+
+
+def test_a_second_trainer_on_a_work_dir_is_refused(demo_assets, tmp_path, capsys):
+    work = tmp_path / "work"
+    with work_dir_lock(work):
+        assert main(train_args(demo_assets, tmp_path, work)[1]) != 0
+    err = capsys.readouterr().err
+    assert str(work) in err and "in use by another trainer" in err
+    assert not (work / IDENTITY_FILE).exists()
+
+
+def test_a_split_changed_after_writing_is_refused(demo_assets, tmp_path):
+    split = tmp_path / "split.txt"
+    split.write_text("ADE_train_00000001\n")
+    (tmp_path / "split.txt.sha256").write_text("0" * 64 + "  split.txt\n")
+    with pytest.raises(ValueError, match="split.txt: sha256 .* does not match"):
+        make_identity(Config(dict(randomness=dict(seed=0))), split=str(split), pretrained=None,
+                      load_from=None, data_root=None)
+
+
+def config(**changes):
+    base = dict(model=dict(backbone=dict(pretrained="/a/trunk.pth", depth=4),
+                           test_cfg=dict(mode="slide")),
+                optim_wrapper=dict(optimizer=dict(lr=1e-3)),
+                train_dataloader=dict(batch_size=2, dataset=dict(data_root="/a", ann_file="/s")),
+                train_cfg=dict(max_iters=10, val_interval=5), work_dir="/w",
+                randomness=dict(seed=0),
+                custom_hooks=[dict(type="IterationSeedHook"), dict(type="PreemptionHook")])
+    cfg = Config(base)
+    cfg.merge_from_dict(changes)
+    return cfg
+
+
+@pytest.mark.parametrize("change,decides", [
+    ({"optim_wrapper.optimizer.lr": 2e-3}, True),
+    ({"train_cfg.max_iters": 20}, True),
+    ({"randomness.seed": 1}, False),  # a component of its own, beside the config's digest
+    ({"randomness.deterministic": True}, True),
+    ({"model.backbone.depth": 5}, True),
+    ({"train_dataloader.batch_size": 1}, True),
+    ({"work_dir": "/elsewhere"}, False),
+    ({"train_cfg.val_interval": 1}, False),
+    ({"model.test_cfg.mode": "whole"}, False),
+    ({"model.backbone.pretrained": "/b/trunk.pth"}, False),  # its content is hashed instead
+    ({"train_dataloader.dataset.data_root": "/b"}, False),
+])
+def test_what_decides_the_weights(change, decides):
+    assert (training_config(config(**change)) != training_config(config())) is decides
+
+
+def test_settling_a_work_dir_without_identity_moves_it_aside(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "iter_2.pth").write_bytes(b"old")
+    identity = dict(digest="f" * 64, components={})
+    moved = settle_work_dir(work, identity)
+    assert moved is not None and (moved / "iter_2.pth").read_bytes() == b"old"
+    assert json.loads((work / IDENTITY_FILE).read_text())["digest"] == "f" * 64
+    assert settle_work_dir(work, identity) is None  # the same identity keeps it
+
+
+def test_the_sha256_verified_at_fetch_is_trusted_until_the_file_changes(tmp_path):
+    import hashlib
+    import os
+    import time
+
+    from internseg.engine.identity import recorded_sha256
+
+    trunk = tmp_path / "trunk.pth"
+    trunk.write_bytes(b"weights")
+    (tmp_path / "trunk.pth.sha256").write_text("a" * 64 + "  trunk.pth\n")
+    assert recorded_sha256(trunk) == "a" * 64  # the sidecar, not a re-hash
+    time.sleep(0.01)
+    replacement = tmp_path / "other.pth"
+    replacement.write_bytes(b"other weights")
+    os.replace(replacement, trunk)  # replacing the file changes its inode's ctime
+    assert recorded_sha256(trunk) == hashlib.sha256(b"other weights").hexdigest()
