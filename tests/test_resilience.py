@@ -124,6 +124,27 @@ def test_sigterm_saves_exits_75_and_resumes_bit_for_bit(demo_assets, tmp_path, u
     assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, stop_at, uninterrupted)
 
 
+def test_a_stop_signal_while_the_run_is_built_is_kept(demo_assets, tmp_path, uninterrupted):
+    """SIGURG before the Runner exists (the 6B trunk takes minutes to build) would be ignored
+    by default: it is recorded instead, and honoured after the first iteration."""
+    final = tmp_path / "final.pth"
+    cmd = train_cmd(demo_assets, tmp_path / "work", final)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    output = []
+    for line in proc.stdout:  # logged before the Runner is built
+        output.append(line)
+        if "run identity" in line:
+            os.kill(proc.pid, signal.SIGURG)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    out = "".join(output) + rest
+    assert proc.returncode == EXIT_PREEMPTED, out[-2000:]
+    assert "stop requested by SIGURG: saved iter_1.pth at iteration 1" in out
+    assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, 1, uninterrupted)
+
+
 def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path,
                                                            uninterrupted):
     kill_at = random.Random().randint(5, ITERS - 1)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
@@ -193,3 +194,59 @@ def test_first_attempt_stopped_on_the_warning_signal_before_the_limit(timed_out_
     assert f"SLURM-job '{first}' failed, SLURM status is: 'FAILED'" in run["out"], run["detail"]
     launch_logs = (run["wf"] / "work/demo" / SLOW).glob("*/*.log")
     assert any("SIGURG" in p.read_text() for p in launch_logs), run["detail"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_timed_out_run(tmp_path_factory):
+    """The slow experiment sharded over two ranks (gloo on CPU, `--gpus 2` as the paper
+    preset's `--gpus 8`), through the profile, with the same 1-minute first attempt as
+    above. Needs two GRES GPUs on the node (.ci/run starts the cluster with 2)."""
+    tmp = tmp_path_factory.mktemp("tworanks")
+    wf = workflow_copy(tmp / "wf")
+    profile = make_test_profile(
+        tmp,
+        **{"retries": 1,
+           "set-resources.train.gpu": 2,
+           "set-resources.train.runtime": "1 if attempt == 1 else 10",
+           "set-resources.train.slurm_extra": "'--signal=URG@10'"})
+    code, out = run_through_slurm(wf, profile, SLOW, limit_s=1500,
+                                  target=f"results/runs/{SLOW}/final.pth")
+    train_log = wf / f"results/runs/{SLOW}/train.log"
+    log_text = train_log.read_text() if train_log.is_file() else ""
+    return dict(wf=wf, code=code, out=out, log=log_text,
+                attempts=slurm_logs(wf, "train", SLOW),
+                detail=f"{out[-4000:]}\n--- train.log ---\n{log_text[-3000:]}")
+
+
+def test_two_ranks_stop_together_on_the_signal_and_resume_to_an_uninterrupted_run(
+        two_rank_timed_out_run, tmp_path):
+    run = two_rank_timed_out_run
+    wf = run["wf"]
+    assert run["code"] == 0 and len(run["attempts"]) == 2, (run["attempts"], run["detail"])
+    # inside a Snakemake Slurm job (already an srun step) the ranks are started by torchrun
+    assert "torch.distributed.run" in run["log"] and "--nproc-per-node=2" in run["log"]
+    first = "".join(p.read_text() for p in sorted((wf / "work/demo" / SLOW).glob("*/*.log"))[:1])
+    stop = re.search(r"stop requested by SIGURG: saved iter_(\d+)\.pth", first)
+    assert stop, run["detail"]
+    resumed = RESUMED.search(run["log"])
+    assert resumed and resumed.group(1) == stop.group(1), run["detail"]
+
+    # the same command outside Slurm, never interrupted
+    runs = wf / f"results/runs/{SLOW}"
+    straight = tmp_path / "final.pth"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    subprocess.run([str(BIN / "internseg"), "train", f"demo/{SLOW}", "--work-dir",
+                    str(tmp_path / "work"), "--data-root",
+                    str(wf / "resources/demo/ade/ADEChallengeData2016"), "--split",
+                    str(runs / "split.txt"), "--seed-record", str(runs / "split.json"),
+                    "--pretrained", str(wf / "resources/demo/weights/intern_vit_6b_224px.pth"),
+                    "--deterministic", "--threads", "1", "--gpus", "2",
+                    "--final-checkpoint", str(straight)],
+                   check=True, capture_output=True, env=env, cwd=wf, timeout=900)
+    ours = torch.load(runs / "final.pth", weights_only=True)
+    expected = torch.load(straight, weights_only=True)
+    assert ours["meta"]["run_identity"] == expected["meta"]["run_identity"]
+    assert ours["meta"]["batch_plan"]["world_size"] == 2
+    different = [k for k in expected["state_dict"]
+                 if not torch.equal(ours["state_dict"][k], expected["state_dict"][k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"

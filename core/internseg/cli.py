@@ -52,6 +52,13 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from .engine.stops import listening_for_stops
+
+    with listening_for_stops():
+        return train_in_this_process(args)
+
+
+def train_in_this_process(args) -> int:
     from .engine.launch import launch_command
     from .engine.train import TrainOptions, configure_threads, run_training
 

@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 from mmseg.registry import HOOKS, RUNNERS
 
 from ..io import atomic_path, write_text
+from .stops import STOP_SIGNALS, early_stops
 
 log = logging.getLogger("internseg")
 
@@ -116,7 +117,7 @@ class PreemptionHook(Hook):
 
     priority = "LOWEST"  # after CheckpointHook, so a just-saved iteration is not saved twice
 
-    def __init__(self, signals: tuple[str, ...] = ("SIGURG", "SIGTERM", "SIGUSR1")):
+    def __init__(self, signals: tuple[str, ...] = STOP_SIGNALS):
         self.signals = [getattr(signal, name) for name in signals]
         self._requested: int | None = None
         self._previous: dict = {}
@@ -127,6 +128,9 @@ class PreemptionHook(Hook):
     def before_train(self, runner) -> None:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handler)
+        early = [sig for sig in early_stops() if sig in self.signals]
+        if early:
+            self._requested = early[-1]
 
     def after_train(self, runner) -> None:
         for sig, handler in self._previous.items():
