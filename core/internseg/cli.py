@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import ade20k, hub, splits
+from . import ade20k, hub, plan, splits
 
 log = logging.getLogger("internseg")
 
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_test, add_inspect, hub.add_parser, ade20k.add_parser,
-                splits.add_parser, add_make_demo, add_aggregate):
+                splits.add_parser, plan.add_parser, add_make_demo, add_aggregate):
         add(sub)
     return parser
 

@@ -1,0 +1,218 @@
+"""`internseg plan`: what a preset's runs will cost, before anything is submitted.
+
+Per run: GPUs, seconds per iteration and where that figure comes from, wall time, GPU-hours,
+peak GPU and host memory, checkpoint and work-dir disk. The model is built on the meta
+device, so the 6B configs are planned in seconds on a laptop.
+
+Seconds per iteration come from the best source there is, and the plan says which:
+1. ``measured``: ``benchmarks/RESULTS.md``, one GPU at batch 2 per regime (the paper's
+   per-GPU batch), scaled to the run's GPU count;
+2. ``published log``: the original's per-iteration ``time:`` on 8 A100s, scaled likewise;
+3. ``FLOPs``: the trunk's matmul and attention FLOPs (forward, backward and the recompute of
+   activation checkpointing for a trained trunk) at an assumed share of A100 bf16 peak.
+Memory and disk are arithmetic from the parameter counts and the dtypes the config stores.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GB = 1e9
+A100_BF16_PEAK = 312e12
+# Share of peak that large ViT training reaches with checkpointing; an assumption, stated.
+ASSUMED_UTILISATION = 0.4
+PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
+PER_GPU_BATCH = 2
+# Activations, gathered shards and allocator slack per GPU beyond the stored state: the
+# README's per-regime arithmetic (one gathered block with its grads twice with prefetch,
+# checkpointed block inputs, one block's recompute).
+WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0}
+
+_ITER_TIME = re.compile(r"Iter \[\d+/\d+\][^\n]*?\btime: ([0-9.]+)")
+_RESULTS_ROW = re.compile(r"^\| `(\w+)`[^|]*\| ([^|]*)\| ([^|]*)\|", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class RunCost:
+    experiment: str
+    regime: str
+    gpus: int
+    iterations: int
+    seconds_per_iteration: float
+    source: str
+    wall_hours: float
+    gpu_hours: float
+    gpu_memory_gb: float
+    host_memory_gb: float
+    checkpoint_gb: float
+    work_dir_gb: float
+
+
+def regime_of(cfg) -> str:
+    """The benchmark regime whose step a run repeats."""
+    backbone = cfg.model.backbone
+    if backbone.get("freeze_trunk"):
+        return "frozen"
+    return "trained_master" if backbone.get("master_weights", True) else "trained_bf16"
+
+
+def trunk_flops_per_image(backbone) -> float:
+    """Forward FLOPs of the trunk blocks that run (up to the last tap) on one image."""
+    tokens = (backbone.img_size // backbone.patch_size) ** 2 + 1
+    dim = backbone.embed_dim
+    blocks = max(backbone.out_indices) + 1
+    # qkv (3d^2), proj (d^2), MLP (2 x 4d^2) multiply-adds per token; QK^T and AV: 2 N d
+    per_token = 2 * (12 * dim * dim) + 4 * tokens * dim
+    return blocks * tokens * per_token
+
+
+def flops_seconds_per_iteration(cfg, gpus: int) -> float:
+    backbone = cfg.model.backbone
+    passes = 1 if backbone.get("freeze_trunk") else 4  # forward; or + backward (2) + recompute
+    flops = trunk_flops_per_image(backbone) * passes * cfg.total_batch_size
+    return flops / (gpus * A100_BF16_PEAK * ASSUMED_UTILISATION)
+
+
+def measured_step_seconds(results_md: str) -> dict[str, float]:
+    """Seconds per batch-2 step per regime from benchmarks/RESULTS.md ('–' = not measured)."""
+    found = {}
+    for regime, _gpu, seconds in _RESULTS_ROW.findall(results_md):
+        try:
+            found[regime] = float(seconds.strip())
+        except ValueError:
+            continue
+    return found
+
+
+def published_iteration_seconds(log_text: str) -> float | None:
+    """Median per-iteration `time:` of an mmcv 1.x training log (8 GPUs), None if absent."""
+    times = [float(t) for t in _ITER_TIME.findall(log_text)]
+    return statistics.median(times) if times else None
+
+
+@dataclass(frozen=True)
+class StoredBytes:
+    """Bytes per trained parameter: held while training (weights, grads, two AdamW moments),
+    in a work-dir checkpoint (weights and moments), in final.pth (weights)."""
+    training: int
+    checkpoint: int
+    weights: int
+
+
+def stored_bytes(cfg) -> StoredBytes:
+    backbone = cfg.model.backbone
+    if not backbone.get("freeze_trunk") and not backbone.get("master_weights", True):
+        return StoredBytes(2 + 2 + 4, 2 + 4, 2)  # bf16 weights, grads and moments
+    return StoredBytes(4 + 4 + 8, 4 + 8, 4)
+
+
+def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
+             published_seconds: float | None) -> RunCost:
+    regime = regime_of(cfg)
+    iterations = cfg.max_iters
+    steps_per_gpu = cfg.total_batch_size / (PER_GPU_BATCH * gpus)
+    if regime in measured:
+        seconds, source = measured[regime] * steps_per_gpu, "measured"
+    elif published_seconds is not None:
+        seconds, source = published_seconds * PAPER_GPUS / gpus, "published log"
+    else:
+        seconds = flops_seconds_per_iteration(cfg, gpus)
+        source = f"FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
+    wall = iterations * seconds / 3600
+
+    total, trainable = counts["total_params"], counts["trainable_params"]
+    frozen = total - trainable
+    size = stored_bytes(cfg)
+    sharded = gpus > 1 and cfg.get("strategy") is not None
+    state = trainable * size.training / (gpus if sharded else 1)
+    # a frozen trunk is stored in bf16 on every GPU
+    gpu_memory = (state + frozen * 2) / GB + WORKING_SET_GB[
+        "frozen" if regime == "frozen" else "trained"]
+    # every rank builds the model in fp32 in host memory before sharding or casting
+    host_memory = gpus * total * 4 / GB
+    checkpoint = (trainable * size.checkpoint + frozen * 2) / GB
+    keep = cfg.default_hooks.checkpoint.get("max_keep_ckpts") or 1
+    # the kept checkpoints, one more being written beside them, and final.pth (a frozen
+    # trunk is left out of it: it is the pretrained file)
+    work_dir = checkpoint * (keep + 1) + trainable * size.weights / GB
+    return RunCost(experiment, regime, gpus, iterations, round(seconds, 3), source,
+                   round(wall, 1), round(wall * gpus, 1), round(gpu_memory, 1),
+                   round(host_memory, 1), round(checkpoint, 1), round(work_dir, 1))
+
+
+def plan(experiments: list[str], preset: str, gpus: int, *, results_md: Path | None = None,
+         published_logs: dict[str, Path] | None = None) -> list[RunCost]:
+    from .config import load_config
+    from .engine.inspect import describe
+
+    measured = (measured_step_seconds(results_md.read_text())
+                if results_md and results_md.is_file() else {})
+    costs = []
+    for name in experiments:
+        cfg = load_config(f"{preset}/{name}")
+        cfg.model.backbone.pretrained = None
+        log = (published_logs or {}).get(name)
+        published = (published_iteration_seconds(log.read_text(errors="replace"))
+                     if log and log.is_file() else None)
+        costs.append(run_cost(name, cfg, describe(cfg), gpus, measured=measured,
+                              published_seconds=published))
+    return costs
+
+
+def totals(costs: list[RunCost]) -> dict:
+    return dict(runs=len(costs), wall_hours=round(sum(c.wall_hours for c in costs), 1),
+                gpu_hours=round(sum(c.gpu_hours for c in costs), 1),
+                peak_gpu_memory_gb=max((c.gpu_memory_gb for c in costs), default=0),
+                peak_host_memory_gb=max((c.host_memory_gb for c in costs), default=0),
+                work_dir_gb=round(sum(c.work_dir_gb for c in costs), 1))
+
+
+COLUMNS = ["experiment", "regime", "gpus", "iterations", "seconds_per_iteration", "source",
+           "wall_hours", "gpu_hours", "gpu_memory_gb", "host_memory_gb", "checkpoint_gb",
+           "work_dir_gb"]
+
+
+def to_markdown(costs: list[RunCost]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(asdict(c)[k]) for k in COLUMNS) + " |" for c in costs]
+    t = totals(costs)
+    lines.append(f"\n{t['runs']} runs: {t['gpu_hours']} GPU-hours ({t['wall_hours']} h if run "
+                 f"one after another), peak {t['peak_gpu_memory_gb']} GB per GPU and "
+                 f"{t['peak_host_memory_gb']} GB host memory per node, "
+                 f"{t['work_dir_gb']} GB of work dirs.")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
+    p.add_argument("--preset", choices=["paper", "demo"], default="paper")
+    p.add_argument("--experiments", nargs="+", help="default: every experiment of the preset")
+    p.add_argument("--gpus", type=int, default=PAPER_GPUS, help="GPUs per training run")
+    p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
+                   help="measured step times (benchmarks/RESULTS.md)")
+    p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
+    p.add_argument("--out", type=Path, help="also write the markdown table here")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args) -> int:
+    import json
+
+    from .cli import parse_pairs
+    from .config import experiments as known
+    from .io import write_text
+
+    names = args.experiments or known(args.preset)
+    logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
+    costs = plan(names, args.preset, args.gpus, results_md=args.results, published_logs=logs)
+    if args.out:
+        write_text(args.out, to_markdown(costs))
+    if args.json:
+        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs)), indent=2))
+    else:
+        print(to_markdown(costs), end="")
+    return 0
