@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .argtypes import int_at_least
+from .errors import InputError
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -50,7 +51,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 Report = Callable[[str], None]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """An ADE20K source or tree that cannot be used; the message names the file and problem."""
 
 

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import ade20k, hub, splits
+from . import ade20k, argtypes, hub, splits
+from .errors import EXIT_INPUT, InputError
 
 log = logging.getLogger("internseg")
 
@@ -33,7 +34,7 @@ def add_train(sub) -> None:
     p.add_argument("--auto-resume", action="store_true",
                    help="resume from the latest checkpoint in the work dir, if any")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=argtypes.seed)
     p.add_argument("--seed-record", help="split.json from `internseg split`: train with the "
                    "seed its subset was drawn with, as the original runs did")
     p.add_argument("--deterministic", action="store_true")
@@ -175,7 +176,7 @@ def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float,
                 raise ValueError(pair)
             out[name] = convert(value)
         except ValueError:
-            raise ValueError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
+            raise InputError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
     return out
 
 
@@ -225,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except InputError as err:
+        # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from ..config import load_config
 from ..env import versions
 from ..io import atomic_path, save_torch
 from .batching import apply_batch_plan, plan_batch, world_size_from_env
+from ..safe_load import verify_checkpoint
 from .resilience import InternSegRunner, latest_valid_checkpoint
 
 log = logging.getLogger("internseg")
@@ -95,7 +96,11 @@ def build_train_config(opts: TrainOptions) -> Config:
                       launcher=opts.launcher)
     if opts.split:
         cfg.train_dataloader.dataset.ann_file = str(Path(opts.split).resolve())
+    # An explicit checkpoint is verified before the Runner builds the model (minutes for
+    # 6B): a refused or damaged file fails here, naming it. The Runner's own load is
+    # weights-only too (safe_load.install); auto-resume verifies what it picks.
     if opts.resume_from:
+        verify_checkpoint(opts.resume_from)
         cfg.resume, cfg.load_from = True, opts.resume_from
     elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
         # the newest readable iter_N.pth; without one, a fresh start (from --load-from if given)
@@ -104,6 +109,8 @@ def build_train_config(opts: TrainOptions) -> Config:
     else:
         if opts.auto_resume:
             log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
+        if opts.load_from:
+            verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
     if opts.launcher == "none":
         # one process: nothing to shard over
