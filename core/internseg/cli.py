@@ -53,9 +53,14 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from .config import load_config
     from .engine.launch import launch_command
-    from .engine.train import TrainOptions, configure_threads, run_training
+    from .engine.train import (TrainOptions, configure_threads, require_cuda_for_ranks,
+                               run_training)
 
+    if args.gpus > 1 and args.launcher == "none":
+        # before the ranks start: each would fail on its own, with a traceback
+        require_cuda_for_ranks(load_config(args.config, args.cfg_options), args.config)
     command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
                              os.environ)
     if command:
@@ -64,10 +69,20 @@ def cmd_train(args) -> int:
 
     configure_threads(args.threads)
     if args.seed is None and args.seed_record:
-        args.seed = json.loads(Path(args.seed_record).read_text()).get("seed")
+        args.seed = read_seed_record(args.seed_record)
     fields = TrainOptions.__dataclass_fields__
     run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
     return 0
+
+
+def read_seed_record(path: str) -> int | None:
+    try:
+        seed = json.loads(Path(path).read_text()).get("seed")
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"--seed-record {path}: not a readable split record ({err})") from None
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise InputError(f"--seed-record {path}: seed {seed!r} is not an integer >= 0")
+    return seed
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:
@@ -100,8 +115,10 @@ def add_test(sub) -> None:
 def cmd_test(args) -> int:
     from .engine.evaluate import run_test
     from .engine.train import configure_threads
+    from .io import check_writable
 
     configure_threads(args.threads)
+    check_writable(Path(args.out).parent, "--out folder")
     result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
                       pretrained=args.pretrained, work_dir=args.work_dir,
                       launcher=args.launcher, cfg_options=args.cfg_options)
@@ -229,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except PermissionError as err:
+        # a folder we were told to write to (work, output, cache) is read-only
+        if not err.filename:
+            raise
+        print(f"internseg {args.command}: error: {err.filename}: not writable "
+              f"({err.strerror})", file=sys.stderr)
         return EXIT_INPUT
 
 

@@ -8,6 +8,11 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ..env import versions
+from ..errors import InputError
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite; the message names the iteration and what is kept."""
 
 
 @HOOKS.register_module()
@@ -68,3 +73,29 @@ def history_buffer(state: dict):
 
     return HistoryBuffer(state["log_history"].numpy(), state["count_history"].numpy(),
                          state["max_length"])
+
+
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Stops the run when the loss is not finite, before the checkpoint hook could save the
+    diverged state: the newest checkpoint in the work dir stays the last finite one. Every
+    rank learns of a NaN on any rank, so they all stop at the same iteration."""
+
+    priority = "ABOVE_NORMAL"  # before CheckpointHook (VERY_LOW) and PreemptionHook
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        import torch
+        from mmengine import dist
+
+        loss = (outputs or {}).get("loss")
+        if loss is None:
+            return
+        loss = torch.as_tensor(loss).detach().float().sum()
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+        if dist.get_world_size() > 1:
+            dist.all_reduce(bad, op="max")
+        if bad.item():
+            last = runner.message_hub.get_info("last_ckpt") or "none (no checkpoint yet)"
+            raise TrainingDiverged(f"loss is {loss.item()} at "
+                                   f"iteration {runner.iter + 1} of {runner.cfg.work_dir}; "
+                                   f"last finite checkpoint: {last}")

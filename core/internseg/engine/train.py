@@ -14,7 +14,8 @@ from mmengine.runner import FlexibleRunner
 
 from ..config import load_config
 from ..env import versions
-from ..io import atomic_path, save_torch
+from ..errors import InputError
+from ..io import atomic_path, check_writable, save_torch
 from .batching import apply_batch_plan, plan_batch, world_size_from_env
 from ..safe_load import verify_checkpoint
 from .resilience import InternSegRunner, latest_valid_checkpoint
@@ -112,6 +113,8 @@ def build_train_config(opts: TrainOptions) -> Config:
         if opts.load_from:
             verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
+    if opts.launcher != "none":
+        require_cuda_for_ranks(cfg, opts.config)
     if opts.launcher == "none":
         # one process: nothing to shard over
         cfg.pop("strategy", None)
@@ -125,6 +128,14 @@ def build_train_config(opts: TrainOptions) -> Config:
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
     return cfg
+
+
+def require_cuda_for_ranks(cfg: Config, config: str) -> None:
+    """Several ranks without CUDA work for sharded configs only (gloo, as the tests run
+    them); plain data parallelism uses NCCL, which needs GPUs."""
+    if not torch.cuda.is_available() and not cfg.get("strategy"):
+        raise InputError(f"{config}: several ranks (--gpus/--launcher) need CUDA GPUs, and "
+                         "this machine has none (only sharded configs run ranks on CPU)")
 
 
 def trainable_state(runner) -> dict:
@@ -156,6 +167,11 @@ def run_training(opts: TrainOptions):
 
     register_all()
     cfg = build_train_config(opts)
+    check_writable(cfg.work_dir, "work dir")
+    for what, out in (("--final-checkpoint", opts.final_checkpoint),
+                      ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out)):
+        if out:
+            check_writable(Path(out).parent, f"{what} folder")
     log.info("internseg train %s; versions %s", opts.config, versions())
     # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
     runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
