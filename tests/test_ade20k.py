@@ -437,14 +437,14 @@ def test_cli_success(good_zip, data_root, capsys):
     assert (data_root / f"{TOP}.manifest.json").is_file()
 
 
-def test_cli_data_error_returns_1_naming_the_file(tmp_path, data_root, capsys):
+def test_cli_data_error_returns_2_naming_the_file(tmp_path, data_root, capsys):
     bad = write_zip(tmp_path / "bad.zip", broken_entries())
     manifest = tmp_path / "m.json"
     rc = run_cli(["prepare-ade20k", "--source", str(bad), "--data-root", str(data_root),
                   "--train-count", "6", "--val-count", "2", "--manifest", str(manifest),
                   "--max-errors", "3", "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2
     assert err.startswith("prepare-ade20k: error:")
     assert "ADE_train_00000002.jpg: no label map" in err and "... and 4 more" in err
     assert "Traceback" not in err
@@ -454,7 +454,7 @@ def test_cli_data_error_returns_1_naming_the_file(tmp_path, data_root, capsys):
 def test_cli_missing_source(tmp_path, data_root, capsys):
     rc = run_cli(["prepare-ade20k", "--source", str(tmp_path / "nope.zip"),
                   "--data-root", str(data_root)])
-    assert rc == 1 and "nope.zip: source not found" in capsys.readouterr().err
+    assert rc == 2 and "nope.zip: source not found" in capsys.readouterr().err
 
 
 def test_module_import_is_light():

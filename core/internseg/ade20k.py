@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .argtypes import int_at_least
-from .errors import InputError
+from .errors import EXIT_INPUT, InputError
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -585,5 +585,5 @@ def cmd_prepare(args) -> int:
                        workers=args.workers, progress=not args.no_progress, report=print)
     except (DatasetError, OSError) as err:
         print(f"prepare-ade20k: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     return 0

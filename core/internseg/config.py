@@ -55,7 +55,11 @@ def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
     try:
         cfg = Config.fromfile(str(path))
     except SyntaxError as err:
-        raise InputError(f"{path}:{err.lineno}: {err.msg}") from None
+        raise InputError(f"{err.filename or path}:{err.lineno}: {err.msg}") from None
+    except Exception as err:
+        # a config is code: whatever stops it loading (a missing _base_, a NameError) is
+        # the file's problem, named with it
+        raise InputError(f"{path}: cannot load config ({type(err).__name__}: {err})") from None
     if "demo" in cfg:
         # applied once: a dumped config must reload as it ran, CLI overrides included
         shrink(cfg, **cfg.pop("demo"))

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from internseg.errors import InputError, MissingFileError
+from internseg.errors import EXIT_INPUT, InputError, MissingFileError
 from internseg.io import atomic_path, hash_file
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,6 @@ def _run_fetch(args) -> int:
         if args.filename not in msg:
             msg = f"{args.filename}: {msg}"
         print(f"internseg fetch: error: {msg}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     print(path)
     return 0

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from . import argtypes
 from .argtypes import int_at_least
-from .errors import InputError
+from .errors import EXIT_INPUT, InputError
 from .io import sha256_file, write_json, write_text
 
 TOTAL_TRAIN = 20210
@@ -216,7 +216,7 @@ def add_parser(subparsers) -> None:
 
 def _fail(command: str, err: Exception) -> int:
     print(f"{command}: error: {err}", file=sys.stderr)
-    return 1
+    return EXIT_INPUT
 
 
 def cmd_split(args) -> int:
@@ -234,7 +234,7 @@ def cmd_split(args) -> int:
                                      "seed_source": source, "count": len(chosen),
                                      "total": len(stems), "sha256": digest,
                                      "split": str(args.out)})
-    except (ValueError, OSError) as err:
+    except (InputError, OSError) as err:
         return _fail("split", err)
     print(f"1/{args.fraction}: {len(chosen)} of {len(stems)} training images "
           f"(seed {seed}, {source}) -> {args.out}")
@@ -244,7 +244,7 @@ def cmd_split(args) -> int:
 def cmd_seed_from_log(args) -> int:
     try:
         facts = seed_from_log(args.log, args.fraction, args.total)
-    except (ValueError, OSError) as err:
+    except (InputError, OSError) as err:
         return _fail("seed-from-log", err)
     if args.json:
         print(json.dumps({"log": str(args.log), **facts._asdict()}))
