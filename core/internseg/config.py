@@ -55,7 +55,8 @@ def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
     try:
         cfg = Config.fromfile(str(path))
     except SyntaxError as err:
-        raise InputError(f"{err.filename or path}:{err.lineno}: {err.msg}") from None
+        where = err.filename if err.filename and not err.filename.startswith("<") else path
+        raise InputError(f"{where}:{err.lineno}: {err.msg}") from None
     except Exception as err:
         # a config is code: whatever stops it loading (a missing _base_, a NameError) is
         # the file's problem, named with it
