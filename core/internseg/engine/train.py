@@ -113,8 +113,6 @@ def build_train_config(opts: TrainOptions) -> Config:
         if opts.load_from:
             verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
-    if opts.launcher != "none":
-        require_cuda_for_ranks(cfg, opts.config)
     if opts.launcher == "none":
         # one process: nothing to shard over
         cfg.pop("strategy", None)
@@ -167,6 +165,8 @@ def run_training(opts: TrainOptions):
 
     register_all()
     cfg = build_train_config(opts)
+    if opts.launcher != "none":
+        require_cuda_for_ranks(cfg, opts.config)
     check_writable(cfg.work_dir, "work dir")
     for what, out in (("--final-checkpoint", opts.final_checkpoint),
                       ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out)):
