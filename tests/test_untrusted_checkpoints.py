@@ -11,7 +11,8 @@ import torch
 from internseg import register_all
 from internseg.cli import main
 from internseg.engine.resilience import is_readable_checkpoint, latest_valid_checkpoint
-from internseg.safe_load import CheckpointError, UnsafeCheckpointError, safe_load
+from internseg.safe_load import (CheckpointError, UnsafeCheckpointError, safe_load,
+                                 verify_checkpoint)
 
 register_all()
 
@@ -124,7 +125,7 @@ def test_sharded_strategy_resume_refuses_a_planted_checkpoint(evil):
 
     path, marker = evil
     with pytest.raises(UnsafeCheckpointError, match=str(path)):
-        ShardedTrunkStrategy().load_checkpoint(str(path))
+        ShardedTrunkStrategy(work_dir=str(path.parent / "work")).load_checkpoint(str(path))
     assert not marker.exists()
 
 
@@ -165,6 +166,18 @@ def test_damage_inside_an_intact_zip_falls_back_to_an_older_checkpoint(tmp_path,
     assert not is_readable_checkpoint(tmp_path / "iter_4.pth")
     assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_2.pth"
     assert "iter_4.pth" in caplog.text and "CRC" in caplog.text
+
+
+def test_a_checkpoint_with_duplicate_zip_entries_is_unreadable(tmp_path):
+    """Which copy a reader takes is up to the reader: neither is trusted."""
+    path = tmp_path / "iter_4.pth"
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, path)
+    with zipfile.ZipFile(path) as zf:
+        name = next(n for n in zf.namelist() if "/data/" in n)
+    with zipfile.ZipFile(path, "a") as zf, pytest.warns(UserWarning, match="Duplicate"):
+        zf.writestr(name, torch.ones(4).numpy().tobytes())
+    with pytest.raises(CheckpointError, match=f"{path}: duplicate entries"):
+        verify_checkpoint(path)
 
 
 def test_a_planted_checkpoint_is_not_skipped_by_auto_resume(tmp_path):

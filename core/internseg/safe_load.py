@@ -14,13 +14,10 @@ reached through ``getattr``), is stored as plain tensors (:class:`PlainMessageHu
 
 from __future__ import annotations
 
-import logging
 import zipfile
 from pathlib import Path
 
 from .errors import InputError
-
-log = logging.getLogger("internseg")
 
 
 class CheckpointError(InputError):
