@@ -351,3 +351,17 @@ def test_cli_missing_remote_file_exits_2(hub, tmp_path, capsys):
     rc = run_cli(["fetch", "nope.pth", "--out", str(tmp_path / "nope.pth"), "--revision", COMMIT])
     assert rc == 2
     assert "nope.pth" in capsys.readouterr().err
+
+
+def test_cli_read_only_cache_is_one_line(hub, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    # /sys is read-only even for root, where a chmod'ed folder would still be writable
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", "/sys/internseg-test-cache")
+    from internseg.cli import main
+
+    rc = main(["fetch", NAME, "--out", str(tmp_path / NAME), "--repo-id", REPO,
+               "--revision", COMMIT, "--sha256", SHA])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "/sys/internseg-test-cache" in err[-1] and "Traceback" not in err, err
+    assert not (tmp_path / NAME).exists()
