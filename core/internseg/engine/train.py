@@ -16,8 +16,8 @@ from ..config import load_config
 from ..env import versions
 from ..errors import InputError
 from ..io import atomic_path, check_writable, save_torch
-from .batching import apply_batch_plan, plan_batch, world_size_from_env
 from ..safe_load import verify_checkpoint
+from .batching import apply_batch_plan, plan_batch, world_size_from_env
 from .resilience import InternSegRunner, latest_valid_checkpoint
 
 log = logging.getLogger("internseg")
