@@ -1,8 +1,22 @@
 # internseg: InternViT-6B on ADE20K (InternVL 1.0, Sec. 4.2.2), from weights to the table.
 # `snakemake --profile profiles/default all` runs the demo; `--config preset=paper` the paper.
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.20")
+
+
+# Snakemake's own message for a broken config file names neither file nor line.
+try:
+    with open("config.yaml") as _f:
+        yaml.safe_load(_f)
+except yaml.YAMLError as err:
+    _at = getattr(err, "problem_mark", None)
+    _opened = getattr(err, "context_mark", None)
+    _where = f"config.yaml:{_at.line + 1}:{_at.column + 1}" if _at else "config.yaml"
+    _context = f" ({err.context} at line {_opened.line + 1})" if _opened else ""
+    raise WorkflowError(f"{_where}: {getattr(err, 'problem', err)}{_context}") from None
 
 
 configfile: "config.yaml"

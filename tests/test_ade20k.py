@@ -132,18 +132,66 @@ def test_second_run_is_a_no_op(good_zip, data_root, monkeypatch):
 
     monkeypatch.setattr(ade20k, "extract_zip", forbidden)
     monkeypatch.setattr(ade20k, "validate_tree", forbidden)
-    monkeypatch.setattr(ade20k, "sha1_file", forbidden)
+    # the zip is hashed again: the tree is tied to the archive it came from
     second = prepare(good_zip, data_root, sha1=sha1(good_zip))
     assert second.action == "up-to-date"
     assert second.manifest == first.manifest
     assert manifest.stat().st_mtime_ns == before
 
 
-def test_no_sha1_warns_and_records_none(good_zip, data_root, caplog):
+def test_no_sha1_warns_and_records_the_zips(good_zip, data_root, caplog):
     with caplog.at_level(logging.WARNING, logger="internseg"):
         result = prepare(good_zip, data_root)
     assert "not verified" in caplog.text
-    assert result.manifest["source_sha1"] is None
+    assert result.manifest["source_sha1"] == sha1(good_zip)
+
+
+def test_a_changed_zip_is_extracted_again(good_zip, data_root, tmp_path):
+    prepare(good_zip, data_root)
+    entries = dataset_entries()
+    changed = f"{TOP}/images/training/ADE_train_00000003.jpg"
+    entries[changed] = _encode(np.full((6, 8, 3), 7, dtype=np.uint8), "JPEG")
+    write_zip(good_zip, entries)  # same path, new content
+    result = prepare(good_zip, data_root)
+    assert result.action == "re-extracted"
+    assert result.manifest["source_sha1"] == sha1(good_zip)
+    assert (data_root / TOP / changed.removeprefix(f"{TOP}/")).read_bytes() == entries[changed]
+    assert listing(data_root) == [TOP, f"{TOP}.manifest.json"]  # the old tree is gone
+    assert prepare(good_zip, data_root).action == "up-to-date"
+
+
+def test_a_wrong_sha1_is_checked_on_a_prepared_tree(good_zip, data_root):
+    prepare(good_zip, data_root)
+    with pytest.raises(DatasetError, match=f"{good_zip}: SHA-1 mismatch"):
+        prepare(good_zip, data_root, sha1="1" * 40)
+
+
+def test_a_half_jpeg_fails_validation(tmp_path, data_root):
+    entries = dataset_entries()
+    cut = f"{TOP}/images/validation/ADE_val_00000002.jpg"
+    # big enough that the first half holds the whole header: only decoding finds the cut
+    whole = image_bytes(w=64, h=48)
+    entries[cut] = whole[: len(whole) // 2]
+    entries[cut.replace("images", "annotations").replace(".jpg", ".png")] = label_bytes(64, 48)
+    archive = write_zip(tmp_path / "cut.zip", entries)
+    with pytest.raises(DatasetError, match="ADE_val_00000002.jpg: unreadable image"):
+        prepare(archive, data_root)
+
+
+def test_validation_reports_throughput(good_zip, data_root):
+    lines = []
+    prepare(good_zip, data_root, report=lines.append)
+    assert any(line.startswith("validated 16 files") and "files/s" in line for line in lines)
+
+
+def test_duplicate_zip_entries_are_refused(tmp_path, data_root):
+    archive = write_zip(tmp_path / "dup.zip", dataset_entries())
+    name = f"{TOP}/images/training/ADE_train_00000001.jpg"
+    with zipfile.ZipFile(archive, "a") as zf, pytest.warns(UserWarning, match="Duplicate"):
+        zf.writestr(name, image_bytes())
+    with pytest.raises(DatasetError, match=f"(?s)duplicate entries.*{name}"):
+        prepare(archive, data_root)
+    assert listing(data_root) == []
 
 
 def test_sha1_file_matches_hashlib(good_zip):
@@ -367,10 +415,6 @@ def test_tree_changed_after_manifest_is_noticed(good_zip, data_root):
         prepare(good_zip, data_root)
 
 
-def test_manifest_from_another_archive_is_an_error(good_zip, data_root):
-    prepare(good_zip, data_root, sha1=sha1(good_zip))
-    with pytest.raises(DatasetError, match="prepared from an archive"):
-        prepare(good_zip, data_root, sha1="1" * 40)
 
 
 # ---------------------------------------------------------------- CLI
@@ -393,14 +437,14 @@ def test_cli_success(good_zip, data_root, capsys):
     assert (data_root / f"{TOP}.manifest.json").is_file()
 
 
-def test_cli_data_error_returns_1_naming_the_file(tmp_path, data_root, capsys):
+def test_cli_data_error_returns_2_naming_the_file(tmp_path, data_root, capsys):
     bad = write_zip(tmp_path / "bad.zip", broken_entries())
     manifest = tmp_path / "m.json"
     rc = run_cli(["prepare-ade20k", "--source", str(bad), "--data-root", str(data_root),
                   "--train-count", "6", "--val-count", "2", "--manifest", str(manifest),
                   "--max-errors", "3", "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2
     assert err.startswith("prepare-ade20k: error:")
     assert "ADE_train_00000002.jpg: no label map" in err and "... and 4 more" in err
     assert "Traceback" not in err
@@ -410,7 +454,7 @@ def test_cli_data_error_returns_1_naming_the_file(tmp_path, data_root, capsys):
 def test_cli_missing_source(tmp_path, data_root, capsys):
     rc = run_cli(["prepare-ade20k", "--source", str(tmp_path / "nope.zip"),
                   "--data-root", str(data_root)])
-    assert rc == 1 and "nope.zip: source not found" in capsys.readouterr().err
+    assert rc == 2 and "nope.zip: source not found" in capsys.readouterr().err
 
 
 def test_module_import_is_light():

@@ -1,6 +1,7 @@
 import pytest
 
 from internseg.config import config_path, experiments, load_config, shrink
+from internseg.errors import InputError
 
 PAPER = experiments("paper")
 
@@ -98,7 +99,7 @@ def test_demo_config_keeps_structure_and_shrinks(name):
 
 def test_shrink_rejects_unknown_setting():
     cfg = load_config("paper/fewshot_1of16")
-    with pytest.raises(KeyError, match="widht"):
+    with pytest.raises(InputError, match="widht"):
         shrink(cfg, out_indices=[3], max_iters=10, widht=3)
 
 

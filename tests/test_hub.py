@@ -232,7 +232,7 @@ def test_offline_without_cache_fails_cleanly(hf_env, tmp_path, monkeypatch, caps
     with pytest.raises(FileNotFoundError):
         fetch(tmp_path / NAME)
     assert not (tmp_path / NAME).exists()
-    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--revision", COMMIT]) == 1
+    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--revision", COMMIT]) == 2
     assert f"error: {NAME}:" in capsys.readouterr().err
 
 
@@ -333,24 +333,38 @@ def test_cli_fetch(hub, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(dest)
 
 
-def test_cli_checksum_mismatch_exits_1(hub, tmp_path, capsys):
+def test_cli_checksum_mismatch_exits_2(hub, tmp_path, capsys):
     dest = tmp_path / NAME
     rc = run_cli(["fetch", NAME, "--out", str(dest), "--revision", COMMIT, "--sha256", "f" * 64])
-    assert rc == 1
+    assert rc == 2
     err = capsys.readouterr().err
     assert NAME in err and "sha256" in err and "Traceback" not in err
     assert not dest.exists()
 
 
-def test_cli_missing_local_file_and_branch_exit_1(hf_env, tmp_path, capsys):
+def test_cli_missing_local_file_and_branch_exit_2(hf_env, tmp_path, capsys):
     pre = tmp_path / "pre"
-    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--local-dir", str(pre)]) == 1
+    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--local-dir", str(pre)]) == 2
     assert str(pre / NAME) in capsys.readouterr().err
-    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--revision", "main"]) == 1
+    assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--revision", "main"]) == 2
     assert "'main'" in capsys.readouterr().err
 
 
-def test_cli_missing_remote_file_exits_1(hub, tmp_path, capsys):
+def test_cli_missing_remote_file_exits_2(hub, tmp_path, capsys):
     rc = run_cli(["fetch", "nope.pth", "--out", str(tmp_path / "nope.pth"), "--revision", COMMIT])
-    assert rc == 1
+    assert rc == 2
     assert "nope.pth" in capsys.readouterr().err
+
+
+def test_cli_read_only_cache_is_one_line(hub, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    # /sys is read-only even for root, where a chmod'ed folder would still be writable
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", "/sys/internseg-test-cache")
+    from internseg.cli import main
+
+    rc = main(["fetch", NAME, "--out", str(tmp_path / NAME), "--repo-id", REPO,
+               "--revision", COMMIT, "--sha256", SHA])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "/sys/internseg-test-cache" in err[-1] and "Traceback" not in err, err
+    assert not (tmp_path / NAME).exists()

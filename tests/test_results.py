@@ -46,18 +46,46 @@ def test_paper_pairs_parse_and_reject_garbage():
         parse_pairs(["a="], "--published-log", str, "PATH")
 
 
-def test_aggregate_names_the_broken_run(tmp_path, capsys):
+def aggregate_one(tmp_path, metrics_text, config=None):
     run = tmp_path / "runs" / "fewshot_1of16"
     run.mkdir(parents=True)
-    (run / "config.py").write_text('_base_ = ["../paper/fewshot_1of16.py"]\n')
-    (run / "metrics.json").write_text("{not json")
+    config = config or f'_base_ = ["{config_path("paper", "fewshot_1of16")}"]\n'
+    (run / "config.py").write_text(config)
+    (run / "metrics.json").write_text(metrics_text)
     (run / "split.json").write_text(json.dumps({"count": 6, "fraction": 16}))
     code = main(["aggregate", str(run), "--csv", str(tmp_path / "t.csv"),
                  "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
                  str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
-    assert code == 1
+    return code, run
+
+
+def test_aggregate_names_the_broken_run(tmp_path, capsys):
+    code, run = aggregate_one(tmp_path, "{not json")
+    assert code == 2
     assert "fewshot_1of16" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("metrics,problem", [
+    ('{"mIoU": NaN, "mAcc": 1.0, "aAcc": 2.0}', "mIoU is nan"),
+    ('{"mIoU": 40.0, "mAcc": Infinity, "aAcc": 2.0}', "mAcc is inf"),
+    ('{"mAcc": 1.0, "aAcc": 2.0}', "mIoU missing"),
+    ('{"mIoU": null, "mAcc": 1.0, "aAcc": 2.0}', "mIoU missing"),
+    ('[40.0]', "JSON object"),
+])
+def test_aggregate_refuses_a_metrics_file_without_a_finite_miou(tmp_path, capsys, metrics,
+                                                                 problem):
+    """"–" in the table means "not measured"; a NaN or missing mIoU must not become one."""
+    code, run = aggregate_one(tmp_path, metrics)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and str(run / "metrics.json") in line and problem in line, line
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_aggregate_names_a_config_with_a_missing_base(tmp_path, capsys):
+    code, run = aggregate_one(tmp_path, "{}", config='_base_ = ["../nope.py"]\n')
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and str(run / "config.py") in line and "nope.py" in line, line
 
 
 def test_fraction_plot_without_few_shot_rows_still_writes(tmp_path):

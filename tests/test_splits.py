@@ -233,29 +233,29 @@ def test_cli_split_fraction_one_without_seed_keeps_all(manifest, tmp_path):
     assert facts["seed"] is None and facts["seed_source"] == "none" and facts["count"] == 20210
 
 
-def test_cli_split_log_count_mismatch_returns_1(manifest, tmp_path, capsys):
+def test_cli_split_log_count_mismatch_returns_2(manifest, tmp_path, capsys):
     log = tmp_path / "run.log"
     log.write_text(LOG)
     out = tmp_path / "1of4.txt"
     rc = run_cli(["split", "--manifest", str(manifest), "--fraction", "4",
                   "--seed-from-log", str(log), "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 1 and str(log) in err and "5052" in err
+    assert rc == 2 and str(log) in err and "5052" in err
     assert not out.exists()
 
 
-def test_cli_split_few_shot_without_seed_returns_1(manifest, tmp_path, capsys):
+def test_cli_split_few_shot_without_seed_returns_2(manifest, tmp_path, capsys):
     rc = run_cli(["split", "--manifest", str(manifest), "--fraction", "16",
                   "--out", str(tmp_path / "x.txt")])
-    assert rc == 1 and "needs a seed" in capsys.readouterr().err
+    assert rc == 2 and "needs a seed" in capsys.readouterr().err
 
 
-def test_cli_split_invalid_manifest_returns_1(tmp_path, capsys):
+def test_cli_split_invalid_manifest_returns_2(tmp_path, capsys):
     bad = tmp_path / "m.json"
     write_json(bad, {"valid": False, "train_stems": ["a"]})
     rc = run_cli(["split", "--manifest", str(bad), "--fraction", "1",
                   "--out", str(tmp_path / "x.txt")])
-    assert rc == 1 and f"{bad}: not a valid ADE20K manifest" in capsys.readouterr().err
+    assert rc == 2 and f"{bad}: not a valid ADE20K manifest" in capsys.readouterr().err
 
 
 def test_cli_seed_and_log_are_exclusive(manifest, tmp_path):
@@ -277,10 +277,10 @@ def test_cli_seed_from_log(tmp_path, capsys):
 def test_cli_seed_from_log_errors_return_1(tmp_path, capsys):
     log = tmp_path / "run.log"
     log.write_text(LOG)
-    assert run_cli(["seed-from-log", str(log), "--fraction", "8"]) == 1
+    assert run_cli(["seed-from-log", str(log), "--fraction", "8"]) == 2
     assert "2526" in capsys.readouterr().err
     log.write_text("nothing here\n")
-    assert run_cli(["seed-from-log", str(log)]) == 1
+    assert run_cli(["seed-from-log", str(log)]) == 2
     assert f"{log}: no 'Set random seed" in capsys.readouterr().err
 
 

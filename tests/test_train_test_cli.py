@@ -117,15 +117,18 @@ def test_syncbn_becomes_bn_without_launcher_or_gpus(monkeypatch):
 
 
 def test_bad_config_path_is_a_clear_error(capsys):
-    assert main(["train", "demo/fewshot_1of3"]) == 1
+    assert main(["train", "demo/fewshot_1of3"]) == 2
     assert "fewshot_1of3" in capsys.readouterr().err
 
 
 def test_auto_resume_prefers_work_dir_checkpoint_over_load_from(tmp_path):
-    opts = dict(config="demo/fewshot_1of16", work_dir=str(tmp_path), load_from="init.pth",
+    init = str(tmp_path / "init" / "init.pth")
+    (tmp_path / "init").mkdir()
+    torch.save({"state_dict": {}}, init)
+    opts = dict(config="demo/fewshot_1of16", work_dir=str(tmp_path), load_from=init,
                 auto_resume=True)
     fresh = build_train_config(TrainOptions(**opts))
-    assert (fresh.resume, fresh.load_from) == (False, "init.pth")
+    assert (fresh.resume, fresh.load_from) == (False, init)
     torch.save({"state_dict": {}}, tmp_path / "iter_3.pth")
     resumed = build_train_config(TrainOptions(**opts))
     assert (resumed.resume, resumed.load_from) == (True, str(tmp_path / "iter_3.pth"))

@@ -42,6 +42,32 @@ def test_bad_config_stops_with_its_name(tmp_path, override, named):
     assert named in result.stderr + result.stdout
 
 
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    copy = workflow_copy(tmp_path)
+    text = (copy / "config.yaml").read_text().splitlines()
+    first_key = next(i for i, line in enumerate(text) if line.startswith("run:"))
+    text[first_key] = "run: [fewshot_1of16, linear_probing"  # bracket never closed
+    (copy / "config.yaml").write_text("\n".join(text) + "\n")
+    result = snakemake(copy, "-n")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert f"while parsing a flow sequence at line {first_key + 1}" in out, out[-2000:]
+    assert "config.yaml:" in out
+
+
+def test_a_run_without_an_experiment_entry_is_named(tmp_path):
+    import yaml
+
+    copy = workflow_copy(tmp_path)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    del cfg["experiments"]["fewshot_1of8"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(copy, "-n", "--config", "run=[fewshot_1of8]")
+    assert result.returncode != 0
+    assert "run lists fewshot_1of8, which have no entry under experiments" in (
+        result.stdout + result.stderr)
+
+
 def test_unpinned_hub_revision_is_refused_by_the_schema(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "hub={'revision': 'main'}")
     assert result.returncode != 0

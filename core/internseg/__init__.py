@@ -4,7 +4,10 @@ __version__ = "0.1.0"
 
 
 def register_all() -> None:
-    """Import the modules whose import registers models, hooks, metrics and constructors."""
-    from . import models  # noqa: F401
+    """Import the modules whose import registers models, hooks, metrics and constructors, and
+    make every checkpoint mmengine loads for us a weights-only load."""
+    from . import models, safe_load  # noqa: F401
     from .engine import (batching, hooks, identity, layer_decay, metrics,  # noqa: F401
                          resilience, sharding)
+
+    safe_load.install()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .argtypes import int_at_least
+from .errors import EXIT_INPUT, InputError
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -50,7 +51,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 Report = Callable[[str], None]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """An ADE20K source or tree that cannot be used; the message names the file and problem."""
 
 
@@ -65,7 +66,7 @@ class TreeFacts(NamedTuple):
 
 class Prepared(NamedTuple):
     manifest: dict
-    action: str  # "up-to-date" | "extracted" | "validated-in-place" | "linked"
+    action: str  # "up-to-date" | "extracted" | "re-extracted" | "validated-in-place" | "linked"
 
 
 # ---------------------------------------------------------------- checksums
@@ -91,18 +92,17 @@ def normalize_sha1(value: str | None) -> str | None:
     return value
 
 
-def check_sha1(path: str | Path, expected: str | None, progress: bool = True) -> str | None:
-    """Verify ``path`` against ``expected``; None skips the (slow) hash with a warning.
+def check_sha1(path: str | Path, expected: str | None, progress: bool = True) -> str:
+    """The SHA-1 of ``path``, verified against ``expected`` when given (a warning when not).
 
-    Returns the actual SHA-1, or None when skipped.
+    Always computed: the prepared tree is tied to the archive it came from by this digest.
     """
     expected = normalize_sha1(expected)
-    if expected is None:
-        log.warning("%s: no expected SHA-1 given, archive not verified (the official "
-                    "ADEChallengeData2016.zip has %s)", path, EXPECTED_SHA1)
-        return None
     actual = sha1_file(path, progress=progress)
-    if actual != expected:
+    if expected is None:
+        log.warning("%s: no expected SHA-1 given, archive not verified (SHA-1 %s; the "
+                    "official ADEChallengeData2016.zip has %s)", path, actual, EXPECTED_SHA1)
+    elif actual != expected:
         raise DatasetError(f"{path}: SHA-1 mismatch: expected {expected}, actual {actual}")
     return actual
 
@@ -179,6 +179,15 @@ def extract_zip(zip_path: Path, data_root: Path, *, progress: bool = True,
         raise DatasetError(f"{zip_path}: not a readable zip archive ({err})") from None
     with zf:
         infos = zf.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            seen, dupes = set(), []
+            for name in names:
+                if name in seen and name not in dupes:
+                    dupes.append(name)
+                seen.add(name)
+            raise DatasetError(format_problems(f"{zip_path}: duplicate entries (which copy is "
+                                               "meant is ambiguous)", dupes, MAX_ERRORS))
         refused = unsafe_entries(infos)
         if refused:
             raise DatasetError(format_problems(f"{zip_path}: refusing to extract", refused,
@@ -241,7 +250,8 @@ def _list_files(folder: Path, suffix: str) -> tuple[dict[str, int], list[str]]:
 def check_pair(root: Path, image: str, label: str) -> list[str]:
     """Problems of one image/label pair (paths relative to ``root``).
 
-    The image is only opened for its header; the label map is decoded, since its values matter.
+    Both are decoded in full: a JPEG cut short has an intact header and fails only when its
+    pixels are read.
     """
     import numpy as np
     from PIL import Image
@@ -250,6 +260,7 @@ def check_pair(root: Path, image: str, label: str) -> list[str]:
     try:
         with Image.open(root / image) as im:
             image_size = im.size
+            im.load()
     except Exception as err:  # PIL raises many types for a broken file
         return [f"{image}: unreadable image ({err})"]
     try:
@@ -377,8 +388,7 @@ def _listed_stems(root: Path, kind: str, split: str, suffix: str) -> list[str] |
         return None
 
 
-def _current_manifest(path: Path, root: Path, train_count: int, val_count: int,
-                      sha1: str | None) -> dict | None:
+def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) -> dict | None:
     """The manifest at ``path`` if it still describes ``root``; else None.
 
     Only the file names are re-listed (cheap), not re-decoded: this is the no-op path of a rerun.
@@ -395,10 +405,6 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int,
             and manifest.get("train_count") == train_count
             and manifest.get("val_count") == val_count and root.is_dir()):
         return None
-    recorded = manifest.get("source_sha1")
-    if sha1 is not None and recorded is not None and recorded != sha1:
-        raise DatasetError(f"{root} was prepared from an archive with SHA-1 {recorded}, "
-                           f"not {sha1} (manifest {path}); remove both to prepare it again")
     for split, key in SPLITS:
         want = manifest.get(f"{key}_stems_sha256")
         for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
@@ -462,7 +468,20 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
     with _locked(data_root):
         for stale in remove_stale_partials(data_root):
             report(f"removed {stale}, left by an interrupted run")
-        manifest = _current_manifest(manifest_path, target, train_count, val_count, sha1)
+        manifest = _current_manifest(manifest_path, target, train_count, val_count)
+        actual = None
+        if source.is_file():
+            # a given --sha1 is always checked, and the tree must come from this very zip
+            actual = check_sha1(source, sha1, progress=progress)
+            if manifest is not None and manifest.get("source_kind") != "zip":
+                # a tree the user made or pointed to: theirs, never replaced
+                log.warning("%s was not extracted from %s but validated as found (from %s); "
+                            "remove it and %s to extract the zip", target, source.name,
+                            manifest.get("source"), manifest_path.name)
+            elif manifest is not None and manifest.get("source_sha1") != actual:
+                report(f"{target} was extracted from an archive with SHA-1 "
+                       f"{manifest.get('source_sha1')}; {source} has {actual}: extracting again")
+                return _replace_from_zip(source, actual, target, manifest_path, checks)
         if manifest is not None:
             report(f"{target}: up to date (manifest {manifest_path})")
             return Prepared(manifest, "up-to-date")
@@ -492,7 +511,6 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
             manifest = build_manifest(target, target, "folder", None, facts)
             action = "validated-in-place"
         else:
-            actual = check_sha1(source, sha1, progress=progress)
             extracted = extract_zip(source, data_root, progress=progress, report=report)
             try:
                 facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
@@ -505,6 +523,30 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
     report(f"{target}: {action}; {manifest['train_count']} training and "
            f"{manifest['val_count']} validation pairs; manifest {manifest_path}")
     return Prepared(manifest, action)
+
+
+def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Path,
+                      checks: dict) -> Prepared:
+    """Extract and validate ``source`` beside the stale ``target``, then swap them. The stale
+    manifest goes first: a run killed midway leaves no manifest that vouches for either tree,
+    and the next run's partial-folder cleanup removes the leftovers."""
+    data_root = target.parent
+    report = checks["report"]
+    extracted = extract_zip(source, data_root, progress=checks["progress"], report=report)
+    try:
+        facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
+        manifest_path.unlink(missing_ok=True)
+        old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-", dir=data_root))
+        os.rename(target, old / TOP)
+        os.rename(extracted, target)
+        _discard(old)
+    finally:
+        _discard(extracted.parent)
+    manifest = build_manifest(target, source, "zip", actual, facts)
+    write_json(manifest_path, manifest)
+    report(f"{target}: re-extracted; {manifest['train_count']} training and "
+           f"{manifest['val_count']} validation pairs; manifest {manifest_path}")
+    return Prepared(manifest, "re-extracted")
 
 
 # ---------------------------------------------------------------- CLI
@@ -543,5 +585,5 @@ def cmd_prepare(args) -> int:
                        workers=args.workers, progress=not args.no_progress, report=print)
     except (DatasetError, OSError) as err:
         print(f"prepare-ade20k: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     return 0

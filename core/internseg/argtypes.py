@@ -15,3 +15,12 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its error
     return parse
+
+
+def seed(text: str) -> int:
+    """A seed numpy accepts (0 .. 2**32 - 1). Python's random would take a negative one and
+    silently use its absolute value, so -1 and 1 would draw the same subset."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {value}")
+    return value

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import ade20k, hub, plan, splits
+from . import ade20k, argtypes, hub, plan, splits
+from .errors import EXIT_INPUT, InputError
 
 log = logging.getLogger("internseg")
 
@@ -33,7 +34,7 @@ def add_train(sub) -> None:
     p.add_argument("--auto-resume", action="store_true",
                    help="resume from the latest checkpoint in the work dir, if any")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=argtypes.seed)
     p.add_argument("--seed-record", help="split.json from `internseg split`: train with the "
                    "seed its subset was drawn with, as the original runs did")
     p.add_argument("--deterministic", action="store_true")
@@ -59,9 +60,14 @@ def cmd_train(args) -> int:
 
 
 def train_in_this_process(args) -> int:
+    from .config import load_config
     from .engine.launch import launch_command
-    from .engine.train import TrainOptions, configure_threads, run_training
+    from .engine.train import (TrainOptions, configure_threads, require_cuda_for_ranks,
+                               run_training)
 
+    if args.gpus > 1 and args.launcher == "none":
+        # before the ranks start: each would fail on its own, with a traceback
+        require_cuda_for_ranks(load_config(args.config, args.cfg_options), args.config)
     command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
                              os.environ)
     if command:
@@ -70,10 +76,20 @@ def train_in_this_process(args) -> int:
 
     configure_threads(args.threads)
     if args.seed is None and args.seed_record:
-        args.seed = json.loads(Path(args.seed_record).read_text()).get("seed")
+        args.seed = read_seed_record(args.seed_record)
     fields = TrainOptions.__dataclass_fields__
     run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
     return 0
+
+
+def read_seed_record(path: str) -> int | None:
+    try:
+        seed = json.loads(Path(path).read_text()).get("seed")
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"--seed-record {path}: not a readable split record ({err})") from None
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise InputError(f"--seed-record {path}: seed {seed!r} is not an integer >= 0")
+    return seed
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:
@@ -106,8 +122,10 @@ def add_test(sub) -> None:
 def cmd_test(args) -> int:
     from .engine.evaluate import run_test
     from .engine.train import configure_threads
+    from .io import check_writable
 
     configure_threads(args.threads)
+    check_writable(Path(args.out).parent, "--out folder")
     result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
                       pretrained=args.pretrained, work_dir=args.work_dir,
                       launcher=args.launcher, cfg_options=args.cfg_options)
@@ -182,7 +200,7 @@ def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float,
                 raise ValueError(pair)
             out[name] = convert(value)
         except ValueError:
-            raise ValueError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
+            raise InputError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
     return out
 
 
@@ -232,9 +250,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except InputError as err:
+        # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    except PermissionError as err:
+        # a folder we were told to write to (work, output, cache) is read-only
+        if not err.filename:
+            raise
+        print(f"internseg {args.command}: error: {err.filename}: not writable "
+              f"({err.strerror})", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

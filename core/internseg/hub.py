@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from internseg.errors import EXIT_INPUT, InputError, MissingFileError
 from internseg.io import atomic_path, hash_file, write_text
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InputError):
     """The fetched file is not the pinned one."""
 
     def __init__(self, filename: str, check: str, expected, actual):
@@ -32,7 +33,7 @@ class ChecksumError(ValueError):
         self.filename, self.check, self.expected, self.actual = filename, check, expected, actual
 
 
-class PinError(ValueError):
+class PinError(InputError):
     """A revision or checksum that cannot pin a file reproducibly."""
 
 
@@ -92,7 +93,7 @@ def fetch_file(
     if local_dir is not None:
         src = Path(local_dir) / filename
         if not src.is_file():
-            raise FileNotFoundError(f"{filename}: not found in local dir: {src}")
+            raise MissingFileError(f"{filename}: not found in local dir: {src}")
         # A bad file in the user's own folder is reported, not deleted: it is theirs.
         actual = _verify(src, filename, sha256, size)
     else:
@@ -206,6 +207,6 @@ def _run_fetch(args) -> int:
         if args.filename not in msg:
             msg = f"{args.filename}: {msg}"
         print(f"internseg fetch: error: {msg}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     print(path)
     return 0

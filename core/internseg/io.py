@@ -32,6 +32,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and make sure a file can be written in it, so that a
+    read-only work, output or cache folder fails at the start, not after hours of work."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"{what} {folder}: not writable ({err.strerror or err})") from None
+    return folder
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

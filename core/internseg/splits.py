@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from . import argtypes
 from .argtypes import int_at_least
+from .errors import EXIT_INPUT, InputError
 from .io import sha256_file, write_json, write_text
 
 TOTAL_TRAIN = 20210
@@ -26,7 +28,7 @@ _SEED_LINE = re.compile(r"Set random seed to (-?\d+), deterministic: (True|False
 _SELECT_LINE = re.compile(r"Randomly select (\d+) images\b")
 
 
-class SplitError(ValueError):
+class SplitError(InputError):
     """A split, manifest or log that cannot be used; the message names the file."""
 
 
@@ -46,7 +48,7 @@ def subset_size(total: int, fraction: int) -> int:
 
 def _check_fraction(fraction) -> None:
     if isinstance(fraction, bool) or not isinstance(fraction, int) or fraction < 1:
-        raise ValueError(f"fraction must be an integer >= 1 (1/N of the data), got {fraction!r}")
+        raise InputError(f"fraction must be an integer >= 1 (1/N of the data), got {fraction!r}")
 
 
 def few_shot_subset(stems: Iterable[str], fraction: int, seed: int | None) -> list[str]:
@@ -60,14 +62,17 @@ def few_shot_subset(stems: Iterable[str], fraction: int, seed: int | None) -> li
     names = sorted(stems)
     if len(set(names)) != len(names):
         dupes = sorted({n for a, n in zip(names, names[1:]) if a == n})
-        raise ValueError(f"duplicate stems: {', '.join(dupes[:5])}")
+        raise InputError(f"duplicate stems: {', '.join(dupes[:5])}")
     if seed is None:
         if fraction != 1:
-            raise ValueError(f"a 1/{fraction} subset needs a seed")
+            raise InputError(f"a 1/{fraction} subset needs a seed")
         return names
+    if not 0 <= seed < 2**32:
+        # random.Random(-s) is random.Random(s): two seeds would draw one subset
+        raise InputError(f"seed must be in 0..{2**32 - 1}, got {seed}")
     keep = len(names) // fraction
     if keep == 0:
-        raise ValueError(f"1/{fraction} of {len(names)} stems selects no image")
+        raise InputError(f"1/{fraction} of {len(names)} stems selects no image")
     random.Random(seed).shuffle(names)
     return names[:keep]
 
@@ -191,7 +196,7 @@ def add_parser(subparsers) -> None:
                    help="manifest JSON from prepare-ade20k (its train_stems)")
     p.add_argument("--fraction", required=True, type=int_at_least(1), help="N of 1/N")
     seed = p.add_mutually_exclusive_group()
-    seed.add_argument("--seed", type=int, help="seed from the config")
+    seed.add_argument("--seed", type=argtypes.seed, help="seed from the config")
     seed.add_argument("--seed-from-log", type=Path, metavar="LOG",
                       help="published training log holding 'Set random seed to <N>'")
     p.add_argument("--out", required=True, type=Path, help="split file to write")
@@ -211,7 +216,7 @@ def add_parser(subparsers) -> None:
 
 def _fail(command: str, err: Exception) -> int:
     print(f"{command}: error: {err}", file=sys.stderr)
-    return 1
+    return EXIT_INPUT
 
 
 def cmd_split(args) -> int:
@@ -229,7 +234,7 @@ def cmd_split(args) -> int:
                                      "seed_source": source, "count": len(chosen),
                                      "total": len(stems), "sha256": digest,
                                      "split": str(args.out)})
-    except (ValueError, OSError) as err:
+    except (InputError, OSError) as err:
         return _fail("split", err)
     print(f"1/{args.fraction}: {len(chosen)} of {len(stems)} training images "
           f"(seed {seed}, {source}) -> {args.out}")
@@ -239,7 +244,7 @@ def cmd_split(args) -> int:
 def cmd_seed_from_log(args) -> int:
     try:
         facts = seed_from_log(args.log, args.fraction, args.total)
-    except (ValueError, OSError) as err:
+    except (InputError, OSError) as err:
         return _fail("seed-from-log", err)
     if args.json:
         print(json.dumps({"log": str(args.log), **facts._asdict()}))

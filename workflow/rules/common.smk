@@ -2,9 +2,16 @@
 # does the work, the rules only say what goes in and out.
 import os
 
+from snakemake.exceptions import WorkflowError
+
 PRESET = config["preset"]
 SETTINGS = config["presets"][PRESET]
 RUN = config["run"]
+_no_entry = [e for e in RUN if e not in config["experiments"]]
+if _no_entry:
+    raise WorkflowError(
+        f"config.yaml: run lists {', '.join(_no_entry)}, which have no entry under experiments"
+    )
 RES = f"resources/{PRESET}"
 WEIGHTS = f"{RES}/weights/intern_vit_6b_224px.pth"
 DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"

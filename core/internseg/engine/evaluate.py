@@ -35,6 +35,11 @@ def load_segmentor_weights(model, path: str | Path) -> None:
     file, loaded by ``init_weights``; anything else missing is an error.
     """
     state = rename_released_keys(load_checkpoint_file(path))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        # its predictions would be one class everywhere: an mIoU near 0 that looks measured
+        raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or inf, e.g. "
+                              f"{', '.join(broken[:3])}")
     has_trunk = any(k.startswith("backbone.") for k in state)
     if not has_trunk:
         if not getattr(model.backbone, "pretrained", None):
@@ -57,6 +62,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     from mmengine.runner import Runner
 
     from .. import register_all
+    from ..results.table import check_metrics
     from .metrics import PerClassIoUMetric
 
     register_all()
@@ -70,6 +76,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
 
     metric = next(m for m in runner.test_evaluator.metrics
                   if isinstance(m, PerClassIoUMetric))
+    check_metrics(metric.last_summary, f"evaluation of {checkpoint}")
     result = dict(
         config=str(config),
         checkpoint=str(checkpoint),

@@ -27,6 +27,7 @@ from mmengine.hooks import Hook
 
 from mmseg.registry import HOOKS
 
+from ..errors import InputError, MissingFileError
 from ..io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -43,7 +44,7 @@ OBSERVING_HOOKS = {"PreemptionHook", "RunIdentityHook", "GatheredValidationHook"
 SETTLE_TIMEOUT_S = 600
 
 
-class WorkDirBusy(ValueError):
+class WorkDirBusy(InputError):
     """Another trainer holds the work dir."""
 
 
@@ -85,7 +86,7 @@ def verified_split_sha256(path: str | Path) -> str:
     if sidecar.is_file():
         recorded = sidecar.read_text().split()
         if not recorded or recorded[0] != actual:
-            raise ValueError(f"{path}: sha256 {actual} does not match {sidecar} "
+            raise InputError(f"{path}: sha256 {actual} does not match {sidecar} "
                              f"({recorded[0] if recorded else 'empty'}); the split changed "
                              f"after it was written")
     return actual
@@ -110,7 +111,7 @@ def identity_components(cfg, *, split: str | None, pretrained: str | None,
 
 def existing(path: str | Path, what: str) -> Path:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     return Path(path)
 
 
@@ -130,7 +131,7 @@ def read_identity(work_dir: str | Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise InputError(f"{path}: not valid JSON ({err})") from None
 
 
 def holds_a_run(work_dir: Path) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import zipfile
 from pathlib import Path
 
 from mmengine.hooks import Hook
@@ -18,6 +17,7 @@ from mmseg.registry import HOOKS, RUNNERS
 
 from ..io import atomic_path, write_text
 from .stops import STOP_SIGNALS, early_stops
+from ..safe_load import CheckpointError, UnsafeCheckpointError, verify_checkpoint
 
 log = logging.getLogger("internseg")
 
@@ -38,26 +38,34 @@ class InternSegRunner(Runner):
 
 
 def is_readable_checkpoint(path: Path) -> bool:
-    """A torch checkpoint is a zip whose directory sits at the end: a truncated or
-    overwritten file fails to open. Cheap (no tensor is read), so fine for 70 GB files."""
+    """Whether ``path`` is a complete checkpoint that loads safely (see
+    :func:`~internseg.safe_load.verify_checkpoint`: pickle and every entry's CRC-32, so a
+    file damaged inside an intact zip directory is caught too)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            return any(name.endswith("data.pkl") for name in zf.namelist())
-    except (OSError, zipfile.BadZipFile):
+        verify_checkpoint(path)
+    except CheckpointError:
         return False
+    return True
 
 
 def latest_valid_checkpoint(work_dir: str | Path) -> Path | None:
-    """The newest ``iter_N.pth`` in ``work_dir`` that is readable; older ones are fallbacks."""
+    """The newest ``iter_N.pth`` in ``work_dir`` that is complete and loads safely; a damaged
+    one (killed writer, bad disk) is skipped with a warning in favour of an older one. One
+    that a weights-only load refuses is an error: it was put there, not broken by a crash."""
     found = []
     for path in Path(work_dir).glob("iter_*.pth"):
         match = CHECKPOINT_NAME.match(path.name)
         if match:
             found.append((int(match.group(1)), path))
     for _, path in sorted(found, reverse=True):
-        if is_readable_checkpoint(path):
-            return path
-        log.warning("checkpoint %s is unreadable; falling back to an earlier one", path)
+        try:
+            verify_checkpoint(path)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as err:
+            log.warning("%s; falling back to an earlier checkpoint", err)
+            continue
+        return path
     return None
 
 

@@ -15,7 +15,9 @@ from mmengine.runner import FlexibleRunner
 
 from ..config import load_config
 from ..env import versions
-from ..io import atomic_path, save_torch
+from ..errors import InputError
+from ..io import atomic_path, check_writable, save_torch
+from ..safe_load import verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
@@ -117,8 +119,12 @@ def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
 
 def choose_start(cfg: Config, opts: TrainOptions) -> None:
     """Where training starts: --resume-from, else (--auto-resume) the work dir's newest
-    readable checkpoint, else iteration 0 (from --load-from if given)."""
+    readable checkpoint, else iteration 0 (from --load-from if given). An explicit checkpoint
+    is verified before the Runner builds the model (minutes for 6B): a refused or damaged
+    file fails here, naming it. The Runner's own load is weights-only too
+    (safe_load.install); auto-resume verifies what it picks."""
     if opts.resume_from:
+        verify_checkpoint(opts.resume_from)
         cfg.resume, cfg.load_from = True, opts.resume_from
     elif opts.auto_resume and (latest := latest_valid_checkpoint(cfg.work_dir)):
         # the newest readable iter_N.pth; without one, a fresh start (from --load-from if given)
@@ -127,7 +133,17 @@ def choose_start(cfg: Config, opts: TrainOptions) -> None:
     else:
         if opts.auto_resume:
             log.info("auto-resume: no checkpoint in %s, fresh start", cfg.work_dir)
+        if opts.load_from:
+            verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
+
+
+def require_cuda_for_ranks(cfg: Config, config: str) -> None:
+    """Several ranks without CUDA work for sharded configs only (gloo, as the tests run
+    them); plain data parallelism uses NCCL, which needs GPUs."""
+    if not torch.cuda.is_available() and not cfg.get("strategy"):
+        raise InputError(f"{config}: several ranks (--gpus/--launcher) need CUDA GPUs, and "
+                         "this machine has none (only sharded configs run ranks on CPU)")
 
 
 def trainable_state(runner) -> dict:
@@ -159,6 +175,13 @@ def run_training(opts: TrainOptions):
 
     register_all()
     cfg = build_train_config(opts, choose=False)
+    if opts.launcher != "none":
+        require_cuda_for_ranks(cfg, opts.config)
+    check_writable(cfg.work_dir, "work dir")
+    for what, out in (("--final-checkpoint", opts.final_checkpoint),
+                      ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out)):
+        if out:
+            check_writable(Path(out).parent, f"{what} folder")
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)

@@ -1,6 +1,7 @@
 """Loading checkpoints that come from outside: the pretrained trunk and released segmentors.
 
-Every outside checkpoint goes through :func:`load_checkpoint_file` (``weights_only=True``).
+Every outside checkpoint goes through :func:`load_checkpoint_file` (``weights_only=True``, via
+:func:`internseg.safe_load.safe_load`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import CheckpointError, safe_load
+
 log = logging.getLogger("internseg")
 
 # The 224 px checkpoint carries InternVL's CLIP projector next to the trunk; it is not part
@@ -21,16 +24,10 @@ DROPPED_PREFIXES = ("clip_projector.",)
 WRAPPER_KEYS = ("module", "state_dict", "model")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be adapted to the model; the message names file and key."""
-
-
 def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint safely and unwrap ``module`` / ``state_dict`` / ``model`` wrappers."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = safe_load(path)
     while isinstance(obj, dict):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
         if inner is None:
@@ -86,11 +83,18 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
                              pretrain_size: int = 224) -> tuple[list[str], list[str]]:
     """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT6B.
 
-    Returns (missing, unexpected) key lists after logging them.
+    Every trunk tensor must come from the file, and every tensor of the file (but the known
+    projector) must go into the trunk: a file with other key names (e.g. a ``backbone.``
+    prefix) would otherwise train on a random trunk. Raises :class:`CheckpointError` naming
+    the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
     state = adapt_backbone_state(load_checkpoint_file(path), model, source=str(path))
     result = model.load_state_dict(state, strict=False)
-    log.info("loaded pretrained trunk %s (trained at %d px): %d tensors, missing %s, "
-             "unexpected %s", path, pretrain_size, len(state), result.missing_keys or "none",
-             result.unexpected_keys or "none")
-    return list(result.missing_keys), list(result.unexpected_keys)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the trunk: missing {missing[:3]} "
+                              f"({len(missing)}), unexpected {unexpected[:3]} "
+                              f"({len(unexpected)})")
+    log.info("loaded pretrained trunk %s (trained at %d px): %d tensors", path, pretrain_size,
+             len(state))
+    return missing, unexpected

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
+
 _VALIDATION = re.compile(r"Iter\(val\)[^\n]*?[\s,]mIoU: ([0-9.]+)")
 _BEST = re.compile(r"Best mIoU is ([0-9.]+) at (\d+) iter")
 
@@ -45,5 +47,5 @@ def read_published_validation(path: str | Path) -> PublishedValidation:
     try:
         text = Path(path).read_text(errors="replace")
     except OSError as err:
-        raise ValueError(f"{path}: cannot read published log ({err.strerror})") from None
+        raise InputError(f"{path}: cannot read published log ({err.strerror})") from None
     return parse_published_validation(text)

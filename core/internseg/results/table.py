@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import InputError
 from .published import PublishedValidation, read_published_validation
 
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
@@ -102,6 +104,22 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
+MEASURED = ("mIoU", "mAcc", "aAcc")
+
+
+def check_metrics(metrics, path: str | Path) -> None:
+    """A metrics.json must hold a finite number for each summary metric: the table shows
+    "–" for "not measured", which a NaN or a missing mIoU must never turn into."""
+    if not isinstance(metrics, dict):
+        raise InputError(f"{path}: expected a JSON object of metrics")
+    for name in MEASURED:
+        value = metrics.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{path}: {name} missing or not a number ({value!r})")
+        if not math.isfinite(value):
+            raise InputError(f"{path}: {name} is {value} (a diverged or empty evaluation)")
+
+
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, paper_miou: float | None,
                 scalars_file: str | Path | None = None,
@@ -116,7 +134,8 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         split = json.loads(Path(split_record).read_text())
         scalars = read_scalars(scalars_file) if scalars_file else []
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read results of {experiment}: {err}") from err
+        raise InputError(f"cannot read results of {experiment}: {err}") from None
+    check_metrics(metrics, metrics_file)
     exp = cfg.get("experiment", {})
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     return RunRecord(

@@ -31,6 +31,10 @@ default_hooks = dict(
 )
 custom_hooks = [
     dict(type="VersionsMetaHook"),
+    # checkpoints hold tensors and plain types only: they load with weights_only=True
+    dict(type="PlainMessageHubHook"),
+    # a NaN/inf loss stops the run (exit 2) before the diverged state is checkpointed
+    dict(type="FiniteLossHook"),
     # randomness keyed to the iteration: a resumed run trains like an uninterrupted one
     dict(type="IterationSeedHook"),
     # SIGURG (profiles/slurm), SIGTERM or SIGUSR1: checkpoint, exit 75, resubmit, resume

@@ -1,0 +1,203 @@
+"""No checkpoint runs code: every way a checkpoint enters the process refuses a pickle that
+``torch.load(weights_only=True)`` cannot load, with one line naming the file (exit 2)."""
+
+import builtins
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from internseg import register_all
+from internseg.cli import main
+from internseg.engine.resilience import is_readable_checkpoint, latest_valid_checkpoint
+from internseg.safe_load import (CheckpointError, UnsafeCheckpointError, safe_load,
+                                 verify_checkpoint)
+
+register_all()
+
+
+class Payload:
+    """Unpickled by a full pickle load, this creates ``marker``: what an attacker's
+    ``os.system`` would do, without harm."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return builtins.open, (self.marker, "w")
+
+
+def plant(path: Path, marker: Path) -> Path:
+    """A file shaped like a Runner checkpoint, with the payload in its meta."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": {"iter": 5, "epoch": 0, "note": Payload(marker)},
+                "state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 96, 1, 1)}},
+               path)
+    return path
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "PWNED"
+    return plant(tmp_path / "evil.pth", marker), marker
+
+
+def test_the_payload_is_live_under_mmengines_own_fallback(evil):
+    """Control: mmengine's loader, which our code must never reach, runs the payload."""
+    from mmengine.runner.checkpoint import _safe_torch_load
+
+    path, marker = evil
+    _safe_torch_load(str(path), map_location="cpu")
+    assert marker.exists()
+
+
+def assert_refused(capsys, code: int, path: Path, marker: Path) -> None:
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert not marker.exists(), "the pickle's payload ran"
+    line = err.strip().splitlines()[-1]
+    assert str(path) in line and "refused" in line and "io.open" in line, line
+
+
+def demo_args(demo_assets, tmp_path, experiment="linear_probing"):
+    split = tmp_path / "split.txt"
+    split.write_text("".join(f"ADE_train_{i:08d}\n" for i in range(1, 9)))
+    return ["train", f"demo/{experiment}", "--work-dir", str(tmp_path / "work"),
+            "--data-root", str(demo_assets["data_root"]), "--split", str(split),
+            "--pretrained", str(demo_assets["weights"]), "--threads", "2",
+            "--cfg-options", "train_cfg.max_iters=2"]
+
+
+@pytest.mark.parametrize("option", ["--load-from", "--resume-from"])
+def test_train_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys, option):
+    path, marker = evil
+    code = main([*demo_args(demo_assets, tmp_path), option, str(path)])
+    assert_refused(capsys, code, path, marker)
+
+
+def test_auto_resume_refuses_a_planted_checkpoint_rather_than_skip_it(demo_assets, tmp_path,
+                                                                       capsys):
+    marker = tmp_path / "PWNED"
+    (tmp_path / "work").mkdir()
+    torch.save({"state_dict": {}}, tmp_path / "work" / "iter_2.pth")
+    path = plant(tmp_path / "work" / "iter_4.pth", marker)
+    code = main([*demo_args(demo_assets, tmp_path), "--auto-resume"])
+    assert_refused(capsys, code, path, marker)
+
+
+def test_test_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys):
+    path, marker = evil
+    code = main(["test", "demo/linear_probing", str(path), "--out", str(tmp_path / "m.json"),
+                 "--data-root", str(demo_assets["data_root"]),
+                 "--pretrained", str(demo_assets["weights"]), "--threads", "2"])
+    assert_refused(capsys, code, path, marker)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_pretrained_trunk_refuses_a_planted_file(demo_assets, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    trunk = torch.load(demo_assets["weights"], weights_only=True)
+    trunk["note"] = Payload(marker)  # the released format: a flat dict of tensors
+    path = tmp_path / "intern_vit_6b_224px.pth"
+    torch.save(trunk, path)
+    args = demo_args(demo_assets, tmp_path)
+    args[args.index("--pretrained") + 1] = str(path)
+    assert_refused(capsys, main(args), path, marker)
+
+
+def test_mmengines_loader_schemes_are_all_ours(evil):
+    """What the Runner's load_from/resume, init_cfg=Pretrained and the strategies call."""
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+    path, marker = evil
+    with pytest.raises(UnsafeCheckpointError, match=str(path)):
+        _load_checkpoint(str(path), map_location="cpu")
+    with pytest.raises(CheckpointError, match="only local checkpoint files"):
+        CheckpointLoader.load_checkpoint("https://example.invalid/x.pth")
+    assert not marker.exists()
+    assert all(loader.__module__ == "internseg.safe_load"
+               for loader in CheckpointLoader._schemes.values())
+
+
+def test_sharded_strategy_resume_refuses_a_planted_checkpoint(evil):
+    from internseg.engine.sharding import ShardedTrunkStrategy
+
+    path, marker = evil
+    with pytest.raises(UnsafeCheckpointError, match=str(path)):
+        ShardedTrunkStrategy(work_dir=str(path.parent / "work")).load_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_runner_checkpoints_need_no_allowed_globals(demo_assets, tmp_path):
+    """What the Runner writes (optimizer, schedulers, message hub) loads weights-only."""
+    args = demo_args(demo_assets, tmp_path)
+    args[-1] = "train_cfg.max_iters=1"
+    assert main([*args, "--cfg-options", "default_hooks.checkpoint.interval=1"]) == 0
+    saved = tmp_path / "work" / "iter_1.pth"
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(saved)) == []
+    hub = torch.load(saved, weights_only=True)["message_hub"]
+    assert hub["log_scalars"]["train/loss"]["log_history"].dtype == torch.float64
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def flip_tensor_byte(path: Path) -> None:
+    """Damage tensor data and leave the zip directory intact (a bad disk block)."""
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if "/data/" in i.filename and i.file_size > 8)
+    data = bytearray(path.read_bytes())
+    # local header: 30 bytes + name + extra field, whose lengths sit at offsets 26 and 28
+    start = info.header_offset
+    name_len = int.from_bytes(data[start + 26:start + 28], "little")
+    extra_len = int.from_bytes(data[start + 28:start + 30], "little")
+    at = start + 30 + name_len + extra_len + 4
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damage_inside_an_intact_zip_falls_back_to_an_older_checkpoint(tmp_path, caplog):
+    for it in (2, 4):
+        torch.save({"state_dict": {"w": torch.arange(16.0) + it}}, tmp_path / f"iter_{it}.pth")
+    flip_tensor_byte(tmp_path / "iter_4.pth")
+    with zipfile.ZipFile(tmp_path / "iter_4.pth") as zf:
+        assert any(n.endswith("data.pkl") for n in zf.namelist())  # the old check passed
+    assert not is_readable_checkpoint(tmp_path / "iter_4.pth")
+    assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_2.pth"
+    assert "iter_4.pth" in caplog.text and "CRC" in caplog.text
+
+
+def test_a_checkpoint_with_duplicate_zip_entries_is_unreadable(tmp_path):
+    """Which copy a reader takes is up to the reader: neither is trusted."""
+    path = tmp_path / "iter_4.pth"
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, path)
+    with zipfile.ZipFile(path) as zf:
+        name = next(n for n in zf.namelist() if "/data/" in n)
+    with zipfile.ZipFile(path, "a") as zf, pytest.warns(UserWarning, match="Duplicate"):
+        zf.writestr(name, torch.ones(4).numpy().tobytes())
+    with pytest.raises(CheckpointError, match=f"{path}: duplicate entries"):
+        verify_checkpoint(path)
+
+
+def test_a_planted_checkpoint_is_not_skipped_by_auto_resume(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "iter_2.pth")
+    plant(tmp_path / "iter_4.pth", tmp_path / "PWNED")
+    with pytest.raises(UnsafeCheckpointError, match="iter_4.pth"):
+        latest_valid_checkpoint(tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_unreadable_checkpoints_are_one_line_errors(demo_assets, tmp_path, capsys, damage):
+    path = tmp_path / "bad.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2],
+                      "random": torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy()
+                      .tobytes(), "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint"):
+        safe_load(path)
+    code = main([*demo_args(demo_assets, tmp_path), "--load-from", str(path)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and str(path) in line and "not a readable checkpoint" in line, line
