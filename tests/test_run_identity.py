@@ -48,7 +48,7 @@ def test_same_inputs_resume_and_record_the_identity(demo_assets, tmp_path, caplo
     first = train(demo_assets, tmp_path, work)
     recorded = json.loads((work / IDENTITY_FILE).read_text())
     assert first["meta"]["run_identity"] == recorded["digest"]
-    saved = torch.load(work / f"iter_{ITERS}.pth", weights_only=False)  # our own checkpoint
+    saved = torch.load(work / f"iter_{ITERS}.pth", weights_only=True)
     assert saved["meta"]["run_identity"] == recorded["digest"]
     caplog.clear()
     caplog.set_level(logging.INFO, logger="internseg")

@@ -44,7 +44,7 @@ def test_train_writes_final_checkpoint_with_meta(linear_probe_run):
 
 
 def test_work_dir_checkpoints_carry_versions_and_classes(linear_probe_run):
-    ckpt = torch.load(linear_probe_run / "work" / "iter_4.pth", weights_only=False)
+    ckpt = torch.load(linear_probe_run / "work" / "iter_4.pth", weights_only=True)
     assert ckpt["meta"]["versions"]["onedl-mmsegmentation"] == "1.4.2"
     assert len(ckpt["meta"]["dataset_meta"]["classes"]) == 150
     assert "cfg" in ckpt["meta"]

@@ -79,11 +79,23 @@ def test_train_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys,
 def test_auto_resume_refuses_a_planted_checkpoint_rather_than_skip_it(demo_assets, tmp_path,
                                                                        capsys):
     marker = tmp_path / "PWNED"
-    (tmp_path / "work").mkdir()
-    torch.save({"state_dict": {}}, tmp_path / "work" / "iter_2.pth")
+    # a real run first, so that the work dir is this run's (same identity) and is resumed
+    assert main([*demo_args(demo_assets, tmp_path), "--auto-resume"]) == 0
     path = plant(tmp_path / "work" / "iter_4.pth", marker)
+    capsys.readouterr()
     code = main([*demo_args(demo_assets, tmp_path), "--auto-resume"])
     assert_refused(capsys, code, path, marker)
+
+
+def test_a_planted_checkpoint_in_a_work_dir_of_no_known_run_is_moved_aside_unread(
+        demo_assets, tmp_path):
+    marker = tmp_path / "PWNED"
+    (tmp_path / "work").mkdir()
+    plant(tmp_path / "work" / "iter_4.pth", marker)
+    assert main([*demo_args(demo_assets, tmp_path), "--auto-resume"]) == 0
+    assert not marker.exists()
+    (moved,) = tmp_path.glob("work.superseded-*")
+    assert (moved / "iter_4.pth").is_file()
 
 
 def test_test_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys):

@@ -9,7 +9,8 @@ Seconds per iteration come from the best source there is, and the plan says whic
    per-GPU batch), scaled to the run's GPU count;
 2. ``published log``: the original's per-iteration ``time:`` on 8 A100s, scaled likewise;
 3. ``FLOPs``: the trunk's matmul and attention FLOPs (forward, backward and the recompute of
-   activation checkpointing for a trained trunk) at an assumed share of A100 bf16 peak.
+   activation checkpointing for a trained trunk) at an assumed share of A100 bf16 peak; the
+   heads are not counted, so UperNet runs come out low.
 Memory and disk are arithmetic from the parameter counts and the dtypes the config stores.
 """
 
@@ -120,7 +121,7 @@ def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[st
         seconds, source = published_seconds * PAPER_GPUS / gpus, "published log"
     else:
         seconds = flops_seconds_per_iteration(cfg, gpus)
-        source = f"FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
+        source = f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
     wall = iterations * seconds / 3600
 
     total, trainable = counts["total_params"], counts["trainable_params"]

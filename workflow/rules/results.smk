@@ -3,6 +3,7 @@
 
 localrules:
     aggregate,
+    plan,
 
 
 rule aggregate:
@@ -42,3 +43,25 @@ rule aggregate:
         " --published-log {params.published}"
         " --csv {output.csv} --markdown {output.markdown}"
         " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
+
+
+rule plan:
+    """Target: what the chosen preset's runs will cost (GPU-hours, memory, disk), printed
+    and written before anything is submitted: `snakemake plan --config preset=paper`."""
+    output:
+        "results/plan.md",
+    log:
+        "results/plan.log",
+    conda:
+        ENV
+    params:
+        experiments=RUN,
+        gpus=max(SETTINGS["train"]["gpus"], 1),
+        published=[
+            f"{e}={published_log(e)}"
+            for e in LOGGED
+            if os.path.exists(published_log(e))
+        ],
+    shell:
+        "internseg plan --preset {PRESET} --experiments {params.experiments}"
+        " --gpus {params.gpus} --published-log {params.published} --out {output} 2> {log}"

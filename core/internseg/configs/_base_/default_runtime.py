@@ -46,7 +46,9 @@ env_cfg = dict(
     dist_cfg=dict(backend="nccl"),
 )
 vis_backends = [dict(type="LocalVisBackend")]
-visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends, name="visualizer")
+# No fixed name: the Runner then names it after the run, so a second run in one process (the
+# tests) gets its own instance and writes its scalars into its own work dir.
+visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends)
 log_processor = dict(by_epoch=False)
 log_level = "INFO"
 load_from = None
