@@ -157,16 +157,21 @@ def timed_out_run(tmp_path_factory):
     every 30 s and sends the warning signal one check early, so URG@10 arrives 20-50 s
     after the start: after the trainer has set up its handler (~10 s), well before the
     limit (60-90 s) and the end of the training (~100 s)."""
-    tmp = tmp_path_factory.mktemp("timelimit")
+    # up to the evaluation: the table is not what this is about
+    return run_into_time_limit(tmp_path_factory.mktemp("timelimit"), limit_s=1200,
+                               target=f"results/runs/{SLOW}/metrics.json")
+
+
+def run_into_time_limit(tmp: Path, *, limit_s: int, target: str, **profile_changes) -> dict:
+    """The slow experiment through the profile, its first attempt limited to 1 minute."""
     wf = workflow_copy(tmp / "wf")
     profile = make_test_profile(
         tmp,
         **{"retries": 1,
            "set-resources.train.runtime": "1 if attempt == 1 else 10",
-           "set-resources.train.slurm_extra": "'--signal=URG@10'"})
-    # up to the evaluation: the table is not what this is about
-    code, out = run_through_slurm(wf, profile, SLOW, limit_s=1200,
-                                  target=f"results/runs/{SLOW}/metrics.json")
+           "set-resources.train.slurm_extra": "'--signal=URG@10'",
+           **profile_changes})
+    code, out = run_through_slurm(wf, profile, SLOW, limit_s=limit_s, target=target)
     train_log = wf / f"results/runs/{SLOW}/train.log"
     log_text = train_log.read_text() if train_log.is_file() else ""
     return dict(wf=wf, code=code, out=out, log=log_text,
@@ -201,21 +206,9 @@ def two_rank_timed_out_run(tmp_path_factory):
     """The slow experiment sharded over two ranks (gloo on CPU, `--gpus 2` as the paper
     preset's `--gpus 8`), through the profile, with the same 1-minute first attempt as
     above. Needs two GRES GPUs on the node (.ci/run starts the cluster with 2)."""
-    tmp = tmp_path_factory.mktemp("tworanks")
-    wf = workflow_copy(tmp / "wf")
-    profile = make_test_profile(
-        tmp,
-        **{"retries": 1,
-           "set-resources.train.gpu": 2,
-           "set-resources.train.runtime": "1 if attempt == 1 else 10",
-           "set-resources.train.slurm_extra": "'--signal=URG@10'"})
-    code, out = run_through_slurm(wf, profile, SLOW, limit_s=1500,
-                                  target=f"results/runs/{SLOW}/final.pth")
-    train_log = wf / f"results/runs/{SLOW}/train.log"
-    log_text = train_log.read_text() if train_log.is_file() else ""
-    return dict(wf=wf, code=code, out=out, log=log_text,
-                attempts=slurm_logs(wf, "train", SLOW),
-                detail=f"{out[-4000:]}\n--- train.log ---\n{log_text[-3000:]}")
+    return run_into_time_limit(tmp_path_factory.mktemp("tworanks"), limit_s=1500,
+                               target=f"results/runs/{SLOW}/final.pth",
+                               **{"set-resources.train.gpu": 2})
 
 
 def test_two_ranks_stop_together_on_the_signal_and_resume_to_an_uninterrupted_run(
