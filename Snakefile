@@ -38,3 +38,7 @@ rule all:
     default_target: True
     input:
         RESULTS,
+
+
+onsuccess:
+    print(f"Training curves in TensorBoard: tensorboard --logdir work/{PRESET}")

@@ -132,3 +132,17 @@ def test_auto_resume_prefers_work_dir_checkpoint_over_load_from(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "iter_3.pth")
     resumed = build_train_config(TrainOptions(**opts))
     assert (resumed.resume, resumed.load_from) == (True, str(tmp_path / "iter_3.pth"))
+
+
+def test_tensorboard_event_files_hold_the_training_scalars(linear_probe_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (linear_probe_run / "work").glob("*/vis_data/events.out.tfevents.*")
+    reader = EventAccumulator(str(events))
+    reader.Reload()
+    tags = set(reader.Tags()["scalars"])
+    assert {"loss", "lr", "grad_norm", "grad_norm_mean", "grad_norm_std", "mIoU"} <= tags, tags
+    assert all(e.value > 0 for e in reader.Scalars("grad_norm"))
+    rows = [json.loads(line) for line in (linear_probe_run / "scalars.jsonl").read_text()
+            .splitlines()]
+    assert any("grad_norm" in r for r in rows)

@@ -8,6 +8,6 @@ def register_all() -> None:
     make every checkpoint mmengine loads for us a weights-only load."""
     from . import models, safe_load  # noqa: F401
     from .engine import (batching, hooks, identity, layer_decay, metrics,  # noqa: F401
-                         resilience, sharding)
+                         observe, resilience, sharding)
 
     safe_load.install()

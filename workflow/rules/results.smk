@@ -55,6 +55,7 @@ rule plan:
     conda:
         ENV
     params:
+        preset=PRESET,
         experiments=RUN,
         gpus=max(SETTINGS["train"]["gpus"], 1),
         published=[
@@ -63,5 +64,5 @@ rule plan:
             if os.path.exists(published_log(e))
         ],
     shell:
-        "internseg plan --preset {PRESET} --experiments {params.experiments}"
+        "internseg plan --preset {params.preset} --experiments {params.experiments}"
         " --gpus {params.gpus} --published-log {params.published} --out {output} 2> {log}"

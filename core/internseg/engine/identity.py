@@ -59,6 +59,7 @@ def training_config(cfg) -> dict:
     for path_key in ("data_root", "ann_file"):
         dataset.pop(path_key, None)
     out.get("train_cfg", {}).pop("val_interval", None)
+    out.get("optim_wrapper", {}).pop("grad_norm_window", None)  # what is logged, not trained
     out.get("randomness", {}).pop("seed", None)  # a component of its own
     out["custom_hooks"] = [h for h in out.get("custom_hooks", [])
                            if h.get("type") not in OBSERVING_HOOKS]

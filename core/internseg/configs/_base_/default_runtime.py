@@ -3,7 +3,9 @@ default_scope = "mmseg"
 # The paper's batch: 8 GPUs x 2. `internseg train` keeps it with any GPU count (batching.py).
 total_batch_size = 16
 optim_wrapper = dict(
-    type="OptimWrapper",
+    # mmengine's OptimWrapper that also logs the gradient norm of every update (observe.py)
+    type="GradNormOptimWrapper",
+    grad_norm_window=50,
     optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
     constructor="InternViTLayerDecayConstructor",
     paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, decay_embeddings=False),
@@ -45,11 +47,17 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
     dist_cfg=dict(backend="nccl"),
 )
-vis_backends = [dict(type="LocalVisBackend")]
+# scalars.json for the table and plots; TensorBoard event files beside it (vis_data/)
+vis_backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
 # No fixed name: the Runner then names it after the run, so a second run in one process (the
 # tests) gets its own instance and writes its scalars into its own work dir.
 visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends)
-log_processor = dict(by_epoch=False)
+# the windowed gradient-norm statistics are logged as they stand at the logging iteration
+# (a mean over a window of 1: mmengine passes window_size to "current", which refuses it)
+log_processor = dict(by_epoch=False, custom_cfg=[
+    dict(data_src="grad_norm_mean", method_name="mean", window_size=1),
+    dict(data_src="grad_norm_std", method_name="mean", window_size=1),
+])
 log_level = "INFO"
 load_from = None
 resume = False
