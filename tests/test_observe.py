@@ -31,3 +31,18 @@ def test_grad_norm_is_recorded_once_per_update_with_its_window():
 def test_window_stats_are_mean_and_population_std():
     assert window_stats([1, 3]) == (2.0, 1.0)
     assert window_stats([5]) == (5.0, 0.0)
+
+
+def test_clipping_is_off_unless_asked_and_then_reports_the_norm_before_clipping():
+    hub = MessageHub.get_instance("test_clip")
+    model = torch.nn.Linear(3, 1, bias=False)
+    wrapper = GradNormOptimWrapper(torch.optim.SGD(model.parameters(), lr=1.0),
+                                   max_grad_norm=1.0)
+    wrapper.message_hub = hub
+    before = model.weight.detach().clone()
+    wrapper.update_params(model(torch.full((1, 3), 2.0)).sum())  # grad (2, 2, 2)
+    assert hub.get_scalar(GRAD_NORM).current() == pytest.approx(math.sqrt(12))
+    # the step applied the gradient clipped to norm 1
+    assert (model.weight.detach() - before).norm().item() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        GradNormOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0), max_grad_norm=0)

@@ -36,11 +36,16 @@ def window_stats(values) -> tuple[float, float]:
 class GradNormOptimWrapper(OptimWrapper):
     """mmengine's OptimWrapper that records ``grad_norm`` at every optimizer update (not
     every accumulated micro-batch), and ``grad_norm_mean`` / ``grad_norm_std`` over the last
-    ``grad_norm_window`` updates. It only reads the gradients: training is unchanged. With
-    ``clip_grad`` set (off in the paper configs, as in the original) mmengine's clipping
-    reports the pre-clip norm instead."""
+    ``grad_norm_window`` updates. It only reads the gradients: training is unchanged.
+    ``max_grad_norm`` clips the total norm to it (None, as in the paper configs and the
+    original: no clipping); mmengine's clipping then reports the pre-clip norm."""
 
-    def __init__(self, *args, grad_norm_window: int = 50, **kwargs):
+    def __init__(self, *args, grad_norm_window: int = 50, max_grad_norm: float | None = None,
+                 **kwargs):
+        if max_grad_norm is not None:
+            if max_grad_norm <= 0:
+                raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+            kwargs["clip_grad"] = dict(max_norm=float(max_grad_norm))
         super().__init__(*args, **kwargs)
         if grad_norm_window < 1:
             raise ValueError(f"grad_norm_window must be >= 1, got {grad_norm_window}")

@@ -6,6 +6,8 @@ optim_wrapper = dict(
     # mmengine's OptimWrapper that also logs the gradient norm of every update (observe.py)
     type="GradNormOptimWrapper",
     grad_norm_window=50,
+    # gradient clipping to this total norm; None (no clipping) as in the original
+    max_grad_norm=None,
     optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
     constructor="InternViTLayerDecayConstructor",
     paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, decay_embeddings=False),
