@@ -87,3 +87,36 @@ def test_cli_json_gives_the_rows_and_totals(capsys, tmp_path):
     assert printed["totals"]["gpu_hours"] == pytest.approx(
         sum(r["gpu_hours"] for r in printed["runs"]), abs=0.11)
     assert "| head_tuning | frozen | 8 |" in out.read_text()
+
+
+def test_a_gpu_check_on_a_gpu_is_preferred_and_a_cpu_smoke_run_ignored(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(RESULTS)
+    check = tmp_path / "gpu_check.json"
+    row = dict(regime="frozen", batch=2, seconds_per_iter=0.5)
+    check.write_text(json.dumps(dict(device="NVIDIA H200", tiny=False, trunk=[row])))
+    (gpu,) = plan(["linear_probing"], "paper", 8, results_md=results, gpu_check=check)
+    assert gpu.seconds_per_iteration == 0.5
+    check.write_text(json.dumps(dict(device="cpu", tiny=True, trunk=[row])))
+    (smoke,) = plan(["linear_probing"], "paper", 8, results_md=results, gpu_check=check)
+    assert smoke.seconds_per_iteration == 0.2  # RESULTS.md's figure
+
+
+def test_gpu_check_smoke_runs_on_cpu_and_writes_what_plan_reads(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "gpu_check.json"
+    subprocess.run(["bash", str(REPO / "benchmarks/gpu_check.sh"), str(out), "--iters", "1",
+                    "--img-size", "56"], check=True, capture_output=True, timeout=600,
+                   env={**__import__("os").environ, "PYTHON": sys.executable})
+    report = json.loads(out.read_text())
+    assert report["tiny"] is True and report["sdpa_kernel"] != "none"
+    assert [r["regime"] for r in report["trunk"]] == ["frozen", "trained_master",
+                                                     "trained_bf16"]
+    assert all(r["seconds_per_iter"] > 0 and r["tflops_per_s"] > 0 for r in report["trunk"])
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["sharded_fewshot_step"]["seconds_per_step"] > 0
+    assert checks["slide_inference"]["images_per_s"] > 0

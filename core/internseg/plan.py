@@ -5,8 +5,9 @@ peak GPU and host memory, checkpoint and work-dir disk. The model is built on th
 device, so the 6B configs are planned in seconds on a laptop.
 
 Seconds per iteration come from the best source there is, and the plan says which:
-1. ``measured``: ``benchmarks/RESULTS.md``, one GPU at batch 2 per regime (the paper's
-   per-GPU batch), scaled to the run's GPU count;
+1. ``measured``: ``benchmarks/gpu_check.json`` (written by ``benchmarks/gpu_check.sh`` on a
+   GPU), else ``benchmarks/RESULTS.md``: one GPU at batch 2 per regime (the paper's per-GPU
+   batch), scaled to the run's GPU count;
 2. ``published log``: the original's per-iteration ``time:`` on 8 A100s, scaled likewise;
 3. ``FLOPs``: the trunk's matmul and attention FLOPs (forward, backward and the recompute of
    activation checkpointing for a trained trunk) at an assumed share of A100 bf16 peak; the
@@ -88,6 +89,14 @@ def measured_step_seconds(results_md: str) -> dict[str, float]:
     return found
 
 
+def gpu_check_step_seconds(report: dict) -> dict[str, float]:
+    """Seconds per batch-2 trunk step per regime from gpu_check.json; a CPU smoke run on
+    the tiny trunk measures nothing about the 6B one and gives nothing."""
+    if report.get("tiny") or report.get("device", "cpu") == "cpu":
+        return {}
+    return {row["regime"]: float(row["seconds_per_iter"]) for row in report.get("trunk", [])}
+
+
 def published_iteration_seconds(log_text: str) -> float | None:
     """Median per-iteration `time:` of an mmcv 1.x training log (8 GPUs), None if absent."""
     times = [float(t) for t in _ITER_TIME.findall(log_text)]
@@ -145,12 +154,17 @@ def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[st
 
 
 def plan(experiments: list[str], preset: str, gpus: int, *, results_md: Path | None = None,
+         gpu_check: Path | None = None,
          published_logs: dict[str, Path] | None = None) -> list[RunCost]:
+    import json
+
     from .config import load_config
     from .engine.inspect import describe
 
     measured = (measured_step_seconds(results_md.read_text())
                 if results_md and results_md.is_file() else {})
+    if gpu_check and gpu_check.is_file():
+        measured.update(gpu_check_step_seconds(json.loads(gpu_check.read_text())))
     costs = []
     for name in experiments:
         cfg = load_config(f"{preset}/{name}")
@@ -194,6 +208,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--gpus", type=int, default=PAPER_GPUS, help="GPUs per training run")
     p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
                    help="measured step times (benchmarks/RESULTS.md)")
+    p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
+                   help="benchmarks/gpu_check.sh's output, preferred to --results")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
     p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
@@ -209,7 +225,8 @@ def cmd_plan(args) -> int:
 
     names = args.experiments or known(args.preset)
     logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
-    costs = plan(names, args.preset, args.gpus, results_md=args.results, published_logs=logs)
+    costs = plan(names, args.preset, args.gpus, results_md=args.results,
+                 gpu_check=args.gpu_check, published_logs=logs)
     if args.out:
         write_text(args.out, to_markdown(costs))
     if args.json:
