@@ -116,3 +116,19 @@ def test_released_file_sizes_are_our_state_in_bf16(experiment, stem, with_trunk,
                   for v in tensors)
     overhead = reference["hub"]["files"][f"{stem}.pth"]["size"] - payload
     assert 0 < overhead < 1000 * len(tensors)
+
+
+def test_demo_released_stand_ins_have_the_original_layout(demo_assets, tmp_path):
+    """make-demo's "released" files (our tiny segmentors through to_released_layout) hold
+    exactly the names and shapes the facts give, every float in bf16, no wrapper."""
+    from internseg.demo import write_released_demo
+
+    for experiment in EXPERIMENTS:
+        path = write_released_demo(tmp_path / f"{experiment}.pth", experiment,
+                                   demo_assets["weights"])
+        written = torch.load(path, weights_only=True)
+        expected = released_state(EXPERIMENTS[experiment],
+                                  WITH_TRUNK[experiment.split("_1of")[0]])
+        assert {k: v.shape for k, v in written.items()} == {
+            k: v.shape for k, v in expected.items()}, experiment
+        assert all(v.dtype == expected[k].dtype for k, v in written.items()), experiment

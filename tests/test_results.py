@@ -33,7 +33,7 @@ def test_markdown_has_a_row_per_experiment_and_dashes_for_missing():
                                   record("full_tuning", None, 58.9)]))
     lines = md.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| experiment |")
-    assert "| 54.90 | 50.00 | -4.90 |" in lines[2]
+    assert "| 54.90 | – | 50.00 | -4.90 |" in lines[2]  # no released mIoU given
     assert "–" in lines[3]
 
 
@@ -100,6 +100,28 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
     assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
         43.98, 45.12, 1000)
+
+
+def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path):
+    run = tmp_path / "runs" / "head_tuning"
+    run.mkdir(parents=True)
+    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", "head_tuning")}"]\n')
+    (run / "metrics.json").write_text(json.dumps({"mIoU": 50.0, "mAcc": 55.0, "aAcc": 80.0}))
+    (run / "split.json").write_text(json.dumps({"count": 20210, "fraction": 1, "seed": 3}))
+    released = tmp_path / "released.json"
+    released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
+    args = ["aggregate", str(run), "--paper-miou", "head_tuning=54.9", "--csv",
+            str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
+            str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")]
+    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table.columns[table.columns.get_loc("paper_mIoU"):][:3]) == [
+        "paper_mIoU", "released_mIoU", "our_mIoU"]
+    assert table.iloc[0].released_mIoU == 54.87
+    assert main(args) == 0  # without released metrics: the column stays, empty
+    assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].released_mIoU)
+    released.write_text(json.dumps({"mAcc": 66.0}))
+    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 1
 
 
 # mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)

@@ -11,7 +11,7 @@ import pandas as pd
 from .published import PublishedValidation, read_published_validation
 
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
-           "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
+           "seed_source", "iterations", "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
            "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
            "published_best_iter"]
 
@@ -39,6 +39,8 @@ class RunRecord:
     metrics: dict
     best_validation: tuple[float, int] | None = None
     published: PublishedValidation | None = None
+    # mIoU of the original's released checkpoint, evaluated here with the same `internseg test`
+    released_miou: float | None = None
 
 
 def read_scalars(path: str | Path) -> list[dict]:
@@ -79,7 +81,7 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
             trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
             seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
-            paper_mIoU=r.paper_miou, our_mIoU=ours, difference=diff,
+            paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
             published_final_mIoU=published.final_miou, published_best_mIoU=published.best_miou,
@@ -105,9 +107,11 @@ def to_markdown(table: pd.DataFrame) -> str:
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, paper_miou: float | None,
                 scalars_file: str | Path | None = None,
-                published_log: str | Path | None = None) -> RunRecord:
-    """Read one run's config, metrics, split record and, if given, its training scalars and
-    the original's published log; a bad file is named in the error."""
+                published_log: str | Path | None = None,
+                released_metrics: str | Path | None = None) -> RunRecord:
+    """Read one run's config, metrics, split record and, if given, its training scalars, the
+    original's published log and the metrics of its released checkpoint; a bad file is named
+    in the error."""
     from ..config import load_config
 
     cfg = load_config(config_file)
@@ -115,6 +119,7 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         metrics = json.loads(Path(metrics_file).read_text())
         split = json.loads(Path(split_record).read_text())
         scalars = read_scalars(scalars_file) if scalars_file else []
+        released = json.loads(Path(released_metrics).read_text()) if released_metrics else {}
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read results of {experiment}: {err}") from err
     exp = cfg.get("experiment", {})
@@ -133,4 +138,13 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
         published=read_published_validation(published_log) if published_log else None,
+        released_miou=_released_miou(released, released_metrics),
     )
+
+
+def _released_miou(metrics: dict, path) -> float | None:
+    if not path:
+        return None
+    if not isinstance(metrics.get("mIoU"), (int, float)):
+        raise ValueError(f"{path}: no numeric mIoU (released checkpoint's metrics)")
+    return float(metrics["mIoU"])
