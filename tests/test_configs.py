@@ -92,6 +92,11 @@ def test_demo_config_keeps_structure_and_shrinks(name):
     assert demo.param_scheduler[1].end == demo.train_cfg.max_iters + 1
     assert 1 <= demo.warmup_iters < demo.max_iters == demo.train_cfg.max_iters
     assert demo.optim_wrapper.paramwise_cfg.num_layers == 4
+    # the same test-time resize (capped or SETR), at the demo's crop
+    resize = [s for s in demo.test_dataloader.dataset.pipeline if "Resize" in s.type][0]
+    assert resize.type == [s for s in paper.test_dataloader.dataset.pipeline
+                           if "Resize" in s.type][0].type
+    assert resize.get("short_side", 112) == 112
     assert demo.optim_wrapper.paramwise_cfg.layer_decay_rate == (
         paper.optim_wrapper.paramwise_cfg.layer_decay_rate)
 

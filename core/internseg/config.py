@@ -121,6 +121,8 @@ def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) 
         for step in loader.dataset.pipeline:
             if step.type == "Resize":
                 step.scale = (4 * crop, crop)
+            elif step.type == "ShortSideResize":
+                step.short_side = crop
     cfg.train_dataloader.batch_size = d["batch_size"]
     cfg.total_batch_size = d["batch_size"]
     return cfg
