@@ -224,7 +224,8 @@ def cmd_aggregate(args) -> int:
     write_text(args.csv, table.to_csv(index=False))
     write_text(args.markdown, to_markdown(table))
     plot_miou_vs_fraction(table, args.fraction_plot)
-    plot_training_curves(scalars, args.curves_plot)
+    plot_training_curves(scalars, args.curves_plot,
+                         {r.experiment: r.published for r in records if r.published})
     print(to_markdown(table))
     return 0
 
