@@ -31,6 +31,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/released.smk"
 include: "workflow/rules/results.smk"
 
 

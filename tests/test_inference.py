@@ -12,12 +12,12 @@ from internseg.engine.train import build_segmentor
 register_all()
 
 
-def resize_for_test(shape):
+def resize_for_test(shape, config="paper/fewshot_1of16"):
     from mmseg.registry import TRANSFORMS
 
-    cfg = load_config("paper/full_tuning")
+    cfg = load_config(config)
     steps = [s for s in cfg.test_dataloader.dataset.pipeline
-             if s.type in ("Resize", "ResizeToMultiple")]
+             if s.type in ("Resize", "ShortSideResize", "ResizeToMultiple")]
     with DefaultScope.overwrite_default_scope("mmseg"):
         transforms = [TRANSFORMS.build(dict(s)) for s in steps]
     results = dict(img=np.zeros((*shape, 3), np.uint8), img_shape=shape, ori_shape=shape)
@@ -35,6 +35,26 @@ def test_short_side_504_and_multiples_of_14(shape, expected):
     h, w = resize_for_test(shape)
     assert (h, w) == expected
     assert h % 14 == 0 and w % 14 == 0
+
+
+# data_pipeline.test_per_config: 1/16..1/2 cap the long side at 2016; 1/1, linear probing,
+# head tuning and full tuning use SETR_Resize (short side 504, long side uncapped)
+CAPPED = ["paper/fewshot_1of16", "paper/fewshot_1of8", "paper/fewshot_1of4", "paper/fewshot_1of2"]
+SETR = ["paper/fewshot_1of1", "paper/linear_probing", "paper/head_tuning", "paper/full_tuning"]
+
+
+@pytest.mark.parametrize("config", CAPPED + SETR)
+def test_test_resize_per_config_as_the_original(config):
+    # up to 4:1 both agree
+    assert resize_for_test((375, 500), config) == (504, 672)
+    assert resize_for_test((504, 2016), config) == (504, 2016)
+    # 2000 x 300 (w x h): 2016 x 308 capped, 3360 x 504 uncapped (10 windows instead of 6)
+    wide = resize_for_test((300, 2000), config)
+    tall = resize_for_test((2000, 300), config)
+    if config in SETR:
+        assert (wide, tall) == ((504, 3360), (3360, 504))
+    else:
+        assert (wide, tall) == ((308, 2016), (2016, 308))
 
 
 def test_slide_windows_504_stride_322_cover_and_average():

@@ -24,7 +24,7 @@ def test_fifty_slots(name, slot):
     ("backbone.blocks.3.norm1.weight", 1, False, True),
     ("backbone.blocks.3.ls1.gamma", 1, False, True),
     ("backbone.blocks.3.attn.proj.bias", 1, False, True),
-    ("decode_head.bn.weight", 1, False, True),
+    ("decode_head.norm.weight", 1, False, True),
     ("backbone.blocks.3.attn.qkv.weight", 2, False, False),
     ("decode_head.conv_seg.weight", 4, False, False),
     ("backbone.pos_embed", 3, False, True),

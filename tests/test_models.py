@@ -268,3 +268,33 @@ def test_resampler_computes_in_bf16_from_fp32_weights():
     assert neck.up1[0].weight.grad.dtype == torch.float32
     with pytest.raises(ValueError, match="compute_dtype 'bf16'"):
         FeatureResampler(embed_dim=8, compute_dtype="bf16")
+
+
+def test_resampler_init_is_the_originals():
+    """heads.resampler_init: ConvT weights ~ N(0, sqrt(2 / fan_out)), zero bias, through the
+    segmentor's init_weights (PyTorch's default would be 2.45x smaller)."""
+    torch.manual_seed(0)
+    neck = FeatureResampler(embed_dim=64)
+    neck.init_weights()
+    expected = (2 / (2 * 2 * 64)) ** 0.5
+    for conv in (neck.up1[0], neck.up1[3], neck.up2[0]):
+        # 16384 samples: the std estimate's relative error is ~1/sqrt(2 * 16384) = 0.6 %
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.03)
+        assert conv.weight.mean().abs().item() < 0.05 * expected
+        assert not conv.bias.any()
+    assert torch.equal(neck.up1[1].weight, torch.ones(64))
+
+
+def test_resampler_layernorm_statistics_in_fp32():
+    """A bf16 map far from zero mean: statistics in bf16 would lose most of the signal
+    (bf16 spacing at 100 is 0.5); in fp32 the result is the fp32 LayerNorm's rounded once."""
+    torch.manual_seed(0)
+    neck = FeatureResampler(embed_dim=64)
+    x = (100 + 4 * torch.randn(2, 64, 5, 5)).to(torch.bfloat16)
+    out = neck.up1[1](x)
+    assert out.dtype == torch.bfloat16
+    reference = torch.nn.functional.layer_norm(
+        x.float().permute(0, 2, 3, 1), (64,), eps=1e-6).permute(0, 3, 1, 2)
+    # two fp32 algorithms (two-pass here, Welford in layer_norm), then one bf16 rounding:
+    # within one bf16 step (2^-8 relative) of the fp32 value
+    torch.testing.assert_close(out.float(), reference, rtol=2 ** -8, atol=1e-3)

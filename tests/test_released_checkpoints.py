@@ -1,8 +1,12 @@
 """Released segmentation checkpoints (full or head-only) load into our segmentors."""
 
+import json
+
 import pytest
 import torch
+from released_layout import facts, names, released_state
 
+from internseg.cli import main
 from internseg.config import load_config
 from internseg.engine.evaluate import load_segmentor_weights, rename_released_keys
 from internseg.engine.train import build_segmentor
@@ -15,30 +19,18 @@ def build(experiment, weights):
     return build_segmentor(cfg)
 
 
-def random_released(value):
-    """A random tensor stored as the released files store it: their sizes are the parameter
-    counts x 2 bytes to within 0.3 MB, so every floating-point tensor, heads included, is bf16."""
-    if not value.is_floating_point():
-        return value.clone()
-    return torch.randn_like(value.float()).to(torch.bfloat16)
+# experiment -> (head, whether its released file holds the trunk), from tests/facts
+WITH_TRUNK = facts()["with_trunk"]
+EXPERIMENTS = {**{f"fewshot_1of{n}": "linear" for n in (16, 8, 4, 2, 1)},
+               "linear_probing": "linear", "head_tuning": "upernet", "full_tuning": "upernet"}
 
 
-def released_head_only(model):
-    """The layout of upernet_..._frozen.pth: heads and resamplers, resamplers in the backbone."""
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("backbone."):
-            continue
-        if key.startswith("neck."):
-            key = "backbone." + key.removeprefix("neck.")
-        state[key] = random_released(value)
+def released_file(experiment, path):
+    """A file in the original's layout: a plain state dict of bf16 tensors, from the facts."""
+    with_trunk = WITH_TRUNK[experiment.split("_1of")[0]]
+    state = released_state(EXPERIMENTS[experiment], with_trunk)
+    torch.save(state, path)
     return state
-
-
-# The resampler parameters of a released UperNet checkpoint (the original's backbone.up1 is
-# ConvT, LayerNorm, GELU, ConvT, Identity; up2 is ConvT, Identity; up3/up4 have none).
-RELEASED_RESAMPLER_KEYS = {f"backbone.{k}.{p}" for k in ("up1.0", "up1.1", "up1.3", "up2.0")
-                           for p in ("weight", "bias")}
 
 
 def test_resampler_keys_map_to_the_neck(demo_assets):
@@ -46,43 +38,64 @@ def test_resampler_keys_map_to_the_neck(demo_assets):
                                  "decode_head.conv_seg.bias": 3}) == {
         "neck.up1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2, "decode_head.conv_seg.bias": 3}
     neck = build("head_tuning", demo_assets["weights"]).neck.state_dict()
-    assert set(rename_released_keys(dict.fromkeys(RELEASED_RESAMPLER_KEYS))) == {
+    assert set(rename_released_keys(dict.fromkeys(names(facts()["resampler_params"])))) == {
         f"neck.{k}" for k in neck}
 
 
-def test_head_only_checkpoint_takes_the_trunk_from_the_pretrained_file(demo_assets, tmp_path):
-    model = build("head_tuning", demo_assets["weights"])
-    state = released_head_only(model)
-    torch.save({"meta": {"iter": 80000}, "state_dict": state}, tmp_path / "released.pth")
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_released_layout_loads_every_value(experiment, demo_assets, tmp_path):
+    model = build(experiment, demo_assets["weights"])
+    state = released_file(experiment, tmp_path / "released.pth")
     load_segmentor_weights(model, tmp_path / "released.pth")
-    # bf16 values into fp32 heads and resamplers: exact, bf16 widens losslessly
-    assert torch.equal(model.neck.up1[0].weight, state["backbone.up1.0.weight"].float())
-    assert torch.equal(model.decode_head.conv_seg.weight,
-                       state["decode_head.conv_seg.weight"].float())
-    trunk = torch.load(demo_assets["weights"], weights_only=True)
-    # a frozen trunk keeps its (pretrained) weights in bf16
-    assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight,
-                       trunk["blocks.1.mlp.fc2.weight"].to(torch.bfloat16))
+    ours = model.state_dict()
+    for key, value in rename_released_keys(state).items():
+        # bf16 widens to our fp32 heads and masters exactly
+        assert torch.equal(ours[key], value.to(ours[key].dtype)), key
+    if not WITH_TRUNK[experiment.split("_1of")[0]]:
+        trunk = torch.load(demo_assets["weights"], weights_only=True)
+        assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight.float(),
+                           trunk["blocks.1.mlp.fc2.weight"].to(torch.bfloat16).float())
 
 
-def test_full_checkpoint_loads_trunk_from_itself(demo_assets, tmp_path):
+def test_linear_head_norm_is_called_norm_as_in_the_original(demo_assets, tmp_path):
     model = build("fewshot_1of16", demo_assets["weights"])
-    state = {k: random_released(v) for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state}, tmp_path / "full.pth")
-    load_segmentor_weights(model, tmp_path / "full.pth")
-    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight,
-                       state["backbone.blocks.0.attn.qkv.weight"])
-    assert torch.equal(model.decode_head.conv_seg.weight,
-                       state["decode_head.conv_seg.weight"].float())
+    state = released_file("fewshot_1of16", tmp_path / "released.pth")
+    load_segmentor_weights(model, tmp_path / "released.pth")
+    assert torch.equal(model.decode_head.norm.running_var,
+                       state["decode_head.norm.running_var"].float())
+    # our own checkpoints use the original's names too
+    assert {k for k in model.state_dict() if k.startswith("decode_head.")} == {
+        k for k in state if k.startswith("decode_head.")}
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_internseg_test_evaluates_released_layout(experiment, demo_assets, tmp_path):
+    released_file(experiment, tmp_path / "released.pth")
+    out = tmp_path / "metrics.json"
+    assert main(["test", f"demo/{experiment}", str(tmp_path / "released.pth"), "--out", str(out),
+                 "--data-root", str(demo_assets["data_root"]),
+                 "--pretrained", str(demo_assets["weights"]), "--threads", "2"]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 4 and 0 <= result["mIoU"] <= 100
 
 
 def test_checkpoint_of_another_head_is_refused_by_name(demo_assets, tmp_path):
     model = build("head_tuning", demo_assets["weights"])
-    state = released_head_only(model)
+    state = released_file("head_tuning", tmp_path / "released.pth")
     del state["decode_head.conv_seg.weight"]
-    torch.save({"state_dict": state}, tmp_path / "bad.pth")
+    torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="decode_head.conv_seg.weight"):
         load_segmentor_weights(model, tmp_path / "bad.pth")
+
+
+def test_our_old_bn_name_is_refused(demo_assets, tmp_path):
+    """A linear head saved before the rename (decode_head.bn.*) names the keys it lacks."""
+    model = build("linear_probing", demo_assets["weights"])
+    state = {k.replace("decode_head.norm.", "decode_head.bn."): v
+             for k, v in released_file("linear_probing", tmp_path / "r.pth").items()}
+    torch.save(state, tmp_path / "old.pth")
+    with pytest.raises(CheckpointError, match="decode_head.norm"):
+        load_segmentor_weights(model, tmp_path / "old.pth")
 
 
 @pytest.mark.parametrize("experiment,stem,with_trunk", [
@@ -103,3 +116,19 @@ def test_released_file_sizes_are_our_state_in_bf16(experiment, stem, with_trunk,
                   for v in tensors)
     overhead = reference["hub"]["files"][f"{stem}.pth"]["size"] - payload
     assert 0 < overhead < 1000 * len(tensors)
+
+
+def test_demo_released_stand_ins_have_the_original_layout(demo_assets, tmp_path):
+    """make-demo's "released" files (our tiny segmentors through to_released_layout) hold
+    exactly the names and shapes the facts give, every float in bf16, no wrapper."""
+    from internseg.demo import write_released_demo
+
+    for experiment in EXPERIMENTS:
+        path = write_released_demo(tmp_path / f"{experiment}.pth", experiment,
+                                   demo_assets["weights"])
+        written = torch.load(path, weights_only=True)
+        expected = released_state(EXPERIMENTS[experiment],
+                                  WITH_TRUNK[experiment.split("_1of")[0]])
+        assert {k: v.shape for k, v in written.items()} == {
+            k: v.shape for k, v in expected.items()}, experiment
+        assert all(v.dtype == expected[k].dtype for k, v in written.items()), experiment

@@ -33,7 +33,7 @@ def test_markdown_has_a_row_per_experiment_and_dashes_for_missing():
                                   record("full_tuning", None, 58.9)]))
     lines = md.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| experiment |")
-    assert "| 54.90 | 50.00 | -4.90 |" in lines[2]
+    assert "| 54.90 | – | 50.00 | -4.90 |" in lines[2]  # no released mIoU given
     assert "–" in lines[3]
 
 
@@ -128,6 +128,29 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
     assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
         43.98, 45.12, 1000)
+    assert (row.published_s_per_iter, row.published_memory_MB) == (2.001, 61234)
+
+
+def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path):
+    run = tmp_path / "runs" / "head_tuning"
+    run.mkdir(parents=True)
+    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", "head_tuning")}"]\n')
+    (run / "metrics.json").write_text(json.dumps({"mIoU": 50.0, "mAcc": 55.0, "aAcc": 80.0}))
+    (run / "split.json").write_text(json.dumps({"count": 20210, "fraction": 1, "seed": 3}))
+    released = tmp_path / "released.json"
+    released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
+    args = ["aggregate", str(run), "--paper-miou", "head_tuning=54.9", "--csv",
+            str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
+            str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")]
+    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table.columns[table.columns.get_loc("paper_mIoU"):][:3]) == [
+        "paper_mIoU", "released_mIoU", "our_mIoU"]
+    assert table.iloc[0].released_mIoU == 54.87
+    assert main(args) == 0  # without released metrics: the column stays, empty
+    assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].released_mIoU)
+    released.write_text(json.dumps({"mAcc": 66.0}))
+    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 1
 
 
 # mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)
@@ -150,3 +173,56 @@ def test_published_log_gives_last_validation_and_last_best():
     assert (found.final_miou, found.best_miou, found.best_iter) == (43.98, 45.12, 1000)
     empty = parse_published_validation("Set random seed to 1, deterministic: False\n")
     assert (empty.final_miou, empty.best_miou, empty.best_iter) == (None, None, None)
+
+
+# The per-50-iteration lines exactly as mmcv 1.x's TextLoggerHook writes them (tab after the
+# iteration counter, ", "-separated pairs, eta as h:mm:ss), and mmseg 0.x's validation lines.
+TRAINING_LOG = """\
+2023-11-02 12:00:00,000 - mmseg - INFO - Iter [15950/160000]\tlr: 5.401e-05, eta: 8:41:02, \
+time: 0.251, data_time: 0.006, memory: 35980, decode.loss_ce: 0.5901, decode.acc_seg: 78.1022, \
+loss: 0.5901
+2023-11-02 12:00:12,000 - mmseg - INFO - Iter [16000/160000]\tlr: 5.400e-05, eta: 8:40:17, \
+time: 0.249, data_time: 0.005, memory: 35982, decode.loss_ce: 0.5778, decode.acc_seg: 79.3311, \
+loss: 0.5778
+2023-11-02 12:03:00,000 - mmseg - INFO - Iter(val) [250]\taAcc: 0.7915, mIoU: 0.3867, \
+mAcc: 0.5076, IoU.wall: 0.7157, IoU.building: 0.7890, Acc.wall: 0.8512
+2023-11-02 12:03:12,000 - mmseg - INFO - Iter [16050/160000]\tlr: 5.399e-05, eta: 8:39:30, \
+time: 0.260, data_time: 0.005, memory: 36010, decode.loss_ce: 0.5702, decode.acc_seg: 79.9, \
+loss: 0.5702
+"""
+
+
+def test_published_log_gives_the_training_and_validation_curves():
+    from internseg.results.published import parse_published_log
+
+    log = parse_published_log(TRAINING_LOG)
+    assert log.max_iters == 160000
+    assert [(r["iter"], r["lr"], r["loss"]) for r in log.train] == [
+        (15950, 5.401e-05, 0.5901), (16000, 5.4e-05, 0.5778), (16050, 5.399e-05, 0.5702)]
+    assert "eta" not in log.train[0] and log.train[1]["data_time"] == 0.005
+    # Iter(val) [250] counts validation batches: the validation belongs to iteration 16000
+    assert log.validation == [(16000, 38.67)]
+    assert log.summary.final_miou == 38.67
+    assert (log.seconds_per_iter, log.memory_mb) == (0.251, 36010)
+
+
+def test_training_curves_overlay_the_originals(tmp_path, monkeypatch):
+    from internseg.results import plots
+    from internseg.results.published import parse_published_log
+
+    drawn = {}
+
+    def keep(fig, out):
+        drawn.update({(ax.get_title(), line.get_label()): line.get_xydata().tolist()
+                      for ax in fig.axes for line in ax.get_lines()})
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    ours = tmp_path / "scalars.jsonl"
+    ours.write_text(json.dumps({"loss": 0.9, "iter": 16000, "step": 16000}) + "\n")
+    plots.plot_training_curves({"full_tuning": ours}, tmp_path / "c.png",
+                               {"full_tuning": parse_published_log(TRAINING_LOG)})
+    assert drawn["training loss", "full_tuning"] == [[16000.0, 0.9]]
+    assert drawn["training loss", "full_tuning (original)"][:2] == [[15950.0, 0.5901],
+                                                                     [16000.0, 0.5778]]
+    assert drawn["validation mIoU", "full_tuning (original)"] == [[16000.0, 38.67]]

@@ -88,20 +88,22 @@ def test_gathering_masters_in_bf16_changes_traffic_not_numbers(tmp_path):
         assert torch.equal(narrow["state"][name], value), name
 
 
-@pytest.mark.parametrize("experiment,master", [("full_tuning", True), ("fewshot_1of16", False)])
+@pytest.mark.parametrize("experiment,master", [("full_tuning", True), ("fewshot_1of16", True),
+                                               ("fewshot_1of16", False)])
 def test_gather_policy_per_unit(experiment, master):
     from internseg.config import load_config
     from internseg.engine.sharding import gather_policy, shard_units
     from internseg.engine.train import build_segmentor
 
-    cfg = load_config(f"demo/{experiment}")
+    # few-shot: fp32 masters as the fork; master_weights=False is the main repo's bf16 path
+    cfg = load_config(f"demo/{experiment}", {"model.backbone.master_weights": master})
     cfg.model.backbone.pretrained = None
     model = build_segmentor(cfg, device="meta")
     policies = {unit: gather_policy(model, unit) for unit in shard_units(model)}
     for block in model.backbone.blocks:
         expected = (torch.bfloat16, torch.float32) if master else (None, None)
         assert (policies[block].param_dtype, policies[block].reduce_dtype) == expected
-    if master:  # UperNet: resamplers gathered in bf16, heads stay fp32
+    if master and experiment == "full_tuning":  # resamplers gathered in bf16, heads in fp32
         assert policies[model.neck].param_dtype == torch.bfloat16
         assert policies[model.decode_head].param_dtype is None
         assert policies[model.auxiliary_head].param_dtype is None

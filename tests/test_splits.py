@@ -81,6 +81,13 @@ def test_fraction_one_without_seed_keeps_all_sorted():
     assert few_shot_subset(["b", "c", "a"], 1, seed=None) == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize("seed", [0, 7, 1234567])
+def test_fraction_one_is_the_sorted_list_whatever_the_seed(seed):
+    """few_shot: fraction 1 (no max_image_num in the original) is never shuffled."""
+    shuffled = STEMS[::-1]
+    assert few_shot_subset(shuffled, 1, seed=seed) == sorted(STEMS)
+
+
 def test_few_shot_without_seed_is_an_error():
     with pytest.raises(ValueError, match="needs a seed"):
         few_shot_subset(STEMS, 16, seed=None)

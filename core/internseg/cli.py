@@ -176,12 +176,32 @@ def cmd_make_demo(args) -> int:
     return 0
 
 
+def add_make_demo_released(sub) -> None:
+    p = sub.add_parser("make-demo-released", help="write a demo stand-in for an experiment's "
+                       "released checkpoint, in the original's key layout")
+    p.add_argument("experiment", help="demo experiment, e.g. head_tuning")
+    p.add_argument("--pretrained", required=True, help="the tiny trunk written by make-demo")
+    p.add_argument("--out", required=True, help=".pth to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_demo_released)
+
+
+def cmd_make_demo_released(args) -> int:
+    from .demo import write_released_demo
+
+    write_released_demo(args.out, args.experiment, args.pretrained, args.seed)
+    print(f"released stand-in for {args.experiment} -> {args.out}")
+    return 0
+
+
 def add_aggregate(sub) -> None:
     p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
     p.add_argument("runs", nargs="+", help="run folders results/runs/<experiment>")
     p.add_argument("--paper-miou", nargs="*", default=[], metavar="EXPERIMENT=MIOU")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH",
                    help="the original's training log, for its final and best validation mIoU")
+    p.add_argument("--released-metrics", nargs="*", default=[], metavar="EXPERIMENT=PATH",
+                   help="metrics.json of the experiment's released checkpoint (released_mIoU)")
     p.add_argument("--csv", required=True)
     p.add_argument("--markdown", required=True)
     p.add_argument("--fraction-plot", required=True)
@@ -211,6 +231,7 @@ def cmd_aggregate(args) -> int:
 
     paper = parse_pairs(args.paper_miou)
     logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
+    released = parse_pairs(args.released_metrics, "--released-metrics", Path, "PATH")
     records, scalars = [], {}
     for run in map(Path, args.runs):
         name = run.name
@@ -222,12 +243,14 @@ def cmd_aggregate(args) -> int:
                                    split_record=run / "split.json",
                                    paper_miou=paper.get(name),
                                    scalars_file=scalars.get(name),
-                                   published_log=logs.get(name)))
+                                   published_log=logs.get(name),
+                                   released_metrics=released.get(name)))
     table = build_table(records)
     write_text(args.csv, table.to_csv(index=False))
     write_text(args.markdown, to_markdown(table))
     plot_miou_vs_fraction(table, args.fraction_plot)
-    plot_training_curves(scalars, args.curves_plot)
+    plot_training_curves(scalars, args.curves_plot,
+                         {r.experiment: r.published for r in records if r.published})
     print(to_markdown(table))
     return 0
 
@@ -237,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_test, add_inspect, hub.add_parser, ade20k.add_parser,
-                splits.add_parser, plan.add_parser, add_make_demo, add_aggregate):
+                splits.add_parser, plan.add_parser, add_make_demo, add_make_demo_released,
+                add_aggregate):
         add(sub)
     return parser
 

@@ -43,7 +43,7 @@ def resolve_config_path(path: str | Path) -> Path:
     if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
         path = config_path(path.parts[0], path.stem)
     if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
+        raise MissingFileError(f"config not found: {path}")
     return path
 
 
@@ -228,6 +228,8 @@ def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) 
         for step in loader.dataset.pipeline:
             if step.type == "Resize":
                 step.scale = (4 * crop, crop)
+            elif step.type == "ShortSideResize":
+                step.short_side = crop
     cfg.train_dataloader.batch_size = d["batch_size"]
     cfg.total_batch_size = d["batch_size"]
     return cfg

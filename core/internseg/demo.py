@@ -170,3 +170,25 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
         shape = (dim, dim) if key.endswith("proj.weight") else (dim,)
         state[f"clip_projector.{key}"] = torch.randn(shape) * 0.02
     return save_torch(out, state)
+
+
+def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path,
+                        seed: int = 0) -> Path:
+    """A stand-in for an experiment's released segmentation checkpoint, in the original's
+    layout (``engine.evaluate.to_released_layout``): the demo config's segmentor with the
+    tiny trunk from ``pretrained`` and seeded random heads. A frozen-trunk experiment gets a
+    head-only file, as released."""
+    import torch
+
+    from .config import load_config
+    from .engine.evaluate import to_released_layout
+    from .engine.train import build_segmentor
+    from .io import save_torch
+
+    cfg = load_config(f"demo/{experiment}")
+    cfg.model.backbone.pretrained = str(pretrained)
+    torch.manual_seed(seed)
+    model = build_segmentor(cfg)
+    model.init_weights()
+    state = to_released_layout(model.state_dict(), cfg.experiment.trunk == "trained")
+    return save_torch(out, state)

@@ -56,20 +56,22 @@ def few_shot_subset(stems: Iterable[str], fraction: int, seed: int | None) -> li
 
     Input order does not matter.  Stems and file names give the same subset: every name has
     the same suffix, so they sort alike, and the shuffle only depends on the count and seed.
-    ``seed=None`` is allowed for ``fraction=1`` only and keeps every stem, sorted.
+    Fraction 1 keeps every stem in sorted order whatever the seed: the original's 1/1 config
+    sets no ``max_image_num``, so its dataset list is never shuffled (the seed only drives the
+    sampler). ``seed=None`` is allowed for ``fraction=1`` only.
     """
     _check_fraction(fraction)
     names = sorted(stems)
     if len(set(names)) != len(names):
         dupes = sorted({n for a, n in zip(names, names[1:]) if a == n})
         raise InputError(f"duplicate stems: {', '.join(dupes[:5])}")
-    if seed is None:
-        if fraction != 1:
-            raise InputError(f"a 1/{fraction} subset needs a seed")
-        return names
-    if not 0 <= seed < 2**32:
+    if seed is not None and not 0 <= seed < 2**32:
         # random.Random(-s) is random.Random(s): two seeds would draw one subset
         raise InputError(f"seed must be in 0..{2**32 - 1}, got {seed}")
+    if fraction == 1:
+        return names
+    if seed is None:
+        raise InputError(f"a 1/{fraction} subset needs a seed")
     keep = len(names) // fraction
     if keep == 0:
         raise InputError(f"1/{fraction} of {len(names)} stems selects no image")

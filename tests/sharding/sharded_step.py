@@ -86,7 +86,7 @@ def full(tensor):
 def train_mode(model):
     model.train()
     # batch statistics of half a batch differ from the whole batch's; running stats do not
-    model.decode_head.bn.eval()
+    model.decode_head.norm.eval()
 
 
 def reference(out, flags=()):

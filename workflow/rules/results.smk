@@ -15,6 +15,7 @@ rule aggregate:
             name=["metrics.json", "split.json", "config.py", "scalars.jsonl"],
         ),
         published=[published_log(e) for e in LOGGED],
+        released=list(RELEASED.values()),
     output:
         csv=report(
             "results/table.csv", caption="../report/table.rst", category="Results"
@@ -38,9 +39,10 @@ rule aggregate:
         runs=expand("{runs}/{experiment}", runs=RUNS, experiment=RUN),
         paper=[f"{e}={config['experiments'][e]['paper_miou']}" for e in RUN],
         published=[f"{e}={published_log(e)}" for e in LOGGED],
+        released=[f"{e}={path}" for e, path in RELEASED.items()],
     shell:
         "internseg aggregate {params.runs} --paper-miou {params.paper}"
-        " --published-log {params.published}"
+        " --published-log {params.published} --released-metrics {params.released}"
         " --csv {output.csv} --markdown {output.markdown}"
         " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
 

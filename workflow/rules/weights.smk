@@ -56,6 +56,13 @@ rule fetch_log:
 
 
 rule fetch_released:
+    input:
+        # the demo's stand-ins (released.smk), taken from weights_local_dir like its trunk
+        lambda wildcards: (
+            f"{SETTINGS['weights_local_dir']}/{wildcards.stem}.pth"
+            if PRESET == "demo"
+            else []
+        ),
     output:
         f"{RES}/published/{{stem}}.pth",
     log:

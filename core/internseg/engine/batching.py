@@ -14,6 +14,8 @@ from mmengine.hooks import ParamSchedulerHook
 
 from mmseg.registry import HOOKS
 
+from ..errors import InputError
+
 WORLD_SIZE_VARS = {"pytorch": "WORLD_SIZE", "slurm": "SLURM_NTASKS", "mpi": "OMPI_COMM_WORLD_SIZE"}
 
 
@@ -35,7 +37,7 @@ def world_size_from_env(launcher: str, env: Mapping[str, str]) -> int:
     try:
         return int(env[var])
     except (KeyError, ValueError):
-        raise ValueError(f"--launcher {launcher} needs {var} in the environment") from None
+        raise InputError(f"--launcher {launcher} needs {var} in the environment") from None
 
 
 RANK_VARS = {"pytorch": "RANK", "slurm": "SLURM_PROCID", "mpi": "OMPI_COMM_WORLD_RANK"}
@@ -51,7 +53,7 @@ def process_rank(launcher: str, env: Mapping[str, str]) -> int:
 def plan_batch(total: int, per_gpu: int, world_size: int) -> BatchPlan:
     """Keep ``per_gpu`` (what fits in memory) unless the GPUs alone exceed ``total``."""
     if total % world_size:
-        raise ValueError(f"total batch {total} cannot be split over {world_size} processes")
+        raise InputError(f"total batch {total} cannot be split over {world_size} processes")
     per_process = total // world_size
     per_gpu = min(per_gpu, per_process)
     while per_process % per_gpu:

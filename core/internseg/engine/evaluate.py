@@ -28,6 +28,32 @@ def rename_released_keys(state: dict) -> dict:
     return out
 
 
+def to_released_layout(state: dict, with_trunk: bool) -> dict:
+    """Our segmentor state in the layout of the original's released files; the inverse of
+    :func:`rename_released_keys`. Written for the demo's stand-in "released" files.
+
+    - resamplers back inside the backbone (``neck.upN.`` -> ``backbone.upN.``);
+    - ``with_trunk=False`` (frozen-trunk files) keeps heads and resamplers only;
+    - every floating-point tensor in bf16 (the released files' sizes are 2 bytes per value,
+      heads included), integer buffers (BN counters) as they are;
+    - a plain state dict, no ``meta`` / ``state_dict`` wrapper.
+    Our other names already are the original's (trunk, ``decode_head.norm``, UperNet).
+    """
+    import torch
+
+    back = {new: old for old, new in RELEASED_KEY_PREFIXES.items()}
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone.") and not with_trunk:
+            continue
+        prefix = next((p for p in back if key.startswith(p)), None)
+        if prefix:
+            key = back[prefix] + key.removeprefix(prefix)
+        value = value.detach().cpu()
+        out[key] = value.to(torch.bfloat16) if value.is_floating_point() else value.clone()
+    return out
+
+
 def load_segmentor_weights(model, path: str | Path) -> None:
     """Load our final checkpoints and the released ones, full or head-only.
 

@@ -11,6 +11,8 @@ from mmengine.optim import OptimWrapper
 
 from mmseg.registry import OPTIM_WRAPPERS
 
+from ..errors import InputError
+
 GRAD_NORM = "train/grad_norm"
 
 
@@ -44,11 +46,11 @@ class GradNormOptimWrapper(OptimWrapper):
                  **kwargs):
         if max_grad_norm is not None:
             if max_grad_norm <= 0:
-                raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+                raise InputError(f"max_grad_norm must be > 0, got {max_grad_norm}")
             kwargs["clip_grad"] = dict(max_norm=float(max_grad_norm))
         super().__init__(*args, **kwargs)
         if grad_norm_window < 1:
-            raise ValueError(f"grad_norm_window must be >= 1, got {grad_norm_window}")
+            raise InputError(f"grad_norm_window must be >= 1, got {grad_norm_window}")
         self.grad_norm_window = grad_norm_window
 
     def step(self, **kwargs) -> None:

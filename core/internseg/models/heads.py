@@ -21,8 +21,10 @@ class LinearHead(BaseDecodeHead):
         norm_cfg = norm_cfg or dict(type="SyncBN", requires_grad=True)
         super().__init__(in_channels=in_channels, channels=in_channels, norm_cfg=norm_cfg,
                          dropout_ratio=0.0, **kwargs)
-        self.bn = build_norm_layer(norm_cfg, in_channels)[1]
+        # `norm`, as the original's FCN-style linear head names it: the released files hold
+        # decode_head.norm.*
+        self.norm = build_norm_layer(norm_cfg, in_channels)[1]
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         x = self._transform_inputs(inputs)
-        return self.cls_seg(self.bn(x))
+        return self.cls_seg(self.norm(x))

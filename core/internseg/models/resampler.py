@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from mmengine.model import BaseModule
 from torch import nn
@@ -12,7 +14,13 @@ from .precision import CastConvTranspose2d, parse_dtype, widened
 
 
 class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+    """LayerNorm over the channel axis of a (B, C, H, W) map.
+
+    Statistics and affine in fp32, the result in the input's dtype, as the original's
+    channels-first LayerNorm (InternVL-MMDetSeg, mmseg/models/backbones/intern_vit_6b.py,
+    class LayerNorm): in a bf16 resampler the mean and variance of 3200 channels would
+    otherwise be accumulated in bf16.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -21,11 +29,15 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
-        weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
-        return weight[:, None, None] * x + bias[:, None, None]
+        # an fp32 master is rounded to the compute dtype first: the value the original's
+        # bf16 module holds
+        weight, bias = self.weight.to(dtype).float(), self.bias.to(dtype).float()
+        return (weight[:, None, None] * x + bias[:, None, None]).to(dtype)
 
 
 @MODELS.register_module()
@@ -51,6 +63,21 @@ class FeatureResampler(BaseModule):
         self.up2 = nn.Sequential(CastConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2))
         self.up3 = nn.Identity()
         self.up4 = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def init_weights(self) -> None:
+        """The original's init (``heads.resampler_init``): ConvTranspose2d weights from
+        normal(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels / groups (std 0.0125 at
+        3200 channels), zero bias; LayerNorm weight 1, bias 0. PyTorch's default (kaiming
+        uniform) is 2.45x smaller."""
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, ChannelsFirstLayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != 4:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
+from .published import PublishedLog  # noqa: E402
 from .table import read_scalars, validations  # noqa: E402
 
 
@@ -35,17 +36,32 @@ def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def plot_training_curves(scalars: dict[str, str | Path], out: str | Path) -> Path:
-    """Training loss per iteration for every run, and validation mIoU where it was measured."""
+def plot_training_curves(scalars: dict[str, str | Path], out: str | Path,
+                         published: dict[str, PublishedLog] | None = None) -> Path:
+    """Training loss per iteration for every run, and validation mIoU where it was measured;
+    with ``published``, the original's curves from its logs overlaid (dashed, same colour).
+    The x axis is the loop iteration, which is the original's iteration at 8 GPUs x 2."""
     fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, path in sorted(scalars.items()):
-        records = read_scalars(path)
+    published = published or {}
+    for name in sorted(set(scalars) | set(published)):
+        records = read_scalars(scalars[name]) if name in scalars else []
         train = [(r["iter"], r["loss"]) for r in records if "loss" in r and "iter" in r]
         val = validations(records)
+        colour = None
         if train:
-            loss_ax.plot(*zip(*train), label=name)
+            colour = loss_ax.plot(*zip(*train), label=name)[0].get_color()
         if val:
-            miou_ax.plot(*zip(*val), "o-", label=name)
+            colour = miou_ax.plot(*zip(*val), "o-", label=name, color=colour)[0].get_color()
+        log = published.get(name)
+        if log is None:
+            continue
+        theirs = [(r["iter"], r["loss"]) for r in log.train if "loss" in r]
+        if theirs:
+            colour = loss_ax.plot(*zip(*theirs), "--", color=colour, alpha=0.7,
+                                  label=f"{name} (original)")[0].get_color()
+        if log.validation:
+            miou_ax.plot(*zip(*log.validation), "x--", color=colour, alpha=0.7,
+                         label=f"{name} (original)")
     loss_ax.set(xlabel="iteration", ylabel="training loss", title="training loss")
     miou_ax.set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
     for ax in (loss_ax, miou_ax):

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from .published import PublishedValidation, read_published_validation
+from .published import PublishedLog, read_published_log
 
 COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
-           "seed_source", "iterations", "paper_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
+           "seed_source", "iterations", "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
            "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
-           "published_best_iter"]
+           "published_best_iter", "published_s_per_iter", "published_memory_MB"]
 
 SETTINGS = {
     "fewshot": "few-shot",
@@ -40,7 +40,9 @@ class RunRecord:
     paper_miou: float | None
     metrics: dict
     best_validation: tuple[float, int] | None = None
-    published: PublishedValidation | None = None
+    published: PublishedLog | None = None
+    # mIoU of the original's released checkpoint, evaluated here with the same `internseg test`
+    released_miou: float | None = None
 
 
 def read_scalars(path: str | Path) -> list[dict]:
@@ -76,16 +78,20 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         ours = r.metrics.get("mIoU")
         diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
         best_miou, best_iter = r.best_validation or (None, None)
-        published = r.published or PublishedValidation()
+        published = r.published or PublishedLog()
+        summary = published.summary
         rows.append(dict(
             experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
             trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
             seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
-            paper_mIoU=r.paper_miou, our_mIoU=ours, difference=diff,
+            paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
-            published_final_mIoU=published.final_miou, published_best_mIoU=published.best_miou,
-            published_best_iter=published.best_iter,
+            published_final_mIoU=summary.final_miou, published_best_mIoU=summary.best_miou,
+            published_best_iter=summary.best_iter,
+            # as the original measured them on its 8 A100s (mmcv's `time`, `memory`)
+            published_s_per_iter=published.seconds_per_iter,
+            published_memory_MB=published.memory_mb,
         ))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -123,9 +129,11 @@ def check_metrics(metrics, path: str | Path) -> None:
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, paper_miou: float | None,
                 scalars_file: str | Path | None = None,
-                published_log: str | Path | None = None) -> RunRecord:
-    """Read one run's config, metrics, split record and, if given, its training scalars and
-    the original's published log; a bad file is named in the error."""
+                published_log: str | Path | None = None,
+                released_metrics: str | Path | None = None) -> RunRecord:
+    """Read one run's config, metrics, split record and, if given, its training scalars, the
+    original's published log and the metrics of its released checkpoint; a bad file is named
+    in the error."""
     from ..config import load_config
 
     cfg = load_config(config_file)
@@ -133,6 +141,7 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         metrics = json.loads(Path(metrics_file).read_text())
         split = json.loads(Path(split_record).read_text())
         scalars = read_scalars(scalars_file) if scalars_file else []
+        released = json.loads(Path(released_metrics).read_text()) if released_metrics else {}
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read results of {experiment}: {err}") from None
     check_metrics(metrics, metrics_file)
@@ -151,5 +160,14 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         paper_miou=paper_miou,
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
-        published=read_published_validation(published_log) if published_log else None,
+        published=read_published_log(published_log) if published_log else None,
+        released_miou=_released_miou(released, released_metrics),
     )
+
+
+def _released_miou(metrics: dict, path) -> float | None:
+    if not path:
+        return None
+    if not isinstance(metrics.get("mIoU"), (int, float)):
+        raise InputError(f"{path}: no numeric mIoU (released checkpoint's metrics)")
+    return float(metrics["mIoU"])

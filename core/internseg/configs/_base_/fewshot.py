@@ -1,9 +1,12 @@
 # The few-shot rows: linear head on the last block, whole trunk trained with layer-wise decay.
 _base_ = ["./models/linear.py", "./datasets/ade20k_504.py", "./default_runtime.py"]
-# The original ran these without DeepSpeed: plain DDP on a bf16 trunk, so AdamW updated bf16
-# weights (and kept bf16 moments). master_weights=True keeps fp32 masters instead.
+# The published few-shot numbers come from the DeepSpeed fork (InternVL-MMDetSeg), whose
+# few-shot configs train under ZeRO-1 bf16: bf16 weights in the forward, fp32 master weights
+# and fp32 AdamW moments in the optimizer. master_weights=True is that. master_weights=False
+# is the main InternVL repo's path (deepspeed = False, a bf16 trunk under plain DDP: AdamW
+# updates bf16 weights and keeps bf16 moments), kept as an option.
 model = dict(
-    backbone=dict(out_indices=[47], drop_path_rate=0.4, freeze_trunk=False, master_weights=False)
+    backbone=dict(out_indices=[47], drop_path_rate=0.4, freeze_trunk=False, master_weights=True)
 )
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05), paramwise_cfg=dict(layer_decay_rate=0.95))
 warmup_iters = 1500

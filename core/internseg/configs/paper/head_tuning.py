@@ -10,3 +10,6 @@ model = dict(
     auxiliary_head=dict(in_index=1),
 )
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=1.0))
+# Test-time resize as the original's config: SETR_Resize (short side 504, long side uncapped)
+val_dataloader = dict(dataset=dict(pipeline={{_base_.setr_test_pipeline}}))
+test_dataloader = dict(dataset=dict(pipeline={{_base_.setr_test_pipeline}}))

@@ -19,6 +19,16 @@ test_pipeline = [
     dict(type="LoadAnnotations"),
     dict(type="PackSegInputs"),
 ]
+# The original's 1/1, linear-probing, head-tuning and full-tuning configs test with SETR_Resize:
+# short side to 504, long side uncapped (the 1/16 to 1/2 configs use the pipeline above).
+# Those configs set it as their val/test pipeline.
+setr_test_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="ShortSideResize", short_side=504),
+    dict(type="ResizeToMultiple", size_divisor=14),
+    dict(type="LoadAnnotations"),
+    dict(type="PackSegInputs"),
+]
 train_dataloader = dict(
     batch_size=2,  # per GPU; 8 GPUs make the paper's 16
     num_workers=4,
