@@ -159,9 +159,9 @@ def test_outside_checkpoints_refuse_pickled_code(tmp_path):
         load_checkpoint_file(tmp_path / "evil.pth")
 
 
-def test_linear_head_is_bn_then_1x1_conv():
+def test_linear_head_is_norm_then_1x1_conv():
     head = LinearHead(in_channels=96, in_index=0, num_classes=150, norm_cfg=dict(type="BN"))
-    assert set(dict(head.named_parameters())) >= {"bn.weight", "bn.bias", "conv_seg.weight",
+    assert set(dict(head.named_parameters())) >= {"norm.weight", "norm.bias", "conv_seg.weight",
                                                   "conv_seg.bias"}
     assert head.conv_seg.weight.shape == (150, 96, 1, 1)
     out = head([torch.randn(2, 96, 4, 4)])

@@ -150,7 +150,7 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     assert main(args) == 0  # without released metrics: the column stays, empty
     assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].released_mIoU)
     released.write_text(json.dumps({"mAcc": 66.0}))
-    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 1
+    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 2  # InputError
 
 
 # mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)

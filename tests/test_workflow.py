@@ -138,7 +138,8 @@ def test_released_target_fetches_pinned_files_and_tests_them_without_training(tm
     # the released files are checked against their pins like the trunk
     assert ("internseg fetch upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.pth"
             " --out resources/paper/published/upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5"
-            "_frozen.pth --repo-id OpenGVLab/InternVL --sha256 eb3e92b685f8") in out
+            "_frozen.pth --repo-id OpenGVLab/InternVL"
+            " --revision 98a13192e85078dc5806b39d7ebf5db0b9b12395 --sha256 eb3e92b685f8") in out
     # a head-only file takes the trunk from the pretrained file, on the evaluation resources
     assert ("internseg test paper/head_tuning resources/paper/published/upernet_intern_vit_6b"
             "_504_80k_ade20k_bs16_lr4e-5_frozen.pth --out results/released/head_tuning/"
@@ -169,7 +170,8 @@ def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
             "ade20k_bs16_lr4e-5_frozen.pth") in out
     assert ("internseg fetch linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.pth --out "
             "resources/demo/published/linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen"
-            ".pth --repo-id OpenGVLab/InternVL --local-dir resources/demo/hub") in out
+            ".pth --repo-id OpenGVLab/InternVL --revision 98a13192e85078dc5806b39d7ebf5db0b9b12395"
+            " --local-dir resources/demo/hub") in out
     assert "--released-metrics fewshot_1of16=results/released/fewshot_1of16/metrics.json" in out
 
 
