@@ -29,7 +29,7 @@ ASSUMED_UTILISATION = 0.4
 PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
 PER_GPU_BATCH = 2
 # Activations, gathered shards and allocator slack per GPU beyond the stored state: the
-# README's per-regime arithmetic (one gathered block with its grads twice with prefetch,
+# per-regime arithmetic in docs/cluster.md (one gathered block with its grads twice with prefetch,
 # checkpointed block inputs, one block's recompute).
 WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0}
 
