@@ -66,7 +66,9 @@ def make_test_profile(tmp_path: Path, **changes) -> Path:
         "set-threads": {"train": 1, "evaluate": 1},
     })
     profile["default-resources"].update(slurm_partition="cpu", runtime=10, mem_mb=1000)
-    profile["set-resources"]["train"].update(gpu=1, cpus_per_gpu=1, mem_mb=3000, runtime=10)
+    # 20 minutes: the profile's warning comes 10 minutes (URG@600) before the limit, and a
+    # trainer honours a warning even when it arrives while the run is still being built
+    profile["set-resources"]["train"].update(gpu=1, cpus_per_gpu=1, mem_mb=3000, runtime=20)
     profile["set-resources"]["evaluate"].update(gpu=1, cpus_per_gpu=1, mem_mb=2000,
                                                 runtime=10)
     for dotted, value in changes.items():
@@ -124,7 +126,7 @@ def test_demo_experiment_runs_through_sbatch_with_its_resources(tmp_path):
              if line.startswith("sbatch call:") and "rule_train_wildcards" in line]
     assert len(calls) == 1, out[-5000:]
     call = calls[0].split(" --wrap=")[0]
-    for expected in (" -p gpu ", " --gpus=1", " --mem 3000 ", " -t 10 ", " --cpus-per-gpu=1",
+    for expected in (" -p gpu ", " --gpus=1", " --mem 3000 ", " -t 20 ", " --cpus-per-gpu=1",
                      " --signal=URG@600"):
         assert expected in f"{call} ", (expected, call)
 
@@ -134,7 +136,7 @@ def test_demo_experiment_runs_through_sbatch_with_its_resources(tmp_path):
                            text=True).stdout
     if shown:
         assert "Partition=gpu " in shown, shown
-        assert "TimeLimit=00:10:00" in shown, shown
+        assert "TimeLimit=00:20:00" in shown, shown
         assert re.search(r"gres[:/]gpu[:=]1", shown), shown
 
     for path in ("results/table.csv", "results/table.md", "results/miou_vs_fraction.png",
