@@ -106,12 +106,19 @@ def test_best_validation_is_the_first_highest_in_optimizer_updates():
     assert best_validation([{"loss": 3.0, "iter": 1, "step": 1}]) is None
 
 
-def test_aggregate_reports_final_and_best_validation(tmp_path):
-    run = tmp_path / "runs" / "fewshot_1of16"
+def finished_run(tmp_path, experiment: str, miou: float, count: int, fraction: int):
+    """A run folder as the workflow leaves it: config, metrics and split record."""
+    run = tmp_path / "runs" / experiment
     run.mkdir(parents=True)
-    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", "fewshot_1of16")}"]\n')
-    (run / "metrics.json").write_text(json.dumps({"mIoU": 44.0, "mAcc": 55.0, "aAcc": 80.0}))
-    (run / "split.json").write_text(json.dumps({"count": 1263, "fraction": 16, "seed": 3}))
+    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", experiment)}"]\n')
+    (run / "metrics.json").write_text(json.dumps({"mIoU": miou, "mAcc": 55.0, "aAcc": 80.0}))
+    (run / "split.json").write_text(json.dumps({"count": count, "fraction": fraction,
+                                                "seed": 3}))
+    return run
+
+
+def test_aggregate_reports_final_and_best_validation(tmp_path):
+    run = finished_run(tmp_path, "fewshot_1of16", 44.0, 1263, 16)
     (run / "scalars.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"loss": 2.0, "iter": 1000, "step": 1000}, {"mIoU": 45.25, "step": 3000},
         {"mIoU": 44.0, "step": 5000}]) + "\n")
@@ -132,11 +139,7 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
 
 
 def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path):
-    run = tmp_path / "runs" / "head_tuning"
-    run.mkdir(parents=True)
-    (run / "config.py").write_text(f'_base_ = ["{config_path("paper", "head_tuning")}"]\n')
-    (run / "metrics.json").write_text(json.dumps({"mIoU": 50.0, "mAcc": 55.0, "aAcc": 80.0}))
-    (run / "split.json").write_text(json.dumps({"count": 20210, "fraction": 1, "seed": 3}))
+    run = finished_run(tmp_path, "head_tuning", 50.0, 20210, 1)
     released = tmp_path / "released.json"
     released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
     args = ["aggregate", str(run), "--paper-miou", "head_tuning=54.9", "--csv",
