@@ -25,7 +25,9 @@ def workflow_copy(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd, *args, timeout=1500):
+# the whole demo DAG (53 jobs, released-checkpoint evaluations included) takes about 25 minutes
+# on 2 cores; the limit only catches a hang
+def snakemake(cwd, *args, timeout=3600):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
