@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -234,8 +235,11 @@ def test_demo_dag_end_to_end(tmp_path):
 
     # a changed seed is a changed param: that experiment's split, training and evaluation
     # rerun (and the table), nothing else
-    reseeded = snakemake(wf, "--cores", "2", "-n", "all", "--config",
-                         "presets={'demo': {'seeds': {'fewshot_1of16': 1}}}")
+    # (a file: `--config` turns the nested value into the string '1', which the schema refuses)
+    config = yaml.safe_load((wf / "config.yaml").read_text())
+    config["presets"]["demo"]["seeds"]["fewshot_1of16"] = 1
+    (wf / "reseeded.yaml").write_text(yaml.safe_dump(config))
+    reseeded = snakemake(wf, "--cores", "2", "-n", "all", "--configfile", "reseeded.yaml")
     planned = reseeded.stdout
     assert reseeded.returncode == 0, reseeded.stderr
     for rule in ("split", "train", "evaluate"):
