@@ -100,18 +100,27 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(f"{path}.sha256")
 
 
-def read_split(path: str | Path) -> list[str]:
-    """The stems of a split file after checking it against its sidecar."""
+def checked_sha256(path: str | Path, *, sidecar_required: bool = True) -> str:
+    """A split file's sha256, checked against the sidecar `split` wrote beside it."""
     path = Path(path)
     side = sidecar_path(path)
+    if not sidecar_required and not side.exists():
+        return sha256_file(path)
     try:
         recorded = side.read_text().split()[0]
     except (OSError, IndexError):
         raise SplitError(f"{side}: missing or empty checksum file for {path}") from None
     actual = sha256_file(path)
     if actual != recorded:
-        raise SplitError(f"{path}: SHA-256 {actual} does not match {side} ({recorded})")
-    return path.read_text().split()
+        raise SplitError(f"{path}: sha256 {actual} does not match {side} ({recorded}); "
+                         "the split changed after it was written")
+    return actual
+
+
+def read_split(path: str | Path) -> list[str]:
+    """The stems of a split file after checking it against its sidecar."""
+    checked_sha256(path)
+    return Path(path).read_text().split()
 
 
 def load_train_stems(manifest_path: str | Path) -> list[str]:

@@ -29,6 +29,7 @@ from mmseg.registry import HOOKS
 
 from ..errors import InputError, MissingFileError
 from ..io import hash_file, write_json
+from ..splits import checked_sha256
 
 log = logging.getLogger("internseg")
 
@@ -79,20 +80,6 @@ def recorded_sha256(path: str | Path) -> str:
     return hash_file(path, "sha256")
 
 
-def verified_split_sha256(path: str | Path) -> str:
-    """The split's sha256, checked against the sidecar `internseg split` wrote beside it."""
-    path = Path(path)
-    actual = hash_file(path, "sha256")
-    sidecar = Path(f"{path}.sha256")
-    if sidecar.is_file():
-        recorded = sidecar.read_text().split()
-        if not recorded or recorded[0] != actual:
-            raise InputError(f"{path}: sha256 {actual} does not match {sidecar} "
-                             f"({recorded[0] if recorded else 'empty'}); the split changed "
-                             f"after it was written")
-    return actual
-
-
 def identity_components(cfg, *, split: str | None, pretrained: str | None,
                         load_from: str | None, data_root: str | None) -> dict:
     config_text = json.dumps(training_config(cfg), sort_keys=True, default=str)
@@ -100,7 +87,7 @@ def identity_components(cfg, *, split: str | None, pretrained: str | None,
     return dict(
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest(),
         seed=(cfg.get("randomness") or {}).get("seed"),
-        split_sha256=verified_split_sha256(split) if split else None,
+        split_sha256=checked_sha256(split, sidecar_required=False) if split else None,
         pretrained_sha256=recorded_sha256(existing(pretrained, "pretrained trunk"))
         if pretrained else None,
         load_from_sha256=(recorded_sha256(existing(load_from, "--load-from checkpoint"))
