@@ -5,6 +5,7 @@
 # is the target on its own.
 
 STEM_OF = {e: config["experiments"][e]["hub_stem"] for e in config["experiments"]}
+EXPERIMENT_OF = {stem: e for e, stem in STEM_OF.items()}
 RELEASED_METRICS = "results/released/{experiment}/metrics.json"
 
 # What the table reads: experiment -> metrics.json of its released checkpoint.
@@ -33,9 +34,7 @@ if PRESET == "demo":
         conda:
             ENV
         params:
-            experiment=lambda wildcards: next(
-                e for e, s in STEM_OF.items() if s == wildcards.stem
-            ),
+            experiment=lambda wildcards: EXPERIMENT_OF[wildcards.stem],
         shell:
             "internseg make-demo-released {params.experiment} --pretrained {input}"
             " --out {output} > {log} 2>&1"
