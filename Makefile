@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: install demo test lint slurm-profile clean-demo
+.PHONY: install demo test test-all lint slurm-profile clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(RUN_IN_VENV) python -m pytest $(PYTEST_ARGS)
+
+# what CI runs: the suite and the whole demo DAG at its own budget (about 20 minutes more)
+test-all: install
+	$(RUN_IN_VENV) python -m pytest -m "" $(PYTEST_ARGS)
 
 lint: install
 	$(RUN_IN_VENV) snakemake --lint

@@ -21,15 +21,16 @@ import time
 
 import torch
 
-from internseg.demo import TINY_TRUNK
+from internseg.demo import DEMO_TRUNK
 from internseg.models import InternViT6B
+from internseg.trunks import TRUNKS
 
 REGIMES = ("frozen", "trained_master", "trained_bf16")
 
 
 def build(regime: str, tiny: bool, device: torch.device, img_size: int = 504) -> InternViT6B:
-    size = TINY_TRUNK if tiny else {}
-    depth = size.get("depth", 48)
+    trunk = TRUNKS[DEMO_TRUNK if tiny else "intern_vit_6b_224px"]
+    size, depth = trunk.architecture, trunk.depth
     trained = regime != "frozen"
     # built and initialised on the device: 5.9B random values take minutes on a CPU
     with torch.device(device):

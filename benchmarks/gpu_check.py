@@ -163,10 +163,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from internseg import register_all
-
-    register_all()
-    from internseg.config import load_config
+    from internseg.config import load_config  # its custom_imports register the models
 
     backbone = load_config(f"{'demo' if args.tiny else 'paper'}/full_tuning").model.backbone
     tokens = (args.img_size // backbone.patch_size) ** 2 + 1

@@ -32,6 +32,6 @@ def demo_assets(tmp_path_factory):
     archive = write_demo_zip(root / "ADEChallengeData2016.zip", n_train=24, n_val=4, seed=0)
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(root / "data")
-    weights = write_tiny_checkpoint(root / "hub" / "intern_vit_6b_224px.pth")
+    weights = write_tiny_checkpoint(root / "hub" / "intern_vit_tiny_demo.pth")
     return dict(root=root, archive=archive, data_root=root / "data" / "ADEChallengeData2016",
                 weights=weights)

@@ -1,14 +1,14 @@
 import pytest
 
-from internseg.config import config_path, experiments, load_config, shrink
+from internseg.config import config_path, load_config, shrink
 from internseg.errors import InputError
+from internseg.registry import experiments
 
-PAPER = experiments("paper")
+PAPER = sorted(experiments("paper"))
 
 
-def test_eight_experiments_in_both_presets():
-    assert PAPER == experiments("demo")
-    assert len(PAPER) == 8
+def test_every_paper_experiment_has_a_demo_overlay():
+    assert PAPER == sorted(experiments("demo"))
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -107,6 +107,8 @@ def test_shrink_rejects_unknown_setting():
     cfg = load_config("paper/fewshot_1of16")
     with pytest.raises(InputError, match="widht"):
         shrink(cfg, out_indices=[3], max_iters=10, widht=3)
+    with pytest.raises(InputError, match="missing.*crop"):
+        shrink(cfg, trunk="intern_vit_tiny_demo", out_indices=[3], max_iters=10)
 
 
 def test_unknown_experiment_names_the_known_ones():

@@ -5,11 +5,10 @@ import pytest
 import torch
 from mmengine.registry import DefaultScope
 
-from internseg import register_all
+import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.config import load_config
 from internseg.engine.train import build_segmentor
 
-register_all()
 
 
 def resize_for_test(shape, config="paper/fewshot_1of16"):

@@ -3,14 +3,14 @@ import re
 import pytest
 import torch
 
-from internseg import register_all
-from internseg.demo import CLIP_PROJECTOR_KEYS, TINY_TRUNK, write_tiny_checkpoint
+import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
+from internseg.demo import CLIP_PROJECTOR_KEYS, DEMO_TRUNK, write_tiny_checkpoint
+from internseg.trunks import TRUNKS
 from internseg.models import FeatureResampler, InternViT6B, LinearHead
 from internseg.models.pretrained import (CheckpointError, adapt_backbone_state,
                                          load_checkpoint_file, load_pretrained_backbone,
                                          resize_pos_embed)
 
-register_all()
 
 BLOCK_KEYS = ["norm1.weight", "attn.qkv.weight", "attn.q_norm.weight", "attn.k_norm.weight",
               "attn.proj.weight", "attn.proj.bias", "ls1.gamma", "norm2.weight",
@@ -18,7 +18,8 @@ BLOCK_KEYS = ["norm1.weight", "attn.qkv.weight", "attn.q_norm.weight", "attn.k_n
 
 
 def tiny(**kw):
-    args = dict(img_size=56, trunk_dtype="float32", out_indices=(3,), **TINY_TRUNK)
+    args = dict(img_size=56, trunk_dtype="float32", out_indices=(3,),
+                **TRUNKS[DEMO_TRUNK].architecture)
     args.update(kw)
     return InternViT6B(**args)
 

@@ -10,8 +10,9 @@ from internseg.results.table import (COLUMNS, RunRecord, best_validation, build_
                                     to_markdown)
 
 
-def record(name, ours, paper, fraction=1):
-    return RunRecord(experiment=name, head="linear", trunk="trained", fraction=fraction,
+def record(name, ours, paper, fraction=1, setting="few-shot"):
+    return RunRecord(experiment=name, setting=setting, head="LinearHead",
+                     trunk="intern_vit_6b_224px", trunk_mode="trained", fraction=fraction,
                      iterations=100, train_images=20210 // fraction, seed=7,
                      seed_source="log:x.log", paper_miou=paper,
                      metrics={"mIoU": ours, "mAcc": 1.0, "aAcc": 2.0})
@@ -19,7 +20,7 @@ def record(name, ours, paper, fraction=1):
 
 def test_table_rows_and_difference():
     table = build_table([record("fewshot_1of16", 40.25, 46.5, 16),
-                         record("linear_probing", None, 47.2)])
+                         record("linear_probing", None, 47.2, setting="linear probing")])
     assert list(table.columns) == COLUMNS
     row = table.iloc[0]
     assert (row.setting, row.fraction, row.train_images) == ("few-shot", "1/16", 1263)
@@ -37,13 +38,13 @@ def test_markdown_has_a_row_per_experiment_and_dashes_for_missing():
     assert "–" in lines[3]
 
 
-def test_paper_pairs_parse_and_reject_garbage():
-    assert parse_pairs(["a=1.5", "b=2"]) == {"a": 1.5, "b": 2.0}
+def test_pairs_parse_and_reject_garbage():
+    assert parse_pairs(["a=1.5", "b=2"], "--x", float) == {"a": 1.5, "b": 2.0}
     for bad in (["a"], ["a=x"]):
-        with pytest.raises(ValueError, match="EXPERIMENT=NUMBER"):
-            parse_pairs(bad)
+        with pytest.raises(ValueError, match="--x expects EXPERIMENT=NUMBER"):
+            parse_pairs(bad, "--x", float, "NUMBER")
     with pytest.raises(ValueError, match="--published-log expects EXPERIMENT=PATH"):
-        parse_pairs(["a="], "--published-log", str, "PATH")
+        parse_pairs(["a="], "--published-log")
 
 
 def aggregate_one(tmp_path, metrics_text, config=None):
@@ -96,6 +97,19 @@ def test_fraction_plot_without_few_shot_rows_still_writes(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_fraction_series_come_from_the_settings_not_the_names():
+    from internseg.results.plots import fraction_series
+
+    table = build_table([
+        record("a", 40.0, 46.5, 16), record("b", 50.0, 57.2, 1),
+        record("c", 45.0, 47.2, 1, setting="linear probing"),
+        record("d", 30.0, None, 4, setting="head tuning"), record("e", 35.0, None, 2,
+                                                                 setting="head tuning")])
+    series = fraction_series(table)
+    assert sorted(series) == ["few-shot", "head tuning"]
+    assert list(series["few-shot"]["experiment"]) == ["a", "b"]  # by fraction, 1/16 first
+
+
 def test_best_validation_is_the_first_highest_in_optimizer_updates():
     scalars = [{"loss": 3.0, "iter": 1000, "step": 1000},
                {"mIoU": 41.0, "step": 1000}, {"mIoU": 44.5, "step": 2000},
@@ -125,12 +139,14 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     log = tmp_path / "published.log"
     log.write_text(PUBLISHED_LOG)
     csv = tmp_path / "t.csv"
-    code = main(["aggregate", str(run), "--paper-miou", "fewshot_1of16=46.5",
-                 "--published-log", f"fewshot_1of16={log}", "--csv", str(csv),
+    code = main(["aggregate", str(run), "--published-log", f"fewshot_1of16={log}", "--csv", str(csv),
                  "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
                  str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
     assert code == 0
     row = pd.read_csv(csv).iloc[0]
+    # setting, paper number, head and trunk are the experiment config's metadata
+    assert (row.setting, row.paper_mIoU, row["head"], row.trunk, row.trunk_mode) == (
+        "few-shot", 46.5, "LinearHead", "intern_vit_6b_224px", "trained")
     assert (row.our_mIoU, row.difference) == (44.0, -2.5)
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
     assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
@@ -142,7 +158,7 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     run = finished_run(tmp_path, "head_tuning", 50.0, 20210, 1)
     released = tmp_path / "released.json"
     released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
-    args = ["aggregate", str(run), "--paper-miou", "head_tuning=54.9", "--csv",
+    args = ["aggregate", str(run), "--csv",
             str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
             str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")]
     assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 0

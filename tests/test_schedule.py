@@ -3,10 +3,9 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
 
-from internseg import register_all
+import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.config import load_config
 
-register_all()
 
 
 def lr_trace(experiment, iterations):

@@ -234,7 +234,7 @@ def test_two_ranks_stop_together_on_the_signal_and_resume_to_an_uninterrupted_ru
                     str(tmp_path / "work"), "--data-root",
                     str(wf / "resources/demo/ade/ADEChallengeData2016"), "--split",
                     str(runs / "split.txt"), "--seed-record", str(runs / "split.json"),
-                    "--pretrained", str(wf / "resources/demo/weights/intern_vit_6b_224px.pth"),
+                    "--pretrained", str(wf / "resources/demo/weights/intern_vit_tiny_demo.pth"),
                     "--deterministic", "--threads", "1", "--gpus", "2",
                     "--final-checkpoint", str(straight)],
                    check=True, capture_output=True, env=env, cwd=wf, timeout=900)

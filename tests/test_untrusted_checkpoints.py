@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from internseg import register_all
+import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.cli import main
 from internseg.engine.resilience import is_readable_checkpoint, latest_valid_checkpoint
 from internseg.safe_load import (CheckpointError, UnsafeCheckpointError, safe_load,
                                  verify_checkpoint)
 
-register_all()
 
 
 class Payload:

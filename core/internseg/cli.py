@@ -157,10 +157,12 @@ def cmd_inspect(args) -> int:
 
 
 def add_make_demo(sub) -> None:
-    p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip and tiny checkpoint")
-    p.add_argument("--zip", required=True, help="ADEChallengeData2016.zip to write")
-    p.add_argument("--checkpoint", required=True,
-                   help="tiny intern_vit_6b_224px.pth to write (the demo's local 'Hub')")
+    p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip and/or a synthetic "
+                       "registered trunk (the demo's local 'Hub')")
+    p.add_argument("--zip", help="ADEChallengeData2016.zip to write")
+    p.add_argument("--checkpoint", help="trunk checkpoint to write (the trunk's file name)")
+    p.add_argument("--trunk", default="intern_vit_tiny_demo",
+                   help="registered synthetic trunk to write (internseg.trunks)")
     p.add_argument("--train-count", type=int, default=96)
     p.add_argument("--val-count", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -170,9 +172,14 @@ def add_make_demo(sub) -> None:
 def cmd_make_demo(args) -> int:
     from .demo import write_demo_zip, write_tiny_checkpoint
 
-    write_demo_zip(args.zip, args.train_count, args.val_count, args.seed)
-    write_tiny_checkpoint(args.checkpoint, args.seed)
-    print(f"demo data -> {args.zip}; tiny trunk -> {args.checkpoint}")
+    if not (args.zip or args.checkpoint):
+        raise InputError("make-demo: nothing to write; give --zip and/or --checkpoint")
+    if args.zip:
+        write_demo_zip(args.zip, args.train_count, args.val_count, args.seed)
+        print(f"demo data -> {args.zip}")
+    if args.checkpoint:
+        write_tiny_checkpoint(args.checkpoint, args.seed, args.trunk)
+        print(f"trunk {args.trunk} -> {args.checkpoint}")
     return 0
 
 
@@ -197,7 +204,6 @@ def cmd_make_demo_released(args) -> int:
 def add_aggregate(sub) -> None:
     p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
     p.add_argument("runs", nargs="+", help="run folders results/runs/<experiment>")
-    p.add_argument("--paper-miou", nargs="*", default=[], metavar="EXPERIMENT=MIOU")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH",
                    help="the original's training log, for its final and best validation mIoU")
     p.add_argument("--released-metrics", nargs="*", default=[], metavar="EXPERIMENT=PATH",
@@ -209,8 +215,7 @@ def add_aggregate(sub) -> None:
     p.set_defaults(func=cmd_aggregate)
 
 
-def parse_pairs(pairs: list[str], option: str = "--paper-miou", convert=float,
-                what: str = "NUMBER") -> dict:
+def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH") -> dict:
     """EXPERIMENT=VALUE pairs; ``convert`` turns VALUE into what the option takes."""
     out = {}
     for pair in pairs:
@@ -229,9 +234,8 @@ def cmd_aggregate(args) -> int:
     from .results.plots import plot_miou_vs_fraction, plot_training_curves
     from .results.table import build_table, load_record, to_markdown
 
-    paper = parse_pairs(args.paper_miou)
-    logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
-    released = parse_pairs(args.released_metrics, "--released-metrics", Path, "PATH")
+    logs = parse_pairs(args.published_log, "--published-log")
+    released = parse_pairs(args.released_metrics, "--released-metrics")
     records, scalars = [], {}
     for run in map(Path, args.runs):
         name = run.name
@@ -241,7 +245,6 @@ def cmd_aggregate(args) -> int:
         records.append(load_record(name, config_file=run / "config.py",
                                    metrics_file=run / "metrics.json",
                                    split_record=run / "split.json",
-                                   paper_miou=paper.get(name),
                                    scalars_file=scalars.get(name),
                                    published_log=logs.get(name),
                                    released_metrics=released.get(name)))

@@ -12,20 +12,6 @@ from .errors import InputError, MissingFileError
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PRESETS = ("paper", "demo")
 
-# The demo's tiny InternViT and its training budget; everything not named here is the paper's.
-DEMO_DEFAULTS = dict(
-    embed_dim=96,
-    depth=4,
-    num_heads=4,
-    crop=112,
-    head_channels=32,
-    batch_size=4,
-    # A random 96-wide trunk learns nothing in a few hundred steps at the paper's 4e-5.
-    lr=2e-3,
-    evaluations=2,
-)
-
-
 def config_path(preset: str, experiment: str) -> Path:
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
@@ -62,19 +48,19 @@ def config_sources(path: str | Path) -> list[Path]:
     return sources
 
 
-def experiments(preset: str = "paper") -> list[str]:
-    return sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
-
-
-def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
+def load_config(path: str | Path, cfg_options: dict | None = None, *,
+                import_modules: bool = True) -> Config:
     """Read a config file (a path or ``<preset>/<experiment>``), apply its ``demo`` block and
-    ``cfg_options``, then derive the schedule (so ``max_iters=...`` rescales it).
+    ``cfg_options``, then derive what follows from the trunk and the iteration counts (so
+    ``max_iters=...`` rescales the schedule and ``trunk=...`` the widths).
 
     An option naming a key the config does not have, or giving a value of another type than
-    the config's, is refused: mmengine would accept it and ignore it or fail hours later."""
+    the config's, is refused: mmengine would accept it and ignore it or fail hours later.
+    ``import_modules=False`` skips the config's ``custom_imports`` (torch, mmseg): reading an
+    experiment's metadata needs neither."""
     path = resolve_config_path(path)
     try:
-        cfg = Config.fromfile(str(path))
+        cfg = Config.fromfile(str(path), import_custom_modules=import_modules)
     except SyntaxError as err:
         where = err.filename if err.filename and not err.filename.startswith("<") else path
         raise InputError(f"{where}:{err.lineno}: {err.msg}") from None
@@ -87,6 +73,7 @@ def load_config(path: str | Path, cfg_options: dict | None = None) -> Config:
         shrink(cfg, **cfg.pop("demo"))
     if cfg_options:
         cfg.merge_from_dict(checked_options(cfg, cfg_options, path))
+    apply_trunk(cfg, path)
     return finalize_schedule(cfg)
 
 
@@ -104,9 +91,12 @@ def checked_options(cfg: Config, options: dict, source: Path) -> dict:
     out = {}
     for given, value in options.items():
         key = DERIVED_KEYS.get(given, given)
-        if re.fullmatch(r"param_scheduler\.\d+\.end", key):
-            raise InputError(f"--cfg-options {given}: derived from warmup_iters and max_iters; "
-                             "set those instead")
+        if re.fullmatch(r"param_scheduler\.\d+\.(begin|end)", key):
+            raise InputError(f"--cfg-options {given}: derived from the iteration counts "
+                             f"({', '.join(ITERATION_COUNTS)}); set those instead")
+        if key in TRUNK_KEYS:
+            raise InputError(f"--cfg-options {given}: fixed by the trunk ({cfg.get('trunk')}); "
+                             "choose another with trunk=<name>")
         if key in out and out[key] != value:
             raise InputError(f"--cfg-options: {key} given twice ({out[key]!r} and {value!r})")
         out[key] = value
@@ -160,74 +150,123 @@ def _check_type(key: str, current, value) -> None:
                          f"like the config's {current!r}")
 
 
-def finalize_schedule(cfg: Config) -> Config:
-    """Derive the loop length and the scheduler ends from ``max_iters`` / ``warmup_iters``,
-    the one source of the iteration count: they are always recomputed (a dumped config holds
-    the same values), so changing ``max_iters`` changes loop and schedule together.
+# Iteration counts a scheduler's begin/end may name: the config states them once.
+ITERATION_COUNTS = ("max_iters", "warmup_iters")
+# Backbone and optimizer keys that follow from the registered trunk (apply_trunk).
+TRUNK_KEYS = {f"model.backbone.{k}" for k in
+              ("embed_dim", "depth", "num_heads", "patch_size", "pretrain_size")} | {
+    "optim_wrapper.paramwise_cfg.num_layers"}
 
-    mmengine reaches a scheduler's final value at step ``end - 1``, hence the + 1: warmup is
-    complete at ``warmup_iters`` and the poly factor reaches 0 at ``max_iters``, as in the
-    original.
+
+def finalize_schedule(cfg: Config) -> Config:
+    """Derive the loop length and the schedulers' ``begin``/``end`` from the config's iteration
+    counts, whatever the schedule's shape: a ``begin`` or ``end`` given as the name of a count
+    (``"warmup_iters"``, ``"max_iters"``) is resolved from it. The symbolic schedule is kept
+    (``schedule``), so a dumped config re-derives from it and a new ``max_iters`` changes
+    loop and schedule together.
+
+    mmengine reaches a scheduler's final value at step ``end - 1``, hence ``end`` = count + 1:
+    a warmup to ``warmup_iters`` is complete there and a poly to ``max_iters`` reaches 0 there,
+    as in the original.
     """
-    warmup, poly = cfg.param_scheduler
-    if (warmup.type, poly.type) != ("LinearLR", "PolyLR"):
-        raise InputError(f"expected [LinearLR, PolyLR] schedulers, got {warmup.type}, {poly.type}")
-    for name in ("max_iters", "warmup_iters"):
+    for name in ITERATION_COUNTS:
+        if name not in cfg:
+            continue
         if isinstance(cfg[name], bool) or not isinstance(cfg[name], int) or cfg[name] < 1:
             raise InputError(f"{name} must be an integer >= 1, got {cfg[name]!r}")
-    warmup.end = cfg.warmup_iters + 1
-    poly.end = cfg.max_iters + 1
+    if "max_iters" not in cfg:
+        raise InputError("the config states no max_iters (the training length)")
+    schedule = cfg.get("schedule") or cfg.param_scheduler
+    resolved = []
+    for index, step in enumerate(schedule):
+        step = dict(step)
+        for bound in ("begin", "end"):
+            value = step.get(bound)
+            if isinstance(value, str):
+                if value not in ITERATION_COUNTS or value not in cfg:
+                    raise InputError(f"param_scheduler[{index}].{bound} = {value!r}: not one "
+                                     f"of this config's counts {[c for c in ITERATION_COUNTS if c in cfg]}")
+                step[bound] = cfg[value] + (1 if bound == "end" else 0)
+        resolved.append(step)
+    cfg.schedule = [dict(step) for step in schedule]
+    cfg.param_scheduler = resolved
     cfg.train_cfg.max_iters = cfg.max_iters
     return cfg
 
 
-def shrink(cfg: Config, *, out_indices: list[int], max_iters: int, **overrides) -> Config:
-    """Scale a paper config down in place: tiny trunk, small crop, few iterations.
+def apply_trunk(cfg: Config, source: Path | str = "config") -> Config:
+    """Write the registered trunk's architecture into the backbone, and its width into what
+    reads the backbone's maps (neck, heads), its depth into the layer-wise decay."""
+    from .trunks import get_trunk
 
-    The structure (heads, frozen or trained trunk, losses, pipelines, schedule shape) is
-    untouched, so the demo runs the paper's code paths.
-    """
-    unknown = set(overrides) - set(DEMO_DEFAULTS)
-    if unknown:
-        raise InputError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEMO_DEFAULTS)}")
-    d = {**DEMO_DEFAULTS, **overrides}
-    dim, crop = d["embed_dim"], d["crop"]
+    if "trunk" not in cfg:
+        raise InputError(f"{source}: no `trunk = \"<registered trunk>\"`")
+    trunk = get_trunk(cfg.trunk)
     model = cfg.model
-
-    model.backbone.update(img_size=crop, embed_dim=dim, depth=d["depth"],
-                          num_heads=d["num_heads"], out_indices=list(out_indices))
-    model.data_preprocessor.size = (crop, crop)
-    model.test_cfg.update(crop_size=(crop, crop), stride=(round(crop * 322 / 504),) * 2)
+    model.backbone.update(trunk.architecture)
+    bad = [i for i in model.backbone.out_indices if not 0 <= i < trunk.depth]
+    if bad:
+        raise InputError(f"{source}: out_indices {bad} outside trunk {trunk.name}'s "
+                         f"0..{trunk.depth - 1}")
+    dim = trunk.embed_dim
     if model.get("neck"):
         model.neck.embed_dim = dim
-    head = model.decode_head
-    if head.type == "LinearHead":
-        head.in_channels = dim
-    else:
-        head.update(in_channels=[dim] * len(head.in_channels), channels=d["head_channels"])
-    if model.get("auxiliary_head"):
-        model.auxiliary_head.update(in_channels=dim, channels=d["head_channels"])
+    for name in ("decode_head", "auxiliary_head"):
+        head = model.get(name)
+        if head:
+            levels = head.get("in_index", 0)
+            head.in_channels = [dim] * len(levels) if isinstance(levels, (list, tuple)) else dim
+    cfg.optim_wrapper.paramwise_cfg.num_layers = trunk.depth
+    return cfg
+
+
+# What a `demo` block must say; configs/_base_/demo.py gives all but out_indices.
+DEMO_SETTINGS = ("trunk", "out_indices", "max_iters", "crop", "head_channels", "batch_size",
+                 "lr", "evaluations")
+
+
+def shrink(cfg: Config, **settings) -> Config:
+    """Scale a paper config down in place for the CPU demo: the tiny trunk, a small crop, a
+    short budget. The structure (heads, frozen or trained trunk, losses, pipelines, schedule
+    shape) is untouched, so the demo runs the paper's code paths."""
+    unknown = set(settings) - set(DEMO_SETTINGS)
+    missing = set(DEMO_SETTINGS) - set(settings)
+    if unknown or missing:
+        raise InputError(f"demo settings: unknown {sorted(unknown)}, missing {sorted(missing)}; "
+                         f"a demo block holds {list(DEMO_SETTINGS)}")
+    d = settings
+    crop, old_crop = d["crop"], cfg.model.data_preprocessor.size[0]
+    scale = crop / old_crop
+    model = cfg.model
+    cfg.trunk = d["trunk"]
+    model.backbone.update(img_size=crop, out_indices=list(d["out_indices"]))
+    model.data_preprocessor.size = (crop, crop)
+    model.test_cfg.update(crop_size=(crop, crop),
+                          stride=tuple(round(s * scale) for s in model.test_cfg.stride))
+    for name in ("decode_head", "auxiliary_head"):
+        if "channels" in model.get(name, {}):
+            model[name].channels = d["head_channels"]
 
     cfg.optim_wrapper.optimizer.lr = d["lr"]
-    cfg.optim_wrapper.paramwise_cfg.num_layers = d["depth"]
-
-    cfg.warmup_iters = max(1, round(cfg.warmup_iters * max_iters / cfg.max_iters))
+    max_iters = d["max_iters"]
+    if "warmup_iters" in cfg:
+        cfg.warmup_iters = max(1, round(cfg.warmup_iters * max_iters / cfg.max_iters))
     cfg.max_iters = max_iters
     every = max(1, max_iters // d["evaluations"])
     cfg.train_cfg.val_interval = every
     cfg.default_hooks.checkpoint.interval = every
     cfg.default_hooks.logger.interval = max(1, max_iters // 10)
 
-    for step in cfg.train_dataloader.dataset.pipeline:
-        if step.type == "RandomResize":
-            step.scale = (4 * crop, crop)
-        elif step.type == "RandomCrop":
-            step.crop_size = (crop, crop)
+    def scaled(size):
+        return tuple(round(s * scale) for s in size)
+
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.update(num_workers=0, persistent_workers=False)
         for step in loader.dataset.pipeline:
-            if step.type == "Resize":
-                step.scale = (4 * crop, crop)
+            if step.type in ("RandomResize", "Resize"):
+                step.scale = scaled(step.scale)
+            elif step.type == "RandomCrop":
+                step.crop_size = (crop, crop)
             elif step.type == "ShortSideResize":
                 step.short_side = crop
     cfg.train_dataloader.batch_size = d["batch_size"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEMO_DEFAULTS
 from .io import atomic_path
 
 TOP = "ADEChallengeData2016"
@@ -141,9 +140,8 @@ def write_demo_zip(out: str | Path, n_train: int = 96, n_val: int = 16, seed: in
     return Path(out)
 
 
-# The tiny trunk: the real InternViT6B class at the demo configs' width and depth, so that
-# the "pretrained" file always fits them.
-TINY_TRUNK = {k: DEMO_DEFAULTS[k] for k in ("embed_dim", "depth", "num_heads")}
+# The demo's trunk (configs/_base_/demo.py): the real InternViT6B class, registered small.
+DEMO_TRUNK = "intern_vit_tiny_demo"
 CLIP_PROJECTOR_KEYS = (
     "norm1_q.weight", "norm1_q.bias", "norm1_k.weight", "norm1_k.bias", "norm1_v.weight",
     "norm1_v.bias", "cross_attn.q_proj.weight", "cross_attn.k_proj.weight",
@@ -152,20 +150,26 @@ CLIP_PROJECTOR_KEYS = (
 )
 
 
-def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised tiny trunk saved like ``intern_vit_6b_224px.pth``: 224 px position
-    grid, the same key names, and the CLIP projector keys that loading must drop."""
+def write_tiny_checkpoint(out: str | Path, seed: int = 0, trunk: str = DEMO_TRUNK) -> Path:
+    """A randomly initialised synthetic trunk (a registered variant) saved like
+    ``intern_vit_6b_224px.pth``: its pretrain grid, the same key names, and the CLIP projector
+    keys that loading must drop."""
     import torch
 
+    from .errors import InputError
     from .io import save_torch
     from .models.intern_vit import InternViT6B
+    from .trunks import get_trunk
 
+    variant = get_trunk(trunk)
+    if not variant.synthetic:
+        raise InputError(f"trunk {trunk} is a released file, not a demo stand-in to write")
     torch.manual_seed(seed)
-    trunk = InternViT6B(img_size=224, out_indices=(TINY_TRUNK["depth"] - 1,),
-                        trunk_dtype="float32", **TINY_TRUNK)
-    trunk.init_weights()
-    state = {k: v.clone() for k, v in trunk.state_dict().items()}
-    dim = TINY_TRUNK["embed_dim"]
+    model = InternViT6B(img_size=variant.pretrain_size, out_indices=(variant.depth - 1,),
+                        trunk_dtype="float32", **variant.architecture)
+    model.init_weights()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    dim = variant.embed_dim
     for key in CLIP_PROJECTOR_KEYS:
         shape = (dim, dim) if key.endswith("proj.weight") else (dim,)
         state[f"clip_projector.{key}"] = torch.randn(shape) * 0.02
@@ -190,5 +194,5 @@ def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path
     torch.manual_seed(seed)
     model = build_segmentor(cfg)
     model.init_weights()
-    state = to_released_layout(model.state_dict(), cfg.experiment.trunk == "trained")
+    state = to_released_layout(model.state_dict(), not cfg.model.backbone.freeze_trunk)
     return save_torch(out, state)

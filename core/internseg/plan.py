@@ -220,11 +220,11 @@ def cmd_plan(args) -> int:
     import json
 
     from .cli import parse_pairs
-    from .config import experiments as known
+    from .registry import experiments as known
     from .io import write_text
 
     names = args.experiments or known(args.preset)
-    logs = parse_pairs(args.published_log, "--published-log", Path, "PATH")
+    logs = parse_pairs(args.published_log, "--published-log")
     costs = plan(names, args.preset, args.gpus, results_md=args.results,
                  gpu_check=args.gpu_check, published_logs=logs)
     if args.out:

@@ -1,23 +1,32 @@
 # Names and paths shared by the rules. No experiment logic lives here: the `internseg` CLI
-# does the work, the rules only say what goes in and out.
+# does the work, the rules only say what goes in and out. Which experiments and trunks exist,
+# and their facts, come from the registry (internseg.registry, internseg.trunks).
+import json
 import os
+import re
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
+from internseg.registry import experiments, hub_pins
+from internseg.trunks import TRUNKS
+
 PRESET = config["preset"]
 SETTINGS = config["presets"][PRESET]
+EXPERIMENTS = experiments(PRESET)
 RUN = config["run"]
-_no_entry = [e for e in RUN if e not in config["experiments"]]
-if _no_entry:
+_unknown = [e for e in RUN if e not in EXPERIMENTS]
+if _unknown:
     raise WorkflowError(
-        f"config.yaml: run lists {', '.join(_no_entry)}, which have no entry under experiments"
+        f"config.yaml: run lists {', '.join(_unknown)}, which have no config in "
+        f"core/internseg/configs/{PRESET}/ (registered: {', '.join(EXPERIMENTS)})"
     )
 RES = f"resources/{PRESET}"
-WEIGHTS = f"{RES}/weights/intern_vit_6b_224px.pth"
 DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"
 MANIFEST = f"{RES}/ade/manifest.json"
 RUNS = "results/runs"
 ENV = "../../envs/internseg.yaml"
+PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
 
 if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
     raise ValueError(
@@ -34,7 +43,7 @@ RESULTS = [
 
 
 wildcard_constraints:
-    experiment="|".join(config["experiments"]),
+    experiment="|".join(EXPERIMENTS),
     stem=r"[^/]+",
 
 
@@ -43,28 +52,47 @@ def experiment_config(wildcards):
 
 
 def experiment_sources(wildcards):
-    """The experiment's config file and every file of its `_base_` chain."""
+    """The experiment's config file and every file of its `_base_` chain, relative to the
+    workflow when inside it (a moved checkout keeps its recorded inputs)."""
     from internseg.config import config_sources
 
-    return [str(path) for path in config_sources(experiment_config(wildcards))]
+    return [
+        os.path.relpath(path) if path.is_relative_to(os.getcwd()) else str(path)
+        for path in config_sources(experiment_config(wildcards))
+    ]
 
 
-def seed_of(wildcards):
-    return SETTINGS["seeds"].get(wildcards.experiment)
+def trunk_weights(wildcards):
+    """The pretrained file of the trunk the experiment starts from."""
+    return f"{RES}/weights/{EXPERIMENTS[wildcards.experiment].trunk.file}"
+
+
+def seed_of(experiment):
+    return lookup(
+        dpath=f"presets/{PRESET}/seeds/{experiment}",
+        within=config,
+        default=SETTINGS["seed"],
+    )
 
 
 def published_log(experiment):
-    return f"{RES}/published/{config['experiments'][experiment]['hub_stem']}.log"
+    log = EXPERIMENTS[experiment].published_log
+    if log is None:
+        raise WorkflowError(
+            f"{EXPERIMENTS[experiment].config}: no published_log to read the seed from; "
+            f"set presets.{PRESET}.seeds.{experiment} to an integer"
+        )
+    return f"{RES}/published/{log}"
 
 
 # Experiments whose published training log is fetched (for the seed); the table also reads
 # the original's validation mIoU from it.
-LOGGED = [e for e in RUN if SETTINGS["seeds"].get(e) == "log"]
+LOGGED = [e for e in RUN if seed_of(e) == "log"]
 
 
 def split_inputs(wildcards):
     inputs = {"manifest": MANIFEST}
-    if seed_of(wildcards) == "log":
+    if seed_of(wildcards.experiment) == "log":
         inputs["log"] = published_log(wildcards.experiment)
     return inputs
 
@@ -72,24 +100,33 @@ def split_inputs(wildcards):
 def seed_option(wildcards):
     """A function of the wildcards only: Snakemake records such params and reruns a split
     whose seed changed (a param that reads `input` is not recorded)."""
-    seed = seed_of(wildcards)
+    seed = seed_of(wildcards.experiment)
     if seed == "log":
         return f"--seed-from-log {published_log(wildcards.experiment)}"
     return "" if seed is None else f"--seed {seed}"
 
 
+def cfg_options(wildcards):
+    """`--cfg-options` for every run of the preset (presets.<preset>.cfg_options); a param, so
+    a changed option reruns what it changes."""
+    options = lookup(dpath=f"presets/{PRESET}/cfg_options", within=config, default={})
+    pairs = [
+        f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+        for key, value in options.items()
+    ]
+    return " ".join(["--cfg-options", *map(shlex.quote, pairs)]) if pairs else ""
+
+
 def hub_pin(filename):
-    """Command-line options that pin a Hub file's size and sha256, when config.yaml has them."""
-    pin = (
-        config["hub"]["files"].get(filename, {}) if SETTINGS["verify_hub_pins"] else {}
-    )
+    """Command-line options that pin a Hub file's size and sha256, when it has pins."""
+    pin = PINS.get(filename)
     opts = [f"--repo-id {config['hub']['repo_id']}"]
     if config["hub"]["revision"]:
         opts.append(f"--revision {config['hub']['revision']}")
-    if "sha256" in pin:
-        opts.append(f"--sha256 {pin['sha256']}")
-    if "size" in pin:
-        opts.append(f"--size {pin['size']}")
+    if pin:
+        opts.append(f"--sha256 {pin.sha256}")
+    if pin and pin.size is not None:
+        opts.append(f"--size {pin.size}")
     if SETTINGS["weights_local_dir"]:
         opts.append(f"--local-dir {SETTINGS['weights_local_dir']}")
     return " ".join(opts)

@@ -5,7 +5,7 @@ rule evaluate:
     input:
         checkpoint=f"{RUNS}/{{experiment}}/final.pth",
         config=f"{RUNS}/{{experiment}}/config.py",
-        weights=WEIGHTS,
+        weights=trunk_weights,
         manifest=MANIFEST,
     output:
         f"{RUNS}/{{experiment}}/metrics.json",
@@ -13,10 +13,10 @@ rule evaluate:
         f"{RUNS}/{{experiment}}/evaluate.log",
     conda:
         ENV
-    threads: SETTINGS["evaluate"]["threads"]
+    threads: lookup(dpath=f"presets/{PRESET}/evaluate/threads", within=config)
     resources:
-        mem_mb=SETTINGS["evaluate"]["mem_mb"],
-        gpu=SETTINGS["evaluate"]["gpus"],
+        mem_mb=lookup(dpath=f"presets/{PRESET}/evaluate/mem_mb", within=config),
+        gpu=lookup(dpath=f"presets/{PRESET}/evaluate/gpus", within=config),
     params:
         data_root=DATA_ROOT,
         work_dir=f"work/{PRESET}/{{experiment}}/test",

@@ -4,17 +4,20 @@
 # `presets.<preset>.evaluate_released` (the table gets released_mIoU); `released_metrics`
 # is the target on its own.
 
-STEM_OF = {e: config["experiments"][e]["hub_stem"] for e in config["experiments"]}
-EXPERIMENT_OF = {stem: e for e, stem in STEM_OF.items()}
+RELEASED_FILE = {
+    name: exp.released_checkpoint.file
+    for name, exp in EXPERIMENTS.items()
+    if exp.released_checkpoint
+}
+EXPERIMENT_OF = {file: name for name, file in RELEASED_FILE.items()}
 RELEASED_METRICS = "results/released/{experiment}/metrics.json"
-
-# What the table reads: experiment -> metrics.json of its released checkpoint.
+# What the table reads: experiment -> metrics.json of its released checkpoint, for the
+# experiments in `run` that have one.
 RELEASED = (
-    {e: RELEASED_METRICS.format(experiment=e) for e in RUN}
+    {e: RELEASED_METRICS.format(experiment=e) for e in RUN if e in RELEASED_FILE}
     if SETTINGS["evaluate_released"]
     else {}
 )
-
 
 if PRESET == "demo":
 
@@ -24,17 +27,20 @@ if PRESET == "demo":
     rule make_demo_released:
         """Demo stand-in for a released checkpoint, in the original's key layout."""
         input:
-            f"{SETTINGS['weights_local_dir']}/intern_vit_6b_224px.pth",
+            lambda wildcards: (
+                f"{SETTINGS['weights_local_dir']}/"
+                f"{EXPERIMENTS[EXPERIMENT_OF[wildcards.released_file]].trunk.file}"
+            ),
         output:
-            f"{SETTINGS['weights_local_dir']}/{{stem}}.pth",
+            f"{SETTINGS['weights_local_dir']}/{{released_file}}",
         log:
-            f"{RES}/logs/make_demo_released/{{stem}}.log",
+            f"{RES}/logs/make_demo_released/{{released_file}}.log",
         wildcard_constraints:
-            stem="|".join(STEM_OF.values()),
+            released_file="|".join(map(re.escape, EXPERIMENT_OF)),
         conda:
             ENV
         params:
-            experiment=lambda wildcards: EXPERIMENT_OF[wildcards.stem],
+            experiment=lambda wildcards: EXPERIMENT_OF[wildcards.released_file],
         shell:
             "internseg make-demo-released {params.experiment} --pretrained {input}"
             " --out {output} > {log} 2>&1"
@@ -43,8 +49,8 @@ if PRESET == "demo":
 rule evaluate_released:
     input:
         # head-only files take the trunk from the pretrained file (--pretrained)
-        checkpoint=lambda wildcards: f"{RES}/published/{STEM_OF[wildcards.experiment]}.pth",
-        weights=WEIGHTS,
+        checkpoint=lambda wildcards: f"{RES}/published/{RELEASED_FILE[wildcards.experiment]}",
+        weights=trunk_weights,
         manifest=MANIFEST,
     output:
         RELEASED_METRICS,
@@ -52,21 +58,22 @@ rule evaluate_released:
         "results/released/{experiment}/evaluate.log",
     conda:
         ENV
-    threads: SETTINGS["evaluate"]["threads"]
+    threads: lookup(dpath=f"presets/{PRESET}/evaluate/threads", within=config)
     resources:
-        mem_mb=SETTINGS["evaluate"]["mem_mb"],
-        gpu=SETTINGS["evaluate"]["gpus"],
+        mem_mb=lookup(dpath=f"presets/{PRESET}/evaluate/mem_mb", within=config),
+        gpu=lookup(dpath=f"presets/{PRESET}/evaluate/gpus", within=config),
     params:
         config=experiment_config,
+        options=cfg_options,
         data_root=DATA_ROOT,
         work_dir=f"work/{PRESET}/released/{{experiment}}",
     shell:
         "internseg test {params.config} {input.checkpoint} --out {output}"
         " --data-root {params.data_root} --pretrained {input.weights}"
-        " --work-dir {params.work_dir} --threads {threads} > {log} 2>&1"
+        " --work-dir {params.work_dir} --threads {threads} {params.options} > {log} 2>&1"
 
 
 rule released_metrics:
     """Target: the released checkpoints of the experiments in `run`, evaluated."""
     input:
-        expand(RELEASED_METRICS, experiment=RUN),
+        expand(RELEASED_METRICS, experiment=[e for e in RUN if e in RELEASED_FILE]),

@@ -37,11 +37,10 @@ rule aggregate:
         ENV
     params:
         runs=expand("{runs}/{experiment}", runs=RUNS, experiment=RUN),
-        paper=[f"{e}={config['experiments'][e]['paper_miou']}" for e in RUN],
         published=[f"{e}={published_log(e)}" for e in LOGGED],
         released=[f"{e}={path}" for e, path in RELEASED.items()],
     shell:
-        "internseg aggregate {params.runs} --paper-miou {params.paper}"
+        "internseg aggregate {params.runs}"
         " --published-log {params.published} --released-metrics {params.released}"
         " --csv {output.csv} --markdown {output.markdown}"
         " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"

@@ -17,9 +17,7 @@ rule split:
     conda:
         ENV
     params:
-        fraction=lambda wildcards: config["experiments"][wildcards.experiment][
-            "fraction"
-        ],
+        fraction=lambda wildcards: EXPERIMENTS[wildcards.experiment].fraction,
         seed=seed_option,
     shell:
         "internseg split --manifest {input.manifest} --fraction {params.fraction}"

@@ -6,7 +6,7 @@ rule train:
     input:
         split=f"{RUNS}/{{experiment}}/split.txt",
         record=f"{RUNS}/{{experiment}}/split.json",
-        weights=WEIGHTS,
+        weights=trunk_weights,
         manifest=MANIFEST,
         # the experiment's config and its _base_ chain: an edit retrains what it changes
         configs=experiment_sources,
@@ -18,19 +18,25 @@ rule train:
         f"{RUNS}/{{experiment}}/train.log",
     conda:
         ENV
-    threads: SETTINGS["train"]["threads"]
+    threads: lookup(dpath=f"presets/{PRESET}/train/threads", within=config)
     resources:
-        mem_mb=SETTINGS["train"]["mem_mb"],
-        gpu=SETTINGS["train"]["gpus"],
+        mem_mb=lookup(dpath=f"presets/{PRESET}/train/mem_mb", within=config),
+        gpu=lookup(dpath=f"presets/{PRESET}/train/gpus", within=config),
     params:
         config=experiment_config,
         work_dir=f"work/{PRESET}/{{experiment}}",
         data_root=DATA_ROOT,
-        deterministic="--deterministic" if SETTINGS["deterministic"] else "",
+        options=cfg_options,
+        deterministic=(
+            "--deterministic"
+            if lookup(dpath=f"presets/{PRESET}/deterministic", within=config)
+            else ""
+        ),
     shell:
         "internseg train {params.config} --work-dir {params.work_dir} --auto-resume"
         " --data-root {params.data_root} --split {input.split} --seed-record {input.record}"
         " --pretrained {input.weights} {params.deterministic} --threads {threads}"
+        " {params.options}"
         " --gpus {resources.gpu}"
         " --final-checkpoint {output.checkpoint} --config-out {output.config}"
         " --scalars-out {output.scalars} > {log} 2>&1"

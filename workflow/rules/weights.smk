@@ -1,4 +1,4 @@
-# Stage 1: the pretrained trunk (and published logs/checkpoints) from the Hub, verified.
+# Stage 1: the pretrained trunks (and published logs/checkpoints) from the Hub, verified.
 # Local rules: they need the network, which compute nodes often lack.
 
 
@@ -9,12 +9,15 @@ localrules:
     released_checkpoints,
 
 
+TRUNK_FILES = [t.file for t in TRUNKS.values()]
+SYNTHETIC = {t.file: t.name for t in TRUNKS.values() if t.synthetic}
+
 if PRESET == "demo":
 
     rule make_demo:
+        """The synthetic ADEChallengeData2016.zip."""
         output:
             archive=SETTINGS["ade20k"]["archive"],
-            checkpoint=f"{SETTINGS['weights_local_dir']}/intern_vit_6b_224px.pth",
         log:
             f"{RES}/logs/make_demo.log",
         conda:
@@ -23,23 +26,45 @@ if PRESET == "demo":
             train=SETTINGS["ade20k"]["train_count"],
             val=SETTINGS["ade20k"]["val_count"],
         shell:
-            "internseg make-demo --zip {output.archive} --checkpoint {output.checkpoint}"
+            "internseg make-demo --zip {output.archive}"
             " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
+
+    rule make_demo_trunk:
+        """A synthetic registered trunk, saved like the released pretrained file."""
+        output:
+            f"{SETTINGS['weights_local_dir']}/{{trunk_file}}",
+        log:
+            f"{RES}/logs/make_demo_trunk/{{trunk_file}}.log",
+        wildcard_constraints:
+            trunk_file="|".join(map(re.escape, SYNTHETIC)),
+        conda:
+            ENV
+        params:
+            trunk=lambda wildcards: SYNTHETIC[wildcards.trunk_file],
+        shell:
+            "internseg make-demo --trunk {params.trunk} --checkpoint {output} > {log} 2>&1"
 
 
 rule fetch_weights:
     input:
-        rules.make_demo.output.checkpoint if PRESET == "demo" else [],
+        # the demo's trunks come from weights_local_dir, written by make_demo_trunk
+        lambda wildcards: (
+            f"{SETTINGS['weights_local_dir']}/{wildcards.trunk_file}"
+            if PRESET == "demo"
+            else []
+        ),
     output:
-        WEIGHTS,
+        f"{RES}/weights/{{trunk_file}}",
     log:
-        f"{RES}/logs/fetch_weights.log",
+        f"{RES}/logs/fetch_weights/{{trunk_file}}.log",
+    wildcard_constraints:
+        trunk_file="|".join(map(re.escape, TRUNK_FILES)),
     conda:
         ENV
     params:
-        pin=hub_pin("intern_vit_6b_224px.pth"),
+        pin=lambda wildcards: hub_pin(wildcards.trunk_file),
     shell:
-        "internseg fetch intern_vit_6b_224px.pth --out {output} {params.pin} > {log} 2>&1"
+        "internseg fetch {wildcards.trunk_file} --out {output} {params.pin} > {log} 2>&1"
 
 
 rule fetch_log:
@@ -78,8 +103,8 @@ rule fetch_released:
 rule released_checkpoints:
     """Target: the released segmentation checkpoints of the experiments in `run`."""
     input:
-        expand(
-            "{res}/published/{stem}.pth",
-            res=RES,
-            stem=[config["experiments"][e]["hub_stem"] for e in RUN],
-        ),
+        [
+            f"{RES}/published/{EXPERIMENTS[e].released_checkpoint.file}"
+            for e in RUN
+            if EXPERIMENTS[e].released_checkpoint
+        ],

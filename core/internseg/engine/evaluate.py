@@ -87,11 +87,9 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
              launcher: str = "none", cfg_options: dict | None = None) -> dict:
     from mmengine.runner import Runner
 
-    from .. import register_all
     from ..results.table import check_metrics
     from .metrics import PerClassIoUMetric
 
-    register_all()
     cfg = load_config(config, cfg_options)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")

@@ -57,19 +57,18 @@ def sync_bn_to_bn(obj):
 
 
 def build_segmentor(cfg: Config, device: str = "cpu"):
-    """The segmentor ``cfg.model`` describes, built outside a Runner (one process: BN for
-    SyncBN), in mmseg's registry scope as the Runner would build it; on ``device`` ("meta"
-    builds it without allocating memory)."""
-    from mmengine.config import ConfigDict
+    """The segmentor ``cfg.model`` describes, built outside a Runner in mmseg's registry scope
+    as the Runner would build it, SyncBN reverted to BN as a one-process Runner does; on
+    ``device`` ("meta" builds it without allocating memory)."""
+    from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import DefaultScope
 
     from mmseg.registry import MODELS
 
-    from .. import register_all
+    from .. import plugin  # noqa: F401  (the registries a config's custom_imports fill)
 
-    register_all()
     with DefaultScope.overwrite_default_scope("mmseg"), torch.device(device):
-        return MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
+        return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | None,
@@ -83,7 +82,8 @@ def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | N
         cfg.model.backbone.pretrained = str(pretrained)
     cfg.launcher = launcher
     if launcher == "none" or not torch.cuda.is_available():
-        # SyncBN needs a process group, and torch's runs on GPUs only
+        # SyncBN needs a process group, and torch's runs on GPUs only: the config the run
+        # dumps says BN, as it ran
         cfg.model = sync_bn_to_bn(cfg.model.to_dict())
 
 
@@ -171,9 +171,6 @@ def export_scalars(work_dir: Path, out: Path) -> None:
 
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
-    from .. import register_all
-
-    register_all()
     cfg = build_train_config(opts, choose=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)

@@ -15,22 +15,32 @@ from .published import PublishedLog  # noqa: E402
 from .table import read_scalars, validations  # noqa: E402
 
 
+def fraction_series(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows that form a curve over the training fraction: per setting (from each
+    experiment's metadata), those with two or more distinct fractions, sorted by fraction."""
+    rows = table.assign(x=table["fraction"].map(lambda f: 1 / int(str(f).split("/")[1])))
+    return {setting: group.sort_values("x") for setting, group in rows.groupby("setting")
+            if group["x"].nunique() > 1}
+
+
 def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
-    few = table[table["experiment"].str.startswith("fewshot")].copy()
-    few["x"] = few["fraction"].map(lambda f: 1 / int(str(f).split("/")[1]))
-    few = few.sort_values("x")
+    series = fraction_series(table)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    if few.empty:  # e.g. `run: [full_tuning]`: keep the output, say why it is empty
-        ax.text(0.5, 0.5, "no few-shot experiment in this run", ha="center", va="center")
+    if not series:  # e.g. `run: [full_tuning]`: keep the output, say why it is empty
+        ax.text(0.5, 0.5, "no setting with several training fractions in this run",
+                ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, out)
-    ax.plot(few["x"], few["paper_mIoU"], "o--", label="paper")
-    ax.plot(few["x"], few["our_mIoU"], "s-", label="ours")
+    for setting, rows in series.items():
+        paper = ax.plot(rows["x"], rows["paper_mIoU"], "o--", label=f"{setting}: paper")[0]
+        ax.plot(rows["x"], rows["our_mIoU"], "s-", color=paper.get_color(),
+                label=f"{setting}: ours")
+    ticks = pd.concat(series.values()).drop_duplicates("x")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(few["x"], few["fraction"])
+    ax.set_xticks(ticks["x"], ticks["fraction"])
     ax.set_xlabel("fraction of ADE20K training images")
     ax.set_ylabel("mIoU (%)")
-    ax.set_title("InternViT-6B few-shot segmentation (linear head)")
+    ax.set_title("InternViT-6B segmentation against training fraction")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, out)

@@ -12,26 +12,21 @@ import pandas as pd
 from ..errors import InputError
 from .published import PublishedLog, read_published_log
 
-COLUMNS = ["experiment", "setting", "head", "trunk", "fraction", "train_images", "seed",
+COLUMNS = ["experiment", "setting", "head", "trunk", "trunk_mode", "fraction", "train_images",
+           "seed",
            "seed_source", "iterations", "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
            "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
            "published_best_iter", "published_s_per_iter", "published_memory_MB"]
-
-SETTINGS = {
-    "fewshot": "few-shot",
-    "linear_probing": "linear probing",
-    "head_tuning": "head tuning",
-    "full_tuning": "full tuning",
-}
-
 
 @dataclass(frozen=True)
 class RunRecord:
     """What one finished run left behind, already parsed."""
 
     experiment: str
+    setting: str
     head: str
     trunk: str
+    trunk_mode: str
     fraction: int
     iterations: int
     train_images: int
@@ -68,10 +63,6 @@ def best_validation(scalars: list[dict], accumulation: int = 1) -> tuple[float, 
     return miou, step // accumulation
 
 
-def setting_of(experiment: str) -> str:
-    return next((v for k, v in SETTINGS.items() if experiment.startswith(k)), experiment)
-
-
 def build_table(records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -81,8 +72,8 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         published = r.published or PublishedLog()
         summary = published.summary
         rows.append(dict(
-            experiment=r.experiment, setting=setting_of(r.experiment), head=r.head,
-            trunk=r.trunk, fraction=f"1/{r.fraction}", train_images=r.train_images,
+            experiment=r.experiment, setting=r.setting, head=r.head,
+            trunk=r.trunk, trunk_mode=r.trunk_mode, fraction=f"1/{r.fraction}", train_images=r.train_images,
             seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
             paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
@@ -127,16 +118,17 @@ def check_metrics(metrics, path: str | Path) -> None:
 
 
 def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
-                split_record: str | Path, paper_miou: float | None,
-                scalars_file: str | Path | None = None,
+                split_record: str | Path, scalars_file: str | Path | None = None,
                 published_log: str | Path | None = None,
                 released_metrics: str | Path | None = None) -> RunRecord:
-    """Read one run's config, metrics, split record and, if given, its training scalars, the
-    original's published log and the metrics of its released checkpoint; a bad file is named
-    in the error."""
+    """Read one run's config (the row's metadata is in it: internseg.registry), metrics, split
+    record and, if given, its training scalars, the original's published log and the metrics
+    of its released checkpoint; a bad file is named in the error."""
     from ..config import load_config
+    from ..registry import metadata
 
-    cfg = load_config(config_file)
+    cfg = load_config(config_file, import_modules=False)
+    exp = metadata(cfg, Path(config_file))
     try:
         metrics = json.loads(Path(metrics_file).read_text())
         split = json.loads(Path(split_record).read_text())
@@ -145,19 +137,20 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read results of {experiment}: {err}") from None
     check_metrics(metrics, metrics_file)
-    exp = cfg.get("experiment", {})
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     return RunRecord(
         experiment=experiment,
-        head=exp.get("head", "?"),
-        trunk=exp.get("trunk", "?"),
-        fraction=int(split.get("fraction", exp.get("fraction", 1))),
+        setting=exp["setting"],
+        head=cfg.model.decode_head.type,
+        trunk=cfg.trunk,
+        trunk_mode="frozen" if cfg.model.backbone.get("freeze_trunk") else "trained",
+        fraction=int(split.get("fraction", exp["fraction"])),
         # loop iterations count micro-batches; the paper counts optimizer updates
         iterations=int(cfg.train_cfg.max_iters) // accumulation,
         train_images=int(split["count"]),
         seed=split.get("seed"),
         seed_source=split.get("seed_source", "none"),
-        paper_miou=paper_miou,
+        paper_miou=exp["paper_miou"],
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
         published=read_published_log(published_log) if published_log else None,

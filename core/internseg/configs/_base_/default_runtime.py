@@ -1,5 +1,8 @@
 # AdamW + layer-wise lr decay, poly schedule with linear warmup, per iteration; runtime.
 default_scope = "mmseg"
+# importing it registers internseg's models, hooks, metrics and transforms, and makes every
+# checkpoint mmengine loads a weights-only load
+custom_imports = dict(imports=["internseg.plugin"], allow_failed_imports=False)
 # The paper's batch: 8 GPUs x 2. `internseg train` keeps it with any GPU count (batching.py).
 total_batch_size = 16
 optim_wrapper = dict(
@@ -10,15 +13,17 @@ optim_wrapper = dict(
     max_grad_norm=None,
     optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
     constructor="InternViTLayerDecayConstructor",
-    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, decay_embeddings=False),
+    # num_layers: the trunk's depth, set from the registered trunk (config.apply_trunk)
+    paramwise_cfg=dict(layer_decay_rate=0.95, decay_embeddings=False),
 )
 # Poly (power 1) times a linear warmup from 1e-6, per iteration. A config states max_iters and
-# warmup_iters; internseg.config.finalize_schedule fills in the ends below from them.
+# warmup_iters once; a scheduler's begin/end naming one is resolved from it
+# (internseg.config.finalize_schedule), whatever the schedule's shape.
 max_iters = 80000
 warmup_iters = 1500
 param_scheduler = [
-    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=None),
-    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=None),
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end="warmup_iters"),
+    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end="max_iters"),
 ]
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=None, val_interval=1000)
 val_cfg = dict(type="ValLoop")

@@ -1,3 +1,3 @@
-# The paper's fewshot_1of1, shrunk for a CPU demo by internseg.config.shrink.
-_base_ = ["../paper/fewshot_1of1.py"]
+# The paper's fewshot_1of1, shrunk for the CPU demo (configs/_base_/demo.py).
+_base_ = ["../paper/fewshot_1of1.py", "../_base_/demo.py"]
 demo = dict(out_indices=[3], max_iters=320)

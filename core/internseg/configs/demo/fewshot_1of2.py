@@ -1,3 +1,3 @@
-# The paper's fewshot_1of2, shrunk for a CPU demo by internseg.config.shrink.
-_base_ = ["../paper/fewshot_1of2.py"]
+# The paper's fewshot_1of2, shrunk for the CPU demo (configs/_base_/demo.py).
+_base_ = ["../paper/fewshot_1of2.py", "../_base_/demo.py"]
 demo = dict(out_indices=[3], max_iters=160)

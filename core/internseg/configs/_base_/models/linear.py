@@ -1,4 +1,7 @@
-# InternViT-6B + linear head (BN over 3200 channels, 1x1 conv to 150 classes).
+# InternViT-6B + linear head (BN over the trunk's channels, 1x1 conv to 150 classes).
+# The registered trunk the model starts from (internseg.trunks): it fixes the backbone's
+# width, depth, heads, patch and pretrain grid, and the widths of the heads reading it.
+trunk = "intern_vit_6b_224px"
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
     type="SegDataPreProcessor",
@@ -15,10 +18,6 @@ model = dict(
     backbone=dict(
         type="InternViT6B",
         img_size=504,
-        patch_size=14,
-        embed_dim=3200,
-        depth=48,
-        num_heads=25,
         mlp_ratio=4.0,
         qkv_bias=False,
         qk_normalization=True,
@@ -31,12 +30,11 @@ model = dict(
         trunk_dtype="bfloat16",
         # fp32 weights rounded to bf16 per use, like the original's DeepSpeed bf16 runs
         master_weights=True,
-        pretrained="resources/weights/intern_vit_6b_224px.pth",
-        pretrain_size=224,
+        # the trunk's file, given by `internseg train/test --pretrained`
+        pretrained=None,
     ),
     decode_head=dict(
         type="LinearHead",
-        in_channels=3200,
         in_index=0,
         num_classes=150,
         norm_cfg=norm_cfg,

@@ -1,0 +1,130 @@
+"""The registry: every experiment (a config file with its row's metadata) and every trunk
+(a registered variant) checked against the recorded facts of the original."""
+
+import re
+
+import pytest
+import yaml
+
+from conftest import FACTS
+from internseg.config import load_config
+from internseg.errors import InputError
+from internseg.registry import experiments, hub_pins, load_experiment
+from internseg.trunks import TRUNKS, Trunk, register_trunk
+
+FACTS_DATA = yaml.safe_load(FACTS.read_text())
+PAPER = experiments("paper")
+REAL_TRUNKS = [t for t in TRUNKS.values() if not t.synthetic]
+
+
+def test_every_experiment_of_the_facts_is_registered():
+    recorded = set(FACTS_DATA["experiments"]) - {"common"}
+    assert recorded <= set(PAPER)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_experiment_metadata_matches_the_facts(name):
+    exp = PAPER[name]
+    ref = FACTS_DATA["experiments"][name]
+    assert exp.paper_miou == ref["miou"]
+    assert exp.fraction == ref["fraction"]
+    assert exp.head == {"linear": "LinearHead", "upernet": "UPerHead"}[ref["head"]]
+    assert exp.trunk_mode == ref["trunk"]
+    assert exp.trunk.name == "intern_vit_6b_224px"
+    # the published log and the released checkpoint share the original's file stem
+    files = FACTS_DATA["hub"]["files"]
+    pin = exp.released_checkpoint
+    assert exp.published_log == pin.file.removesuffix(".pth") + ".log"
+    assert pin.sha256 == files[pin.file]["sha256"]
+    assert pin.size == files[pin.file].get("size")
+
+
+@pytest.mark.parametrize("trunk", REAL_TRUNKS, ids=lambda t: t.name)
+def test_real_trunk_matches_the_facts(trunk):
+    recorded = {t["file"]: t for t in FACTS_DATA["trunks"].values()}[trunk.file]
+    assert (trunk.pretrain_size, trunk.depth) == (recorded["pretrain_size"], recorded["depth"])
+    # all trunks of the model table: 3200 wide, 25 heads, patch 14
+    assert (trunk.embed_dim, trunk.num_heads, trunk.patch_size) == (3200, 25, 14)
+    pin = FACTS_DATA["hub"]["files"][trunk.file]
+    assert (trunk.sha256, trunk.size) == (pin["sha256"], pin["size"])
+
+
+@pytest.mark.parametrize("trunk", [t for t in TRUNKS.values() if t.synthetic],
+                         ids=lambda t: t.name)
+def test_synthetic_trunk_is_written_in_the_released_layout_and_loads(trunk, tmp_path):
+    from internseg.demo import write_tiny_checkpoint
+    from internseg.models import InternViT6B
+    from internseg.models.pretrained import load_pretrained_backbone
+
+    path = write_tiny_checkpoint(tmp_path / trunk.file, trunk=trunk.name)
+    model = InternViT6B(img_size=2 * trunk.patch_size * 4, trunk_dtype="float32",
+                        out_indices=trunk.taps, **trunk.architecture)
+    assert load_pretrained_backbone(model, path, trunk.pretrain_size) == ([], [])
+
+
+def test_hub_pins_cover_every_real_trunk_and_released_checkpoint():
+    pins = hub_pins()
+    assert {t.file for t in REAL_TRUNKS} <= set(pins)
+    assert {e.released_checkpoint.file for e in PAPER.values()} <= set(pins)
+    assert all(len(p.sha256) == 64 for p in pins.values())
+
+
+def test_a_trunk_is_registered_once_and_its_taps_fit_its_depth():
+    with pytest.raises(ValueError, match="twice"):
+        register_trunk(TRUNKS["intern_vit_6b_224px"])
+    with pytest.raises(ValueError, match="taps"):
+        Trunk(name="x", file="x.pth", embed_dim=8, depth=2, num_heads=2, pretrain_size=28,
+              taps=(0, 2))
+
+
+def test_an_unknown_trunk_names_the_registered_ones():
+    with pytest.raises(InputError, match="intern_vit_6b_224px"):
+        load_config("paper/fewshot_1of16", {"trunk": "intern_vit_7b"})
+
+
+def test_the_trunk_sets_every_width_that_reads_it():
+    cfg = load_config("paper/head_tuning", {"trunk": "intern_vit_tiny_demo",
+                                            "model.backbone.out_indices": [0, 1, 2, 3]})
+    assert cfg.model.backbone.embed_dim == cfg.model.neck.embed_dim == 96
+    assert cfg.model.decode_head.in_channels == [96] * 4
+    assert cfg.model.auxiliary_head.in_channels == 96
+    assert cfg.optim_wrapper.paramwise_cfg.num_layers == 4
+    with pytest.raises(InputError, match="fixed by the trunk"):
+        load_config("paper/head_tuning", {"model.backbone.embed_dim": 64})
+    with pytest.raises(InputError, match="outside trunk intern_vit_tiny_demo"):
+        load_config("paper/head_tuning", {"trunk": "intern_vit_tiny_demo"})
+
+
+def write_config(tmp_path, base: str, body: str):
+    path = tmp_path / "paper" / "custom.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'_base_ = ["{base}"]\n{body}')
+    return path
+
+
+@pytest.mark.parametrize("body,named", [
+    ("experiment = dict(fraction='half')", "experiment.fraction"),
+    ("experiment = dict(paper_miou=130)", "experiment.paper_miou"),
+    ("experiment = dict(colour='blue')", "unknown keys ['colour']"),
+    ("experiment = dict(released_checkpoint=dict(file='a.pth', sha256='abc'))",
+     "64 hex digits"),
+])
+def test_bad_metadata_is_named_with_its_file(tmp_path, body, named):
+    from internseg.config import CONFIG_ROOT
+
+    path = write_config(tmp_path, str(CONFIG_ROOT / "paper" / "fewshot_1of16.py"), body)
+    with pytest.raises(InputError, match=re.escape(named)) as err:
+        load_experiment("paper", path)
+    assert str(path) in str(err.value)
+
+
+def test_a_new_experiment_inherits_its_parts_and_is_read_from_its_file(tmp_path):
+    from internseg.config import CONFIG_ROOT
+
+    path = write_config(tmp_path, str(CONFIG_ROOT / "paper" / "head_tuning.py"),
+                        "experiment = dict(setting='head tuning, 1/4', fraction=4, "
+                        "paper_miou=None, released_checkpoint=None)\n")
+    exp = load_experiment("paper", path)
+    assert (exp.name, exp.fraction, exp.paper_miou, exp.released_checkpoint) == (
+        "custom", 4, None, None)
+    assert exp.head == "UPerHead" and exp.trunk_mode == "frozen"
