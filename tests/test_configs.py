@@ -158,3 +158,40 @@ def test_main_repo_few_shot_precision_stays_an_option():
                                 device="meta")
     assert fork.backbone.blocks[0].mlp.fc1.weight.dtype == torch.float32
     assert main_repo.backbone.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+
+
+def test_cfg_options_args_parse_back_to_the_same_values():
+    import argparse
+
+    from mmengine.config import DictAction
+
+    from internseg.config import cfg_options_args
+
+    options = {"max_iters": 24, "model.backbone.out_indices": [1, 3], "work_dir": "work/x",
+               "model.backbone.freeze_trunk": False}
+    words = cfg_options_args(options)
+    assert words[0] == "--cfg-options"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    parsed = parser.parse_args(words).cfg_options
+    assert parsed == options
+    assert cfg_options_args({}) == []
+
+
+@pytest.mark.parametrize("bad, named", [({"a=b": 1}, "'a=b'"),
+                                         ({"model": {"x": 1}}, "cfg_options.model")])
+def test_cfg_options_args_refuse_what_cannot_round_trip(bad, named):
+    from internseg.config import cfg_options_args
+
+    with pytest.raises(InputError, match=named):
+        cfg_options_args(bad)
+
+
+def test_workflow_sources_are_relative_inside_the_workdir_only(tmp_path):
+    from internseg.config import CONFIG_ROOT, workflow_sources
+
+    inside = workflow_sources("paper/head_tuning", CONFIG_ROOT.parent)
+    assert inside[0] == "configs/paper/head_tuning.py"
+    assert all(not s.startswith("/") for s in inside)
+    outside = workflow_sources("paper/head_tuning", tmp_path)
+    assert all(s.startswith("/") for s in outside) and len(outside) == len(inside)

@@ -78,3 +78,32 @@ def test_slide_windows_504_stride_322_cover_and_average():
     # overlaps are averaged: window k returns k everywhere
     columns = {0: 1.0, 330: 1.5, 400: 2.0, 600: 2.5, 839: 3.0}
     assert {x: float(logits[0, 0, 0, x]) for x in columns} == columns
+
+
+def test_per_class_summary_is_the_formula_and_skips_absent_classes():
+    """IoU = TP / (pred ∪ gt), Acc = TP / gt, aAcc = ΣTP / Σgt (mmseg's definitions); a class in
+    neither prediction nor ground truth has no IoU and stays out of the means."""
+    import torch
+
+    from internseg.engine.metrics import PerClassIoUMetric
+
+    metric = PerClassIoUMetric(ignore_index=255)
+    metric.dataset_meta = {"classes": ("a", "b", "absent")}
+    pred = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+    gt = torch.tensor([[0, 0, 0, 1], [1, 1, 255, 1]])
+    valid = gt != 255
+    results = []
+    for p, g in ((pred[0], gt[0]), (pred[1][valid[1]], gt[1][valid[1]])):
+        inter = torch.bincount(p[p == g], minlength=3).float()
+        area_p = torch.bincount(p, minlength=3).float()
+        area_g = torch.bincount(g, minlength=3).float()
+        results.append((inter, area_p + area_g - inter, area_p, area_g))
+    returned = metric.compute_metrics(results)
+    summary = metric.last_summary
+    # by hand: a: TP 2, pred 3, gt 3, union 4; b: TP 3, pred 4, gt 4, union 5; 7 valid pixels
+    assert summary["per_class"]["a"] == {"IoU": 50.0, "Acc": round(2 / 3 * 100, 2)}
+    assert summary["per_class"]["b"] == {"IoU": 60.0, "Acc": 75.0}
+    assert summary["per_class"]["absent"] == {"IoU": None, "Acc": None}
+    assert summary["mIoU"] == 55.0
+    assert summary["aAcc"] == round(5 / 7 * 100, 2)
+    assert returned["mIoU"] == pytest.approx(summary["mIoU"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -46,6 +47,30 @@ def config_sources(path: str | Path) -> list[Path]:
         for base in Config._get_base_files(str(current)):
             pending.append(Path(Config._get_cfg_path(base, str(current))[0]).resolve())
     return sources
+
+
+def workflow_sources(path: str | Path, workdir: str | Path) -> list[str]:
+    """:func:`config_sources` as a workflow records its inputs: relative to ``workdir`` when
+    inside it (a moved checkout keeps its recorded inputs), absolute otherwise."""
+    workdir = Path(workdir).resolve()
+    return [str(p.relative_to(workdir)) if p.is_relative_to(workdir) else str(p)
+            for p in config_sources(path)]
+
+
+def cfg_options_args(options: dict) -> list[str]:
+    """``--cfg-options`` words for a dict of overrides, in the form mmengine's ``DictAction``
+    parses back to the same values: strings as they are, everything else as compact JSON
+    (lists, numbers, booleans, null). Empty options give no words."""
+    words = []
+    for key, value in options.items():
+        if not isinstance(key, str) or not key or "=" in key or " " in key:
+            raise InputError(f"cfg_options: key {key!r} is not a dotted config key")
+        if isinstance(value, dict):
+            raise InputError(f"cfg_options.{key}: give a dict's keys one by one "
+                             f"({key}.<name>: value), not a dict")
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        words.append(f"{key}={text}")
+    return ["--cfg-options", *words] if words else []
 
 
 def load_config(path: str | Path, cfg_options: dict | None = None, *,

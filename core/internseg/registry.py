@@ -114,11 +114,11 @@ def experiments(preset: str = "paper") -> dict[str, Experiment]:
     return {path.stem: load_experiment(preset, path) for path in config_files(preset)}
 
 
-def hub_pins() -> dict[str, Pin]:
+def hub_pins(paper: dict[str, Experiment] | None = None) -> dict[str, Pin]:
     """Every Hub file the workflow may fetch that has pins: the trunks' files and the
-    released checkpoints of the paper's experiments."""
+    released checkpoints of the paper's experiments (``paper``, read when not given)."""
     pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.sha256}
-    for exp in experiments("paper").values():
+    for exp in (experiments("paper") if paper is None else paper).values():
         if exp.released_checkpoint:
             pins[exp.released_checkpoint.file] = exp.released_checkpoint
     return pins

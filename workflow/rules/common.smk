@@ -1,13 +1,13 @@
 # Names and paths shared by the rules. No experiment logic lives here: the `internseg` CLI
 # does the work, the rules only say what goes in and out. Which experiments and trunks exist,
 # and their facts, come from the registry (internseg.registry, internseg.trunks).
-import json
 import os
 import re
 import shlex
 
 from snakemake.exceptions import WorkflowError
 
+from internseg.config import cfg_options_args, workflow_sources
 from internseg.registry import experiments, hub_pins
 from internseg.trunks import TRUNKS
 
@@ -26,7 +26,11 @@ DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"
 MANIFEST = f"{RES}/ade/manifest.json"
 RUNS = "results/runs"
 ENV = "../../envs/internseg.yaml"
-PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
+PINS = (
+    hub_pins(EXPERIMENTS if PRESET == "paper" else None)
+    if SETTINGS["verify_hub_pins"]
+    else {}
+)
 
 if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
     raise ValueError(
@@ -52,14 +56,8 @@ def experiment_config(wildcards):
 
 
 def experiment_sources(wildcards):
-    """The experiment's config file and every file of its `_base_` chain, relative to the
-    workflow when inside it (a moved checkout keeps its recorded inputs)."""
-    from internseg.config import config_sources
-
-    return [
-        os.path.relpath(path) if path.is_relative_to(os.getcwd()) else str(path)
-        for path in config_sources(experiment_config(wildcards))
-    ]
+    """The experiment's config file and every file of its `_base_` chain."""
+    return workflow_sources(experiment_config(wildcards), os.getcwd())
 
 
 def trunk_weights(wildcards):
@@ -110,11 +108,7 @@ def cfg_options(wildcards):
     """`--cfg-options` for every run of the preset (presets.<preset>.cfg_options); a param, so
     a changed option reruns what it changes."""
     options = lookup(dpath=f"presets/{PRESET}/cfg_options", within=config, default={})
-    pairs = [
-        f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
-        for key, value in options.items()
-    ]
-    return " ".join(["--cfg-options", *map(shlex.quote, pairs)]) if pairs else ""
+    return shlex.join(cfg_options_args(options))
 
 
 def hub_pin(filename):
