@@ -171,7 +171,7 @@ def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.count("rule make_demo_released:") == out.count("rule evaluate_released:") == len(
         RELEASED)
-    assert ("internseg make-demo-released linear_probing --pretrained resources/demo/hub/"
+    assert ("internseg make-demo-released linear_probing --pretrained resources/demo/weights/"
             "intern_vit_tiny_demo.pth --out resources/demo/hub/linear_intern_vit_6b_504_80k_"
             "ade20k_bs16_lr4e-5_frozen.pth") in out
     assert ("internseg fetch linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.pth --out "

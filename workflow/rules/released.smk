@@ -27,8 +27,10 @@ if PRESET == "demo":
     rule make_demo_released:
         """Demo stand-in for a released checkpoint, in the original's key layout."""
         input:
+            # the fetched trunk, not its source in weights_local_dir: fetch_weights hard-links
+            # the two and Snakemake then touches its output, so the source's mtime moves too
             lambda wildcards: (
-                f"{SETTINGS['weights_local_dir']}/"
+                f"{RES}/weights/"
                 f"{EXPERIMENTS[EXPERIMENT_OF[wildcards.released_file]].trunk.file}"
             ),
         output:
