@@ -4,6 +4,7 @@
 import re
 
 import pytest
+import torch
 import yaml
 
 from conftest import FACTS
@@ -22,7 +23,17 @@ def test_every_experiment_of_the_facts_is_registered():
     assert recorded <= set(PAPER)
 
 
-@pytest.mark.parametrize("name", sorted(PAPER))
+def test_the_adapter_row_is_registered_as_recorded():
+    exp, ref = PAPER["adapter_tuning"], FACTS_DATA["adapter_tuning"]
+    assert exp.paper_miou == ref["miou"]
+    assert (exp.head, exp.trunk_mode, exp.fraction) == ("UPerHead", "frozen", 1)
+    assert exp.trunk.file == "intern_vit_6b_224px.pth"
+    # no released checkpoint; the published log is the one the facts name
+    assert exp.released_checkpoint is None
+    assert exp.published_log == "upernet_intern_vit_adapter_6b_512_80k_ade20k_bs16_lr4e-5.log"
+
+
+@pytest.mark.parametrize("name", sorted(set(FACTS_DATA["experiments"]) - {"common"}))
 def test_experiment_metadata_matches_the_facts(name):
     exp = PAPER[name]
     ref = FACTS_DATA["experiments"][name]
@@ -42,7 +53,12 @@ def test_experiment_metadata_matches_the_facts(name):
 @pytest.mark.parametrize("trunk", REAL_TRUNKS, ids=lambda t: t.name)
 def test_real_trunk_matches_the_facts(trunk):
     recorded = {t["file"]: t for t in FACTS_DATA["trunks"].values()}[trunk.file]
-    assert (trunk.pretrain_size, trunk.depth) == (recorded["pretrain_size"], recorded["depth"])
+    # the file's blocks as recorded; a file with more than the fork's ablations use (V1-0's
+    # 48) is built 45 deep, as there
+    assert trunk.pretrain_size == recorded["pretrain_size"]
+    assert (trunk.file_depth or trunk.depth) == recorded["depth"]
+    if trunk.pretrain_size == 448:
+        assert (trunk.depth, trunk.taps) == (45, (11, 22, 33, 44))
     # all trunks of the model table: 3200 wide, 25 heads, patch 14
     assert (trunk.embed_dim, trunk.num_heads, trunk.patch_size) == (3200, 25, 14)
     pin = FACTS_DATA["hub"]["files"][trunk.file]
@@ -57,15 +73,37 @@ def test_synthetic_trunk_is_written_in_the_released_layout_and_loads(trunk, tmp_
     from internseg.models.pretrained import load_pretrained_backbone
 
     path = write_tiny_checkpoint(tmp_path / trunk.file, trunk=trunk.name)
+    held = {int(k.split(".")[1]) for k in torch.load(path, weights_only=True) if k.startswith("blocks.")}
+    assert len(held) == (trunk.file_depth or trunk.depth)
     model = InternViT6B(img_size=2 * trunk.patch_size * 4, trunk_dtype="float32",
                         out_indices=trunk.taps, **trunk.architecture)
     assert load_pretrained_backbone(model, path, trunk.pretrain_size) == ([], [])
 
 
+def test_every_trunk_of_the_facts_is_registered():
+    assert {t["file"] for t in FACTS_DATA["trunks"].values()} == {t.file for t in REAL_TRUNKS}
+
+
+def test_a_file_with_more_blocks_loads_only_when_the_trunk_says_so(tmp_path):
+    """V1-0's case on the tiny second demo trunk: its file holds 4 blocks, the trunk runs 3."""
+    from internseg.demo import write_tiny_checkpoint
+    from internseg.models import InternViT6B
+    from internseg.models.pretrained import load_pretrained_backbone
+    from internseg.safe_load import CheckpointError
+
+    trunk = TRUNKS["intern_vit_tiny_demo_b"]
+    assert trunk.file_depth == trunk.depth + 1
+    path = write_tiny_checkpoint(tmp_path / trunk.file, trunk=trunk.name)
+    undeclared = trunk.architecture | dict(pretrained_depth=None)
+    model = InternViT6B(img_size=56, trunk_dtype="float32", out_indices=(2,), **undeclared)
+    with pytest.raises(CheckpointError, match=r"unexpected \['blocks.3"):
+        load_pretrained_backbone(model, path, trunk.pretrain_size)
+
+
 def test_hub_pins_cover_every_real_trunk_and_released_checkpoint():
     pins = hub_pins()
     assert {t.file for t in REAL_TRUNKS} <= set(pins)
-    assert {e.released_checkpoint.file for e in PAPER.values()} <= set(pins)
+    assert {e.released_checkpoint.file for e in PAPER.values() if e.released_checkpoint} <= set(pins)
     assert all(len(p.sha256) == 64 for p in pins.values())
 
 

@@ -179,7 +179,8 @@ def _check_type(key: str, current, value) -> None:
 ITERATION_COUNTS = ("max_iters", "warmup_iters")
 # Backbone and optimizer keys that follow from the registered trunk (apply_trunk).
 TRUNK_KEYS = {f"model.backbone.{k}" for k in
-              ("embed_dim", "depth", "num_heads", "patch_size", "pretrain_size")} | {
+              ("embed_dim", "depth", "num_heads", "patch_size", "pretrain_size",
+               "pretrained_depth")} | {
     "optim_wrapper.paramwise_cfg.num_layers"}
 
 
@@ -228,7 +229,12 @@ def apply_trunk(cfg: Config, source: Path | str = "config") -> Config:
         raise InputError(f"{source}: no `trunk = \"<registered trunk>\"`")
     trunk = get_trunk(cfg.trunk)
     model = cfg.model
-    model.backbone.update(trunk.architecture)
+    architecture = trunk.architecture
+    if "patch_size" in cfg:
+        # an experiment may run the trunk at another patch size (the adapter's 16 on the
+        # 14-patch file): its kernel is resized at load
+        architecture["patch_size"] = cfg.patch_size
+    model.backbone.update(architecture)
     bad = [i for i in model.backbone.out_indices if not 0 <= i < trunk.depth]
     if bad:
         raise InputError(f"{source}: out_indices {bad} outside trunk {trunk.name}'s "

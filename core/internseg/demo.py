@@ -165,8 +165,10 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0, trunk: str = DEMO_TRUN
     if not variant.synthetic:
         raise InputError(f"trunk {trunk} is a released file, not a demo stand-in to write")
     torch.manual_seed(seed)
+    # the file holds every block it has, also those the trunk leaves unused (file_depth)
+    architecture = variant.architecture | dict(depth=variant.file_depth or variant.depth)
     model = InternViT6B(img_size=variant.pretrain_size, out_indices=(variant.depth - 1,),
-                        trunk_dtype="float32", **variant.architecture)
+                        trunk_dtype="float32", **architecture)
     model.init_weights()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     dim = variant.embed_dim

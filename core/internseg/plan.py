@@ -30,8 +30,9 @@ PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
 PER_GPU_BATCH = 2
 # Activations, gathered shards and allocator slack per GPU beyond the stored state: the
 # per-regime arithmetic in docs/cluster.md (one gathered block with its grads twice with prefetch,
-# checkpointed block inputs, one block's recompute).
-WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0}
+# checkpointed block inputs, one block's recompute). The adapter's is the trained figure, not
+# worked out: a guess until a GPU measures it (its 1/4 map alone is 0.2 GB per image in fp32).
+WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0, "adapter": 6.0}
 
 _ITER_TIME = re.compile(r"Iter \[\d+/\d+\][^\n]*?\btime: ([0-9.]+)")
 _RESULTS_ROW = re.compile(r"^\| `(\w+)`[^|]*\| ([^|]*)\| ([^|]*)\|", re.MULTILINE)
@@ -56,6 +57,9 @@ class RunCost:
 def regime_of(cfg) -> str:
     """The benchmark regime whose step a run repeats."""
     backbone = cfg.model.backbone
+    if backbone.get("type") == "InternViTAdapter":
+        # frozen trunk weights, but the adapter's gradients flow back through every block
+        return "adapter"
     if backbone.get("freeze_trunk"):
         return "frozen"
     return "trained_master" if backbone.get("master_weights", True) else "trained_bf16"
@@ -65,7 +69,9 @@ def trunk_flops_per_image(backbone) -> float:
     """Forward FLOPs of the trunk blocks that run (up to the last tap) on one image."""
     tokens = (backbone.img_size // backbone.patch_size) ** 2 + 1
     dim = backbone.embed_dim
-    blocks = max(backbone.out_indices) + 1
+    ranges = getattr(backbone, "interaction_indexes", None)
+    # an adapter's out_indices name its maps; its blocks are those of its ranges
+    blocks = ranges[-1][-1] + 1 if ranges else max(backbone.out_indices) + 1
     # qkv (3d^2), proj (d^2), MLP (2 x 4d^2) multiply-adds per token; QK^T and AV: 2 N d
     per_token = 2 * (12 * dim * dim) + 4 * tokens * dim
     return blocks * tokens * per_token
@@ -73,7 +79,9 @@ def trunk_flops_per_image(backbone) -> float:
 
 def flops_seconds_per_iteration(cfg, gpus: int) -> float:
     backbone = cfg.model.backbone
-    passes = 1 if backbone.get("freeze_trunk") else 4  # forward; or + backward (2) + recompute
+    # forward; + backward (2: input and weight gradients) + recompute when the trunk trains;
+    # the adapter: forward, recompute and the input gradients only (the weights are frozen)
+    passes = {"frozen": 1, "adapter": 3}.get(regime_of(cfg), 4)
     flops = trunk_flops_per_image(backbone) * passes * cfg.total_batch_size
     return flops / (gpus * A100_BF16_PEAK * ASSUMED_UTILISATION)
 
@@ -140,7 +148,7 @@ def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[st
     state = trainable * size.training / (gpus if sharded else 1)
     # a frozen trunk is stored in bf16 on every GPU
     gpu_memory = (state + frozen * 2) / GB + WORKING_SET_GB[
-        "frozen" if regime == "frozen" else "trained"]
+        regime if regime in WORKING_SET_GB else "trained"]
     # every rank builds the model in fp32 in host memory before sharding or casting
     host_memory = gpus * total * 4 / GB
     checkpoint = (trainable * size.checkpoint + frozen * 2) / GB

@@ -19,6 +19,8 @@ class Trunk:
     pretrain_size: image size the position embedding was trained at (grid = size / patch).
     depth: blocks built and loaded. taps: the blocks multi-level heads read (UperNet).
     synthetic: a random stand-in written by ``internseg make-demo``, never downloaded.
+    file_depth: blocks in the file when it holds more than ``depth`` (the extra ones are not
+        loaded); None: exactly ``depth``.
     """
 
     name: str
@@ -32,17 +34,22 @@ class Trunk:
     size: int | None = None
     sha256: str | None = None
     synthetic: bool = False
+    file_depth: int | None = None
 
     def __post_init__(self):
         bad = [t for t in self.taps if not 0 <= t < self.depth]
         if bad:
             raise ValueError(f"trunk {self.name}: taps {bad} outside 0..{self.depth - 1}")
+        if self.file_depth is not None and self.file_depth < self.depth:
+            raise ValueError(f"trunk {self.name}: file_depth {self.file_depth} < depth "
+                             f"{self.depth}")
 
     @property
     def architecture(self) -> dict:
         """The backbone constructor arguments this variant fixes."""
         return dict(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
-                    patch_size=self.patch_size, pretrain_size=self.pretrain_size)
+                    patch_size=self.patch_size, pretrain_size=self.pretrain_size,
+                    pretrained_depth=self.file_depth)
 
 
 TRUNKS: dict[str, Trunk] = {}
@@ -76,3 +83,28 @@ register_trunk(Trunk(
 register_trunk(Trunk(
     name="intern_vit_tiny_demo", file="intern_vit_tiny_demo.pth",
     embed_dim=96, depth=4, num_heads=4, pretrain_size=224, taps=(0, 1, 2, 3), synthetic=True))
+
+# The 448px trunks of the model table, as the fork's ablation configs run them: a 32x32
+# position grid, 45 blocks, taps every 11. V1-2, V1-5 and V2-5 were released with 45 blocks;
+# V1-0's file still has all 48, of which the ablation uses the first 45 (non-strict load there).
+_448 = dict(embed_dim=3200, depth=45, num_heads=25, pretrain_size=448, taps=(11, 22, 33, 44))
+register_trunk(Trunk(
+    name="intern_vit_6b_448px_v1_0", file="intern_vit_6b_448px_v1_0.pth", file_depth=48,
+    size=11810706346,
+    sha256="8ada31eb2e7b7a41da4e4a86e6cb82a755e59b6418a8ded1d58b3b7281920fa8", **_448))
+register_trunk(Trunk(
+    name="intern_vit_6b_448px_v1_2", file="intern_vit_6b_448px_v1_2.pth", size=11073182985,
+    sha256="50bb88e2eb704a503b531dd592900e3fe7d80d3d67fd34b42c598f7ec3fcd9ad", **_448))
+register_trunk(Trunk(
+    name="intern_vit_6b_448px_v1_5", file="intern_vit_6b_448px_v1_5.pth", size=11073182985,
+    sha256="fe75055a344eceb6035b2c98ffc55cf54fbccdcb37244b06dd7e422150f70a69", **_448))
+register_trunk(Trunk(
+    name="intern_vit_6b_448px_v2_5", file="intern_vit_6b_448px_v2_5.pth", size=11073182985,
+    sha256="9aedaa395d8373196436a0583f5be127168dbca5b2a51115d8c8234a36ac2410", **_448))
+
+# A second demo trunk that differs from the first in grid (pretrained at 56 px: 4x4 patches)
+# and depth (3 blocks), and whose file, like V1-0's, holds one block more than it uses: a demo
+# with two trunks runs the per-trunk path on it.
+register_trunk(Trunk(
+    name="intern_vit_tiny_demo_b", file="intern_vit_tiny_demo_b.pth", embed_dim=96, depth=3,
+    num_heads=4, pretrain_size=56, taps=(0, 1, 1, 2), file_depth=4, synthetic=True))

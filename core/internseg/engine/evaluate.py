@@ -9,7 +9,7 @@ from ..config import load_config
 from ..env import versions
 from ..io import write_json
 from ..models.pretrained import CheckpointError, load_checkpoint_file
-from .train import apply_run_options
+from .train import apply_run_options, is_trunk_key
 
 log = logging.getLogger("internseg")
 
@@ -66,14 +66,14 @@ def load_segmentor_weights(model, path: str | Path) -> None:
         # its predictions would be one class everywhere: an mIoU near 0 that looks measured
         raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or inf, e.g. "
                               f"{', '.join(broken[:3])}")
-    has_trunk = any(k.startswith("backbone.") for k in state)
+    has_trunk = any(is_trunk_key(model, k) for k in state)
     if not has_trunk:
         if not getattr(model.backbone, "pretrained", None):
             raise CheckpointError(f"{path} holds no trunk weights and the config names no "
                                   "pretrained trunk (model.backbone.pretrained)")
         model.backbone.init_weights()
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if has_trunk or not k.startswith("backbone.")]
+    missing = [k for k in result.missing_keys if has_trunk or not is_trunk_key(model, k)]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"{path} does not fit the config: missing {missing[:5]} "
                               f"({len(missing)}), unexpected {result.unexpected_keys[:5]} "

@@ -27,6 +27,10 @@ def describe(cfg) -> dict:
     aux = sum(p.numel() for n, p in params.items() if n.startswith("auxiliary_head."))
     aux_trainable = sum(p.numel() for n, p in params.items()
                         if n.startswith("auxiliary_head.") and p.requires_grad)
+    # a backbone with parts of its own around the trunk (the adapter) counts them apart
+    is_trunk = getattr(model.backbone, "is_trunk", None)
+    adapter = sum(p.numel() for n, p in params.items() if is_trunk and n.startswith("backbone.")
+                  and not is_trunk(n.removeprefix("backbone.")))
     optim = cfg.optim_wrapper
     groups = groups_from_paramwise(params.items(), base_lr=optim.optimizer.lr,
                                    weight_decay=optim.optimizer.get("weight_decay", 0.0),
@@ -37,6 +41,7 @@ def describe(cfg) -> dict:
         trainable_params=trainable,
         backbone_params=backbone,
         auxiliary_head_params=aux,
+        adapter_params=adapter,
         summary=f"{human(trainable)} / {human(total)}",
         summary_without_auxiliary_head=f"{human(trainable - aux_trainable)} / {human(total - aux)}",
         param_groups=dict(

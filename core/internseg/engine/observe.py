@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmseg.registry import OPTIM_WRAPPERS
 
@@ -34,13 +34,12 @@ def window_stats(values) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
-@OPTIM_WRAPPERS.register_module()
-class GradNormOptimWrapper(OptimWrapper):
-    """mmengine's OptimWrapper that records ``grad_norm`` at every optimizer update (not
-    every accumulated micro-batch), and ``grad_norm_mean`` / ``grad_norm_std`` over the last
-    ``grad_norm_window`` updates. It only reads the gradients: training is unchanged.
-    ``max_grad_norm`` clips the total norm to it (None, as in the paper configs and the
-    original: no clipping); mmengine's clipping then reports the pre-clip norm."""
+class GradNormRecording:
+    """Records ``grad_norm`` at every optimizer update (not every accumulated micro-batch), and
+    ``grad_norm_mean`` / ``grad_norm_std`` over the last ``grad_norm_window`` updates. It only
+    reads the gradients: training is unchanged. ``max_grad_norm`` clips the total norm to it
+    (None, as in the paper configs and the original: no clipping); mmengine's clipping then
+    reports the pre-clip norm."""
 
     def __init__(self, *args, grad_norm_window: int = 50, max_grad_norm: float | None = None,
                  **kwargs):
@@ -53,15 +52,41 @@ class GradNormOptimWrapper(OptimWrapper):
             raise InputError(f"grad_norm_window must be >= 1, got {grad_norm_window}")
         self.grad_norm_window = grad_norm_window
 
-    def step(self, **kwargs) -> None:
-        if not self.clip_grad_kwargs:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            self.message_hub.update_scalar(GRAD_NORM, total_grad_norm(params))
-        # with clip_grad, super().step() logs the norm under the same name while clipping
-        super().step(**kwargs)
+    def _record_grad_norm(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.message_hub.update_scalar(GRAD_NORM, total_grad_norm(params))
+
+    def _record_window(self) -> None:
         history = self.message_hub.log_scalars.get(GRAD_NORM)
         if history is not None:
             values = history.data[0][-self.grad_norm_window:]
             mean, std = window_stats(values)
             self.message_hub.update_scalar(f"{GRAD_NORM}_mean", mean)
             self.message_hub.update_scalar(f"{GRAD_NORM}_std", std)
+
+
+@OPTIM_WRAPPERS.register_module()
+class GradNormOptimWrapper(GradNormRecording, OptimWrapper):
+    """mmengine's OptimWrapper with the gradient-norm record of :class:`GradNormRecording`."""
+
+    def step(self, **kwargs) -> None:
+        if not self.clip_grad_kwargs:
+            self._record_grad_norm()
+        # with clip_grad, super().step() logs the norm under the same name while clipping
+        super().step(**kwargs)
+        self._record_window()
+
+
+@OPTIM_WRAPPERS.register_module()
+class GradNormAmpOptimWrapper(GradNormRecording, AmpOptimWrapper):
+    """mmengine's AmpOptimWrapper (autocast, fp32 masters, dynamic loss scale; GPU only) with
+    the same record. The gradients are unscaled before they are measured, so the norm is the
+    true one; the scaler then skips a step whose gradients overflowed, as it does anyway."""
+
+    def step(self, **kwargs) -> None:
+        if not self.clip_grad_kwargs:
+            # super().step() unscales only to clip; unscaling here once is what it would do
+            self.loss_scaler.unscale_(self.optimizer)
+            self._record_grad_norm()
+        super().step(**kwargs)
+        self._record_window()

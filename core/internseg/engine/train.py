@@ -146,6 +146,14 @@ def require_cuda_for_ranks(cfg: Config, config: str) -> None:
                          "this machine has none (only sharded configs run ranks on CPU)")
 
 
+def is_trunk_key(model, key: str) -> bool:
+    """Whether a segmentor state key is the pretrained trunk's (an adapter's own parts are
+    not: they are trained, and kept, even when the trunk is frozen)."""
+    backbone = model.backbone
+    return key.startswith("backbone.") and (
+        not hasattr(backbone, "is_trunk") or backbone.is_trunk(key.removeprefix("backbone.")))
+
+
 def trainable_state(runner) -> dict:
     """State to keep as the run's result: everything, minus a frozen trunk (it is the
     pretrained file, unchanged), as in the released head-only checkpoints. Collective under
@@ -156,7 +164,7 @@ def trainable_state(runner) -> dict:
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         state = model.state_dict()
     if getattr(model.backbone, "freeze_trunk", False):
-        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        state = {k: v for k, v in state.items() if not is_trunk_key(model, k)}
     return {k: v.detach().cpu() for k, v in state.items()}
 
 

@@ -154,6 +154,8 @@ class InternViT6B(BaseModule):
         pretrained: path of an ``intern_vit_6b_224px.pth``-format checkpoint loaded by
             :meth:`init_weights`.
         pretrain_size: image size the checkpoint's position embedding was trained at.
+        pretrained_depth: blocks in the pretrained file when it has more than ``depth``
+            (those past ``depth`` are not loaded); None: the file has ``depth``.
     """
 
     def __init__(self,
@@ -176,6 +178,7 @@ class InternViT6B(BaseModule):
                  master_weights: bool = True,
                  pretrained: str | None = None,
                  pretrain_size: int = 224,
+                 pretrained_depth: int | None = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         bad = [i for i in out_indices if not 0 <= i < depth]
@@ -192,6 +195,7 @@ class InternViT6B(BaseModule):
                              else self.trunk_dtype)
         self.pretrained = pretrained
         self.pretrain_size = pretrain_size
+        self.pretrained_depth = pretrained_depth
         self.grid = img_size // patch_size
 
         self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
@@ -206,6 +210,11 @@ class InternViT6B(BaseModule):
         # and time; they stay in the module so that checkpoints load unchanged.
         self.num_run_blocks = max(self.out_indices) + 1
         self._settle_weights()
+
+    def is_trunk(self, name: str) -> bool:
+        """Whether a state key of this module is the pretrained trunk's: here every key; a
+        backbone with parts of its own around the trunk (the adapter) says which."""
+        return True
 
     def _settle_weights(self) -> None:
         if self.freeze_trunk:
@@ -234,7 +243,8 @@ class InternViT6B(BaseModule):
             elif isinstance(m, nn.Conv2d):
                 fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 nn.init.uniform_(m.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def _pos_embed_for(self, hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         pos_embed = self.pos_embed.to(dtype)

@@ -66,6 +66,11 @@ def adapt_backbone_state(state: dict[str, torch.Tensor], model: nn.Module,
         want = target[key].shape
         if value.shape == want:
             out[key] = value
+        elif key == "patch_embed.proj.weight" and value.shape[:2] == want[:2]:
+            # another patch size than the file's (the adapter's 16 on the 14-patch 224 px
+            # file): the kernel resized bicubic, as the fork loads it
+            out[key] = F.interpolate(value.float(), size=tuple(want[2:]), mode="bicubic",
+                                     align_corners=False).to(value.dtype)
         elif key == "pos_embed" and value.shape[-1] == want[-1]:
             old = math.isqrt(value.shape[1] - 1)
             new = math.isqrt(want[1] - 1)
@@ -79,6 +84,22 @@ def adapt_backbone_state(state: dict[str, torch.Tensor], model: nn.Module,
     return out
 
 
+def drop_unused_blocks(state: dict[str, torch.Tensor], depth: int,
+                       file_depth: int | None) -> dict[str, torch.Tensor]:
+    """A file with more blocks than the trunk builds (``file_depth`` > ``depth``: the 448px
+    V1-0 file has 48, its ablations use 45) loses the blocks past ``depth``, as the fork's
+    non-strict load leaves them unused. Only the blocks it declares are dropped: any other
+    extra key is still an error."""
+    if not file_depth or file_depth <= depth:
+        return state
+    unused = tuple(f"blocks.{i}." for i in range(depth, file_depth))
+    dropped = [k for k in state if k.startswith(unused)]
+    if dropped:
+        log.info("pretrained file has %d blocks, the trunk uses %d: %d tensors of blocks "
+                 "%d..%d left out", file_depth, depth, len(dropped), depth, file_depth - 1)
+    return {k: v for k, v in state.items() if not k.startswith(unused)}
+
+
 def load_pretrained_backbone(model: nn.Module, path: str | Path,
                              pretrain_size: int = 224) -> tuple[list[str], list[str]]:
     """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT6B.
@@ -88,9 +109,13 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
     prefix) would otherwise train on a random trunk. Raises :class:`CheckpointError` naming
     the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
-    state = adapt_backbone_state(load_checkpoint_file(path), model, source=str(path))
+    state = drop_unused_blocks(load_checkpoint_file(path), model.depth,
+                               getattr(model, "pretrained_depth", None))
+    state = adapt_backbone_state(state, model, source=str(path))
     result = model.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    # a backbone with parts of its own (the adapter) says which keys the file must fill
+    missing = [k for k in result.missing_keys if model.is_trunk(k)]
+    unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the trunk: missing {missing[:3]} "
                               f"({len(missing)}), unexpected {unexpected[:3]} "
