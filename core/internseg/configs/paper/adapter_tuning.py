@@ -18,21 +18,14 @@ patch_size = 16
 crop = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop),
+    # the trunk's arguments come from the model base; the adapter's follow
     backbone=dict(
-        _delete_=True,
         type="InternViTAdapter",
         img_size=512,
-        mlp_ratio=4.0,
-        qkv_bias=False,
-        qk_normalization=True,
-        layerscale_init=0.1,
-        norm_eps=1e-6,
         drop_path_rate=0.0,
-        with_cp=True,
         freeze_trunk=True,
         # fp16 as the fork ran it (DeepSpeed fp16 + ToFloat16Hook), not the other rows' bf16
         trunk_dtype="float16",
-        pretrained=None,
         out_indices=[0, 1, 2, 3],
         conv_inplane=64,
         n_points=4,
