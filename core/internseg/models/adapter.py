@@ -10,8 +10,6 @@ DeepSpeed fork's ``InternViTAdapter``, which produced the number; arguments keep
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +20,7 @@ from mmseg.registry import MODELS
 from .deform_attn import MSDeformAttn
 from .intern_vit import InternViT6B
 from .precision import widened
-from .resampler import ChannelsFirstLayerNorm
+from .resampler import ChannelsFirstLayerNorm, init_as_the_fork
 
 # the parts of the module that are the pretrained trunk (frozen, loaded from its file)
 TRUNK_PREFIXES = ("blocks.", "patch_embed.", "pos_embed", "cls_token")
@@ -179,6 +177,7 @@ class InternViTAdapter(InternViT6B):
             raise ValueError(f"interaction_indexes {interaction_indexes}: four ascending "
                              f"[first, last] ranges within blocks 0..{self.depth - 1}")
         self.interaction_indexes = ranges
+        self.init_values = init_values
         self.num_run_blocks = ranges[-1][-1] + 1
         self.add_vit_feature = add_vit_feature
         self.use_final_norm = use_final_norm
@@ -219,25 +218,14 @@ class InternViTAdapter(InternViT6B):
 
     def _init_random(self) -> None:
         super()._init_random()
-        adapter = [self.spm, self.interactions, self.up]
-        for module in (m for part in adapter for m in part.modules()):
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0, math.sqrt(2.0 / (fan_out // module.groups)))
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, ChannelsFirstLayerNorm)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        for part in (self.spm, self.interactions, self.up):
+            init_as_the_fork(part)
         for module in self.interactions.modules():
             if isinstance(module, MSDeformAttn):
                 module.reset_parameters()
         nn.init.normal_(self.level_embed)
         for block in self.interactions:
-            nn.init.constant_(block.injector.gamma, 0.0)
+            nn.init.constant_(block.injector.gamma, self.init_values)
 
     def _maybe_checkpoint(self, fn, *args):
         if self.with_cp and any(torch.is_tensor(a) and a.requires_grad for a in args):

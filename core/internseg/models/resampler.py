@@ -40,6 +40,26 @@ class ChannelsFirstLayerNorm(nn.Module):
         return (weight[:, None, None] * x + bias[:, None, None]).to(dtype)
 
 
+def init_as_the_fork(module: nn.Module) -> None:
+    """The fork's ``_init_weights`` for the modules it adds around the trunk (resamplers,
+    adapter): Linear trunc-normal(0.02) with zero bias; Conv2d and ConvTranspose2d
+    normal(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels / groups, zero bias;
+    LayerNorms weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, ChannelsFirstLayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 @MODELS.register_module()
 class FeatureResampler(BaseModule):
     """x4 (ConvT2x2 -> LN -> GELU -> ConvT2x2), x2 (ConvT2x2), x1 (identity), x0.5 (maxpool).
@@ -70,14 +90,7 @@ class FeatureResampler(BaseModule):
         3200 channels), zero bias; LayerNorm weight 1, bias 0. PyTorch's default (kaiming
         uniform) is 2.45x smaller."""
         super().init_weights()
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, ChannelsFirstLayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_as_the_fork(self)
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != 4:
