@@ -130,7 +130,61 @@ def test_the_trunk_sets_every_width_that_reads_it():
     with pytest.raises(InputError, match="fixed by the trunk"):
         load_config("paper/head_tuning", {"model.backbone.embed_dim": 64})
     with pytest.raises(InputError, match="outside trunk intern_vit_tiny_demo"):
-        load_config("paper/head_tuning", {"trunk": "intern_vit_tiny_demo"})
+        load_config("paper/head_tuning", {"trunk": "intern_vit_tiny_demo",
+                                          "model.backbone.out_indices": [0, 1, 2, 4]})
+
+
+# The fork's 448px ablation (facts: trunks): taps [11, 22, 33, 44] over 45 blocks.
+@pytest.mark.parametrize("experiment,blocks", [
+    ("head_tuning", [11, 22, 33, 44]), ("full_tuning", [11, 22, 33, 44]),
+    ("fewshot_1of16", [44]),  # the last block stays the last
+    ("linear_probing", [41]),  # [44] is no tap of the 224px trunk: 3 before the last, kept
+])
+def test_a_config_moved_to_another_trunk_reads_the_blocks_of_the_same_role(experiment, blocks):
+    cfg = load_config(f"paper/{experiment}", {"trunk": "intern_vit_6b_448px_v2_5"})
+    assert cfg.model.backbone.out_indices == blocks
+    assert cfg.model.backbone.pretrain_size == 448 and cfg.model.backbone.depth == 45
+    assert cfg.optim_wrapper.paramwise_cfg.num_layers == 45
+
+
+def test_the_adapter_moved_to_a_448px_trunk_spans_its_45_blocks():
+    ref = FACTS_DATA["adapter_tuning"]["adapter"]
+    assert "interaction_indexes [[0,11],[12,23],[24,35],[36,47]]" in ref
+    cfg = load_config("paper/adapter_tuning", {"trunk": "intern_vit_6b_448px_v1_5"})
+    assert cfg.model.backbone.interaction_indexes == [[0, 11], [12, 22], [23, 33], [34, 44]]
+    given = load_config("paper/adapter_tuning", {
+        "trunk": "intern_vit_6b_448px_v1_5",
+        "model.backbone.interaction_indexes": [[0, 10], [11, 21], [22, 32], [33, 44]]})
+    assert given.model.backbone.interaction_indexes[0] == [0, 10]  # given options win
+    with pytest.raises(InputError, match="interaction ranges"):
+        load_config("paper/adapter_tuning", {"trunk": "intern_vit_tiny_demo_b"})
+
+
+def test_a_block_without_counterpart_is_refused():
+    big, tiny = TRUNKS["intern_vit_6b_224px"], TRUNKS["intern_vit_tiny_demo"]
+    assert tiny.corresponding_block(23, big) == 1 and tiny.corresponding_block(46, big) == 2
+    with pytest.raises(ValueError, match="block 5 of intern_vit_6b_224px has no counterpart"):
+        tiny.corresponding_block(5, big)
+
+
+def test_run_ids_round_trip_and_plan_every_trunk_and_seed():
+    from internseg.registry import Run, parse_run_id, plan_runs
+
+    for run in (Run("head_tuning", "intern_vit_6b_224px"), Run("fewshot_1of8", "t", 3)):
+        assert parse_run_id(run.id) == run
+    assert Run("fewshot_1of8", "t", 3).id == "t/fewshot_1of8/seed3"
+    for bad in ("head_tuning", "a/b/c", "a/b/seedx", "/b"):
+        with pytest.raises(InputError, match="expected <trunk>/<experiment>"):
+            parse_run_id(bad)
+    default = plan_runs(["head_tuning"], PAPER)
+    assert list(default) == ["intern_vit_6b_224px/head_tuning"]  # the config's own trunk
+    many = plan_runs(["head_tuning", "linear_probing"], PAPER,
+                     ["intern_vit_6b_224px", "intern_vit_6b_448px_v2_5"], [0, 1])
+    assert len(many) == 8 and "intern_vit_6b_448px_v2_5/linear_probing/seed1" in many
+    with pytest.raises(InputError, match="registered: .*head_tuning"):
+        plan_runs(["head_tunning"], PAPER)
+    with pytest.raises(InputError, match="unknown trunk 'v9'"):
+        plan_runs(["head_tuning"], PAPER, ["v9"])
 
 
 def write_config(tmp_path, base: str, body: str):

@@ -96,8 +96,11 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *,
     if "demo" in cfg:
         # applied once: a dumped config must reload as it ran, CLI overrides included
         shrink(cfg, **cfg.pop("demo"))
+    written_for = cfg.get("trunk")
     if cfg_options:
         cfg.merge_from_dict(checked_options(cfg, cfg_options, path))
+        if cfg.get("trunk") != written_for and written_for is not None:
+            retarget_blocks(cfg, written_for, set(cfg_options), path)
     apply_trunk(cfg, path)
     return finalize_schedule(cfg)
 
@@ -248,6 +251,38 @@ def apply_trunk(cfg: Config, source: Path | str = "config") -> Config:
             levels = head.get("in_index", 0)
             head.in_channels = [dim] * len(levels) if isinstance(levels, (list, tuple)) else dim
     cfg.optim_wrapper.paramwise_cfg.num_layers = trunk.depth
+    return cfg
+
+
+def retarget_blocks(cfg: Config, written_for: str, given: set[str], source) -> Config:
+    """A config written for trunk ``written_for`` run on ``cfg.trunk``: the blocks its heads
+    read (``out_indices``) or, for the adapter, the ranges its interactions span, moved to
+    the blocks that play the same role (:meth:`Trunk.corresponding_block`), unless the options
+    set them too. Each range ends where it ended (a tap) and starts after the previous one."""
+    from .trunks import get_trunk
+
+    old, new = get_trunk(written_for), get_trunk(cfg.trunk)
+    backbone = cfg.model.backbone
+
+    def moved(block):
+        try:
+            return new.corresponding_block(block, old)
+        except ValueError as err:
+            raise InputError(f"{source}: trunk={new.name}: {err}; set "
+                             "model.backbone.out_indices for it") from None
+
+    adapter = "interaction_indexes" in backbone  # its out_indices are levels, not blocks
+    if not adapter and "model.backbone.out_indices" not in given:
+        backbone.out_indices = [moved(b) for b in backbone.out_indices]
+    if adapter and "model.backbone.interaction_indexes" not in given:
+        ends = [moved(last) for _, last in backbone.interaction_indexes]
+        starts = [0] + [end + 1 for end in ends[:-1]]
+        ranges = [[first, last] for first, last in zip(starts, ends)]
+        if any(first > last for first, last in ranges):
+            raise InputError(f"{source}: trunk={new.name}: the adapter's interaction ranges "
+                             f"{backbone.interaction_indexes} have no counterpart ({ranges}); "
+                             "set model.backbone.interaction_indexes for it")
+        backbone.interaction_indexes = ranges
     return cfg
 
 

@@ -122,3 +122,47 @@ def hub_pins(paper: dict[str, Experiment] | None = None) -> dict[str, Pin]:
         if exp.released_checkpoint:
             pins[exp.released_checkpoint.file] = exp.released_checkpoint
     return pins
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: an experiment started from a trunk, with a training seed (None: the
+    seed its subset was drawn with, as the original's runs did). Its folder is
+    ``results/runs/<id>``."""
+
+    experiment: str
+    trunk: str
+    train_seed: int | None = None
+
+    @property
+    def id(self) -> str:
+        seed = "" if self.train_seed is None else f"/seed{self.train_seed}"
+        return f"{self.trunk}/{self.experiment}{seed}"
+
+
+def parse_run_id(run_id: str) -> Run:
+    """The run a ``<trunk>/<experiment>[/seed<N>]`` id names (the inverse of ``Run.id``)."""
+    parts = run_id.strip("/").split("/")
+    seed = None
+    if len(parts) == 3 and parts[2].startswith("seed") and parts[2][4:].isdigit():
+        seed = int(parts[2][4:])
+        parts = parts[:2]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"run {run_id!r}: expected <trunk>/<experiment>[/seed<N>]")
+    return Run(experiment=parts[1], trunk=parts[0], train_seed=seed)
+
+
+def plan_runs(run: list[str], known: dict[str, Experiment], trunks: list[str] | None = None,
+              train_seeds: list[int] | None = None) -> dict[str, Run]:
+    """Every run the workflow makes, by id: each experiment of ``run`` on each of ``trunks``
+    (none given: the trunk its config names) with each of ``train_seeds`` (none given: one
+    run, trained with its subset's seed)."""
+    unknown = [e for e in run if e not in known]
+    if unknown:
+        raise InputError(f"run lists {', '.join(unknown)}, which have no config "
+                         f"(registered: {', '.join(known)})")
+    for name in trunks or ():
+        get_trunk(name)
+    runs = [Run(e, t, s) for e in run for t in (trunks or [known[e].trunk.name])
+            for s in (train_seeds or [None])]
+    return {r.id: r for r in runs}

@@ -51,6 +51,20 @@ class Trunk:
                     patch_size=self.patch_size, pretrain_size=self.pretrain_size,
                     pretrained_depth=self.file_depth)
 
+    def corresponding_block(self, block: int, source: Trunk) -> int:
+        """The block of this trunk that plays ``source``'s ``block`` role, so that a config
+        written for one trunk runs on another: a tap goes to the same tap (UperNet's four
+        levels), any other block keeps its distance from the last one (a linear head on the
+        last block stays on the last). The fork's 448px ablation maps 224px's taps
+        [11, 23, 35, 47] to [11, 22, 33, 44] this way."""
+        if block in source.taps:
+            return self.taps[source.taps.index(block)]
+        mapped = self.depth - (source.depth - block)
+        if not 0 <= mapped < self.depth:
+            raise ValueError(f"block {block} of {source.name} has no counterpart in "
+                             f"{self.name}'s 0..{self.depth - 1}")
+        return mapped
+
 
 TRUNKS: dict[str, Trunk] = {}
 
