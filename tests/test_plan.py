@@ -86,7 +86,25 @@ def test_cli_json_gives_the_rows_and_totals(capsys, tmp_path):
                                        "host_memory_gb", "checkpoint_gb", "work_dir_gb"}
     assert printed["totals"]["gpu_hours"] == pytest.approx(
         sum(r["gpu_hours"] for r in printed["runs"]), abs=0.11)
-    assert "| head_tuning | frozen | 8 |" in out.read_text()
+    assert "| intern_vit_6b_224px/head_tuning | frozen | 8 |" in out.read_text()
+
+
+def test_every_trunk_and_seed_is_a_run_and_other_trunks_scale_by_their_flops(tmp_path):
+    log = tmp_path / "1of16.log"
+    log.write_text(LOG)
+    trunks = ["intern_vit_6b_224px", "intern_vit_6b_448px_v2_5"]
+    costs = {c.run: c for c in plan(["fewshot_1of16"], "paper", 8, trunks=trunks,
+                                    train_seeds=[0, 1], published_logs={"fewshot_1of16": log})}
+    assert sorted(costs) == [f"{t}/fewshot_1of16/seed{s}" for t in trunks for s in (0, 1)]
+    own, other = (costs[f"{t}/fewshot_1of16/seed0"] for t in trunks)
+    assert (own.trunk, own.source, own.seconds_per_iteration) == (
+        "intern_vit_6b_224px", "published log", 1.0)
+    # the same 504 px tokens through 45 blocks instead of 48
+    assert other.source == "published log, x0.938 trunk FLOPs"
+    assert other.seconds_per_iteration == pytest.approx(45 / 48, abs=1e-3)
+    assert other.checkpoint_gb < own.checkpoint_gb  # 45 blocks stored, not 48
+    assert costs[f"{trunks[1]}/fewshot_1of16/seed1"] == other.__class__(
+        **{**other.__dict__, "run": f"{trunks[1]}/fewshot_1of16/seed1"})
 
 
 def test_a_gpu_check_on_a_gpu_is_preferred_and_a_cpu_smoke_run_ignored(tmp_path):

@@ -40,7 +40,9 @@ _RESULTS_ROW = re.compile(r"^\| `(\w+)`[^|]*\| ([^|]*)\| ([^|]*)\|", re.MULTILIN
 
 @dataclass(frozen=True)
 class RunCost:
+    run: str
     experiment: str
+    trunk: str
     regime: str
     gpus: int
     iterations: int
@@ -127,15 +129,21 @@ def stored_bytes(cfg) -> StoredBytes:
     return StoredBytes(4 + 4 + 8, 4 + 8, 4)
 
 
-def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
-             published_seconds: float | None) -> RunCost:
+def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
+             published_seconds: float | None, trunk_scale: float = 1.0) -> RunCost:
+    """The cost of ``run`` (an :class:`internseg.registry.Run`). Measured and published
+    times are of the 224px trunk the paper's rows start from; ``trunk_scale`` (the ratio of
+    trunk FLOPs, 1 on that trunk) carries them to another trunk."""
     regime = regime_of(cfg)
     iterations = cfg.max_iters
     steps_per_gpu = cfg.total_batch_size / (PER_GPU_BATCH * gpus)
+    scaled = "" if trunk_scale == 1.0 else f", x{trunk_scale:.3f} trunk FLOPs"
     if regime in measured:
-        seconds, source = measured[regime] * steps_per_gpu, "measured"
+        seconds = measured[regime] * steps_per_gpu * trunk_scale
+        source = "measured" + scaled
     elif published_seconds is not None:
-        seconds, source = published_seconds * PAPER_GPUS / gpus, "published log"
+        seconds = published_seconds * PAPER_GPUS / gpus * trunk_scale
+        source = "published log" + scaled
     else:
         seconds = flops_seconds_per_iteration(cfg, gpus)
         source = f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
@@ -156,32 +164,44 @@ def run_cost(experiment: str, cfg, counts: dict, gpus: int, *, measured: dict[st
     # the kept checkpoints, one more being written beside them, and final.pth (a frozen
     # trunk is left out of it: it is the pretrained file)
     work_dir = checkpoint * (keep + 1) + trainable * size.weights / GB
-    return RunCost(experiment, regime, gpus, iterations, round(seconds, 3), source,
+    return RunCost(run.id, run.experiment, run.trunk, regime, gpus, iterations,
+                   round(seconds, 3), source,
                    round(wall, 1), round(wall * gpus, 1), round(gpu_memory, 1),
                    round(host_memory, 1), round(checkpoint, 1), round(work_dir, 1))
 
 
-def plan(experiments: list[str], preset: str, gpus: int, *, results_md: Path | None = None,
+def plan(experiments: list[str], preset: str, gpus: int, *, trunks: list[str] | None = None,
+         train_seeds: list[int] | None = None, results_md: Path | None = None,
          gpu_check: Path | None = None,
          published_logs: dict[str, Path] | None = None) -> list[RunCost]:
+    """One cost per run the workflow would make of ``experiments`` on ``trunks`` with
+    ``train_seeds`` (internseg.registry.plan_runs: none given, each experiment's own trunk,
+    one seed). ``published_logs`` are keyed by experiment."""
     import json
 
     from .config import load_config
     from .engine.inspect import describe
+    from .registry import experiments as registered, plan_runs
 
     measured = (measured_step_seconds(results_md.read_text())
                 if results_md and results_md.is_file() else {})
     if gpu_check and gpu_check.is_file():
         measured.update(gpu_check_step_seconds(json.loads(gpu_check.read_text())))
+    known = registered(preset)
     costs = []
-    for name in experiments:
-        cfg = load_config(f"{preset}/{name}")
+    for run in plan_runs(experiments, known, trunks, train_seeds).values():
+        own = known[run.experiment].trunk.name
+        written = load_config(f"{preset}/{run.experiment}")
+        cfg = written if run.trunk == own else load_config(
+            f"{preset}/{run.experiment}", {"trunk": run.trunk})
         cfg.model.backbone.pretrained = None
-        log = (published_logs or {}).get(name)
+        log = (published_logs or {}).get(run.experiment)
         published = (published_iteration_seconds(log.read_text(errors="replace"))
                      if log and log.is_file() else None)
-        costs.append(run_cost(name, cfg, describe(cfg), gpus, measured=measured,
-                              published_seconds=published))
+        scale = (trunk_flops_per_image(cfg.model.backbone)
+                 / trunk_flops_per_image(written.model.backbone))
+        costs.append(run_cost(run, cfg, describe(cfg), gpus, measured=measured,
+                              published_seconds=published, trunk_scale=round(scale, 6)))
     return costs
 
 
@@ -193,7 +213,7 @@ def totals(costs: list[RunCost]) -> dict:
                 work_dir_gb=round(sum(c.work_dir_gb for c in costs), 1))
 
 
-COLUMNS = ["experiment", "regime", "gpus", "iterations", "seconds_per_iteration", "source",
+COLUMNS = ["run", "regime", "gpus", "iterations", "seconds_per_iteration", "source",
            "wall_hours", "gpu_hours", "gpu_memory_gb", "host_memory_gb", "checkpoint_gb",
            "work_dir_gb"]
 
@@ -213,6 +233,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
     p.add_argument("--preset", choices=["paper", "demo"], default="paper")
     p.add_argument("--experiments", nargs="+", help="default: every experiment of the preset")
+    p.add_argument("--trunks", nargs="+", help="run each experiment from each of these "
+                   "registered trunks (default: the trunk its config names)")
+    p.add_argument("--train-seeds", nargs="+", type=int,
+                   help="one run per training seed (default: one run)")
     p.add_argument("--gpus", type=int, default=PAPER_GPUS, help="GPUs per training run")
     p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
                    help="measured step times (benchmarks/RESULTS.md)")
@@ -233,7 +257,8 @@ def cmd_plan(args) -> int:
 
     names = args.experiments or known(args.preset)
     logs = parse_pairs(args.published_log, "--published-log")
-    costs = plan(names, args.preset, args.gpus, results_md=args.results,
+    costs = plan(names, args.preset, args.gpus, trunks=args.trunks,
+                 train_seeds=args.train_seeds, results_md=args.results,
                  gpu_check=args.gpu_check, published_logs=logs)
     if args.out:
         write_text(args.out, to_markdown(costs))
