@@ -6,15 +6,20 @@ import pytest
 from internseg.cli import main, parse_pairs
 from internseg.config import config_path
 from internseg.results.published import parse_published_validation
-from internseg.results.table import (COLUMNS, RunRecord, best_validation, build_table,
+from internseg.results.table import (COLUMNS, SUMMARY_COLUMNS, RunRecord, best_validation,
+                                    build_table, regimes, report_markdown, summarize,
                                     to_markdown)
 
+TRUNK = "intern_vit_6b_224px"
 
-def record(name, ours, paper, fraction=1, setting="few-shot"):
-    return RunRecord(experiment=name, setting=setting, head="LinearHead",
-                     trunk="intern_vit_6b_224px", trunk_mode="trained", fraction=fraction,
-                     iterations=100, train_images=20210 // fraction, seed=7,
-                     seed_source="log:x.log", paper_miou=paper,
+
+def record(name, ours, paper, fraction=1, setting="few-shot", trunk=TRUNK, train_seed=None,
+           subset_seed=7):
+    run = f"{trunk}/{name}" + ("" if train_seed is None else f"/seed{train_seed}")
+    return RunRecord(run=run, experiment=name, setting=setting, head="LinearHead",
+                     trunk=trunk, trunk_mode="trained", fraction=fraction,
+                     iterations=100, train_images=20210 // fraction, subset_seed=subset_seed,
+                     train_seed=train_seed, seed_source="log:x.log", paper_miou=paper,
                      metrics={"mIoU": ours, "mAcc": 1.0, "aAcc": 2.0})
 
 
@@ -29,11 +34,11 @@ def test_table_rows_and_difference():
     assert table.iloc[1].setting == "linear probing"
 
 
-def test_markdown_has_a_row_per_experiment_and_dashes_for_missing():
+def test_markdown_has_a_row_per_run_and_dashes_for_missing():
     md = to_markdown(build_table([record("head_tuning", 50.0, 54.9),
                                   record("full_tuning", None, 58.9)]))
     lines = md.strip().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| experiment |")
+    assert len(lines) == 4 and lines[0].startswith("| run | experiment |")
     assert "| 54.90 | – | 50.00 | -4.90 |" in lines[2]  # no released mIoU given
     assert "–" in lines[3]
 
@@ -43,27 +48,33 @@ def test_pairs_parse_and_reject_garbage():
     for bad in (["a"], ["a=x"]):
         with pytest.raises(ValueError, match="--x expects EXPERIMENT=NUMBER"):
             parse_pairs(bad, "--x", float, "NUMBER")
-    with pytest.raises(ValueError, match="--published-log expects EXPERIMENT=PATH"):
-        parse_pairs(["a="], "--published-log")
+    with pytest.raises(ValueError, match="--published-log expects RUN=PATH"):
+        parse_pairs(["a="], "--published-log", key="RUN")
+
+
+def outputs(tmp_path):
+    """The aggregate command's output options, all under tmp_path."""
+    return ["--runs-root", str(tmp_path / "runs"), "--csv", str(tmp_path / "t.csv"),
+            "--summary-csv", str(tmp_path / "s.csv"), "--markdown", str(tmp_path / "t.md"),
+            "--fraction-plot", str(tmp_path / "f.png"), "--trunk-plot", str(tmp_path / "r.png"),
+            "--curves-plot", str(tmp_path / "c.png")]
 
 
 def aggregate_one(tmp_path, metrics_text, config=None):
-    run = tmp_path / "runs" / "fewshot_1of16"
+    run = tmp_path / "runs" / TRUNK / "fewshot_1of16"
     run.mkdir(parents=True)
     config = config or f'_base_ = ["{config_path("paper", "fewshot_1of16")}"]\n'
     (run / "config.py").write_text(config)
     (run / "metrics.json").write_text(metrics_text)
     (run / "split.json").write_text(json.dumps({"count": 6, "fraction": 16}))
-    code = main(["aggregate", str(run), "--csv", str(tmp_path / "t.csv"),
-                 "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
-                 str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
+    code = main(["aggregate", str(run), *outputs(tmp_path)])
     return code, run
 
 
 def test_aggregate_names_the_broken_run(tmp_path, capsys):
     code, run = aggregate_one(tmp_path, "{not json")
     assert code == 2
-    assert "fewshot_1of16" in capsys.readouterr().err
+    assert f"{TRUNK}/fewshot_1of16" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
 
 
@@ -89,25 +100,68 @@ def test_aggregate_names_a_config_with_a_missing_base(tmp_path, capsys):
     assert code == 2 and str(run / "config.py") in line and "nope.py" in line, line
 
 
-def test_fraction_plot_without_few_shot_rows_still_writes(tmp_path):
-    from internseg.results.plots import plot_miou_vs_fraction
+def test_plots_without_few_shot_rows_or_several_trunks_still_write(tmp_path):
+    from internseg.results.plots import plot_miou_vs_fraction, plot_trunk_regimes
 
-    table = build_table([record("full_tuning", 50.0, 58.9)])
-    out = plot_miou_vs_fraction(table, tmp_path / "f.png")
-    assert out.read_bytes()[:4] == b"\x89PNG"
+    summary = summarize(build_table([record("full_tuning", 50.0, 58.9)]))
+    for plot, name in ((plot_miou_vs_fraction, "f.png"), (plot_trunk_regimes, "r.png")):
+        assert plot(summary, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_fraction_series_come_from_the_settings_not_the_names():
     from internseg.results.plots import fraction_series
 
-    table = build_table([
+    summary = summarize(build_table([
         record("a", 40.0, 46.5, 16), record("b", 50.0, 57.2, 1),
         record("c", 45.0, 47.2, 1, setting="linear probing"),
         record("d", 30.0, None, 4, setting="head tuning"), record("e", 35.0, None, 2,
-                                                                 setting="head tuning")])
-    series = fraction_series(table)
-    assert sorted(series) == ["few-shot", "head tuning"]
-    assert list(series["few-shot"]["experiment"]) == ["a", "b"]  # by fraction, 1/16 first
+                                                                 setting="head tuning"),
+        record("b", 52.0, 57.2, 1, trunk="other")]))
+    series = fraction_series(summary)
+    # two trunks in the run: a series is named by trunk and setting
+    assert sorted(series) == [f"{TRUNK}, few-shot", f"{TRUNK}, head tuning"]
+    assert list(series[f"{TRUNK}, few-shot"]["experiment"]) == ["a", "b"]  # 1/16 first
+
+
+def test_summary_is_mean_std_and_verdict_over_the_seeds_of_a_row():
+    table = build_table([record("head_tuning", 50.0, 54.9, train_seed=0),
+                         record("head_tuning", 53.0, 54.9, train_seed=1),
+                         record("head_tuning", 51.0, 54.9, train_seed=2),
+                         record("fewshot_1of16", 46.0, 46.5, 16, subset_seed=1),
+                         record("fewshot_1of16", 45.0, 46.5, 16, subset_seed=2)])
+    summary = summarize(table).set_index("experiment")
+    assert list(summarize(table).columns) == SUMMARY_COLUMNS
+    head = summary.loc["head_tuning"]
+    # mean 51.33, sample std sqrt(((−1.33)² + 1.67² + (−0.33)²) / 2) = 1.53
+    assert (head.n, head.our_mIoU, head.our_mIoU_std) == (3, 51.33, 1.53)
+    assert head.varied == "training seed" and head.runs.count(" ") == 2
+    # default tolerance: twice the spread; 54.9 - 51.33 = 3.57 > 3.06
+    assert (head.difference, head.tolerance, head.verdict) == (-3.57, 3.06, "outside")
+    few = summary.loc["fewshot_1of16"]
+    assert (few.our_mIoU, few.varied, few.verdict) == (45.5, "subset seed", "within")
+    given = summarize(table, tolerance=4.0).set_index("experiment")
+    assert given.loc["head_tuning"].verdict == "within"
+    one = summarize(build_table([record("full_tuning", 57.5, 58.9)])).iloc[0]
+    assert (one.n, one.our_mIoU_std, one.tolerance, one.verdict) == (1, None, 1.0, "outside")
+    assert summarize(build_table([record("x", 50.0, None)])).iloc[0].verdict == "–"
+
+
+def test_trunk_by_regime_grid_and_report_blocks():
+    table = build_table([
+        record("linear_probing", 47.0, 47.2, setting="linear probing"),
+        record("head_tuning", 54.0, 54.9, setting="head tuning"),
+        record("linear_probing", 44.0, None, setting="linear probing", trunk="v2_5"),
+        record("head_tuning", 52.0, None, setting="head tuning", trunk="v2_5"),
+        record("fewshot_1of16", 40.0, 46.5, 16)])
+    summary = summarize(table)
+    grid = regimes(summary)
+    assert list(grid.index) == [TRUNK, "v2_5"]
+    assert list(grid.columns) == ["linear probing", "head tuning"]  # few-shot 1/16 is not 1/1
+    assert grid.loc["v2_5", "head tuning"] == 52.0
+    md = report_markdown(table, summary)
+    assert md.index(f"## {TRUNK}") < md.index("## v2_5") < md.index("## Trunk x regime")
+    assert md.index("## Trunk x regime") < md.index("## Every run")
+    assert "| within ±1.00 |" in md and f"| {TRUNK}/linear_probing |" in md
 
 
 def test_best_validation_is_the_first_highest_in_optimizer_updates():
@@ -122,7 +176,7 @@ def test_best_validation_is_the_first_highest_in_optimizer_updates():
 
 def finished_run(tmp_path, experiment: str, miou: float, count: int, fraction: int):
     """A run folder as the workflow leaves it: config, metrics and split record."""
-    run = tmp_path / "runs" / experiment
+    run = tmp_path / "runs" / TRUNK / experiment
     run.mkdir(parents=True)
     (run / "config.py").write_text(f'_base_ = ["{config_path("paper", experiment)}"]\n')
     (run / "metrics.json").write_text(json.dumps({"mIoU": miou, "mAcc": 55.0, "aAcc": 80.0}))
@@ -139,9 +193,8 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     log = tmp_path / "published.log"
     log.write_text(PUBLISHED_LOG)
     csv = tmp_path / "t.csv"
-    code = main(["aggregate", str(run), "--published-log", f"fewshot_1of16={log}", "--csv", str(csv),
-                 "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
-                 str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")])
+    code = main(["aggregate", str(run), "--published-log", f"{TRUNK}/fewshot_1of16={log}",
+                 *outputs(tmp_path)])
     assert code == 0
     row = pd.read_csv(csv).iloc[0]
     # setting, paper number, head and trunk are the experiment config's metadata
@@ -158,10 +211,8 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     run = finished_run(tmp_path, "head_tuning", 50.0, 20210, 1)
     released = tmp_path / "released.json"
     released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
-    args = ["aggregate", str(run), "--csv",
-            str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--fraction-plot",
-            str(tmp_path / "f.png"), "--curves-plot", str(tmp_path / "c.png")]
-    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 0
+    args = ["aggregate", str(run), *outputs(tmp_path)]
+    assert main([*args, "--released-metrics", f"{TRUNK}/head_tuning={released}"]) == 0
     table = pd.read_csv(tmp_path / "t.csv")
     assert list(table.columns[table.columns.get_loc("paper_mIoU"):][:3]) == [
         "paper_mIoU", "released_mIoU", "our_mIoU"]
@@ -169,7 +220,7 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     assert main(args) == 0  # without released metrics: the column stays, empty
     assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].released_mIoU)
     released.write_text(json.dumps({"mAcc": 66.0}))
-    assert main([*args, "--released-metrics", f"head_tuning={released}"]) == 2  # InputError
+    assert main([*args, "--released-metrics", f"{TRUNK}/head_tuning={released}"]) == 2
 
 
 # mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)

@@ -107,8 +107,17 @@ def run_through_slurm(workdir: Path, profile: Path, experiment: str, limit_s: in
     return result.returncode, result.stdout
 
 
+DEMO_TRUNK = "intern_vit_tiny_demo"
+
+
+def runs(experiment: str) -> str:
+    """The results folder of an experiment's demo run (run id <trunk>/<experiment>)."""
+    return f"results/runs/{DEMO_TRUNK}/{experiment}"
+
+
 def slurm_logs(workdir: Path, rule: str, experiment: str) -> list[Path]:
-    folder = workdir / ".snakemake/slurm_logs" / f"rule_{rule}" / experiment
+    # the plugin names the folder by the wildcards, "/" replaced by "_"
+    folder = workdir / ".snakemake/slurm_logs" / f"rule_{rule}" / f"{DEMO_TRUNK}_{experiment}"
     return sorted(folder.glob("*.log"), key=lambda p: int(p.stem))
 
 
@@ -140,8 +149,8 @@ def test_demo_experiment_runs_through_sbatch_with_its_resources(tmp_path):
         assert re.search(r"gres[:/]gpu[:=]1", shown), shown
 
     for path in ("results/table.csv", "results/table.md", "results/miou_vs_fraction.png",
-                 "results/runs/fewshot_1of16/metrics.json",
-                 "results/runs/fewshot_1of16/final.pth"):
+                 f"{runs('fewshot_1of16')}/metrics.json",
+                 f"{runs('fewshot_1of16')}/final.pth"):
         assert (wf / path).is_file(), path
 
 
@@ -161,7 +170,7 @@ def timed_out_run(tmp_path_factory):
     limit (60-90 s) and the end of the training (~100 s)."""
     # up to the evaluation: the table is not what this is about
     return run_into_time_limit(tmp_path_factory.mktemp("timelimit"), limit_s=1200,
-                               target=f"results/runs/{SLOW}/metrics.json")
+                               target=f"{runs(SLOW)}/metrics.json")
 
 
 def run_into_time_limit(tmp: Path, *, limit_s: int, target: str, **profile_changes) -> dict:
@@ -174,7 +183,7 @@ def run_into_time_limit(tmp: Path, *, limit_s: int, target: str, **profile_chang
            "set-resources.train.slurm_extra": "'--signal=URG@10'",
            **profile_changes})
     code, out = run_through_slurm(wf, profile, SLOW, limit_s=limit_s, target=target)
-    train_log = wf / f"results/runs/{SLOW}/train.log"
+    train_log = wf / runs(SLOW) / "train.log"
     log_text = train_log.read_text() if train_log.is_file() else ""
     return dict(wf=wf, code=code, out=out, log=log_text,
                 attempts=slurm_logs(wf, "train", SLOW),
@@ -190,7 +199,7 @@ def test_training_past_its_time_limit_is_resubmitted_and_resumes(timed_out_run):
     # checkpoint from the middle of the first attempt, not from scratch or the end.
     resumed = RESUMED.search(run["log"])
     assert resumed and 0 < int(resumed.group(1)) < SLOW_ITERS, run["detail"]
-    assert (run["wf"] / f"results/runs/{SLOW}/metrics.json").is_file()
+    assert (run["wf"] / runs(SLOW) / "metrics.json").is_file()
 
 
 def test_first_attempt_stopped_on_the_warning_signal_before_the_limit(timed_out_run):
@@ -199,7 +208,7 @@ def test_first_attempt_stopped_on_the_warning_signal_before_the_limit(timed_out_
     # The plugin reports Slurm's state: TIMEOUT when the limit killed the job, FAILED when
     # the trainer stopped it with its non-zero exit.
     assert f"SLURM-job '{first}' failed, SLURM status is: 'FAILED'" in run["out"], run["detail"]
-    launch_logs = (run["wf"] / "work/demo" / SLOW).glob("*/*.log")
+    launch_logs = (run["wf"] / "work/demo" / DEMO_TRUNK / SLOW).glob("*/*.log")
     assert any("SIGURG" in p.read_text() for p in launch_logs), run["detail"]
 
 
@@ -209,7 +218,7 @@ def two_rank_timed_out_run(tmp_path_factory):
     preset's `--gpus 8`), through the profile, with the same 1-minute first attempt as
     above. Needs two GRES GPUs on the node (.ci/run starts the cluster with 2)."""
     return run_into_time_limit(tmp_path_factory.mktemp("tworanks"), limit_s=1500,
-                               target=f"results/runs/{SLOW}/final.pth",
+                               target=f"{runs(SLOW)}/final.pth",
                                **{"set-resources.train.gpu": 2})
 
 
@@ -220,25 +229,25 @@ def test_two_ranks_stop_together_on_the_signal_and_resume_to_an_uninterrupted_ru
     assert run["code"] == 0 and len(run["attempts"]) == 2, (run["attempts"], run["detail"])
     # inside a Snakemake Slurm job (already an srun step) the ranks are started by torchrun
     assert "torch.distributed.run" in run["log"] and "--nproc-per-node=2" in run["log"]
-    first = "".join(p.read_text() for p in sorted((wf / "work/demo" / SLOW).glob("*/*.log"))[:1])
+    first = "".join(p.read_text() for p in sorted((wf / "work/demo" / DEMO_TRUNK / SLOW).glob("*/*.log"))[:1])
     stop = re.search(r"stop requested by SIGURG: saved iter_(\d+)\.pth", first)
     assert stop, run["detail"]
     resumed = RESUMED.search(run["log"])
     assert resumed and resumed.group(1) == stop.group(1), run["detail"]
 
     # the same command outside Slurm, never interrupted
-    runs = wf / f"results/runs/{SLOW}"
+    folder = wf / runs(SLOW)
     straight = tmp_path / "final.pth"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     subprocess.run([str(BIN / "internseg"), "train", f"demo/{SLOW}", "--work-dir",
                     str(tmp_path / "work"), "--data-root",
                     str(wf / "resources/demo/ade/ADEChallengeData2016"), "--split",
-                    str(runs / "split.txt"), "--seed-record", str(runs / "split.json"),
+                    str(folder / "split.txt"), "--seed-record", str(folder / "split.json"),
                     "--pretrained", str(wf / "resources/demo/weights/intern_vit_tiny_demo.pth"),
                     "--deterministic", "--threads", "1", "--gpus", "2",
                     "--final-checkpoint", str(straight)],
                    check=True, capture_output=True, env=env, cwd=wf, timeout=900)
-    ours = torch.load(runs / "final.pth", weights_only=True)
+    ours = torch.load(folder / "final.pth", weights_only=True)
     expected = torch.load(straight, weights_only=True)
     assert ours["meta"]["run_identity"] == expected["meta"]["run_identity"]
     assert ours["meta"]["batch_plan"]["world_size"] == 2

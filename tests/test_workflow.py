@@ -68,8 +68,18 @@ def test_an_unregistered_experiment_is_named_with_the_registered_ones(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "run=[fewshot_1of3]")
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "run lists fewshot_1of3, which have no config in core/internseg/configs/demo/" in out
+    assert "core/internseg/configs/demo/): run lists fewshot_1of3, which have no config" in out
     assert all(name in out.split("registered:")[1] for name in PAPER)
+
+
+def test_a_run_that_cannot_move_to_a_chosen_trunk_is_refused_before_any_job(tmp_path):
+    wf = workflow_copy(tmp_path)
+    (wf / "b.yaml").write_text("presets:\n  demo:\n    trunks: [intern_vit_tiny_demo_b]\n")
+    result = snakemake(wf, "-n", "--configfile", "b.yaml", "--config", "run=[adapter_tuning]")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "configs/demo/adapter_tuning.py: trunk=intern_vit_tiny_demo_b" in out
+    assert "interaction ranges" in out
 
 
 def test_unpinned_hub_revision_is_refused_by_the_schema(tmp_path):
@@ -116,7 +126,7 @@ def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
     assert "make_demo" not in out
     assert "--seed-from-log resources/paper/published/" in out
     # the table reads the original's validation mIoU from the same logs
-    assert ("--published-log fewshot_1of16=resources/paper/published/"
+    assert ("--published-log intern_vit_6b_224px/fewshot_1of16=resources/paper/published/"
             "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
     assert "--sha256 b5ecc194f751cf" in out
     assert "--revision 98a13192e85078dc5806b39d7ebf5db0b9b12395" in out
@@ -161,8 +171,8 @@ def test_released_column_is_off_in_the_paper_preset_unless_asked(tmp_path):
     on = snakemake(wf, "-n", "-p", "all", "--configfile", "on.yaml", "--config", "preset=paper")
     assert on.returncode == 0, on.stderr
     assert on.stdout.count("rule evaluate_released:") == len(RELEASED)
-    assert ("--released-metrics fewshot_1of16=results/released/fewshot_1of16/metrics.json"
-            in on.stdout)
+    assert ("--released-metrics intern_vit_6b_224px/fewshot_1of16=results/released/"
+            "fewshot_1of16/metrics.json" in on.stdout)
 
 
 def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
@@ -178,7 +188,8 @@ def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
             "resources/demo/published/linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen"
             ".pth --repo-id OpenGVLab/InternVL --revision 98a13192e85078dc5806b39d7ebf5db0b9b12395"
             " --local-dir resources/demo/hub") in out
-    assert "--released-metrics fewshot_1of16=results/released/fewshot_1of16/metrics.json" in out
+    assert ("--released-metrics intern_vit_tiny_demo/fewshot_1of16=results/released/"
+            "fewshot_1of16/metrics.json") in out
 
 
 def constant_predictor_miou(label_dir: Path) -> float:
@@ -195,22 +206,27 @@ def constant_predictor_miou(label_dir: Path) -> float:
 # What `make test` runs of the demo: every kind of row (trained and frozen trunk, linear and
 # UperNet head, two few-shot fractions for the plot) at a short budget. The whole demo at its
 # own budget is `make demo`, and `make test-all` (CI) checks what it learns.
-SUBSET = ["fewshot_1of16", "fewshot_1of8", "linear_probing", "head_tuning", "full_tuning"]
-SHORT = {"max_iters": 24}
+SUBSET = ["fewshot_1of16", "linear_probing", "head_tuning"]
+SHORT = {"max_iters": 12}
 
 
-def run_demo(tmp_path, run, cfg_options=None):
+DEMO_TRUNK = "intern_vit_tiny_demo"
+
+
+def run_demo(tmp_path, run, cfg_options=None, **demo_settings):
+    """The demo workflow on `run`, with the demo preset's settings changed as given; the
+    table's rows by run id."""
     wf = workflow_copy(tmp_path)
     config = yaml.safe_load((wf / "config.yaml").read_text())
     config["run"] = run
     if cfg_options:
         config["presets"]["demo"]["cfg_options"] = cfg_options
+    config["presets"]["demo"].update(demo_settings)
     (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(wf, "--cores", "2", "all")
     assert result.returncode == 0, result.stderr[-4000:]
     with open(wf / "results" / "table.csv") as f:
-        rows = {r["experiment"]: r for r in csv.DictReader(f)}
-    assert list(rows) == run
+        rows = {r["run"]: r for r in csv.DictReader(f)}
     return wf, rows
 
 
@@ -218,7 +234,7 @@ def beats_constant_predictor(wf, rows, names):
     baseline = constant_predictor_miou(
         wf / "resources/demo/ade/ADEChallengeData2016/annotations/validation")
     for name in names:
-        ours = float(rows[name]["our_mIoU"])
+        ours = float(rows[f"{DEMO_TRUNK}/{name}"]["our_mIoU"])
         assert ours > baseline, (name, ours, baseline)
     return baseline
 
@@ -226,12 +242,14 @@ def beats_constant_predictor(wf, rows, names):
 @pytest.mark.workflow
 def test_demo_dag_end_to_end(tmp_path):
     wf, rows = run_demo(tmp_path, SUBSET, SHORT)
-    for name, row in rows.items():
+    assert list(rows) == [f"{DEMO_TRUNK}/{name}" for name in SUBSET]
+    for run_id, row in rows.items():
+        name = row["experiment"]
         exp = PAPER[name]
         assert (row["setting"], float(row["paper_mIoU"]), row["fraction"]) == (
             exp.setting, exp.paper_miou, f"1/{exp.fraction}")
         assert (row["head"], row["trunk_mode"]) == (exp.head, exp.trunk_mode)
-        assert row["trunk"] == "intern_vit_tiny_demo"
+        assert row["trunk"] == DEMO_TRUNK and row["train_seed"] == row["subset_seed"] == "0"
         assert int(row["iterations"]) == SHORT["max_iters"]
         assert int(row["train_images"]) == 96 // exp.fraction
         assert row["seed_source"] == "config"
@@ -240,11 +258,12 @@ def test_demo_dag_end_to_end(tmp_path):
         # the released-checkpoint rule ran on the demo's stand-ins (random heads: no value)
         assert 0 <= float(row["released_mIoU"]) <= 100, name
         assert 0 < ours <= 100
-        run = wf / "results" / "runs" / name
+        run = wf / "results" / "runs" / run_id
         for f in ("metrics.json", "split.txt", "split.txt.sha256", "config.py", "train.log",
                   "final.pth"):
             assert (run / f).is_file(), (name, f)
-    for f in ("table.md", "miou_vs_fraction.png", "training_curves.png"):
+    for f in ("table.md", "summary.csv", "miou_vs_fraction.png", "trunk_regimes.png",
+              "training_curves.png"):
         assert (wf / "results" / f).stat().st_size > 0
 
     again = snakemake(wf, "--cores", "2", "-n", "all")
@@ -274,11 +293,48 @@ def test_demo_dag_end_to_end(tmp_path):
     assert "rule split:" not in longer.stdout and "rule make_demo" not in longer.stdout
 
     # targets before --forcerun, which takes every path that follows it
-    one = snakemake(wf, "--cores", "2", "-n", "results/runs/fewshot_1of16/metrics.json",
-                    "--forcerun", "results/runs/fewshot_1of16/final.pth")
+    one_run = f"results/runs/{DEMO_TRUNK}/fewshot_1of16"
+    one = snakemake(wf, "--cores", "2", "-n", f"{one_run}/metrics.json",
+                    "--forcerun", f"{one_run}/final.pth")
     planned = one.stdout
     assert "rule train:" in planned and "rule evaluate:" in planned
     assert "fewshot_1of8" not in planned and "rule aggregate" not in planned
+
+
+@pytest.mark.workflow
+def test_demo_with_two_trunks_and_two_seeds(tmp_path):
+    """`trunks` and `train_seeds` of a preset: one run per trunk and seed, the table's rows
+    per trunk with mean ± std over the seeds, the trunk x regime grid and plot."""
+    trunks = [DEMO_TRUNK, "intern_vit_tiny_demo_b"]
+    wf, rows = run_demo(tmp_path, ["linear_probing"], {"max_iters": 6},
+                        trunks=trunks, train_seeds=[0, 1])
+    assert list(rows) == [f"{t}/linear_probing/seed{s}" for t in trunks for s in (0, 1)]
+    assert {(r["trunk"], r["train_seed"], r["subset_seed"]) for r in rows.values()} == {
+        (t, str(s), "0") for t in trunks for s in (0, 1)}
+    other = rows["intern_vit_tiny_demo_b/linear_probing/seed1"]
+    # the original's released checkpoint is the reference of its own trunk's runs only
+    assert other["released_mIoU"] == "" and rows[f"{DEMO_TRUNK}/linear_probing/seed0"][
+        "released_mIoU"] != ""
+    from internseg.config import load_config
+
+    ran = load_config(wf / "results/runs/intern_vit_tiny_demo_b/linear_probing/seed1/config.py",
+                      import_modules=False)
+    # the demo's linear probe reads block 2 of 4, its third tap: on the 3-block trunk (taps
+    # 0, 1, 1, 2) the third tap is block 1
+    assert ran.model.backbone.out_indices == [1] and ran.model.backbone.pretrain_size == 56
+    assert ran.randomness.seed == 1
+    with open(wf / "results/summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [(r["trunk"], r["n"], r["varied"]) for r in summary] == [
+        (t, "2", "training seed") for t in trunks]
+    for r in summary:
+        values = [float(rows[run]["our_mIoU"]) for run in r["runs"].split()]
+        assert float(r["our_mIoU"]) == pytest.approx(np.mean(values), abs=0.006)
+        assert float(r["our_mIoU_std"]) == pytest.approx(np.std(values, ddof=1), abs=0.006)
+    md = (wf / "results/table.md").read_text()
+    assert f"## {DEMO_TRUNK}" in md and "## intern_vit_tiny_demo_b" in md
+    assert "## Trunk x regime" in md and " ± " in md
+    assert (wf / "results/trunk_regimes.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.full_demo
@@ -287,8 +343,9 @@ def test_whole_demo_learns(tmp_path):
     the frozen linear probe by a factor 3 (about 20 minutes on 2 cores: `make test-all`)."""
     names = sorted(experiments("demo"))
     wf, rows = run_demo(tmp_path, names)
+    assert list(rows) == [f"{DEMO_TRUNK}/{name}" for name in names]
     baseline = beats_constant_predictor(wf, rows, names)
-    assert float(rows["linear_probing"]["our_mIoU"]) > 3 * baseline
+    assert float(rows[f"{DEMO_TRUNK}/linear_probing"]["our_mIoU"]) > 3 * baseline
 
 
 def test_a_new_experiment_is_one_file(tmp_path):

@@ -203,20 +203,30 @@ def cmd_make_demo_released(args) -> int:
 
 def add_aggregate(sub) -> None:
     p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
-    p.add_argument("runs", nargs="+", help="run folders results/runs/<experiment>")
-    p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH",
+    p.add_argument("runs", nargs="+",
+                   help="run folders <runs-root>/<trunk>/<experiment>[/seed<N>]")
+    p.add_argument("--runs-root", default="results/runs",
+                   help="the folder run ids are relative to (default results/runs)")
+    p.add_argument("--published-log", nargs="*", default=[], metavar="RUN=PATH",
                    help="the original's training log, for its final and best validation mIoU")
-    p.add_argument("--released-metrics", nargs="*", default=[], metavar="EXPERIMENT=PATH",
+    p.add_argument("--released-metrics", nargs="*", default=[], metavar="RUN=PATH",
                    help="metrics.json of the experiment's released checkpoint (released_mIoU)")
-    p.add_argument("--csv", required=True)
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="mIoU points from the paper's number a row may be and still be "
+                        "'within' (default: twice the row's seed spread, or 1.0 for one run)")
+    p.add_argument("--csv", required=True, help="every run, one row each")
+    p.add_argument("--summary-csv", required=True,
+                   help="one row per trunk and experiment: mean, std, n, verdict")
     p.add_argument("--markdown", required=True)
     p.add_argument("--fraction-plot", required=True)
+    p.add_argument("--trunk-plot", required=True, help="trunk x regime bars")
     p.add_argument("--curves-plot", required=True)
     p.set_defaults(func=cmd_aggregate)
 
 
-def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH") -> dict:
-    """EXPERIMENT=VALUE pairs; ``convert`` turns VALUE into what the option takes."""
+def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH",
+                key: str = "EXPERIMENT") -> dict:
+    """KEY=VALUE pairs; ``convert`` turns VALUE into what the option takes."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -225,36 +235,44 @@ def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH")
                 raise ValueError(pair)
             out[name] = convert(value)
         except ValueError:
-            raise InputError(f"{option} expects EXPERIMENT={what}, got {pair!r}") from None
+            raise InputError(f"{option} expects {key}={what}, got {pair!r}") from None
     return out
 
 
 def cmd_aggregate(args) -> int:
     from .io import write_text
-    from .results.plots import plot_miou_vs_fraction, plot_training_curves
-    from .results.table import build_table, load_record, to_markdown
+    from .results.plots import plot_miou_vs_fraction, plot_training_curves, plot_trunk_regimes
+    from .results.table import build_table, load_record, report_markdown, summarize
 
-    logs = parse_pairs(args.published_log, "--published-log")
-    released = parse_pairs(args.released_metrics, "--released-metrics")
+    logs = parse_pairs(args.published_log, "--published-log", what="PATH", key="RUN")
+    released = parse_pairs(args.released_metrics, "--released-metrics", key="RUN")
+    root = Path(args.runs_root).resolve()
     records, scalars = [], {}
-    for run in map(Path, args.runs):
-        name = run.name
-        run_scalars = run / "scalars.jsonl"
+    for folder in map(Path, args.runs):
+        try:
+            run = folder.resolve().relative_to(root).as_posix()
+        except ValueError:
+            raise InputError(f"{folder}: not inside --runs-root {args.runs_root}") from None
+        run_scalars = folder / "scalars.jsonl"
         if run_scalars.is_file():
-            scalars[name] = run_scalars
-        records.append(load_record(name, config_file=run / "config.py",
-                                   metrics_file=run / "metrics.json",
-                                   split_record=run / "split.json",
-                                   scalars_file=scalars.get(name),
-                                   published_log=logs.get(name),
-                                   released_metrics=released.get(name)))
+            scalars[run] = run_scalars
+        records.append(load_record(run, config_file=folder / "config.py",
+                                   metrics_file=folder / "metrics.json",
+                                   split_record=folder / "split.json",
+                                   scalars_file=scalars.get(run),
+                                   published_log=logs.get(run),
+                                   released_metrics=released.get(run)))
     table = build_table(records)
+    summary = summarize(table, args.tolerance)
+    markdown = report_markdown(table, summary)
     write_text(args.csv, table.to_csv(index=False))
-    write_text(args.markdown, to_markdown(table))
-    plot_miou_vs_fraction(table, args.fraction_plot)
+    write_text(args.summary_csv, summary.to_csv(index=False))
+    write_text(args.markdown, markdown)
+    plot_miou_vs_fraction(summary, args.fraction_plot)
+    plot_trunk_regimes(summary, args.trunk_plot)
     plot_training_curves(scalars, args.curves_plot,
-                         {r.experiment: r.published for r in records if r.published})
-    print(to_markdown(table))
+                         {r.run: r.published for r in records if r.published})
+    print(markdown)
     return 0
 
 

@@ -7,20 +7,32 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.config import cfg_options_args, workflow_sources
-from internseg.registry import experiments, hub_pins
+from internseg.config import cfg_options_args, load_config, workflow_sources
+from internseg.errors import InputError
+from internseg.registry import experiments, hub_pins, plan_runs
 from internseg.trunks import TRUNKS
 
 PRESET = config["preset"]
 SETTINGS = config["presets"][PRESET]
 EXPERIMENTS = experiments(PRESET)
 RUN = config["run"]
-_unknown = [e for e in RUN if e not in EXPERIMENTS]
-if _unknown:
-    raise WorkflowError(
-        f"config.yaml: run lists {', '.join(_unknown)}, which have no config in "
-        f"core/internseg/configs/{PRESET}/ (registered: {', '.join(EXPERIMENTS)})"
+# every run by id, <trunk>/<experiment>[/seed<N>]: each experiment of `run` on each chosen
+# trunk with each training seed (internseg.registry.plan_runs)
+try:
+    RUNS_PLANNED = plan_runs(
+        RUN, EXPERIMENTS, SETTINGS.get("trunks"), SETTINGS.get("train_seeds")
     )
+    # a config moved to another trunk must find its blocks there: refused now, not in a job
+    for moved in {
+        (r.experiment, r.trunk)
+        for r in RUNS_PLANNED.values()
+        if r.trunk != EXPERIMENTS[r.experiment].trunk.name
+    }:
+        load_config(f"{PRESET}/{moved[0]}", {"trunk": moved[1]}, import_modules=False)
+except InputError as err:
+    raise WorkflowError(
+        f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"
+    ) from None
 RES = f"resources/{PRESET}"
 DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"
 MANIFEST = f"{RES}/ade/manifest.json"
@@ -40,19 +52,35 @@ if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
 
 RESULTS = [
     "results/table.csv",
+    "results/summary.csv",
     "results/table.md",
     "results/miou_vs_fraction.png",
+    "results/trunk_regimes.png",
     "results/training_curves.png",
 ]
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
+    run="|".join(map(re.escape, RUNS_PLANNED)),
     stem=r"[^/]+",
 
 
+def experiment_of(wildcards):
+    """The experiment a job is about: its `experiment` wildcard, or its run's."""
+    if hasattr(wildcards, "run"):
+        return RUNS_PLANNED[wildcards.run].experiment
+    return wildcards.experiment
+
+
+def own_trunk(run):
+    """Whether the run starts from the trunk its experiment's config names: only then are
+    the original's published log and released checkpoint its reference."""
+    return run.trunk == EXPERIMENTS[run.experiment].trunk.name
+
+
 def experiment_config(wildcards):
-    return f"{PRESET}/{wildcards.experiment}"
+    return f"{PRESET}/{experiment_of(wildcards)}"
 
 
 def experiment_sources(wildcards):
@@ -61,7 +89,9 @@ def experiment_sources(wildcards):
 
 
 def trunk_weights(wildcards):
-    """The pretrained file of the trunk the experiment starts from."""
+    """The pretrained file of the trunk the run (or the released checkpoint) starts from."""
+    if hasattr(wildcards, "run"):
+        return f"{RES}/weights/{TRUNKS[RUNS_PLANNED[wildcards.run].trunk].file}"
     return f"{RES}/weights/{EXPERIMENTS[wildcards.experiment].trunk.file}"
 
 
@@ -86,28 +116,45 @@ def published_log(experiment):
 # Experiments whose published training log is fetched (for the seed); the table also reads
 # the original's validation mIoU from it.
 LOGGED = [e for e in RUN if seed_of(e) == "log"]
+# Runs the original's log is the reference of: a logged experiment on its own trunk.
+PUBLISHED = [
+    r for r, run in RUNS_PLANNED.items() if run.experiment in LOGGED and own_trunk(run)
+]
 
 
 def split_inputs(wildcards):
     inputs = {"manifest": MANIFEST}
-    if seed_of(wildcards.experiment) == "log":
-        inputs["log"] = published_log(wildcards.experiment)
+    if seed_of(experiment_of(wildcards)) == "log":
+        inputs["log"] = published_log(experiment_of(wildcards))
     return inputs
 
 
 def seed_option(wildcards):
     """A function of the wildcards only: Snakemake records such params and reruns a split
     whose seed changed (a param that reads `input` is not recorded)."""
-    seed = seed_of(wildcards.experiment)
+    experiment = experiment_of(wildcards)
+    seed = seed_of(experiment)
     if seed == "log":
-        return f"--seed-from-log {published_log(wildcards.experiment)}"
+        return f"--seed-from-log {published_log(experiment)}"
+    return "" if seed is None else f"--seed {seed}"
+
+
+def train_seed_option(wildcards):
+    """The run's training seed, when `train_seeds` chose one; else training takes the seed
+    its subset was drawn with (--seed-record), as the original's runs did."""
+    seed = RUNS_PLANNED[wildcards.run].train_seed
     return "" if seed is None else f"--seed {seed}"
 
 
 def cfg_options(wildcards):
-    """`--cfg-options` for every run of the preset (presets.<preset>.cfg_options); a param, so
-    a changed option reruns what it changes."""
-    options = lookup(dpath=f"presets/{PRESET}/cfg_options", within=config, default={})
+    """`--cfg-options` for every run of the preset (presets.<preset>.cfg_options) and the
+    run's trunk when it is not the config's own; a param, so a changed option reruns what it
+    changes."""
+    options = dict(
+        lookup(dpath=f"presets/{PRESET}/cfg_options", within=config, default={})
+    )
+    if hasattr(wildcards, "run") and not own_trunk(RUNS_PLANNED[wildcards.run]):
+        options["trunk"] = RUNS_PLANNED[wildcards.run].trunk
     return shlex.join(cfg_options_args(options))
 
 

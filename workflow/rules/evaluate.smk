@@ -3,14 +3,14 @@
 
 rule evaluate:
     input:
-        checkpoint=f"{RUNS}/{{experiment}}/final.pth",
-        config=f"{RUNS}/{{experiment}}/config.py",
+        checkpoint=f"{RUNS}/{{run}}/final.pth",
+        config=f"{RUNS}/{{run}}/config.py",
         weights=trunk_weights,
         manifest=MANIFEST,
     output:
-        f"{RUNS}/{{experiment}}/metrics.json",
+        f"{RUNS}/{{run}}/metrics.json",
     log:
-        f"{RUNS}/{{experiment}}/evaluate.log",
+        f"{RUNS}/{{run}}/evaluate.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/evaluate/threads", within=config)
@@ -19,7 +19,7 @@ rule evaluate:
         gpu=lookup(dpath=f"presets/{PRESET}/evaluate/gpus", within=config),
     params:
         data_root=DATA_ROOT,
-        work_dir=f"work/{PRESET}/{{experiment}}/test",
+        work_dir=f"work/{PRESET}/{{run}}/test",
     shell:
         "internseg test {input.config} {input.checkpoint} --out {output}"
         " --data-root {params.data_root} --pretrained {input.weights}"

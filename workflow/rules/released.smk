@@ -11,10 +11,14 @@ RELEASED_FILE = {
 }
 EXPERIMENT_OF = {file: name for name, file in RELEASED_FILE.items()}
 RELEASED_METRICS = "results/released/{experiment}/metrics.json"
-# What the table reads: experiment -> metrics.json of its released checkpoint, for the
-# experiments in `run` that have one.
+# What the table reads: run -> metrics.json of its experiment's released checkpoint, for
+# the runs that start from the trunk the checkpoint was trained from.
 RELEASED = (
-    {e: RELEASED_METRICS.format(experiment=e) for e in RUN if e in RELEASED_FILE}
+    {
+        run_id: RELEASED_METRICS.format(experiment=run.experiment)
+        for run_id, run in RUNS_PLANNED.items()
+        if run.experiment in RELEASED_FILE and own_trunk(run)
+    }
     if SETTINGS["evaluate_released"]
     else {}
 )

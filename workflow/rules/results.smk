@@ -9,21 +9,27 @@ localrules:
 rule aggregate:
     input:
         runs=expand(
-            "{runs}/{experiment}/{name}",
+            "{runs}/{run}/{name}",
             runs=RUNS,
-            experiment=RUN,
+            run=RUNS_PLANNED,
             name=["metrics.json", "split.json", "config.py", "scalars.jsonl"],
         ),
-        published=[published_log(e) for e in LOGGED],
+        published=[published_log(RUNS_PLANNED[r].experiment) for r in PUBLISHED],
         released=list(RELEASED.values()),
     output:
         csv=report(
             "results/table.csv", caption="../report/table.rst", category="Results"
         ),
+        summary="results/summary.csv",
         markdown="results/table.md",
         fraction_plot=report(
             "results/miou_vs_fraction.png",
             caption="../report/miou_vs_fraction.rst",
+            category="Results",
+        ),
+        trunk_plot=report(
+            "results/trunk_regimes.png",
+            caption="../report/trunk_regimes.rst",
             category="Results",
         ),
         curves_plot=report(
@@ -36,14 +42,22 @@ rule aggregate:
     conda:
         ENV
     params:
-        runs=expand("{runs}/{experiment}", runs=RUNS, experiment=RUN),
-        published=[f"{e}={published_log(e)}" for e in LOGGED],
-        released=[f"{e}={path}" for e, path in RELEASED.items()],
+        runs=expand("{runs}/{run}", runs=RUNS, run=RUNS_PLANNED),
+        published=[
+            f"{r}={published_log(RUNS_PLANNED[r].experiment)}" for r in PUBLISHED
+        ],
+        released=[f"{r}={path}" for r, path in RELEASED.items()],
+        tolerance=(
+            f"--tolerance {config['tolerance']}"
+            if config.get("tolerance") is not None
+            else ""
+        ),
     shell:
-        "internseg aggregate {params.runs}"
+        f"internseg aggregate {{params.runs}} --runs-root {RUNS}"
         " --published-log {params.published} --released-metrics {params.released}"
-        " --csv {output.csv} --markdown {output.markdown}"
-        " --fraction-plot {output.fraction_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
+        " {params.tolerance} --csv {output.csv} --summary-csv {output.summary}"
+        " --markdown {output.markdown} --fraction-plot {output.fraction_plot}"
+        " --trunk-plot {output.trunk_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
 
 
 rule plan:
@@ -58,6 +72,16 @@ rule plan:
     params:
         preset=PRESET,
         experiments=RUN,
+        trunks=(
+            "--trunks " + " ".join(SETTINGS["trunks"])
+            if SETTINGS.get("trunks")
+            else ""
+        ),
+        seeds=(
+            "--train-seeds " + " ".join(map(str, SETTINGS["train_seeds"]))
+            if SETTINGS.get("train_seeds")
+            else ""
+        ),
         gpus=max(SETTINGS["train"]["gpus"], 1),
         published=[
             f"{e}={published_log(e)}"
@@ -66,4 +90,4 @@ rule plan:
         ],
     shell:
         "internseg plan --preset {params.preset} --experiments {params.experiments}"
-        " --gpus {params.gpus} --published-log {params.published} --out {output} 2> {log}"
+        " {params.trunks} {params.seeds} --gpus {params.gpus} --published-log {params.published} --out {output} 2> {log}"

@@ -9,15 +9,15 @@ rule split:
     input:
         unpack(split_inputs),
     output:
-        split=f"{RUNS}/{{experiment}}/split.txt",
-        checksum=f"{RUNS}/{{experiment}}/split.txt.sha256",
-        record=f"{RUNS}/{{experiment}}/split.json",
+        split=f"{RUNS}/{{run}}/split.txt",
+        checksum=f"{RUNS}/{{run}}/split.txt.sha256",
+        record=f"{RUNS}/{{run}}/split.json",
     log:
-        f"{RUNS}/{{experiment}}/split.log",
+        f"{RUNS}/{{run}}/split.log",
     conda:
         ENV
     params:
-        fraction=lambda wildcards: EXPERIMENTS[wildcards.experiment].fraction,
+        fraction=lambda wildcards: EXPERIMENTS[experiment_of(wildcards)].fraction,
         seed=seed_option,
     shell:
         "internseg split --manifest {input.manifest} --fraction {params.fraction}"

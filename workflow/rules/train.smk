@@ -4,18 +4,18 @@
 
 rule train:
     input:
-        split=f"{RUNS}/{{experiment}}/split.txt",
-        record=f"{RUNS}/{{experiment}}/split.json",
+        split=f"{RUNS}/{{run}}/split.txt",
+        record=f"{RUNS}/{{run}}/split.json",
         weights=trunk_weights,
         manifest=MANIFEST,
         # the experiment's config and its _base_ chain: an edit retrains what it changes
         configs=experiment_sources,
     output:
-        checkpoint=f"{RUNS}/{{experiment}}/final.pth",
-        config=f"{RUNS}/{{experiment}}/config.py",
-        scalars=f"{RUNS}/{{experiment}}/scalars.jsonl",
+        checkpoint=f"{RUNS}/{{run}}/final.pth",
+        config=f"{RUNS}/{{run}}/config.py",
+        scalars=f"{RUNS}/{{run}}/scalars.jsonl",
     log:
-        f"{RUNS}/{{experiment}}/train.log",
+        f"{RUNS}/{{run}}/train.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/train/threads", within=config)
@@ -24,9 +24,10 @@ rule train:
         gpu=lookup(dpath=f"presets/{PRESET}/train/gpus", within=config),
     params:
         config=experiment_config,
-        work_dir=f"work/{PRESET}/{{experiment}}",
+        work_dir=f"work/{PRESET}/{{run}}",
         data_root=DATA_ROOT,
         options=cfg_options,
+        seed=train_seed_option,
         deterministic=(
             "--deterministic"
             if lookup(dpath=f"presets/{PRESET}/deterministic", within=config)
@@ -35,6 +36,7 @@ rule train:
     shell:
         "internseg train {params.config} --work-dir {params.work_dir} --auto-resume"
         " --data-root {params.data_root} --split {input.split} --seed-record {input.record}"
+        " {params.seed}"
         " --pretrained {input.weights} {params.deterministic} --threads {threads}"
         " {params.options}"
         " --gpus {resources.gpu}"

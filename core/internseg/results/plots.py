@@ -1,4 +1,4 @@
-"""Figures: mIoU against training fraction, and training curves."""
+"""Figures: mIoU against training fraction, trunk x regime, and training curves."""
 
 from __future__ import annotations
 
@@ -15,26 +15,35 @@ from .published import PublishedLog  # noqa: E402
 from .table import read_scalars, validations  # noqa: E402
 
 
-def fraction_series(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The rows that form a curve over the training fraction: per setting (from each
-    experiment's metadata), those with two or more distinct fractions, sorted by fraction."""
-    rows = table.assign(x=table["fraction"].map(lambda f: 1 / int(str(f).split("/")[1])))
-    return {setting: group.sort_values("x") for setting, group in rows.groupby("setting")
+def fraction_series(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows that form a curve over the training fraction: per trunk and setting (from
+    each experiment's metadata), those with two or more distinct fractions, sorted by
+    fraction. With one trunk a series is named by its setting alone."""
+    rows = summary.assign(x=summary["fraction"].map(lambda f: 1 / int(str(f).split("/")[1])))
+    several = rows["trunk"].nunique() > 1
+    return {(f"{trunk}, {setting}" if several else setting): group.sort_values("x")
+            for (trunk, setting), group in rows.groupby(["trunk", "setting"], sort=False)
             if group["x"].nunique() > 1}
 
 
-def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
-    series = fraction_series(table)
+def _empty(fig, ax, out, why: str) -> Path:
+    """Keep the output when there is nothing to draw, and say why."""
+    ax.text(0.5, 0.5, why, ha="center", va="center")
+    ax.set_axis_off()
+    return _save(fig, out)
+
+
+def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
+    """Our mIoU (mean, with the seed-to-seed standard deviation as error bars) against the
+    fraction of training images, beside the paper's."""
+    series = fraction_series(summary)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    if not series:  # e.g. `run: [full_tuning]`: keep the output, say why it is empty
-        ax.text(0.5, 0.5, "no setting with several training fractions in this run",
-                ha="center", va="center")
-        ax.set_axis_off()
-        return _save(fig, out)
-    for setting, rows in series.items():
-        paper = ax.plot(rows["x"], rows["paper_mIoU"], "o--", label=f"{setting}: paper")[0]
-        ax.plot(rows["x"], rows["our_mIoU"], "s-", color=paper.get_color(),
-                label=f"{setting}: ours")
+    if not series:  # e.g. `run: [full_tuning]`
+        return _empty(fig, ax, out, "no setting with several training fractions in this run")
+    for name, rows in series.items():
+        paper = ax.plot(rows["x"], rows["paper_mIoU"], "o--", label=f"{name}: paper")[0]
+        ax.errorbar(rows["x"], rows["our_mIoU"], yerr=rows["our_mIoU_std"].fillna(0),
+                    fmt="s-", capsize=3, color=paper.get_color(), label=f"{name}: ours")
     ticks = pd.concat(series.values()).drop_duplicates("x")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks["x"], ticks["fraction"])
@@ -42,7 +51,30 @@ def plot_miou_vs_fraction(table: pd.DataFrame, out: str | Path) -> Path:
     ax.set_ylabel("mIoU (%)")
     ax.set_title("InternViT-6B segmentation against training fraction")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_trunk_regimes(summary: pd.DataFrame, out: str | Path) -> Path:
+    """Trunk x regime: for each setting trained on all the images, one bar per trunk (mean
+    mIoU, seed spread as error bars)."""
+    full = summary[summary["fraction"] == "1/1"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if full.empty:
+        return _empty(fig, ax, out, "no setting trained on all the images in this run")
+    settings = list(dict.fromkeys(full["setting"]))
+    trunks = list(dict.fromkeys(full["trunk"]))
+    width = 0.8 / len(trunks)
+    for i, trunk in enumerate(trunks):
+        rows = full[full["trunk"] == trunk].set_index("setting").reindex(settings)
+        x = [j + (i - (len(trunks) - 1) / 2) * width for j in range(len(settings))]
+        ax.bar(x, rows["our_mIoU"].fillna(0), width, yerr=rows["our_mIoU_std"].fillna(0),
+               capsize=3, label=trunk)
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("trunk x regime")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
     return _save(fig, out)
 
 

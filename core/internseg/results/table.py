@@ -1,4 +1,5 @@
-"""One row per experiment: what it was, what the paper got, what we got."""
+"""The table: one row per run (every value kept), and one per trunk and experiment with the
+mean and spread over its seeds, beside the paper's number and a verdict."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ import pandas as pd
 from ..errors import InputError
 from .published import PublishedLog, read_published_log
 
-COLUMNS = ["experiment", "setting", "head", "trunk", "trunk_mode", "fraction", "train_images",
-           "seed",
-           "seed_source", "iterations", "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
+COLUMNS = ["run", "experiment", "setting", "head", "trunk", "trunk_mode", "fraction",
+           "train_images", "subset_seed", "train_seed", "seed_source", "iterations",
+           "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
            "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
            "published_best_iter", "published_s_per_iter", "published_memory_MB"]
+SUMMARY_COLUMNS = ["trunk", "experiment", "setting", "fraction", "n", "varied", "our_mIoU",
+                   "our_mIoU_std", "paper_mIoU", "difference", "tolerance", "verdict",
+                   "released_mIoU", "mAcc", "aAcc", "runs"]
+# Seed-to-seed spread of ADE20K mIoU is 0.5-2 points (mmseg's regression benchmark): the
+# tolerance of a row measured once, when the user sets none.
+DEFAULT_TOLERANCE = 1.0
+
 
 @dataclass(frozen=True)
 class RunRecord:
     """What one finished run left behind, already parsed."""
 
+    run: str
     experiment: str
     setting: str
     head: str
@@ -30,7 +39,8 @@ class RunRecord:
     fraction: int
     iterations: int
     train_images: int
-    seed: int | None
+    subset_seed: int | None
+    train_seed: int | None
     seed_source: str
     paper_miou: float | None
     metrics: dict
@@ -72,9 +82,10 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         published = r.published or PublishedLog()
         summary = published.summary
         rows.append(dict(
-            experiment=r.experiment, setting=r.setting, head=r.head,
-            trunk=r.trunk, trunk_mode=r.trunk_mode, fraction=f"1/{r.fraction}", train_images=r.train_images,
-            seed=r.seed, seed_source=r.seed_source, iterations=r.iterations,
+            run=r.run, experiment=r.experiment, setting=r.setting, head=r.head,
+            trunk=r.trunk, trunk_mode=r.trunk_mode, fraction=f"1/{r.fraction}",
+            train_images=r.train_images, subset_seed=r.subset_seed, train_seed=r.train_seed,
+            seed_source=r.seed_source, iterations=r.iterations,
             paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
@@ -85,6 +96,83 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             published_memory_MB=published.memory_mb,
         ))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def varied_seeds(runs: pd.DataFrame) -> str:
+    """Which seeds differ between the runs of one row."""
+    varied = [name for name, column in (("subset", "subset_seed"), ("training", "train_seed"))
+              if runs[column].nunique(dropna=False) > 1]
+    return " and ".join(varied) + " seed" if varied else "–"
+
+
+def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
+    """One row per trunk and experiment, in the table's order: mean and standard deviation
+    (n - 1) of our mIoU over its runs, n, which seeds varied, and the verdict: the mean
+    within ``tolerance`` mIoU of the paper's number or outside it. Without a tolerance, a row
+    of several runs uses twice its measured standard deviation, one run
+    :data:`DEFAULT_TOLERANCE`."""
+    rows = []
+    for (trunk, experiment), runs in table.groupby(["trunk", "experiment"], sort=False):
+        ours = runs["our_mIoU"].astype(float)
+        n = int(ours.notna().sum())
+        mean = round(float(ours.mean()), 2) if n else None
+        std = round(float(ours.std(ddof=1)), 2) if n > 1 else None
+        paper = runs["paper_mIoU"].iloc[0]
+        paper = None if pd.isna(paper) else float(paper)
+        allowed = tolerance if tolerance is not None else (
+            2 * std if std else DEFAULT_TOLERANCE)
+        difference = None if mean is None or paper is None else round(mean - paper, 2)
+        verdict = ("–" if difference is None else
+                   "within" if abs(difference) <= allowed + 1e-9 else "outside")
+        released = runs["released_mIoU"].dropna()
+        rows.append(dict(
+            trunk=trunk, experiment=experiment, setting=runs["setting"].iloc[0],
+            fraction=runs["fraction"].iloc[0], n=n, varied=varied_seeds(runs),
+            our_mIoU=mean, our_mIoU_std=std, paper_mIoU=paper, difference=difference,
+            tolerance=round(allowed, 2), verdict=verdict,
+            released_mIoU=float(released.iloc[0]) if len(released) else None,
+            mAcc=round(float(runs["mAcc"].mean()), 2), aAcc=round(float(runs["aAcc"].mean()), 2),
+            runs=" ".join(runs["run"])))
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def regimes(summary: pd.DataFrame) -> pd.DataFrame:
+    """Trunk x regime: mean mIoU of each trunk (rows) in each setting trained on all the
+    images (columns: linear probing, head tuning, full tuning, ...), the shape of the
+    InternVL 2.5 report's segmentation ablation."""
+    full = summary[summary["fraction"] == "1/1"]
+    table = full.pivot_table(index="trunk", columns="setting", values="our_mIoU",
+                             aggfunc="first", sort=False)
+    return table.reindex(index=list(dict.fromkeys(full["trunk"])),
+                         columns=list(dict.fromkeys(full["setting"])))
+
+
+def mean_and_spread(mean, std) -> str:
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.2f}" if std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+SHOWN = ["experiment", "setting", "fraction", "n", "varied", "mIoU", "paper_mIoU",
+         "difference", "verdict", "released_mIoU", "mAcc", "aAcc"]
+
+
+def report_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """``results/table.md``: one block per trunk (mean ± std over seeds, verdict), the trunk x
+    regime table, then every run."""
+    parts = []
+    for trunk, rows in summary.groupby("trunk", sort=False):
+        shown = rows.assign(
+            mIoU=[mean_and_spread(m, s) for m, s in zip(rows["our_mIoU"], rows["our_mIoU_std"])],
+            verdict=[v if v == "–" else f"{v} ±{t:.2f}"
+                     for v, t in zip(rows["verdict"], rows["tolerance"])])
+        parts.append(f"## {trunk}\n\n" + to_markdown(shown[SHOWN]))
+    grid = regimes(summary)
+    if not grid.empty:
+        parts.append("## Trunk x regime (mIoU, mean over seeds)\n\n"
+                     + to_markdown(grid.reset_index()))
+    parts.append("## Every run\n\n" + to_markdown(table))
+    return "\n".join(parts)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -117,15 +205,16 @@ def check_metrics(metrics, path: str | Path) -> None:
             raise InputError(f"{path}: {name} is {value} (a diverged or empty evaluation)")
 
 
-def load_record(experiment: str, *, config_file: str | Path, metrics_file: str | Path,
+def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, scalars_file: str | Path | None = None,
                 published_log: str | Path | None = None,
                 released_metrics: str | Path | None = None) -> RunRecord:
-    """Read one run's config (the row's metadata is in it: internseg.registry), metrics, split
-    record and, if given, its training scalars, the original's published log and the metrics
-    of its released checkpoint; a bad file is named in the error."""
+    """Read the files of run ``<trunk>/<experiment>[/seed<N>]``: its config (the row's
+    metadata is in it: internseg.registry), metrics, split record and, if given, its training
+    scalars, the original's published log and the metrics of its released checkpoint; a bad
+    file is named in the error."""
     from ..config import load_config
-    from ..registry import metadata
+    from ..registry import metadata, parse_run_id
 
     cfg = load_config(config_file, import_modules=False)
     exp = metadata(cfg, Path(config_file))
@@ -135,11 +224,12 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         scalars = read_scalars(scalars_file) if scalars_file else []
         released = json.loads(Path(released_metrics).read_text()) if released_metrics else {}
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read results of {experiment}: {err}") from None
+        raise InputError(f"cannot read results of run {run}: {err}") from None
     check_metrics(metrics, metrics_file)
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     return RunRecord(
-        experiment=experiment,
+        run=run,
+        experiment=parse_run_id(run).experiment,
         setting=exp["setting"],
         head=cfg.model.decode_head.type,
         trunk=cfg.trunk,
@@ -148,7 +238,8 @@ def load_record(experiment: str, *, config_file: str | Path, metrics_file: str |
         # loop iterations count micro-batches; the paper counts optimizer updates
         iterations=int(cfg.train_cfg.max_iters) // accumulation,
         train_images=int(split["count"]),
-        seed=split.get("seed"),
+        subset_seed=split.get("seed"),
+        train_seed=cfg.get("randomness", {}).get("seed"),
         seed_source=split.get("seed_source", "none"),
         paper_miou=exp["paper_miou"],
         metrics=metrics,
