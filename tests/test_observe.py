@@ -46,3 +46,38 @@ def test_clipping_is_off_unless_asked_and_then_reports_the_norm_before_clipping(
     assert (model.weight.detach() - before).norm().item() == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ValueError, match="max_grad_norm"):
         GradNormOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0), max_grad_norm=0)
+
+
+def test_best_weights_keep_the_n_best_and_remember_them_across_a_resume(tmp_path):
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from internseg.engine.hooks import BestWeightsHook
+
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(2, 2)
+    model.head = torch.nn.Linear(2, 3)
+    runner = SimpleNamespace(model=model, hooks=[], rank=0, work_dir=str(tmp_path), iter=0,
+                             logger=logging.getLogger("test"))
+    hook = BestWeightsHook(keep=2)
+    for iteration, miou in ((2, 10.0), (4, 15.0), (6, 12.0), (8, 20.0)):
+        runner.iter = iteration
+        hook.after_val_epoch(runner, {"mIoU": miou, "aAcc": 50.0})
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
+        "best_mIoU_iter_4.pth", "best_mIoU_iter_8.pth"]
+    kept = torch.load(tmp_path / "best_mIoU_iter_8.pth", weights_only=True)
+    assert kept["meta"]["value"] == 20.0
+    assert kept["state_dict"]["head.weight"].dtype == torch.bfloat16
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    resumed = BestWeightsHook(keep=2)
+    resumed.after_load_checkpoint(runner, checkpoint)
+    runner.iter = 10
+    resumed.after_val_epoch(runner, {"mIoU": 19.0})  # below the best before the resume
+    assert not (tmp_path / "best_mIoU_iter_10.pth").exists()
+    runner.iter = 12
+    resumed.after_val_epoch(runner, {"mIoU": 21.0})
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
+        "best_mIoU_iter_12.pth", "best_mIoU_iter_8.pth"]

@@ -102,7 +102,30 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *,
         if cfg.get("trunk") != written_for and written_for is not None:
             retarget_blocks(cfg, written_for, set(cfg_options), path)
     apply_trunk(cfg, path)
+    add_option_hooks(cfg, path)
     return finalize_schedule(cfg)
+
+
+def add_option_hooks(cfg: Config, source: Path | str = "config") -> Config:
+    """The hooks the config's switches ask for, added once (a dumped config already has
+    them): ``keep_best_checkpoints`` N > 0 keeps the N best validations' weights
+    (BestWeightsHook), ``ema_momentum`` m trains an EMA of the weights (mmengine's EMAHook),
+    which is then validated and exported. Both off in the paper configs, as in the original."""
+    hooks = cfg.get("custom_hooks", [])
+    present = {hook.get("type") for hook in hooks}
+    keep = cfg.get("keep_best_checkpoints", 0)
+    if keep and "BestWeightsHook" not in present:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            raise InputError(f"{source}: keep_best_checkpoints is {keep!r}; an integer >= 0")
+        hooks.append(dict(type="BestWeightsHook", metric="mIoU", keep=keep))
+    momentum = cfg.get("ema_momentum")
+    if momentum is not None and "EMAHook" not in present:
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+                0 < momentum < 1):
+            raise InputError(f"{source}: ema_momentum is {momentum!r}; a number in (0, 1)")
+        hooks.append(dict(type="EMAHook", momentum=float(momentum), update_buffers=True))
+    cfg.custom_hooks = hooks
+    return cfg
 
 
 # Top-level keys the Runner takes that a config may leave out (mmengine's defaults apply).

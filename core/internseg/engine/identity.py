@@ -40,7 +40,8 @@ WEIGHT_DECIDING_KEYS = ("model", "optim_wrapper", "param_scheduler", "train_data
                         "total_batch_size", "max_iters", "warmup_iters")
 # Hooks that only observe or save; the others (seeding, schedule stepping, EMA) shape training.
 OBSERVING_HOOKS = {"PreemptionHook", "RunIdentityHook", "GatheredValidationHook",
-                   "VersionsMetaHook", "PlainMessageHubHook", "FiniteLossHook"}
+                   "VersionsMetaHook", "PlainMessageHubHook", "FiniteLossHook",
+                   "BestWeightsHook"}
 # How long ranks other than 0 wait for rank 0 to settle the work dir.
 SETTLE_TIMEOUT_S = 600
 

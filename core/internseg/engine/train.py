@@ -14,9 +14,9 @@ from mmengine.config import Config
 from mmengine.runner import FlexibleRunner
 
 from ..config import load_config
-from ..env import versions
+from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..io import atomic_path, check_writable, save_torch
+from ..io import atomic_path, check_writable, save_torch, write_json
 from ..safe_load import verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
@@ -42,6 +42,7 @@ class TrainOptions:
     final_checkpoint: str | None = None
     scalars_out: str | None = None
     config_out: str | None = None
+    provenance_out: str | None = None
 
 
 def sync_bn_to_bn(obj):
@@ -104,6 +105,10 @@ def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
         # one process: nothing to shard over
         cfg.pop("strategy", None)
     elif cfg.get("strategy"):
+        if any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
+            raise InputError(f"{opts.config}: ema_momentum on a sharded trunk: mmengine's "
+                             "EMAHook keeps a whole copy of the model on every rank; run it "
+                             "on one GPU or without EMA")
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
                       world_size_from_env(opts.launcher, os.environ))
@@ -154,15 +159,20 @@ def is_trunk_key(model, key: str) -> bool:
         not hasattr(backbone, "is_trunk") or backbone.is_trunk(key.removeprefix("backbone.")))
 
 
-def trainable_state(runner) -> dict:
-    """State to keep as the run's result: everything, minus a frozen trunk (it is the
-    pretrained file, unchanged), as in the released head-only checkpoints. Collective under
+def trainable_state(runner, as_validated: bool = False) -> dict:
+    """State to keep as the run's result: everything (the EMA weights when an EMAHook
+    averages them), minus a frozen trunk (it is the pretrained file, unchanged), as in the
+    released head-only checkpoints. ``as_validated``: the model's weights as they are, which
+    during a validation are already the EMA ones (the hook swaps them in). Collective under
     sharding (every rank gathers; rank 0 receives the state)."""
+    ema = None if as_validated else next(
+        (hook for hook in runner.hooks if type(hook).__name__ == "EMAHook"), None)
     if isinstance(runner, FlexibleRunner):
         model, state = runner.model, runner.strategy.model_state_dict()
     else:
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        state = model.state_dict()
+        # with EMA the result is the average, as mmengine saves it in `state_dict`
+        state = (ema.ema_model.module if ema is not None else model).state_dict()
     if getattr(model.backbone, "freeze_trunk", False):
         state = {k: v for k, v in state.items() if not is_trunk_key(model, k)}
     return {k: v.detach().cpu() for k, v in state.items()}
@@ -184,7 +194,8 @@ def run_training(opts: TrainOptions):
         require_cuda_for_ranks(cfg, opts.config)
     check_writable(cfg.work_dir, "work dir")
     for what, out in (("--final-checkpoint", opts.final_checkpoint),
-                      ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out)):
+                      ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
+                      ("--provenance-out", opts.provenance_out)):
         if out:
             check_writable(Path(out).parent, f"{what} folder")
     log.info("internseg train %s; versions %s", opts.config, versions())
@@ -208,6 +219,19 @@ def run_training(opts: TrainOptions):
     return runner
 
 
+def provenance(runner, cfg: Config, identity: dict) -> dict:
+    """What made a run's weights, for the report: code, libraries, inputs, hardware."""
+    return dict(
+        git_commit=git_commit(),
+        versions=versions(),
+        run_identity=identity["digest"],
+        **identity["components"],
+        iterations=runner.iter,
+        world_size=cfg.batch_plan["world_size"],
+        **hardware(),
+    )
+
+
 def write_outputs(runner, cfg: Config, opts: TrainOptions, state: dict, identity: dict) -> None:
     meta = dict(
         config=cfg.pretty_text,
@@ -225,6 +249,8 @@ def write_outputs(runner, cfg: Config, opts: TrainOptions, state: dict, identity
         save_torch(opts.final_checkpoint, dict(meta=meta, state_dict=state))
     if opts.scalars_out:
         export_scalars(Path(cfg.work_dir), Path(opts.scalars_out))
+    if opts.provenance_out:
+        write_json(opts.provenance_out, provenance(runner, cfg, identity))
     if opts.config_out:
         with atomic_path(opts.config_out) as tmp:
             cfg.dump(str(tmp))

@@ -49,6 +49,11 @@ custom_hooks = [
     # SIGURG (profiles/slurm), SIGTERM or SIGUSR1: checkpoint, exit 75, resubmit, resume
     dict(type="PreemptionHook"),
 ]
+# Options of the original's training utilities, off as in the paper configs: keep the
+# weights of the N best validations (bf16, weights only: BestWeightsHook), train an EMA of
+# the weights with this momentum (mmengine's EMAHook; validated and exported instead).
+keep_best_checkpoints = 0
+ema_momentum = None
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
