@@ -296,3 +296,21 @@ def test_training_curves_overlay_the_originals(tmp_path, monkeypatch):
     assert drawn["training loss", "full_tuning (original)"][:2] == [[15950.0, 0.5901],
                                                                      [16000.0, 0.5778]]
     assert drawn["validation mIoU", "full_tuning (original)"] == [[16000.0, 38.67]]
+
+
+def test_aggregate_writes_each_runs_provenance(tmp_path):
+    run = finished_run(tmp_path, "head_tuning", 50.0, 20210, 1)
+    bare = finished_run(tmp_path, "full_tuning", 51.0, 20210, 1)
+    (run / "provenance.json").write_text(json.dumps({
+        "git_commit": "ab" * 20, "run_identity": "cd" * 32, "split_sha256": "ef" * 32,
+        "device": "NVIDIA H200", "world_size": 8, "iterations": 80000,
+        "versions": {"torch": "2.13.0", "onedl-mmsegmentation": "1.4.2"}}))
+    out = tmp_path / "p.csv"
+    assert main(["aggregate", str(run), str(bare), *outputs(tmp_path),
+                 "--provenance-csv", str(out)]) == 0
+    rows = pd.read_csv(out, dtype=str).set_index("run")
+    first = rows.loc[f"{TRUNK}/head_tuning"]
+    assert (first.git_commit, first.device, first.world_size, first.torch) == (
+        "ab" * 20, "NVIDIA H200", "8", "2.13.0")
+    assert first["onedl-mmsegmentation"] == "1.4.2"
+    assert rows.loc[f"{TRUNK}/full_tuning"].isna().all()  # no provenance.json: nothing made up

@@ -19,6 +19,7 @@ def train(demo_assets, tmp_path, experiment, iters=4, extra=()):
             "--pretrained", str(demo_assets["weights"]), "--seed", "0", "--deterministic",
             "--threads", "2", "--final-checkpoint", str(run / "final.pth"),
             "--config-out", str(run / "config.py"), "--scalars-out", str(run / "scalars.jsonl"),
+            "--provenance-out", str(run / "provenance.json"),
             "--cfg-options", f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
             f"default_hooks.checkpoint.interval={iters // 2}", *extra]
     assert main(args) == 0
@@ -41,6 +42,25 @@ def test_train_writes_final_checkpoint_with_meta(linear_probe_run):
     # frozen trunk: the result is the heads only, as in the released checkpoints
     assert not any(k.startswith("backbone.") for k in ckpt["state_dict"])
     assert "decode_head.conv_seg.weight" in ckpt["state_dict"]
+
+
+def test_provenance_names_the_code_inputs_and_hardware_of_the_weights(linear_probe_run):
+    import hashlib
+    import re
+
+    from conftest import REPO
+
+    record = json.loads((linear_probe_run / "provenance.json").read_text())
+    final = torch.load(linear_probe_run / "final.pth", weights_only=True)["meta"]
+    assert record["run_identity"] == final["run_identity"]
+    split = (linear_probe_run.parent / "split.txt").read_bytes()
+    assert record["split_sha256"] == hashlib.sha256(split).hexdigest()
+    head = (REPO / ".git" / "HEAD").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record["git_commit"]), record["git_commit"]
+    if not head.startswith("ref:"):
+        assert record["git_commit"].startswith(head)
+    assert record["device"].startswith("cpu") and record["world_size"] == 1
+    assert record["iterations"] == 4 and record["versions"]["torch"].startswith("2.13")
 
 
 def test_work_dir_checkpoints_carry_versions_and_classes(linear_probe_run):
@@ -146,3 +166,24 @@ def test_tensorboard_event_files_hold_the_training_scalars(linear_probe_run):
     rows = [json.loads(line) for line in (linear_probe_run / "scalars.jsonl").read_text()
             .splitlines()]
     assert any("grad_norm" in r for r in rows)
+
+
+def test_ema_weights_are_the_result_and_the_best_validation_is_kept_in_bf16(demo_assets,
+                                                                             tmp_path):
+    run = train(demo_assets, tmp_path, "linear_probing",
+                extra=["ema_momentum=0.5", "keep_best_checkpoints=1"])
+    final = torch.load(run / "final.pth", weights_only=True)["state_dict"]
+    # mmengine's EMAHook saves the average as `state_dict` and the raw weights beside it
+    saved = torch.load(run / "work" / "iter_4.pth", weights_only=True)
+    head = "decode_head.conv_seg.weight"
+    assert torch.equal(final[head], saved["state_dict"][head])
+    assert not torch.equal(final[head], saved["ema_state_dict"][f"module.{head}"])
+    (best,) = (run / "work").glob("best_mIoU_iter_*.pth")
+    kept = torch.load(best, weights_only=True)
+    assert kept["meta"]["iteration"] == 4 and kept["meta"]["metric"] == "mIoU"
+    assert kept["state_dict"][head].dtype == torch.bfloat16
+    # the validated weights are the EMA ones, and only they: no optimizer state
+    assert torch.equal(kept["state_dict"][head], final[head].to(torch.bfloat16))
+    assert set(kept) == {"meta", "state_dict"}
+    assert not any(k.startswith("backbone.") for k in kept["state_dict"])
+    assert [h["type"] for h in load_config(run / "config.py").custom_hooks].count("EMAHook") == 1

@@ -1,6 +1,7 @@
 """The Snakemake workflow itself: schema validation, lint, format, and the whole demo DAG."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -239,6 +240,42 @@ def beats_constant_predictor(wf, rows, names):
     return baseline
 
 
+def embedded_files(html: Path) -> dict[str, bytes]:
+    """The files a Snakemake report embeds, by name: data URIs
+    ``data:<mime>;charset=<enc>;filename=<name>;base64,<data>`` (snakemake.report.common)."""
+    import base64
+    import re
+
+    found = re.findall(r"data:[^;\"']+;charset=[^;\"']+;filename=([^;\"']+);base64,"
+                       r"([A-Za-z0-9+/=]+)", html.read_text())
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+def check_report(wf: Path, rows: dict) -> None:
+    """`snakemake --report` stands alone: the table with its verdicts, every plot, the plan,
+    and each run's provenance."""
+    built = snakemake(wf, "--report", "report.html")
+    assert built.returncode == 0, built.stderr[-3000:]
+    embedded = embedded_files(wf / "report.html")
+    assert {"table.csv", "summary.csv", "provenance.csv", "plan.md", "miou_vs_fraction.png",
+            "trunk_regimes.png", "training_curves.png"} <= set(embedded), sorted(embedded)
+    for name in ("miou_vs_fraction.png", "trunk_regimes.png", "training_curves.png"):
+        assert embedded[name][:4] == b"\x89PNG", name
+    summary = list(csv.DictReader(embedded["summary.csv"].decode().splitlines()))
+    assert {r["verdict"] for r in summary} <= {"within", "outside"} and len(summary) == len(rows)
+    provenance = {r["run"]: r for r in csv.DictReader(
+        embedded["provenance.csv"].decode().splitlines())}
+    assert list(provenance) == list(rows)
+    for run_id, record in provenance.items():
+        written = json.loads((wf / "results/runs" / run_id / "provenance.json").read_text())
+        assert record["run_identity"] == written["run_identity"] != ""
+        assert record["split_sha256"] == (
+            wf / "results/runs" / run_id / "split.txt.sha256").read_text().split()[0]
+        assert record["git_commit"] and record["device"].startswith("cpu")
+    plan = embedded["plan.md"].decode()
+    assert all(f"| {run_id} |" in plan for run_id in rows) and f"{len(rows)} runs:" in plan
+
+
 @pytest.mark.workflow
 def test_demo_dag_end_to_end(tmp_path):
     wf, rows = run_demo(tmp_path, SUBSET, SHORT)
@@ -268,6 +305,7 @@ def test_demo_dag_end_to_end(tmp_path):
 
     again = snakemake(wf, "--cores", "2", "-n", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
+    check_report(wf, rows)
 
     # a changed seed is a changed param: that experiment's split, training and evaluation
     # rerun (and the table), nothing else

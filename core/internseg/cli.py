@@ -46,6 +46,8 @@ def add_train(sub) -> None:
     p.add_argument("--final-checkpoint", help="write the trained weights here at the end")
     p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
     p.add_argument("--config-out", help="write the config the run used here")
+    p.add_argument("--provenance-out", help="write what made the weights here (JSON: git "
+                   "commit, versions, run identity and its input sha256s, hardware)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--gpus", type=int, default=0, help="start one process per GPU (srun "
                    "inside a Slurm allocation, torchrun elsewhere); 0 or 1: this process")
@@ -218,6 +220,8 @@ def add_aggregate(sub) -> None:
     p.add_argument("--summary-csv", required=True,
                    help="one row per trunk and experiment: mean, std, n, verdict")
     p.add_argument("--markdown", required=True)
+    p.add_argument("--provenance-csv", help="per run: git commit, versions, run identity, "
+                   "input sha256s, hardware (from each run's provenance.json)")
     p.add_argument("--fraction-plot", required=True)
     p.add_argument("--trunk-plot", required=True, help="trunk x regime bars")
     p.add_argument("--curves-plot", required=True)
@@ -242,7 +246,8 @@ def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH",
 def cmd_aggregate(args) -> int:
     from .io import write_text
     from .results.plots import plot_miou_vs_fraction, plot_training_curves, plot_trunk_regimes
-    from .results.table import build_table, load_record, report_markdown, summarize
+    from .results.table import (build_table, load_record, provenance_table, report_markdown,
+                                summarize)
 
     logs = parse_pairs(args.published_log, "--published-log", what="PATH", key="RUN")
     released = parse_pairs(args.released_metrics, "--released-metrics", key="RUN")
@@ -253,7 +258,7 @@ def cmd_aggregate(args) -> int:
             run = folder.resolve().relative_to(root).as_posix()
         except ValueError:
             raise InputError(f"{folder}: not inside --runs-root {args.runs_root}") from None
-        run_scalars = folder / "scalars.jsonl"
+        run_scalars, provenance = folder / "scalars.jsonl", folder / "provenance.json"
         if run_scalars.is_file():
             scalars[run] = run_scalars
         records.append(load_record(run, config_file=folder / "config.py",
@@ -261,13 +266,16 @@ def cmd_aggregate(args) -> int:
                                    split_record=folder / "split.json",
                                    scalars_file=scalars.get(run),
                                    published_log=logs.get(run),
-                                   released_metrics=released.get(run)))
+                                   released_metrics=released.get(run),
+                                   provenance_file=provenance if provenance.is_file() else None))
     table = build_table(records)
     summary = summarize(table, args.tolerance)
     markdown = report_markdown(table, summary)
     write_text(args.csv, table.to_csv(index=False))
     write_text(args.summary_csv, summary.to_csv(index=False))
     write_text(args.markdown, markdown)
+    if args.provenance_csv:
+        write_text(args.provenance_csv, provenance_table(records).to_csv(index=False))
     plot_miou_vs_fraction(summary, args.fraction_plot)
     plot_trunk_regimes(summary, args.trunk_plot)
     plot_training_curves(scalars, args.curves_plot,

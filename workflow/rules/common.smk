@@ -57,6 +57,8 @@ RESULTS = [
     "results/miou_vs_fraction.png",
     "results/trunk_regimes.png",
     "results/training_curves.png",
+    "results/provenance.csv",
+    "results/plan.md",
 ]
 
 

@@ -12,7 +12,13 @@ rule aggregate:
             "{runs}/{run}/{name}",
             runs=RUNS,
             run=RUNS_PLANNED,
-            name=["metrics.json", "split.json", "config.py", "scalars.jsonl"],
+            name=[
+                "metrics.json",
+                "split.json",
+                "config.py",
+                "scalars.jsonl",
+                "provenance.json",
+            ],
         ),
         published=[published_log(RUNS_PLANNED[r].experiment) for r in PUBLISHED],
         released=list(RELEASED.values()),
@@ -20,8 +26,17 @@ rule aggregate:
         csv=report(
             "results/table.csv", caption="../report/table.rst", category="Results"
         ),
-        summary="results/summary.csv",
+        summary=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Results",
+        ),
         markdown="results/table.md",
+        provenance=report(
+            "results/provenance.csv",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
         fraction_plot=report(
             "results/miou_vs_fraction.png",
             caption="../report/miou_vs_fraction.rst",
@@ -56,7 +71,8 @@ rule aggregate:
         f"internseg aggregate {{params.runs}} --runs-root {RUNS}"
         " --published-log {params.published} --released-metrics {params.released}"
         " {params.tolerance} --csv {output.csv} --summary-csv {output.summary}"
-        " --markdown {output.markdown} --fraction-plot {output.fraction_plot}"
+        " --markdown {output.markdown} --provenance-csv {output.provenance}"
+        " --fraction-plot {output.fraction_plot}"
         " --trunk-plot {output.trunk_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
 
 
@@ -64,7 +80,7 @@ rule plan:
     """Target: what the chosen preset's runs will cost (GPU-hours, memory, disk), printed
     and written before anything is submitted: `snakemake plan --config preset=paper`."""
     output:
-        "results/plan.md",
+        report("results/plan.md", caption="../report/plan.rst", category="Plan"),
     log:
         "results/plan.log",
     conda:

@@ -14,6 +14,7 @@ rule train:
         checkpoint=f"{RUNS}/{{run}}/final.pth",
         config=f"{RUNS}/{{run}}/config.py",
         scalars=f"{RUNS}/{{run}}/scalars.jsonl",
+        provenance=f"{RUNS}/{{run}}/provenance.json",
     log:
         f"{RUNS}/{{run}}/train.log",
     conda:
@@ -41,4 +42,4 @@ rule train:
         " {params.options}"
         " --gpus {resources.gpu}"
         " --final-checkpoint {output.checkpoint} --config-out {output.config}"
-        " --scalars-out {output.scalars} > {log} 2>&1"
+        " --scalars-out {output.scalars} --provenance-out {output.provenance} > {log} 2>&1"

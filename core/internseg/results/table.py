@@ -48,6 +48,8 @@ class RunRecord:
     published: PublishedLog | None = None
     # mIoU of the original's released checkpoint, evaluated here with the same `internseg test`
     released_miou: float | None = None
+    # what made the weights (`internseg train --provenance-out`)
+    provenance: dict | None = None
 
 
 def read_scalars(path: str | Path) -> list[dict]:
@@ -205,10 +207,27 @@ def check_metrics(metrics, path: str | Path) -> None:
             raise InputError(f"{path}: {name} is {value} (a diverged or empty evaluation)")
 
 
+PROVENANCE_COLUMNS = ["run", "git_commit", "run_identity", "config_sha256", "seed",
+                      "split_sha256", "pretrained_sha256", "dataset_manifest_sha256",
+                      "device", "world_size", "iterations", "python", "torch",
+                      "onedl-mmengine", "onedl-mmcv", "onedl-mmsegmentation", "internseg"]
+
+
+def provenance_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Per run: the code, libraries, inputs (by sha256) and hardware that made its weights."""
+    rows = []
+    for r in records:
+        found = dict(r.provenance or {})
+        found.update(found.pop("versions", {}))
+        rows.append({column: found.get(column) for column in PROVENANCE_COLUMNS} | {"run": r.run})
+    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS, dtype=object)  # ints stay ints
+
+
 def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, scalars_file: str | Path | None = None,
                 published_log: str | Path | None = None,
-                released_metrics: str | Path | None = None) -> RunRecord:
+                released_metrics: str | Path | None = None,
+                provenance_file: str | Path | None = None) -> RunRecord:
     """Read the files of run ``<trunk>/<experiment>[/seed<N>]``: its config (the row's
     metadata is in it: internseg.registry), metrics, split record and, if given, its training
     scalars, the original's published log and the metrics of its released checkpoint; a bad
@@ -223,6 +242,7 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
         split = json.loads(Path(split_record).read_text())
         scalars = read_scalars(scalars_file) if scalars_file else []
         released = json.loads(Path(released_metrics).read_text()) if released_metrics else {}
+        provenance = json.loads(Path(provenance_file).read_text()) if provenance_file else None
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read results of run {run}: {err}") from None
     check_metrics(metrics, metrics_file)
@@ -246,6 +266,7 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
         best_validation=best_validation(scalars, accumulation),
         published=read_published_log(published_log) if published_log else None,
         released_miou=_released_miou(released, released_metrics),
+        provenance=provenance,
     )
 
 
