@@ -204,9 +204,9 @@ def constant_predictor_miou(label_dir: Path) -> float:
     return 100 * present.max() / present.sum() / (present > 0).sum()
 
 
-# What `make test` runs of the demo: every kind of row (trained and frozen trunk, linear and
-# UperNet head, two few-shot fractions for the plot) at a short budget. The whole demo at its
-# own budget is `make demo`, and `make test-all` (CI) checks what it learns.
+# What `make test` runs of the demo: a trained and a frozen trunk, a linear and a UperNet
+# head, at a short budget. The whole demo at its own budget is `make demo`, and
+# `make test-all` (CI) checks what every row learns.
 SUBSET = ["fewshot_1of16", "linear_probing", "head_tuning"]
 SHORT = {"max_iters": 12}
 
