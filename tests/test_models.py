@@ -77,6 +77,15 @@ def test_forward_gives_fp32_maps_at_taps():
     assert outs[0].requires_grad
 
 
+def test_a_block_tapped_twice_gives_a_map_per_level():
+    """intern_vit_tiny_demo_b's taps (0, 1, 1, 2): UperNet still needs four maps."""
+    model = tiny(out_indices=(0, 1, 1, 2))
+    model.init_weights()
+    outs = model(torch.randn(1, 3, 56, 56))
+    assert len(outs) == 4 and torch.equal(outs[1], outs[2])
+    assert not torch.equal(outs[0], outs[1]) and not torch.equal(outs[2], outs[3])
+
+
 def test_frozen_trunk_builds_no_graph_and_stores_bf16():
     model = tiny(freeze_trunk=True, trunk_dtype="bfloat16")
     model.init_weights()

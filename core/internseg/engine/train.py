@@ -166,7 +166,8 @@ def trainable_state(runner, as_validated: bool = False) -> dict:
     during a validation are already the EMA ones (the hook swaps them in). Collective under
     sharding (every rank gathers; rank 0 receives the state)."""
     ema = None if as_validated else next(
-        (hook for hook in runner.hooks if type(hook).__name__ == "EMAHook"), None)
+        (hook for hook in getattr(runner, "hooks", ()) if type(hook).__name__ == "EMAHook"),
+        None)
     if isinstance(runner, FlexibleRunner):
         model, state = runner.model, runner.strategy.model_state_dict()
     else:

@@ -258,7 +258,7 @@ class InternViT6B(BaseModule):
         # dtype, as it does for a bf16 cls token.
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self._pos_embed_for(hw, x.dtype)
-        outs = []
+        maps = {}
         for i, block in enumerate(self.blocks[:self.num_run_blocks]):
             if self.with_cp and x.requires_grad:
                 x = checkpoint(block, x, use_reentrant=False)
@@ -267,8 +267,9 @@ class InternViT6B(BaseModule):
             if i in self.out_indices:
                 # The cls token takes part in attention but is not a spatial feature.
                 tokens = widened(x[:, 1:])
-                outs.append(tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw))
-        return outs
+                maps[i] = tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+        # one map per entry, in order: a shallow trunk may tap one block for two levels
+        return [maps[i] for i in self.out_indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.to(self.trunk_dtype)
