@@ -40,10 +40,14 @@ def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if not series:  # e.g. `run: [full_tuning]`
         return _empty(fig, ax, out, "no setting with several training fractions in this run")
+    papers = {}  # the paper's curve once per setting, whatever the trunks
     for name, rows in series.items():
-        paper = ax.plot(rows["x"], rows["paper_mIoU"], "o--", label=f"{name}: paper")[0]
+        setting = rows["setting"].iloc[0]
+        if setting not in papers and rows["paper_mIoU"].notna().any():
+            papers[setting] = ax.plot(rows["x"], rows["paper_mIoU"], "o--", color="0.3",
+                                      label=f"{setting}: paper")[0]
         ax.errorbar(rows["x"], rows["our_mIoU"], yerr=rows["our_mIoU_std"].fillna(0),
-                    fmt="s-", capsize=3, color=paper.get_color(), label=f"{name}: ours")
+                    fmt="s-", capsize=3, label=f"{name}: ours")
     ticks = pd.concat(series.values()).drop_duplicates("x")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks["x"], ticks["fraction"])
