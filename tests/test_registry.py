@@ -167,6 +167,18 @@ def test_a_block_without_counterpart_is_refused():
         tiny.corresponding_block(5, big)
 
 
+def test_moves_to_another_trunk_are_checked_before_any_job():
+    from internseg.registry import check_moves, experiments, on_own_trunk, plan_runs
+
+    demo = experiments("demo")
+    runs = plan_runs(["adapter_tuning", "head_tuning"], demo,
+                     ["intern_vit_tiny_demo", "intern_vit_tiny_demo_b"])
+    assert [on_own_trunk(r, demo) for r in runs.values()] == [True, False, True, False]
+    with pytest.raises(InputError, match="adapter_tuning.py: trunk=intern_vit_tiny_demo_b"):
+        check_moves("demo", runs, demo)
+    check_moves("demo", plan_runs(["head_tuning"], demo, ["intern_vit_tiny_demo_b"]), demo)
+
+
 def test_run_ids_round_trip_and_plan_every_trunk_and_seed():
     from internseg.registry import Run, parse_run_id, plan_runs
 

@@ -249,7 +249,7 @@ def cmd_aggregate(args) -> int:
     from .results.table import (build_table, load_record, provenance_table, report_markdown,
                                 summarize)
 
-    logs = parse_pairs(args.published_log, "--published-log", what="PATH", key="RUN")
+    logs = parse_pairs(args.published_log, "--published-log", key="RUN")
     released = parse_pairs(args.released_metrics, "--released-metrics", key="RUN")
     root = Path(args.runs_root).resolve()
     records, scalars = [], {}

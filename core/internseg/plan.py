@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 GB = 1e9
@@ -181,27 +181,33 @@ def plan(experiments: list[str], preset: str, gpus: int, *, trunks: list[str] | 
 
     from .config import load_config
     from .engine.inspect import describe
-    from .registry import experiments as registered, plan_runs
+    from .registry import experiments as registered, on_own_trunk, plan_runs
 
     measured = (measured_step_seconds(results_md.read_text())
                 if results_md and results_md.is_file() else {})
     if gpu_check and gpu_check.is_file():
         measured.update(gpu_check_step_seconds(json.loads(gpu_check.read_text())))
     known = registered(preset)
-    costs = []
+    written, per_trunk, costs = {}, {}, []
     for run in plan_runs(experiments, known, trunks, train_seeds).values():
-        own = known[run.experiment].trunk.name
-        written = load_config(f"{preset}/{run.experiment}")
-        cfg = written if run.trunk == own else load_config(
+        key = (run.experiment, run.trunk)
+        if key in per_trunk:  # another seed of the same run costs the same
+            costs.append(replace(per_trunk[key], run=run.id))
+            continue
+        if run.experiment not in written:
+            written[run.experiment] = load_config(f"{preset}/{run.experiment}")
+        own = written[run.experiment]
+        cfg = own if on_own_trunk(run, known) else load_config(
             f"{preset}/{run.experiment}", {"trunk": run.trunk})
         cfg.model.backbone.pretrained = None
         log = (published_logs or {}).get(run.experiment)
         published = (published_iteration_seconds(log.read_text(errors="replace"))
                      if log and log.is_file() else None)
         scale = (trunk_flops_per_image(cfg.model.backbone)
-                 / trunk_flops_per_image(written.model.backbone))
-        costs.append(run_cost(run, cfg, describe(cfg), gpus, measured=measured,
-                              published_seconds=published, trunk_scale=round(scale, 6)))
+                 / trunk_flops_per_image(own.model.backbone))
+        per_trunk[key] = run_cost(run, cfg, describe(cfg), gpus, measured=measured,
+                                  published_seconds=published, trunk_scale=round(scale, 6))
+        costs.append(per_trunk[key])
     return costs
 
 

@@ -166,3 +166,17 @@ def plan_runs(run: list[str], known: dict[str, Experiment], trunks: list[str] | 
     runs = [Run(e, t, s) for e in run for t in (trunks or [known[e].trunk.name])
             for s in (train_seeds or [None])]
     return {r.id: r for r in runs}
+
+
+def on_own_trunk(run: Run, known: dict[str, Experiment]) -> bool:
+    """Whether ``run`` starts from the trunk its experiment's config names: only then are the
+    original's published log and released checkpoint its reference."""
+    return run.trunk == known[run.experiment].trunk.name
+
+
+def check_moves(preset: str, runs: dict[str, Run], known: dict[str, Experiment]) -> None:
+    """Load once each config that a run moves to another trunk, so that one whose blocks
+    have no counterpart there is refused before any job (InputError naming it)."""
+    for experiment, trunk in {(r.experiment, r.trunk) for r in runs.values()
+                              if not on_own_trunk(r, known)}:
+        load_config(f"{preset}/{experiment}", {"trunk": trunk}, import_modules=False)

@@ -7,9 +7,15 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.config import cfg_options_args, load_config, workflow_sources
+from internseg.config import cfg_options_args, workflow_sources
 from internseg.errors import InputError
-from internseg.registry import experiments, hub_pins, plan_runs
+from internseg.registry import (
+    check_moves,
+    experiments,
+    hub_pins,
+    on_own_trunk,
+    plan_runs,
+)
 from internseg.trunks import TRUNKS
 
 PRESET = config["preset"]
@@ -22,13 +28,7 @@ try:
     RUNS_PLANNED = plan_runs(
         RUN, EXPERIMENTS, SETTINGS.get("trunks"), SETTINGS.get("train_seeds")
     )
-    # a config moved to another trunk must find its blocks there: refused now, not in a job
-    for moved in {
-        (r.experiment, r.trunk)
-        for r in RUNS_PLANNED.values()
-        if r.trunk != EXPERIMENTS[r.experiment].trunk.name
-    }:
-        load_config(f"{PRESET}/{moved[0]}", {"trunk": moved[1]}, import_modules=False)
+    check_moves(PRESET, RUNS_PLANNED, EXPERIMENTS)
 except InputError as err:
     raise WorkflowError(
         f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"
@@ -76,9 +76,7 @@ def experiment_of(wildcards):
 
 
 def own_trunk(run):
-    """Whether the run starts from the trunk its experiment's config names: only then are
-    the original's published log and released checkpoint its reference."""
-    return run.trunk == EXPERIMENTS[run.experiment].trunk.name
+    return on_own_trunk(run, EXPERIMENTS)
 
 
 def experiment_config(wildcards):

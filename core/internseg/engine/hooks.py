@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from mmengine.hooks import Hook
 
@@ -9,6 +11,7 @@ from mmseg.registry import HOOKS
 
 from ..env import versions
 from ..errors import InputError
+from ..io import save_torch
 
 
 class TrainingDiverged(InputError):
@@ -123,10 +126,7 @@ class BestWeightsHook(Hook):
         self.kept: list[str] = []
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        from pathlib import Path
-
-        from ..io import save_torch
-        from .train import trainable_state
+        from .train import trainable_state  # train imports this module
 
         value = (metrics or {}).get(self.metric)
         if value is None or (self.best is not None and value <= self.best):

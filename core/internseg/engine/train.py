@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config
+from mmengine.hooks import EMAHook
 from mmengine.runner import FlexibleRunner
 
 from ..config import load_config
@@ -166,8 +167,7 @@ def trainable_state(runner, as_validated: bool = False) -> dict:
     during a validation are already the EMA ones (the hook swaps them in). Collective under
     sharding (every rank gathers; rank 0 receives the state)."""
     ema = None if as_validated else next(
-        (hook for hook in getattr(runner, "hooks", ()) if type(hook).__name__ == "EMAHook"),
-        None)
+        (hook for hook in getattr(runner, "hooks", ()) if isinstance(hook, EMAHook)), None)
     if isinstance(runner, FlexibleRunner):
         model, state = runner.model, runner.strategy.model_state_dict()
     else:

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
 from .published import PublishedLog  # noqa: E402
-from .table import read_scalars, validations  # noqa: E402
+from .table import read_scalars, regimes, validations  # noqa: E402
 
 
 def fraction_series(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -40,12 +40,12 @@ def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if not series:  # e.g. `run: [full_tuning]`
         return _empty(fig, ax, out, "no setting with several training fractions in this run")
-    papers = {}  # the paper's curve once per setting, whatever the trunks
+    drawn = set()  # the paper's curve once per setting, whatever the trunks
     for name, rows in series.items():
         setting = rows["setting"].iloc[0]
-        if setting not in papers and rows["paper_mIoU"].notna().any():
-            papers[setting] = ax.plot(rows["x"], rows["paper_mIoU"], "o--", color="0.3",
-                                      label=f"{setting}: paper")[0]
+        if setting not in drawn and rows["paper_mIoU"].notna().any():
+            drawn.add(setting)
+            ax.plot(rows["x"], rows["paper_mIoU"], "o--", color="0.3", label=f"{setting}: paper")
         ax.errorbar(rows["x"], rows["our_mIoU"], yerr=rows["our_mIoU_std"].fillna(0),
                     fmt="s-", capsize=3, label=f"{name}: ours")
     ticks = pd.concat(series.values()).drop_duplicates("x")
@@ -62,19 +62,16 @@ def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
 def plot_trunk_regimes(summary: pd.DataFrame, out: str | Path) -> Path:
     """Trunk x regime: for each setting trained on all the images, one bar per trunk (mean
     mIoU, seed spread as error bars)."""
-    full = summary[summary["fraction"] == "1/1"]
+    means, spreads = regimes(summary), regimes(summary, "our_mIoU_std")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if full.empty:
+    if means.empty:
         return _empty(fig, ax, out, "no setting trained on all the images in this run")
-    settings = list(dict.fromkeys(full["setting"]))
-    trunks = list(dict.fromkeys(full["trunk"]))
-    width = 0.8 / len(trunks)
-    for i, trunk in enumerate(trunks):
-        rows = full[full["trunk"] == trunk].set_index("setting").reindex(settings)
-        x = [j + (i - (len(trunks) - 1) / 2) * width for j in range(len(settings))]
-        ax.bar(x, rows["our_mIoU"].fillna(0), width, yerr=rows["our_mIoU_std"].fillna(0),
+    width = 0.8 / len(means.index)
+    for i, trunk in enumerate(means.index):
+        x = [j + (i - (len(means.index) - 1) / 2) * width for j in range(len(means.columns))]
+        ax.bar(x, means.loc[trunk].fillna(0), width, yerr=spreads.loc[trunk].fillna(0),
                capsize=3, label=trunk)
-    ax.set_xticks(range(len(settings)), settings)
+    ax.set_xticks(range(len(means.columns)), means.columns)
     ax.set_ylabel("mIoU (%)")
     ax.set_title("trunk x regime")
     ax.grid(alpha=0.3, axis="y")

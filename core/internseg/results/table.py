@@ -138,12 +138,12 @@ def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFra
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def regimes(summary: pd.DataFrame) -> pd.DataFrame:
-    """Trunk x regime: mean mIoU of each trunk (rows) in each setting trained on all the
-    images (columns: linear probing, head tuning, full tuning, ...), the shape of the
-    InternVL 2.5 report's segmentation ablation."""
+def regimes(summary: pd.DataFrame, values: str = "our_mIoU") -> pd.DataFrame:
+    """Trunk x regime: mean mIoU (or ``values``, e.g. its std) of each trunk (rows) in each
+    setting trained on all the images (columns: linear probing, head tuning, full tuning,
+    ...), the shape of the InternVL 2.5 report's segmentation ablation."""
     full = summary[summary["fraction"] == "1/1"]
-    table = full.pivot_table(index="trunk", columns="setting", values="our_mIoU",
+    table = full.pivot_table(index="trunk", columns="setting", values=values,
                              aggfunc="first", sort=False)
     return table.reindex(index=list(dict.fromkeys(full["trunk"])),
                          columns=list(dict.fromkeys(full["setting"])))
