@@ -314,3 +314,12 @@ def test_aggregate_writes_each_runs_provenance(tmp_path):
         "ab" * 20, "NVIDIA H200", "8", "2.13.0")
     assert first["onedl-mmsegmentation"] == "1.4.2"
     assert rows.loc[f"{TRUNK}/full_tuning"].isna().all()  # no provenance.json: nothing made up
+
+
+def test_a_broken_provenance_file_is_named(tmp_path, capsys):
+    run = finished_run(tmp_path, "head_tuning", 50.0, 20210, 1)
+    (run / "provenance.json").write_text("{broken")
+    assert main(["aggregate", str(run), *outputs(tmp_path),
+                 "--provenance-csv", str(tmp_path / "p.csv")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(run / "provenance.json") in line and f"{TRUNK}/head_tuning" in line, line

@@ -237,14 +237,18 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
 
     cfg = load_config(config_file, import_modules=False)
     exp = metadata(cfg, Path(config_file))
-    try:
-        metrics = json.loads(Path(metrics_file).read_text())
-        split = json.loads(Path(split_record).read_text())
-        scalars = read_scalars(scalars_file) if scalars_file else []
-        released = json.loads(Path(released_metrics).read_text()) if released_metrics else {}
-        provenance = json.loads(Path(provenance_file).read_text()) if provenance_file else None
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read results of run {run}: {err}") from None
+    def read(path, parse=lambda p: json.loads(Path(p).read_text()), missing=None):
+        if not path:
+            return missing
+        try:
+            return parse(path)
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"cannot read results of run {run}: {path}: {err}") from None
+
+    metrics, split = read(metrics_file), read(split_record)
+    scalars = read(scalars_file, read_scalars, missing=[])
+    released = read(released_metrics, missing={})
+    provenance = read(provenance_file)
     check_metrics(metrics, metrics_file)
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     return RunRecord(
