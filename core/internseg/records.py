@@ -1,0 +1,173 @@
+"""Results of record: every published number, as data with its source.
+
+``configs/metafile.yaml`` holds one record per published cell (trunk, experiment, dataset,
+mIoU, where it was printed; the original's training log and released checkpoint where they
+exist), in the spirit of mmseg's metafiles. The table joins each run to its record by
+(trunk, experiment, dataset); a run without one is shown without a paper number. Nothing a
+config inherits can carry a published number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from .config import CONFIG_ROOT
+from .datasets import DATASETS
+from .errors import InputError
+from .trunks import TRUNKS
+
+METAFILE = CONFIG_ROOT / "metafile.yaml"
+RECORD_KEYS = {"trunk", "experiment", "dataset", "mIoU", "sources", "published_log",
+               "released_checkpoint"}
+# Table 15's regimes: its columns, the experiment each is, and the derived columns.
+TABLE15_REGIMES = {"LP": "linear_probing", "HT": "head_tuning", "FT": "full_tuning"}
+TABLE15_DERIVED = ("LP_avg", "HT_avg", "FT_avg", "delta1", "delta2")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A file on the Hub with what it must be: size (when recorded) and sha256."""
+
+    file: str
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    source: str  # a key of the metafile's `sources`
+    short: str
+    title: str
+    where: str
+    cell: str
+
+    def __str__(self) -> str:
+        return f"{self.short}: {self.cell}"
+
+
+@dataclass(frozen=True)
+class Record:
+    trunk: str
+    experiment: str
+    dataset: str
+    miou: float
+    sources: tuple[Source, ...]
+    published_log: str | None = None
+    released_checkpoint: Pin | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.trunk, self.experiment, self.dataset
+
+    def as_json(self) -> dict:
+        pin = self.released_checkpoint
+        return dict(trunk=self.trunk, experiment=self.experiment, dataset=self.dataset,
+                    mIoU=self.miou, source="; ".join(map(str, self.sources)),
+                    sources=[dict(source=s.source, short=s.short, title=s.title,
+                                  where=s.where, cell=s.cell)
+                             for s in self.sources],
+                    published_log=self.published_log,
+                    released_checkpoint=None if pin is None else dict(
+                        file=pin.file, sha256=pin.sha256, size=pin.size))
+
+
+def _pin(value, where: str) -> Pin | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not {"file", "sha256"} <= set(value) or (
+            set(value) - {"file", "sha256", "size"}):
+        raise InputError(f"{where}: released_checkpoint must be dict(file, sha256[, size])")
+    sha = value["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+        raise InputError(f"{where}: released_checkpoint.sha256 is not 64 hex digits: {sha!r}")
+    return Pin(str(value["file"]), sha, value.get("size"))
+
+
+def parse_records(data, path: Path | str, experiments: set[str]) -> dict[tuple, Record]:
+    """The records of a loaded metafile, checked: every name registered, every number a
+    percentage, one record per cell; errors name the file and the entry."""
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise InputError(f"{path}: expected `sources` and a `records` list")
+    sources = data.get("sources") or {}
+    out: dict[tuple, Record] = {}
+    for index, entry in enumerate(data["records"]):
+        where = f"{path}: records[{index}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: not a mapping")
+        unknown, missing = set(entry) - RECORD_KEYS, {"trunk", "experiment", "dataset", "mIoU",
+                                                      "sources"} - set(entry)
+        if unknown or missing:
+            raise InputError(f"{where}: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
+        for key, known in (("trunk", TRUNKS), ("dataset", DATASETS), ("experiment", experiments)):
+            if entry[key] not in known:
+                raise InputError(f"{where}: {key} {entry[key]!r} is not registered "
+                                 f"({', '.join(sorted(known))})")
+        miou = entry["mIoU"]
+        if isinstance(miou, bool) or not isinstance(miou, (int, float)) or not (
+                math.isfinite(miou) and 0 <= miou <= 100):
+            raise InputError(f"{where}: mIoU {miou!r} is not a percentage")
+        cited = []
+        for cite in entry["sources"] or ():
+            name = cite.get("source") if isinstance(cite, dict) else None
+            if name not in sources:
+                raise InputError(f"{where}: source {name!r} is not one of the metafile's "
+                                 f"sources ({', '.join(sources)})")
+            known = sources[name]
+            cited.append(Source(name, known["short"], known["title"], known["where"],
+                                str(cite.get("cell", ""))))
+        if not cited:
+            raise InputError(f"{where}: a published number needs its source")
+        record = Record(entry["trunk"], entry["experiment"], entry["dataset"], float(miou),
+                        tuple(cited), entry.get("published_log"),
+                        _pin(entry.get("released_checkpoint"), where))
+        if record.key in out:
+            raise InputError(f"{where}: a second record of {'/'.join(record.key)} (one cell, "
+                             "one number: list both sources in one record)")
+        out[record.key] = record
+    return out
+
+
+@cache
+def records() -> dict[tuple[str, str, str], Record]:
+    """Every record, by (trunk, experiment, dataset)."""
+    from .registry import config_files
+
+    experiments = {p.stem for p in config_files("paper")}
+    return parse_records(yaml.safe_load(METAFILE.read_text()), METAFILE, experiments)
+
+
+@cache
+def table15_printed() -> dict[str, dict[str, float]]:
+    """Table 15's derived columns as printed, by trunk."""
+    return yaml.safe_load(METAFILE.read_text())["table15_printed"]["rows"]
+
+
+def of_record(trunk: str) -> str:
+    """The trunk whose records a run on ``trunk`` is compared with: itself, or the real trunk
+    a synthetic one stands for (the demo)."""
+    return TRUNKS[trunk].stands_for or trunk if trunk in TRUNKS else trunk
+
+
+def record_of(trunk: str, experiment: str, dataset: str) -> Record | None:
+    """The record a run of ``experiment`` on ``trunk`` and ``dataset`` is compared with."""
+    return records().get((of_record(trunk), experiment, dataset))
+
+
+def printed_table15(trunk: str) -> dict[str, float]:
+    """Table 15's printed averages and gaps of the row a run on ``trunk`` is compared with."""
+    return table15_printed().get(of_record(trunk), {})
+
+
+def hub_pins() -> dict[str, Pin]:
+    """Every Hub file the workflow may fetch that has pins: the trunks' files and the
+    released checkpoints of the records."""
+    pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.sha256}
+    for record in records().values():
+        if record.released_checkpoint:
+            pins[record.released_checkpoint.file] = record.released_checkpoint
+    return pins
