@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from backbone_step import REGIMES, measure
+from mmengine.config import ConfigDict
+
 from internseg.io import write_json
 from internseg.plan import trunk_flops_per_image
 
@@ -62,7 +64,7 @@ def peak_gib(device) -> float | None:
 
 def segmentor(experiment: str, tiny: bool, device):
     from internseg.config import load_config
-    from internseg.engine.train import build_segmentor
+    from internseg.engine.segmentor import build_segmentor
 
     cfg = load_config(f"{'demo' if tiny else 'paper'}/{experiment}")
     cfg.model.backbone.pretrained = None
@@ -105,7 +107,7 @@ def sharded_fewshot_step(tiny: bool, device, iters: int) -> dict:
         cfg, model = segmentor("fewshot_1of16", tiny, device)
         shard_model(model, init_device_mesh(device.type, (1,)))
         opt = cfg.optim_wrapper.optimizer
-        groups = groups_from_paramwise(model.named_parameters(), base_lr=opt.lr,
+        groups = groups_from_paramwise(model, base_lr=opt.lr,
                                        weight_decay=opt.weight_decay,
                                        paramwise=cfg.optim_wrapper.paramwise_cfg)
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
@@ -163,9 +165,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from internseg.config import load_config  # its custom_imports register the models
+    from internseg.config import backbone_architecture, load_config
 
+    # its custom_imports register the models
     backbone = load_config(f"{'demo' if args.tiny else 'paper'}/full_tuning").model.backbone
+    backbone = argparse.Namespace(**backbone_architecture(backbone))
     tokens = (args.img_size // backbone.patch_size) ** 2 + 1
     head_dim = backbone.embed_dim // backbone.num_heads
     report = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -176,9 +180,9 @@ def main() -> None:
                                img_size=args.img_size)
     for regime in REGIMES:
         row = measure(regime, bench, device)
-        flops = trunk_flops_per_image(argparse.Namespace(
-            img_size=args.img_size, patch_size=14, embed_dim=backbone.embed_dim,
-            out_indices=[backbone.depth - 1]))
+        flops = trunk_flops_per_image(ConfigDict(
+            trunk="intern_vit_tiny_demo" if args.tiny else "intern_vit_6b_224px",
+            img_size=args.img_size, out_indices=[backbone.depth - 1]))
         passes = 1 if regime == "frozen" else 4  # forward; + backward + recompute
         # batch 2; four significant figures, not decimals: the CPU smoke run is far below 1
         row["tflops_per_s"] = float(f"{flops * passes * 2 / row['seconds_per_iter'] / 1e12:.4g}")

@@ -10,7 +10,7 @@ import yaml
 
 import internseg.plugin  # noqa: F401  (registers models, as custom_imports does)
 from conftest import FACTS
-from internseg.config import load_config
+from internseg.config import backbone_architecture, load_config
 from internseg.models.adapter import InternViTAdapter
 from internseg.models.deform_attn import MSDeformAttn, multi_scale_deformable_attention
 
@@ -175,8 +175,9 @@ def test_adapter_config_matches_the_fork():
     cfg = load_config("paper/adapter_tuning")
     backbone = cfg.model.backbone
     assert backbone.type == "InternViTAdapter"
-    assert (backbone.patch_size, backbone.img_size, backbone.embed_dim, backbone.depth,
-            backbone.num_heads) == (16, 512, 3200, 48, 25)
+    arch = backbone_architecture(backbone)
+    assert (arch["patch_size"], backbone.img_size, arch["embed_dim"], arch["depth"],
+            arch["num_heads"]) == (16, 512, 3200, 48, 25)
     assert backbone.freeze_trunk and backbone.drop_path_rate == 0.0 and backbone.with_cp
     assert (backbone.conv_inplane, backbone.n_points, backbone.deform_num_heads,
             backbone.deform_ratio, backbone.cffn_ratio) == (64, 4, 25, 0.25, 0.25)
@@ -196,14 +197,16 @@ def test_adapter_config_matches_the_fork():
     assert test["ShortSideResize"].short_side == 512
     optim = cfg.optim_wrapper
     assert (optim.optimizer.lr, optim.optimizer.weight_decay) == (4e-5, 0.05)
-    assert (optim.paramwise_cfg.layer_decay_rate, optim.paramwise_cfg.num_layers) == (0.95, 48)
-    assert cfg.warmup_iters == 1500 and cfg.max_iters == 80000
+    assert (optim.paramwise_cfg.layer_decay_rate, arch["depth"]) == (0.95, 48)
+    assert cfg.param_scheduler[0].end == 1501 and cfg.train_cfg.max_iters == 80000
     # fp16 with fp32 masters and a dynamic loss scale (the fork's DeepSpeed fp16)
     assert (optim.type, optim.dtype, optim.loss_scale) == (
         "GradNormAmpOptimWrapper", "float16", "dynamic")
     assert backbone.trunk_dtype == "float16"
-    assert cfg.experiment.paper_miou == ADAPTER["miou"]
-    assert cfg.experiment.released_checkpoint is None
+    from internseg.records import record_of
+
+    record = record_of("intern_vit_6b_224px", "adapter_tuning", "ade20k")
+    assert record.miou == ADAPTER["miou"] and record.released_checkpoint is None
 
 
 def test_adapter_parameters_go_to_the_last_layer_decay_group():
@@ -222,7 +225,7 @@ def test_a_frozen_trunk_run_keeps_the_adapter_in_its_result_and_needs_it_back(tm
 
     from internseg.config import load_config
     from internseg.engine.evaluate import load_segmentor_weights
-    from internseg.engine.train import build_segmentor, trainable_state
+    from internseg.engine.segmentor import build_segmentor, trainable_state
     from internseg.models.pretrained import CheckpointError
 
     cfg = load_config("demo/adapter_tuning")
@@ -238,7 +241,7 @@ def test_a_frozen_trunk_run_keeps_the_adapter_in_its_result_and_needs_it_back(tm
     from internseg.demo import write_tiny_checkpoint
 
     model.backbone.pretrained = str(write_tiny_checkpoint(tmp_path / "trunk.pth",
-                                                          trunk=cfg.trunk))
+                                                          trunk=cfg.model.backbone.trunk))
     with pytest.raises(CheckpointError, match=r"missing \['backbone\.spm\."):
         load_segmentor_weights(model, tmp_path / "no_spm.pth")
     load_segmentor_weights(model, _saved(tmp_path / "whole.pth", state))

@@ -7,7 +7,7 @@ from mmengine.registry import DefaultScope
 
 import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.config import load_config
-from internseg.engine.train import build_segmentor
+from internseg.engine.segmentor import build_segmentor
 
 
 

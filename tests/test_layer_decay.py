@@ -45,6 +45,7 @@ class Toy(nn.Module):
         self.backbone.pos_embed = nn.Parameter(torch.zeros(1, 5, 4))
         self.backbone.patch_embed = nn.Conv2d(3, 4, 2)
         self.backbone.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+        self.backbone.depth = 2
         self.decode_head = nn.Conv2d(4, 3, 1)
         if frozen:
             self.backbone.requires_grad_(False)
@@ -83,7 +84,7 @@ def test_frozen_parameters_are_left_out():
 def test_constructor_builds_adamw_with_groups():
     ctor = InternViTLayerDecayConstructor(
         dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=4e-5, weight_decay=0.05)),
-        dict(num_layers=2, layer_decay_rate=0.95))
+        dict(layer_decay_rate=0.95))
     wrapper = ctor(Toy())
     opt = wrapper.optimizer
     assert isinstance(opt, torch.optim.AdamW)

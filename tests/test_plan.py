@@ -8,6 +8,11 @@ from internseg.cli import main
 from internseg.config import load_config
 from internseg.plan import (measured_step_seconds, plan, published_iteration_seconds,
                             trunk_flops_per_image)
+from internseg.registry import experiments, plan_runs
+
+
+def runs(*names, trunks=None, datasets=None, seeds=None):
+    return plan_runs(list(names), experiments("paper"), trunks, datasets, seeds).values()
 
 # The mmcv 1.x text-log format of the original's published logs.
 LOG = """2023-11-02 10:00:00,000 - mmseg - INFO - Iter [50/20000]\tlr: 9.800e-07, eta: 1 day, \
@@ -53,7 +58,7 @@ def test_each_run_says_where_its_time_comes_from(tmp_path):
     log = tmp_path / "1of16.log"
     log.write_text(LOG)
     costs = {c.experiment: c for c in plan(
-        ["linear_probing", "fewshot_1of16", "full_tuning"], "paper", 8, results_md=results,
+        runs("linear_probing", "fewshot_1of16", "full_tuning"), "paper", 8, results_md=results,
         published_logs={"fewshot_1of16": log})}
     frozen, fewshot, full = costs["linear_probing"], costs["fewshot_1of16"], costs["full_tuning"]
     assert frozen.source == "measured" and frozen.seconds_per_iteration == 0.2  # 16 = 8 x 2
@@ -69,8 +74,8 @@ def test_each_run_says_where_its_time_comes_from(tmp_path):
 
 
 def test_more_gpus_less_wall_time_same_gpu_hours():
-    eight, = plan(["full_tuning"], "paper", 8)
-    sixteen, = plan(["full_tuning"], "paper", 16)
+    eight, = plan(runs("full_tuning"), "paper", 8)
+    sixteen, = plan(runs("full_tuning"), "paper", 16)
     assert sixteen.wall_hours == pytest.approx(eight.wall_hours / 2, abs=0.1)
     assert sixteen.gpu_hours == pytest.approx(eight.gpu_hours, abs=0.2)
     assert sixteen.gpu_memory_gb < eight.gpu_memory_gb  # the state is sharded over more
@@ -86,25 +91,37 @@ def test_cli_json_gives_the_rows_and_totals(capsys, tmp_path):
                                        "host_memory_gb", "checkpoint_gb", "work_dir_gb"}
     assert printed["totals"]["gpu_hours"] == pytest.approx(
         sum(r["gpu_hours"] for r in printed["runs"]), abs=0.11)
-    assert "| intern_vit_6b_224px/head_tuning | frozen | 8 |" in out.read_text()
+    assert "| ade20k/intern_vit_6b_224px/head_tuning | frozen | 8 |" in out.read_text()
 
 
 def test_every_trunk_and_seed_is_a_run_and_other_trunks_scale_by_their_flops(tmp_path):
     log = tmp_path / "1of16.log"
     log.write_text(LOG)
     trunks = ["intern_vit_6b_224px", "intern_vit_6b_448px_v2_5"]
-    costs = {c.run: c for c in plan(["fewshot_1of16"], "paper", 8, trunks=trunks,
-                                    train_seeds=[0, 1], published_logs={"fewshot_1of16": log})}
-    assert sorted(costs) == [f"{t}/fewshot_1of16/seed{s}" for t in trunks for s in (0, 1)]
-    own, other = (costs[f"{t}/fewshot_1of16/seed0"] for t in trunks)
+    costs = {c.run: c for c in plan(runs("fewshot_1of16", trunks=trunks, seeds=[0, 1]),
+                                    "paper", 8, published_logs={"fewshot_1of16": log})}
+    assert sorted(costs) == [f"ade20k/{t}/fewshot_1of16/seed{s}" for t in trunks for s in (0, 1)]
+    own, other = (costs[f"ade20k/{t}/fewshot_1of16/seed0"] for t in trunks)
     assert (own.trunk, own.source, own.seconds_per_iteration) == (
         "intern_vit_6b_224px", "published log", 1.0)
     # the same 504 px tokens through 45 blocks instead of 48
     assert other.source == "published log, x0.938 trunk FLOPs"
     assert other.seconds_per_iteration == pytest.approx(45 / 48, abs=1e-3)
     assert other.checkpoint_gb < own.checkpoint_gb  # 45 blocks stored, not 48
-    assert costs[f"{trunks[1]}/fewshot_1of16/seed1"] == other.__class__(
-        **{**other.__dict__, "run": f"{trunks[1]}/fewshot_1of16/seed1"})
+    assert costs[f"ade20k/{trunks[1]}/fewshot_1of16/seed1"] == other.__class__(
+        **{**other.__dict__, "run": f"ade20k/{trunks[1]}/fewshot_1of16/seed1"})
+
+
+def test_the_table15_grid_is_planned_on_every_trunk_and_dataset(capsys):
+    assert main(["plan", "--preset", "paper", "--experiments", "head_tuning", "--table15",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    # the row asked for and the 30 cells of Table 15, of which it is one
+    assert len(rows) == 30
+    assert {(r["trunk"], r["dataset"]) for r in rows} == {
+        (t, d) for t in ("intern_vit_6b_224px", "intern_vit_6b_448px_v1_0",
+                         "intern_vit_6b_448px_v1_2", "intern_vit_6b_448px_v1_5",
+                         "intern_vit_6b_448px_v2_5") for d in ("ade20k", "coco_stuff164k")}
 
 
 def test_a_gpu_check_on_a_gpu_is_preferred_and_a_cpu_smoke_run_ignored(tmp_path):
@@ -113,10 +130,10 @@ def test_a_gpu_check_on_a_gpu_is_preferred_and_a_cpu_smoke_run_ignored(tmp_path)
     check = tmp_path / "gpu_check.json"
     row = dict(regime="frozen", batch=2, seconds_per_iter=0.5)
     check.write_text(json.dumps(dict(device="NVIDIA H200", tiny=False, trunk=[row])))
-    (gpu,) = plan(["linear_probing"], "paper", 8, results_md=results, gpu_check=check)
+    (gpu,) = plan(runs("linear_probing"), "paper", 8, results_md=results, gpu_check=check)
     assert gpu.seconds_per_iteration == 0.5
     check.write_text(json.dumps(dict(device="cpu", tiny=True, trunk=[row])))
-    (smoke,) = plan(["linear_probing"], "paper", 8, results_md=results, gpu_check=check)
+    (smoke,) = plan(runs("linear_probing"), "paper", 8, results_md=results, gpu_check=check)
     assert smoke.seconds_per_iteration == 0.2  # RESULTS.md's figure
 
 

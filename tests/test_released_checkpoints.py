@@ -9,7 +9,7 @@ from released_layout import facts, names, released_state
 from internseg.cli import main
 from internseg.config import load_config
 from internseg.engine.evaluate import load_segmentor_weights, rename_released_keys
-from internseg.engine.train import build_segmentor
+from internseg.engine.segmentor import build_segmentor
 from internseg.models.pretrained import CheckpointError
 
 

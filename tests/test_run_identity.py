@@ -23,7 +23,7 @@ def train_args(demo_assets, root, work, *, seed=0, extra=()):
                    "--data-root", str(demo_assets["data_root"]), "--split", str(split),
                    "--pretrained", str(demo_assets["weights"]), "--seed", str(seed),
                    "--deterministic", "--threads", "2", "--final-checkpoint", str(final),
-                   "--cfg-options", f"max_iters={ITERS}", f"train_cfg.val_interval={ITERS}",
+                   "--cfg-options", f"train_cfg.max_iters={ITERS}", f"train_cfg.val_interval={ITERS}",
                    "default_hooks.checkpoint.interval=2", *extra]
 
 

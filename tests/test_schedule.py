@@ -38,7 +38,7 @@ def expected_lr(it, base, warmup, total, ratio=1e-6):
 ])
 def test_warmup_multiplies_poly(experiment, points):
     cfg, trace = lr_trace(experiment, points)
-    total, warmup = cfg.max_iters, cfg.warmup_iters
+    total, warmup = cfg.train_cfg.max_iters, cfg.param_scheduler[0].end - 1
     for it in points:
         assert trace[it] == pytest.approx(expected_lr(it, 4e-5, warmup, total), rel=1e-6,
                                           abs=1e-15), it

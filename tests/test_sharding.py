@@ -93,7 +93,7 @@ def test_gathering_masters_in_bf16_changes_traffic_not_numbers(tmp_path):
 def test_gather_policy_per_unit(experiment, master):
     from internseg.config import load_config
     from internseg.engine.sharding import gather_policy, shard_units
-    from internseg.engine.train import build_segmentor
+    from internseg.engine.segmentor import build_segmentor
 
     # few-shot: fp32 masters as the fork; master_weights=False is the main repo's bf16 path
     cfg = load_config(f"demo/{experiment}", {"model.backbone.master_weights": master})

@@ -7,7 +7,8 @@ import torch
 
 from internseg.cli import main
 from internseg.config import load_config
-from internseg.engine.train import TrainOptions, build_train_config, sync_bn_to_bn
+from internseg.config import sync_bn_to_bn
+from internseg.engine.train import TrainOptions, build_train_config
 
 
 def train(demo_assets, tmp_path, experiment, iters=4, extra=()):
@@ -171,7 +172,7 @@ def test_tensorboard_event_files_hold_the_training_scalars(linear_probe_run):
 def test_ema_weights_are_the_result_and_the_best_validation_is_kept_in_bf16(demo_assets,
                                                                              tmp_path):
     run = train(demo_assets, tmp_path, "linear_probing",
-                extra=["ema_momentum=0.5", "keep_best_checkpoints=1"])
+                extra=["--ema-momentum", "0.5", "--keep-best", "1"])
     final = torch.load(run / "final.pth", weights_only=True)["state_dict"]
     # mmengine's EMAHook saves the average as `state_dict` and the raw weights beside it
     saved = torch.load(run / "work" / "iter_4.pth", weights_only=True)

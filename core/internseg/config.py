@@ -1,14 +1,23 @@
-"""Experiment configs: finding them, loading them, and shrinking a paper config to the demo."""
+"""Experiment configs: finding them, loading them, and moving one to another trunk or dataset.
+
+A config file is the run: ``mmengine.Config.fromfile`` on it gives what ``internseg train``
+runs, and mmseg's own tools can use it (with ``custom_imports`` importing our plugin). A run on
+another registered trunk or dataset is the same file moved there by :func:`move_to_trunk` /
+:func:`move_to_dataset`, the one path for each; ``--cfg-options`` are checked against the
+file (:func:`checked_options`). The config a run dumps is this resolution, so it reloads as
+it ran.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from mmengine.config import Config
 
+from .datasets import Dataset, dataset_of_type, get_dataset
 from .errors import InputError, MissingFileError
+from .trunks import Trunk, get_trunk
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PRESETS = ("paper", "demo")
@@ -73,16 +82,15 @@ def cfg_options_args(options: dict) -> list[str]:
     return ["--cfg-options", *words] if words else []
 
 
-def load_config(path: str | Path, cfg_options: dict | None = None, *,
-                import_modules: bool = True) -> Config:
-    """Read a config file (a path or ``<preset>/<experiment>``), apply its ``demo`` block and
-    ``cfg_options``, then derive what follows from the trunk and the iteration counts (so
-    ``max_iters=...`` rescales the schedule and ``trunk=...`` the widths).
+def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str | None = None,
+                dataset: str | None = None, import_modules: bool = True) -> Config:
+    """Read a config file (a path or ``<preset>/<experiment>``), move it to ``trunk`` and
+    ``dataset`` when they are not its own, then apply ``cfg_options``.
 
     An option naming a key the config does not have, or giving a value of another type than
     the config's, is refused: mmengine would accept it and ignore it or fail hours later.
     ``import_modules=False`` skips the config's ``custom_imports`` (torch, mmseg): reading an
-    experiment's metadata needs neither."""
+    experiment's facts needs neither."""
     path = resolve_config_path(path)
     try:
         cfg = Config.fromfile(str(path), import_custom_modules=import_modules)
@@ -93,70 +101,79 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *,
         # a config is code: whatever stops it loading (a missing _base_, a NameError) is
         # the file's problem, named with it
         raise InputError(f"{path}: cannot load config ({type(err).__name__}: {err})") from None
-    if "demo" in cfg:
-        # applied once: a dumped config must reload as it ran, CLI overrides included
-        shrink(cfg, **cfg.pop("demo"))
-    written_for = cfg.get("trunk")
+    given = set(cfg_options or {})
+    if trunk and trunk != trunk_of(cfg, path).name:
+        move_to_trunk(cfg, get_trunk(trunk), given, path)
+    if dataset and dataset != dataset_of(cfg, path).name:
+        move_to_dataset(cfg, get_dataset(dataset))
     if cfg_options:
-        cfg.merge_from_dict(checked_options(cfg, cfg_options, path))
-        if cfg.get("trunk") != written_for and written_for is not None:
-            retarget_blocks(cfg, written_for, set(cfg_options), path)
-    apply_trunk(cfg, path)
-    add_option_hooks(cfg, path)
-    return finalize_schedule(cfg)
-
-
-def add_option_hooks(cfg: Config, source: Path | str = "config") -> Config:
-    """The hooks the config's switches ask for, added once (a dumped config already has
-    them): ``keep_best_checkpoints`` N > 0 keeps the N best validations' weights
-    (BestWeightsHook), ``ema_momentum`` m trains an EMA of the weights (mmengine's EMAHook),
-    which is then validated and exported. Both off in the paper configs, as in the original."""
-    hooks = cfg.get("custom_hooks", [])
-    present = {hook.get("type") for hook in hooks}
-    keep = cfg.get("keep_best_checkpoints", 0)
-    if keep and "BestWeightsHook" not in present:
-        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
-            raise InputError(f"{source}: keep_best_checkpoints is {keep!r}; an integer >= 0")
-        hooks.append(dict(type="BestWeightsHook", metric="mIoU", keep=keep))
-    momentum = cfg.get("ema_momentum")
-    if momentum is not None and "EMAHook" not in present:
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
-                0 < momentum < 1):
-            raise InputError(f"{source}: ema_momentum is {momentum!r}; a number in (0, 1)")
-        hooks.append(dict(type="EMAHook", momentum=float(momentum), update_buffers=True))
-    cfg.custom_hooks = hooks
+        options = checked_options(cfg, cfg_options, path)
+        follow_loop_length(cfg, options)
+        cfg.merge_from_dict(options)
+    check_fits_trunk(cfg, path)
     return cfg
 
 
-# Top-level keys the Runner takes that a config may leave out (mmengine's defaults apply).
-RUNNER_KEYS = ("work_dir", "experiment_name", "randomness", "resume", "load_from", "launcher",
-               "auto_scale_lr", "env_cfg", "log_level", "default_scope", "custom_hooks")
-# Loop length and scheduler ends are derived from these (finalize_schedule): an option on
-# the derived key is moved to its source, so that loop and schedule cannot disagree.
-DERIVED_KEYS = {"train_cfg.max_iters": "max_iters"}
+def trunk_of(cfg: Config, source: Path | str = "config") -> Trunk:
+    """The registered trunk a config's backbone names."""
+    name = cfg.model.backbone.get("trunk")
+    if not name:
+        raise InputError(f"{source}: model.backbone names no trunk "
+                         "(trunk=\"<registered trunk>\", internseg.trunks)")
+    try:
+        return get_trunk(name)
+    except InputError as err:
+        raise InputError(f"{source}: model.backbone.trunk: {err}") from None
+
+
+def backbone_architecture(backbone) -> dict:
+    """Width, depth, heads, patch and pretrain grid of a backbone config: its registered
+    trunk's, with the patch it states (InternViT6B builds the same)."""
+    return get_trunk(backbone.trunk).architecture_with(
+        {key: backbone.get(key) for key in ("embed_dim", "depth", "num_heads", "patch_size",
+                                            "pretrain_size", "pretrained_depth")})
+
+
+def dataset_of(cfg: Config, source: Path | str = "config") -> Dataset:
+    """The registered dataset a config trains on (its training dataloader's class)."""
+    try:
+        return dataset_of_type(cfg.train_dataloader.dataset.type)
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from None
+
+
+def check_fits_trunk(cfg: Config, source: Path | str = "config") -> None:
+    """Blocks a head reads must exist in the trunk: known before the model is built."""
+    trunk = trunk_of(cfg, source)
+    backbone = cfg.model.backbone
+    blocks = ([b for r in backbone.interaction_indexes for b in r]
+              if "interaction_indexes" in backbone else backbone.out_indices)
+    bad = [i for i in blocks if not 0 <= i < trunk.depth]
+    if bad:
+        raise InputError(f"{source}: blocks {bad} outside trunk {trunk.name}'s "
+                         f"0..{trunk.depth - 1}")
+
+
+# Backbone arguments a registered trunk fixes: a config chooses another trunk instead.
+TRUNK_KEYS = {f"model.backbone.{k}" for k in
+              ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth")}
 
 
 def checked_options(cfg: Config, options: dict, source: Path) -> dict:
     """``--cfg-options`` with every key verified to exist in ``cfg`` and every value to have
     the type the config gives it (an int where a float is expected is fine)."""
     out = {}
-    for given, value in options.items():
-        key = DERIVED_KEYS.get(given, given)
-        if re.fullmatch(r"param_scheduler\.\d+\.(begin|end)", key):
-            raise InputError(f"--cfg-options {given}: derived from the iteration counts "
-                             f"({', '.join(ITERATION_COUNTS)}); set those instead")
+    for key, value in options.items():
         if key in TRUNK_KEYS:
-            raise InputError(f"--cfg-options {given}: fixed by the trunk ({cfg.get('trunk')}); "
-                             "choose another with trunk=<name>")
-        if key in out and out[key] != value:
-            raise InputError(f"--cfg-options: {key} given twice ({out[key]!r} and {value!r})")
+            raise InputError(f"--cfg-options {key}: fixed by the trunk "
+                             f"({cfg.model.backbone.get('trunk')}); choose another with --trunk")
         out[key] = value
         *parents, leaf = key.split(".")
         node = cfg.to_dict()
         for i, part in enumerate(parents):
             node = _child(node, part)
             if node is None or not isinstance(node, (dict, list)):
-                raise InputError(f"--cfg-options {given}: {'.'.join(parents[:i + 1])} is not a "
+                raise InputError(f"--cfg-options {key}: {'.'.join(parents[:i + 1])} is not a "
                                  f"section of {source}")
         if isinstance(node, list):
             current = _child(node, leaf)
@@ -168,12 +185,29 @@ def checked_options(cfg: Config, options: dict, source: Path) -> dict:
             if not parents and leaf in RUNNER_KEYS:
                 continue
             known = sorted(node) if isinstance(node, dict) else list(range(len(node)))
-            raise InputError(f"--cfg-options {given}: no such key in {source} "
+            raise InputError(f"--cfg-options {key}: no such key in {source} "
                              f"(known here: {', '.join(map(str, known))})")
-        _check_type(given, current, value)
+        _check_type(key, current, value)
     return out
 
 
+def follow_loop_length(cfg: Config, options: dict) -> None:
+    """An option that changes ``train_cfg.max_iters`` moves the schedulers that end with the
+    loop (``end`` = max_iters + 1, configs/_base_/default_runtime.py) along with it, so that a
+    shortened run still decays to 0; a scheduler option given with it wins."""
+    new = options.get("train_cfg.max_iters")
+    if new is None:
+        return
+    old = cfg.train_cfg.max_iters
+    for index, step in enumerate(cfg.param_scheduler):
+        key = f"param_scheduler.{index}.end"
+        if step.get("end") == old + 1 and key not in options:
+            options[key] = new + 1
+
+
+# Top-level keys the Runner takes that a config may leave out (mmengine's defaults apply).
+RUNNER_KEYS = ("work_dir", "experiment_name", "randomness", "resume", "load_from", "launcher",
+               "auto_scale_lr", "env_cfg", "log_level", "default_scope", "custom_hooks")
 def _child(node, part: str):
     if isinstance(node, list):
         in_range = part.isdigit() and int(part) < len(node)
@@ -201,97 +235,20 @@ def _check_type(key: str, current, value) -> None:
                          f"like the config's {current!r}")
 
 
-# Iteration counts a scheduler's begin/end may name: the config states them once.
-ITERATION_COUNTS = ("max_iters", "warmup_iters")
-# Backbone and optimizer keys that follow from the registered trunk (apply_trunk).
-TRUNK_KEYS = {f"model.backbone.{k}" for k in
-              ("embed_dim", "depth", "num_heads", "patch_size", "pretrain_size",
-               "pretrained_depth")} | {
-    "optim_wrapper.paramwise_cfg.num_layers"}
-
-
-def finalize_schedule(cfg: Config) -> Config:
-    """Derive the loop length and the schedulers' ``begin``/``end`` from the config's iteration
-    counts, whatever the schedule's shape: a ``begin`` or ``end`` given as the name of a count
-    (``"warmup_iters"``, ``"max_iters"``) is resolved from it. The symbolic schedule is kept
-    (``schedule``), so a dumped config re-derives from it and a new ``max_iters`` changes
-    loop and schedule together.
-
-    mmengine reaches a scheduler's final value at step ``end - 1``, hence ``end`` = count + 1:
-    a warmup to ``warmup_iters`` is complete there and a poly to ``max_iters`` reaches 0 there,
-    as in the original.
-    """
-    for name in ITERATION_COUNTS:
-        if name not in cfg:
-            continue
-        if isinstance(cfg[name], bool) or not isinstance(cfg[name], int) or cfg[name] < 1:
-            raise InputError(f"{name} must be an integer >= 1, got {cfg[name]!r}")
-    if "max_iters" not in cfg:
-        raise InputError("the config states no max_iters (the training length)")
-    schedule = cfg.get("schedule") or cfg.param_scheduler
-    resolved = []
-    for index, step in enumerate(schedule):
-        step = dict(step)
-        for bound in ("begin", "end"):
-            value = step.get(bound)
-            if isinstance(value, str):
-                if value not in ITERATION_COUNTS or value not in cfg:
-                    raise InputError(f"param_scheduler[{index}].{bound} = {value!r}: not one "
-                                     f"of this config's counts {[c for c in ITERATION_COUNTS if c in cfg]}")
-                step[bound] = cfg[value] + (1 if bound == "end" else 0)
-        resolved.append(step)
-    cfg.schedule = [dict(step) for step in schedule]
-    cfg.param_scheduler = resolved
-    cfg.train_cfg.max_iters = cfg.max_iters
-    return cfg
-
-
-def apply_trunk(cfg: Config, source: Path | str = "config") -> Config:
-    """Write the registered trunk's architecture into the backbone, and its width into what
-    reads the backbone's maps (neck, heads), its depth into the layer-wise decay."""
-    from .trunks import get_trunk
-
-    if "trunk" not in cfg:
-        raise InputError(f"{source}: no `trunk = \"<registered trunk>\"`")
-    trunk = get_trunk(cfg.trunk)
-    model = cfg.model
-    architecture = trunk.architecture
-    if "patch_size" in cfg:
-        # an experiment may run the trunk at another patch size (the adapter's 16 on the
-        # 14-patch file): its kernel is resized at load
-        architecture["patch_size"] = cfg.patch_size
-    model.backbone.update(architecture)
-    bad = [i for i in model.backbone.out_indices if not 0 <= i < trunk.depth]
-    if bad:
-        raise InputError(f"{source}: out_indices {bad} outside trunk {trunk.name}'s "
-                         f"0..{trunk.depth - 1}")
-    dim = trunk.embed_dim
-    if model.get("neck"):
-        model.neck.embed_dim = dim
-    for name in ("decode_head", "auxiliary_head"):
-        head = model.get(name)
-        if head:
-            levels = head.get("in_index", 0)
-            head.in_channels = [dim] * len(levels) if isinstance(levels, (list, tuple)) else dim
-    cfg.optim_wrapper.paramwise_cfg.num_layers = trunk.depth
-    return cfg
-
-
-def retarget_blocks(cfg: Config, written_for: str, given: set[str], source) -> Config:
-    """A config written for trunk ``written_for`` run on ``cfg.trunk``: the blocks its heads
-    read (``out_indices``) or, for the adapter, the ranges its interactions span, moved to
-    the blocks that play the same role (:meth:`Trunk.corresponding_block`), unless the options
-    set them too. Each range ends where it ended (a tap) and starts after the previous one."""
-    from .trunks import get_trunk
-
-    old, new = get_trunk(written_for), get_trunk(cfg.trunk)
-    backbone = cfg.model.backbone
+def move_to_trunk(cfg: Config, trunk: Trunk, given: set[str], source) -> Config:
+    """The config written for its trunk, run on ``trunk``: the blocks its heads read
+    (``out_indices``) or, for the adapter, the ranges its interactions span, moved to the
+    blocks that play the same role (:meth:`Trunk.corresponding_block`) unless ``given``
+    options set them; each range ends where it ended (a tap) and starts after the previous
+    one. Where the trunk is another width, so are the resamplers and the heads' inputs."""
+    old, backbone = trunk_of(cfg, source), cfg.model.backbone
+    backbone.trunk = trunk.name
 
     def moved(block):
         try:
-            return new.corresponding_block(block, old)
+            return trunk.corresponding_block(block, old)
         except ValueError as err:
-            raise InputError(f"{source}: trunk={new.name}: {err}; set "
+            raise InputError(f"{source}: --trunk {trunk.name}: {err}; set "
                              "model.backbone.out_indices for it") from None
 
     adapter = "interaction_indexes" in backbone  # its out_indices are levels, not blocks
@@ -302,62 +259,67 @@ def retarget_blocks(cfg: Config, written_for: str, given: set[str], source) -> C
         starts = [0] + [end + 1 for end in ends[:-1]]
         ranges = [[first, last] for first, last in zip(starts, ends)]
         if any(first > last for first, last in ranges):
-            raise InputError(f"{source}: trunk={new.name}: the adapter's interaction ranges "
-                             f"{backbone.interaction_indexes} have no counterpart ({ranges}); "
-                             "set model.backbone.interaction_indexes for it")
+            raise InputError(f"{source}: --trunk {trunk.name}: the adapter's interaction "
+                             f"ranges {backbone.interaction_indexes} have no counterpart "
+                             f"({ranges}); set model.backbone.interaction_indexes for it")
         backbone.interaction_indexes = ranges
+    if trunk.embed_dim != old.embed_dim:
+        model = cfg.model
+        if model.get("neck"):
+            model.neck.embed_dim = trunk.embed_dim
+        for name in ("decode_head", "auxiliary_head"):
+            head = model.get(name)
+            if head:
+                levels = head.get("in_index", 0)
+                head.in_channels = ([trunk.embed_dim] * len(levels)
+                                    if isinstance(levels, (list, tuple)) else trunk.embed_dim)
     return cfg
 
 
-# What a `demo` block must say; configs/_base_/demo.py gives all but out_indices.
-DEMO_SETTINGS = ("trunk", "out_indices", "max_iters", "crop", "head_channels", "batch_size",
-                 "lr", "evaluations")
-
-
-def shrink(cfg: Config, **settings) -> Config:
-    """Scale a paper config down in place for the CPU demo: the tiny trunk, a small crop, a
-    short budget. The structure (heads, frozen or trained trunk, losses, pipelines, schedule
-    shape) is untouched, so the demo runs the paper's code paths."""
-    unknown = set(settings) - set(DEMO_SETTINGS)
-    missing = set(DEMO_SETTINGS) - set(settings)
-    if unknown or missing:
-        raise InputError(f"demo settings: unknown {sorted(unknown)}, missing {sorted(missing)}; "
-                         f"a demo block holds {list(DEMO_SETTINGS)}")
-    d = settings
-    crop, old_crop = d["crop"], cfg.model.data_preprocessor.size[0]
-    scale = crop / old_crop
-    model = cfg.model
-    cfg.trunk = d["trunk"]
-    model.backbone.update(img_size=crop, out_indices=list(d["out_indices"]))
-    model.data_preprocessor.size = (crop, crop)
-    model.test_cfg.update(crop_size=(crop, crop),
-                          stride=tuple(round(s * scale) for s in model.test_cfg.stride))
+def move_to_dataset(cfg: Config, dataset: Dataset) -> Config:
+    """The config written for its dataset, run on ``dataset``: each dataloader's dataset class,
+    folders and label handling, and every head's class count; pipelines, schedule and model
+    stay (the fork's ADE20K and COCO-Stuff configs differ in nothing else)."""
+    for name, split in (("train_dataloader", "train"), ("val_dataloader", "val"),
+                        ("test_dataloader", "val")):
+        loader = cfg.get(name)
+        if loader:
+            loader.dataset.update(type=dataset.mmseg_type,
+                                  reduce_zero_label=dataset.reduce_zero_label,
+                                  data_prefix=dataset.data_prefix(split))
     for name in ("decode_head", "auxiliary_head"):
-        if "channels" in model.get(name, {}):
-            model[name].channels = d["head_channels"]
-
-    cfg.optim_wrapper.optimizer.lr = d["lr"]
-    max_iters = d["max_iters"]
-    if "warmup_iters" in cfg:
-        cfg.warmup_iters = max(1, round(cfg.warmup_iters * max_iters / cfg.max_iters))
-    cfg.max_iters = max_iters
-    every = max(1, max_iters // d["evaluations"])
-    cfg.train_cfg.val_interval = every
-    cfg.default_hooks.checkpoint.interval = every
-    cfg.default_hooks.logger.interval = max(1, max_iters // 10)
-
-    def scaled(size):
-        return tuple(round(s * scale) for s in size)
-
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.update(num_workers=0, persistent_workers=False)
-        for step in loader.dataset.pipeline:
-            if step.type in ("RandomResize", "Resize"):
-                step.scale = scaled(step.scale)
-            elif step.type == "RandomCrop":
-                step.crop_size = (crop, crop)
-            elif step.type == "ShortSideResize":
-                step.short_side = crop
-    cfg.train_dataloader.batch_size = d["batch_size"]
-    cfg.total_batch_size = d["batch_size"]
+        if cfg.model.get(name):
+            cfg.model[name].num_classes = dataset.num_classes
     return cfg
+
+
+def sync_bn_to_bn(obj):
+    """Replace every SyncBN norm config by BN: SyncBN needs a process group."""
+    if isinstance(obj, dict):
+        out = {k: sync_bn_to_bn(v) for k, v in obj.items()}
+        if out.get("type") == "SyncBN":
+            out["type"] = "BN"
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(sync_bn_to_bn(v) for v in obj)
+    return obj
+
+
+def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | None,
+                      launcher: str) -> None:
+    """What training and evaluation both take from the command line."""
+    if data_root:
+        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            if cfg.get(name):
+                cfg[name].dataset.data_root = str(data_root)
+    if pretrained:
+        cfg.model.backbone.pretrained = str(pretrained)
+    cfg.launcher = launcher
+    import torch
+
+    if launcher == "none" or not torch.cuda.is_available():
+        # SyncBN needs a process group, and torch's runs on GPUs only: the config the run
+        # dumps says BN, as it ran
+        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+
+

@@ -179,7 +179,8 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0, trunk: str = DEMO_TRUN
 
 
 def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path,
-                        seed: int = 0) -> Path:
+                        seed: int = 0, *, trunk: str | None = None,
+                        dataset: str | None = None) -> Path:
     """A stand-in for an experiment's released segmentation checkpoint, in the original's
     layout (``engine.evaluate.to_released_layout``): the demo config's segmentor with the
     tiny trunk from ``pretrained`` and seeded random heads. A frozen-trunk experiment gets a
@@ -188,10 +189,10 @@ def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path
 
     from .config import load_config
     from .engine.evaluate import to_released_layout
-    from .engine.train import build_segmentor
+    from .engine.segmentor import build_segmentor
     from .io import save_torch
 
-    cfg = load_config(f"demo/{experiment}")
+    cfg = load_config(f"demo/{experiment}", trunk=trunk, dataset=dataset)
     cfg.model.backbone.pretrained = str(pretrained)
     torch.manual_seed(seed)
     model = build_segmentor(cfg)

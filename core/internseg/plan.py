@@ -17,8 +17,10 @@ Memory and disk are arithmetic from the parameter counts and the dtypes the conf
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class RunCost:
     run: str
     experiment: str
     trunk: str
+    dataset: str
     regime: str
     gpus: int
     iterations: int
@@ -69,8 +72,11 @@ def regime_of(cfg) -> str:
 
 def trunk_flops_per_image(backbone) -> float:
     """Forward FLOPs of the trunk blocks that run (up to the last tap) on one image."""
-    tokens = (backbone.img_size // backbone.patch_size) ** 2 + 1
-    dim = backbone.embed_dim
+    from .config import backbone_architecture
+
+    arch = backbone_architecture(backbone)
+    tokens = (backbone.img_size // arch["patch_size"]) ** 2 + 1
+    dim = arch["embed_dim"]
     ranges = getattr(backbone, "interaction_indexes", None)
     # an adapter's out_indices name its maps; its blocks are those of its ranges
     blocks = ranges[-1][-1] + 1 if ranges else max(backbone.out_indices) + 1
@@ -135,7 +141,7 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     times are of the 224px trunk the paper's rows start from; ``trunk_scale`` (the ratio of
     trunk FLOPs, 1 on that trunk) carries them to another trunk."""
     regime = regime_of(cfg)
-    iterations = cfg.max_iters
+    iterations = cfg.train_cfg.max_iters
     steps_per_gpu = cfg.total_batch_size / (PER_GPU_BATCH * gpus)
     scaled = "" if trunk_scale == 1.0 else f", x{trunk_scale:.3f} trunk FLOPs"
     if regime in measured:
@@ -164,50 +170,47 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     # the kept checkpoints, one more being written beside them, and final.pth (a frozen
     # trunk is left out of it: it is the pretrained file)
     work_dir = checkpoint * (keep + 1) + trainable * size.weights / GB
-    return RunCost(run.id, run.experiment, run.trunk, regime, gpus, iterations,
+    return RunCost(run.id, run.experiment, run.trunk, run.dataset, regime, gpus, iterations,
                    round(seconds, 3), source,
                    round(wall, 1), round(wall * gpus, 1), round(gpu_memory, 1),
                    round(host_memory, 1), round(checkpoint, 1), round(work_dir, 1))
 
 
-def plan(experiments: list[str], preset: str, gpus: int, *, trunks: list[str] | None = None,
-         train_seeds: list[int] | None = None, results_md: Path | None = None,
+def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = None,
          gpu_check: Path | None = None,
          published_logs: dict[str, Path] | None = None) -> list[RunCost]:
-    """One cost per run the workflow would make of ``experiments`` on ``trunks`` with
-    ``train_seeds`` (internseg.registry.plan_runs: none given, each experiment's own trunk,
-    one seed). ``published_logs`` are keyed by experiment."""
-    import json
-
+    """One cost per run (:class:`internseg.registry.Run`, as ``plan_runs`` makes them).
+    ``published_logs`` are keyed by experiment: the original's run on the config's own trunk
+    and dataset."""
     from .config import load_config
     from .engine.inspect import describe
-    from .registry import experiments as registered, on_own_trunk, plan_runs
+    from .registry import experiments as registered, resolve_run
 
     measured = (measured_step_seconds(results_md.read_text())
                 if results_md and results_md.is_file() else {})
     if gpu_check and gpu_check.is_file():
         measured.update(gpu_check_step_seconds(json.loads(gpu_check.read_text())))
     known = registered(preset)
-    written, per_trunk, costs = {}, {}, []
-    for run in plan_runs(experiments, known, trunks, train_seeds).values():
-        key = (run.experiment, run.trunk)
-        if key in per_trunk:  # another seed of the same run costs the same
-            costs.append(replace(per_trunk[key], run=run.id))
+    written, per_cell, costs = {}, {}, []
+    for run in runs:
+        key = (run.experiment, run.trunk, run.dataset)
+        if key in per_cell:  # another seed of the same run costs the same
+            costs.append(replace(per_cell[key], run=run.id))
             continue
         if run.experiment not in written:
             written[run.experiment] = load_config(f"{preset}/{run.experiment}")
-        own = written[run.experiment]
-        cfg = own if on_own_trunk(run, known) else load_config(
-            f"{preset}/{run.experiment}", {"trunk": run.trunk})
+        own, exp = written[run.experiment], known[run.experiment]
+        cfg = own if (run.trunk, run.dataset) == (exp.trunk.name, exp.dataset.name) else (
+            resolve_run(preset, run))
         cfg.model.backbone.pretrained = None
         log = (published_logs or {}).get(run.experiment)
         published = (published_iteration_seconds(log.read_text(errors="replace"))
                      if log and log.is_file() else None)
         scale = (trunk_flops_per_image(cfg.model.backbone)
                  / trunk_flops_per_image(own.model.backbone))
-        per_trunk[key] = run_cost(run, cfg, describe(cfg), gpus, measured=measured,
-                                  published_seconds=published, trunk_scale=round(scale, 6))
-        costs.append(per_trunk[key])
+        per_cell[key] = run_cost(run, cfg, describe(cfg), gpus, measured=measured,
+                                 published_seconds=published, trunk_scale=round(scale, 6))
+        costs.append(per_cell[key])
     return costs
 
 
@@ -233,43 +236,3 @@ def to_markdown(costs: list[RunCost]) -> str:
                  f"{t['peak_host_memory_gb']} GB host memory per node, "
                  f"{t['work_dir_gb']} GB of work dirs.")
     return "\n".join(lines) + "\n"
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
-    p.add_argument("--preset", choices=["paper", "demo"], default="paper")
-    p.add_argument("--experiments", nargs="+", help="default: every experiment of the preset")
-    p.add_argument("--trunks", nargs="+", help="run each experiment from each of these "
-                   "registered trunks (default: the trunk its config names)")
-    p.add_argument("--train-seeds", nargs="+", type=int,
-                   help="one run per training seed (default: one run)")
-    p.add_argument("--gpus", type=int, default=PAPER_GPUS, help="GPUs per training run")
-    p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
-                   help="measured step times (benchmarks/RESULTS.md)")
-    p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
-                   help="benchmarks/gpu_check.sh's output, preferred to --results")
-    p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
-    p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
-    p.add_argument("--out", type=Path, help="also write the markdown table here")
-    p.set_defaults(func=cmd_plan)
-
-
-def cmd_plan(args) -> int:
-    import json
-
-    from .cli import parse_pairs
-    from .registry import experiments as known
-    from .io import write_text
-
-    names = args.experiments or known(args.preset)
-    logs = parse_pairs(args.published_log, "--published-log")
-    costs = plan(names, args.preset, args.gpus, trunks=args.trunks,
-                 train_seeds=args.train_seeds, results_md=args.results,
-                 gpu_check=args.gpu_check, published_logs=logs)
-    if args.out:
-        write_text(args.out, to_markdown(costs))
-    if args.json:
-        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs)), indent=2))
-    else:
-        print(to_markdown(costs), end="")
-    return 0

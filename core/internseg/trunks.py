@@ -1,8 +1,9 @@
 """The pretrained trunks an experiment can start from, one registered variant each.
 
-A config names its trunk (``trunk = "intern_vit_6b_224px"``); :func:`apply_trunk` writes that
-variant's architecture into the backbone and the widths of whatever reads its features, and
-the workflow fetches the variant's file. A new trunk is one :func:`register_trunk` call.
+A config's backbone names its trunk (``backbone=dict(type="InternViT6B",
+trunk="intern_vit_6b_224px", ...)``) and the model builds that variant's architecture from
+this registry, as timm builds a model from its registered name; the workflow fetches the
+variant's file. A new trunk is one :func:`register_trunk` call.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class Trunk:
     synthetic: a random stand-in written by ``internseg make-demo``, never downloaded.
     file_depth: blocks in the file when it holds more than ``depth`` (the extra ones are not
         loaded); None: exactly ``depth``.
+    stands_for: a synthetic trunk's real counterpart: the demo joins its runs to that trunk's
+        records (published numbers, released checkpoints), so that it exercises every path;
+        its numbers are not comparable with them.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Trunk:
     sha256: str | None = None
     synthetic: bool = False
     file_depth: int | None = None
+    stands_for: str | None = None
 
     def __post_init__(self):
         bad = [t for t in self.taps if not 0 <= t < self.depth]
@@ -51,19 +56,35 @@ class Trunk:
                     patch_size=self.patch_size, pretrain_size=self.pretrain_size,
                     pretrained_depth=self.file_depth)
 
+    def architecture_with(self, given: dict) -> dict:
+        """:attr:`architecture` for a backbone that also states some of its arguments: a
+        stated value may only repeat the variant's, but ``patch_size`` (an experiment may run
+        the trunk at another patch: the adapter's 16 on the 14-patch file, whose kernel is
+        resized at load)."""
+        out = self.architecture
+        for key, value in given.items():
+            if value is None or key not in out:
+                continue
+            if key != "patch_size" and value != out[key]:
+                raise ValueError(f"trunk {self.name} has {key}={out[key]}, the config says "
+                                 f"{value}: drop it (the trunk fixes it) or choose another trunk")
+            out[key] = value
+        return out
+
     def corresponding_block(self, block: int, source: Trunk) -> int:
         """The block of this trunk that plays ``source``'s ``block`` role, so that a config
-        written for one trunk runs on another: a tap goes to the same tap (UperNet's four
-        levels), any other block keeps its distance from the last one (a linear head on the
-        last block stays on the last). The fork's 448px ablation maps 224px's taps
-        [11, 23, 35, 47] to [11, 22, 33, 44] this way."""
+        written for one trunk runs on another, as the fork's 448px ablation configs do: a tap
+        goes to the same tap (UperNet's [11, 23, 35, 47] -> [11, 22, 33, 44]), the last block
+        to the last (a few-shot head, 47 -> 44), any other block keeps its index (linear
+        probing reads block 44 on every trunk)."""
         if block in source.taps:
             return self.taps[source.taps.index(block)]
-        mapped = self.depth - (source.depth - block)
-        if not 0 <= mapped < self.depth:
+        if block == source.depth - 1:
+            return self.depth - 1
+        if not 0 <= block < self.depth:
             raise ValueError(f"block {block} of {source.name} has no counterpart in "
                              f"{self.name}'s 0..{self.depth - 1}")
-        return mapped
+        return block
 
 
 TRUNKS: dict[str, Trunk] = {}
@@ -96,7 +117,8 @@ register_trunk(Trunk(
 # The CPU demo's trunk: the same class and key names, 96 wide and 4 deep.
 register_trunk(Trunk(
     name="intern_vit_tiny_demo", file="intern_vit_tiny_demo.pth",
-    embed_dim=96, depth=4, num_heads=4, pretrain_size=224, taps=(0, 1, 2, 3), synthetic=True))
+    embed_dim=96, depth=4, num_heads=4, pretrain_size=224, taps=(0, 1, 2, 3), synthetic=True,
+    stands_for="intern_vit_6b_224px"))
 
 # The 448px trunks of the model table, as the fork's ablation configs run them: a 32x32
 # position grid, 45 blocks, taps every 11. V1-2, V1-5 and V2-5 were released with 45 blocks;
@@ -121,4 +143,5 @@ register_trunk(Trunk(
 # with two trunks runs the per-trunk path on it.
 register_trunk(Trunk(
     name="intern_vit_tiny_demo_b", file="intern_vit_tiny_demo_b.pth", embed_dim=96, depth=3,
-    num_heads=4, pretrain_size=56, taps=(0, 1, 1, 2), file_depth=4, synthetic=True))
+    num_heads=4, pretrain_size=56, taps=(0, 1, 1, 2), file_depth=4, synthetic=True,
+    stands_for="intern_vit_6b_448px_v1_0"))

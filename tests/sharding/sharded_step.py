@@ -22,7 +22,7 @@ BATCH, CROP, CLASSES = 4, 56, 150
 
 def build(flags=()):
     from internseg.config import load_config
-    from internseg.engine.train import build_segmentor
+    from internseg.engine.segmentor import build_segmentor
 
     cfg = load_config("demo/fewshot_1of16")
     # no drop path: the comparison is then exact up to reduction order
@@ -61,7 +61,7 @@ def optimizer(model, cfg):
     from internseg.engine.layer_decay import groups_from_paramwise
 
     opt = cfg.optim_wrapper.optimizer
-    groups = groups_from_paramwise(model.named_parameters(), base_lr=opt.lr,
+    groups = groups_from_paramwise(model, base_lr=opt.lr,
                                    weight_decay=opt.weight_decay,
                                    paramwise=cfg.optim_wrapper.paramwise_cfg)
     return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas), groups

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import load_config
+from ..config import apply_run_options, load_config
 from ..env import versions
 from ..io import write_json
 from ..models.pretrained import CheckpointError, load_checkpoint_file
-from .train import apply_run_options, is_trunk_key
+from .segmentor import is_trunk_key
 
 log = logging.getLogger("internseg")
 
@@ -84,13 +84,14 @@ def load_segmentor_weights(model, path: str | Path) -> None:
 
 def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = None,
              pretrained: str | None = None, work_dir: str | None = None,
-             launcher: str = "none", cfg_options: dict | None = None) -> dict:
+             launcher: str = "none", cfg_options: dict | None = None,
+             trunk: str | None = None, dataset: str | None = None) -> dict:
     from mmengine.runner import Runner
 
     from ..results.table import check_metrics
     from .metrics import PerClassIoUMetric
 
-    cfg = load_config(config, cfg_options)
+    cfg = load_config(config, cfg_options, trunk=trunk, dataset=dataset)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None

@@ -12,6 +12,7 @@ from mmseg.registry import HOOKS
 from ..env import versions
 from ..errors import InputError
 from ..io import save_torch
+from .segmentor import trainable_state
 
 
 class TrainingDiverged(InputError):
@@ -126,8 +127,6 @@ class BestWeightsHook(Hook):
         self.kept: list[str] = []
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        from .train import trainable_state  # train imports this module
-
         value = (metrics or {}).get(self.metric)
         if value is None or (self.best is not None and value <= self.best):
             return

@@ -37,7 +37,7 @@ IDENTITY_FILE = "run_identity.json"
 # Top-level config entries that decide the weights (everything else is bookkeeping).
 WEIGHT_DECIDING_KEYS = ("model", "optim_wrapper", "param_scheduler", "train_dataloader",
                         "train_cfg", "randomness", "custom_hooks", "batch_plan",
-                        "total_batch_size", "max_iters", "warmup_iters")
+                        "total_batch_size")
 # Hooks that only observe or save; the others (seeding, schedule stepping, EMA) shape training.
 OBSERVING_HOOKS = {"PreemptionHook", "RunIdentityHook", "GatheredValidationHook",
                    "VersionsMetaHook", "PlainMessageHubHook", "FiniteLossHook",

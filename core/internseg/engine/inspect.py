@@ -6,7 +6,7 @@ The model is built on PyTorch's meta device, so the 6B configs inspect in second
 from __future__ import annotations
 
 from .layer_decay import groups_from_paramwise
-from .train import build_segmentor
+from .segmentor import build_segmentor
 
 
 def human(n: int) -> str:
@@ -14,6 +14,35 @@ def human(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return str(n)
+
+
+def resolved_settings(cfg) -> dict:
+    """What a run's config resolved to, for checking a cell before submitting it: the trunk
+    and the blocks its heads read, the dataset and its classes, the schedule and optimizer,
+    and the test geometry."""
+    from ..config import backbone_architecture, dataset_of, trunk_of
+
+    backbone, optim = cfg.model.backbone, cfg.optim_wrapper
+    arch = backbone_architecture(backbone)
+    warmup = [s for s in cfg.param_scheduler if s.type == "LinearLR"]
+    return dict(
+        trunk=trunk_of(cfg).name, depth=arch["depth"], pretrain_size=arch["pretrain_size"],
+        patch_size=arch["patch_size"], img_size=backbone.img_size,
+        out_indices=list(backbone.out_indices),
+        interaction_indexes=backbone.get("interaction_indexes"),
+        dataset=dataset_of(cfg).name, num_classes=cfg.model.decode_head.num_classes,
+        iterations=cfg.train_cfg.max_iters,
+        warmup_iterations=warmup[0].end - 1 if warmup else 0,
+        lr=optim.optimizer.lr, weight_decay=optim.optimizer.get("weight_decay", 0.0),
+        layer_decay_rate=optim.get("paramwise_cfg", {}).get("layer_decay_rate", 1.0),
+        layer_decay_layers=arch["depth"], drop_path_rate=backbone.get("drop_path_rate", 0.0),
+        freeze_trunk=bool(backbone.get("freeze_trunk")),
+        crop=list(cfg.model.data_preprocessor.size),
+        slide=dict(crop=list(cfg.model.test_cfg.crop_size),
+                   stride=list(cfg.model.test_cfg.stride)),
+        test_resize=[s.type for s in cfg.test_dataloader.dataset.pipeline
+                     if "Resize" in s.type],
+        batch_size=cfg.total_batch_size)
 
 
 def describe(cfg) -> dict:
@@ -32,7 +61,7 @@ def describe(cfg) -> dict:
     adapter = sum(p.numel() for n, p in params.items() if is_trunk and n.startswith("backbone.")
                   and not is_trunk(n.removeprefix("backbone.")))
     optim = cfg.optim_wrapper
-    groups = groups_from_paramwise(params.items(), base_lr=optim.optimizer.lr,
+    groups = groups_from_paramwise(model, base_lr=optim.optimizer.lr,
                                    weight_decay=optim.optimizer.get("weight_decay", 0.0),
                                    paramwise=optim.get("paramwise_cfg", {}))
     scales = [g["lr_scale"] for g in groups]

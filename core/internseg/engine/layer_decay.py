@@ -64,14 +64,15 @@ def layer_decay_groups(named_params: Iterable[tuple[str, nn.Parameter]], *, base
     return [groups[k] for k in sorted(groups)]
 
 
-def groups_from_paramwise(named_params: Iterable[tuple[str, nn.Parameter]], *, base_lr: float,
-                          weight_decay: float, paramwise: dict) -> list[dict]:
-    """:func:`layer_decay_groups` configured by a ``paramwise_cfg`` (with its defaults)."""
+def groups_from_paramwise(model: nn.Module, *, base_lr: float, weight_decay: float,
+                          paramwise: dict) -> list[dict]:
+    """:func:`layer_decay_groups` of a segmentor, over its trunk's depth, configured by a
+    ``paramwise_cfg`` (with its defaults)."""
     return layer_decay_groups(
-        named_params,
+        model.named_parameters(),
         base_lr=base_lr,
         weight_decay=weight_decay,
-        num_layers=paramwise.get("num_layers", 48),
+        num_layers=model.backbone.depth,
         decay_rate=paramwise.get("layer_decay_rate", 1.0),
         decay_embeddings=paramwise.get("decay_embeddings", False),
     )
@@ -79,11 +80,13 @@ def groups_from_paramwise(named_params: Iterable[tuple[str, nn.Parameter]], *, b
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class InternViTLayerDecayConstructor(DefaultOptimWrapperConstructor):
-    """``paramwise_cfg``: ``num_layers`` (48), ``layer_decay_rate`` (0.95 trained trunk, 1.0
-    frozen), ``decay_embeddings`` (False; True reproduces the original's weight decay on
-    ``pos_embed`` and ``cls_token``)."""
+    """The decay runs over the built trunk's blocks (48, 45 on the 448px trunks).
+    ``paramwise_cfg``: ``layer_decay_rate`` (0.95 trained trunk, 1.0 frozen),
+    ``decay_embeddings`` (False; True reproduces the original's weight decay on ``pos_embed``
+    and ``cls_token``). Not mmseg's ``LearningRateDecayOptimizerConstructor``: it picks its
+    layer ids by backbone class name (ConvNeXt, BEiT, MAE) from ``backbone.layers.N``."""
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
-        params.extend(groups_from_paramwise(module.named_parameters(), base_lr=self.base_lr,
+        params.extend(groups_from_paramwise(module, base_lr=self.base_lr,
                                             weight_decay=self.base_wd or 0.0,
                                             paramwise=self.paramwise_cfg))

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config
-from mmengine.hooks import EMAHook
 from mmengine.runner import FlexibleRunner
 
-from ..config import load_config
+from ..config import apply_run_options, load_config
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
 from ..io import atomic_path, check_writable, save_torch, write_json
@@ -22,6 +21,7 @@ from ..safe_load import verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
+from .segmentor import trainable_state
 
 log = logging.getLogger("internseg")
 
@@ -29,6 +29,8 @@ log = logging.getLogger("internseg")
 @dataclass
 class TrainOptions:
     config: str
+    trunk: str | None = None
+    dataset: str | None = None
     work_dir: str | None = None
     load_from: str | None = None
     resume_from: str | None = None
@@ -44,55 +46,15 @@ class TrainOptions:
     scalars_out: str | None = None
     config_out: str | None = None
     provenance_out: str | None = None
-
-
-def sync_bn_to_bn(obj):
-    """Replace every SyncBN norm config by BN: SyncBN needs a process group."""
-    if isinstance(obj, dict):
-        out = {k: sync_bn_to_bn(v) for k, v in obj.items()}
-        if out.get("type") == "SyncBN":
-            out["type"] = "BN"
-        return out
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(sync_bn_to_bn(v) for v in obj)
-    return obj
-
-
-def build_segmentor(cfg: Config, device: str = "cpu"):
-    """The segmentor ``cfg.model`` describes, built outside a Runner in mmseg's registry scope
-    as the Runner would build it, SyncBN reverted to BN as a one-process Runner does; on
-    ``device`` ("meta" builds it without allocating memory)."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
-
-    from mmseg.registry import MODELS
-
-    from .. import plugin  # noqa: F401  (the registries a config's custom_imports fill)
-
-    with DefaultScope.overwrite_default_scope("mmseg"), torch.device(device):
-        return revert_sync_batchnorm(MODELS.build(cfg.model))
-
-
-def apply_run_options(cfg: Config, *, data_root: str | None, pretrained: str | None,
-                      launcher: str) -> None:
-    """What training and evaluation both take from the command line."""
-    if data_root:
-        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if cfg.get(name):
-                cfg[name].dataset.data_root = str(data_root)
-    if pretrained:
-        cfg.model.backbone.pretrained = str(pretrained)
-    cfg.launcher = launcher
-    if launcher == "none" or not torch.cuda.is_available():
-        # SyncBN needs a process group, and torch's runs on GPUs only: the config the run
-        # dumps says BN, as it ran
-        cfg.model = sync_bn_to_bn(cfg.model.to_dict())
+    keep_best: int = 0
+    ema_momentum: float | None = None
 
 
 def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
     """The config a run trains with: file, then CLI options, in the original's precedence;
     with ``choose``, also where it starts (see :func:`choose_start`)."""
-    cfg = load_config(opts.config, opts.cfg_options)
+    cfg = load_config(opts.config, opts.cfg_options, trunk=opts.trunk, dataset=opts.dataset)
+    add_option_hooks(cfg, opts)
     # work dir: CLI, else config, else derived from the config's name
     if opts.work_dir:
         cfg.work_dir = opts.work_dir
@@ -107,7 +69,7 @@ def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
         cfg.pop("strategy", None)
     elif cfg.get("strategy"):
         if any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
-            raise InputError(f"{opts.config}: ema_momentum on a sharded trunk: mmengine's "
+            raise InputError(f"{opts.config}: --ema-momentum on a sharded trunk: mmengine's "
                              "EMAHook keeps a whole copy of the model on every rank; run it "
                              "on one GPU or without EMA")
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
@@ -121,6 +83,18 @@ def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
     if choose:
         choose_start(cfg, opts)
     return cfg
+
+
+def add_option_hooks(cfg: Config, opts: TrainOptions) -> None:
+    """The hooks of the original's training utilities that a run asks for, off as in the paper
+    configs: keep the weights of the N best validations (bf16, weights only), or train an EMA
+    of the weights (mmengine's EMAHook; validated and exported instead)."""
+    if opts.keep_best:
+        cfg.custom_hooks = [*cfg.custom_hooks,
+                            dict(type="BestWeightsHook", metric="mIoU", keep=opts.keep_best)]
+    if opts.ema_momentum is not None:
+        cfg.custom_hooks = [*cfg.custom_hooks, dict(type="EMAHook", momentum=opts.ema_momentum,
+                                                    update_buffers=True)]
 
 
 def choose_start(cfg: Config, opts: TrainOptions) -> None:
@@ -150,33 +124,6 @@ def require_cuda_for_ranks(cfg: Config, config: str) -> None:
     if not torch.cuda.is_available() and not cfg.get("strategy"):
         raise InputError(f"{config}: several ranks (--gpus/--launcher) need CUDA GPUs, and "
                          "this machine has none (only sharded configs run ranks on CPU)")
-
-
-def is_trunk_key(model, key: str) -> bool:
-    """Whether a segmentor state key is the pretrained trunk's (an adapter's own parts are
-    not: they are trained, and kept, even when the trunk is frozen)."""
-    backbone = model.backbone
-    return key.startswith("backbone.") and (
-        not hasattr(backbone, "is_trunk") or backbone.is_trunk(key.removeprefix("backbone.")))
-
-
-def trainable_state(runner, as_validated: bool = False) -> dict:
-    """State to keep as the run's result: everything (the EMA weights when an EMAHook
-    averages them), minus a frozen trunk (it is the pretrained file, unchanged), as in the
-    released head-only checkpoints. ``as_validated``: the model's weights as they are, which
-    during a validation are already the EMA ones (the hook swaps them in). Collective under
-    sharding (every rank gathers; rank 0 receives the state)."""
-    ema = None if as_validated else next(
-        (hook for hook in getattr(runner, "hooks", ()) if isinstance(hook, EMAHook)), None)
-    if isinstance(runner, FlexibleRunner):
-        model, state = runner.model, runner.strategy.model_state_dict()
-    else:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        # with EMA the result is the average, as mmengine saves it in `state_dict`
-        state = (ema.ema_model.module if ema is not None else model).state_dict()
-    if getattr(model.backbone, "freeze_trunk", False):
-        state = {k: v for k, v in state.items() if not is_trunk_key(model, k)}
-    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def export_scalars(work_dir: Path, out: Path) -> None:

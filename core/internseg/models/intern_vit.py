@@ -17,7 +17,11 @@ from torch.utils.checkpoint import checkpoint
 from mmseg.registry import MODELS
 
 from .precision import CastConv2d, CastLinear, parse_dtype, widened
+from ..trunks import get_trunk
 from .pretrained import load_pretrained_backbone, resize_pos_embed
+
+# The architecture without a named trunk: the paper's 224px InternViT-6B.
+SIX_B = get_trunk("intern_vit_6b_224px").architecture
 
 
 class RMSNorm(nn.Module):
@@ -45,7 +49,9 @@ class LayerScale(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample."""
+    """Stochastic depth per sample. Not mmcv's ``DropPath``: it thresholds ``keep + rand`` in
+    the input's dtype, which in our bf16 trunk rounds the keep rate (bernoulli_ draws at the
+    exact rate)."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
@@ -136,9 +142,14 @@ class InternViT6B(BaseModule):
     """InternViT-6B trunk.
 
     Args:
+        trunk: a registered trunk (:mod:`internseg.trunks`), e.g. ``"intern_vit_6b_224px"``:
+            its width, depth, heads, patch, pretrain grid and file depth, as timm builds a
+            variant from its name. None: the arguments below, defaults the 224px trunk's.
         img_size: training crop; sets the position-embedding grid (504 -> 36x36).
         patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, qk_normalization,
-        layerscale_init, norm_eps: architecture, defaults are the 6B model's.
+        layerscale_init, norm_eps: architecture, defaults are the 6B model's; with ``trunk``,
+            a stated width, depth, heads or pretrain size must be the trunk's (``patch_size``
+            may differ: the kernel is resized at load).
         drop_path_rate: stochastic depth, ``linspace(0, rate, depth)`` over blocks.
         out_indices: blocks whose outputs are returned, as fp32 (B, C, H, W) maps.
         with_cp: activation checkpointing per block (trained trunk at 504 px needs it).
@@ -159,12 +170,13 @@ class InternViT6B(BaseModule):
     """
 
     def __init__(self,
+                 trunk: str | None = None,
                  img_size: int = 504,
-                 patch_size: int = 14,
+                 patch_size: int | None = None,
                  in_channels: int = 3,
-                 embed_dim: int = 3200,
-                 depth: int = 48,
-                 num_heads: int = 25,
+                 embed_dim: int | None = None,
+                 depth: int | None = None,
+                 num_heads: int | None = None,
                  mlp_ratio: float = 4.0,
                  qkv_bias: bool = False,
                  qk_normalization: bool = True,
@@ -177,10 +189,19 @@ class InternViT6B(BaseModule):
                  trunk_dtype: str = "bfloat16",
                  master_weights: bool = True,
                  pretrained: str | None = None,
-                 pretrain_size: int = 224,
+                 pretrain_size: int | None = None,
                  pretrained_depth: int | None = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        given = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                     patch_size=patch_size, pretrain_size=pretrain_size,
+                     pretrained_depth=pretrained_depth)
+        arch = get_trunk(trunk).architecture_with(given) if trunk else {
+            **SIX_B, **{k: v for k, v in given.items() if v is not None}}
+        embed_dim, depth, num_heads = arch["embed_dim"], arch["depth"], arch["num_heads"]
+        patch_size, pretrain_size = arch["patch_size"], arch["pretrain_size"]
+        pretrained_depth = arch["pretrained_depth"]
+        self.trunk = trunk
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
             raise ValueError(f"out_indices {bad} outside 0..{depth - 1}")

@@ -5,6 +5,9 @@ default_scope = "mmseg"
 custom_imports = dict(imports=["internseg.plugin"], allow_failed_imports=False)
 # The paper's batch: 8 GPUs x 2. `internseg train` keeps it with any GPU count (batching.py).
 total_batch_size = 16
+# The training images: a seeded 1/N subset of the training split (`internseg split`), 1 = all
+# of them in file order, as the original's configs (max_image_num) chose them.
+train_fraction = 1
 optim_wrapper = dict(
     # mmengine's OptimWrapper that also logs the gradient norm of every update (observe.py)
     type="GradNormOptimWrapper",
@@ -12,20 +15,19 @@ optim_wrapper = dict(
     # gradient clipping to this total norm; None (no clipping) as in the original
     max_grad_norm=None,
     optimizer=dict(type="AdamW", lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
+    # layer-wise decay over the trunk's blocks (the built backbone's depth)
     constructor="InternViTLayerDecayConstructor",
-    # num_layers: the trunk's depth, set from the registered trunk (config.apply_trunk)
     paramwise_cfg=dict(layer_decay_rate=0.95, decay_embeddings=False),
 )
-# Poly (power 1) times a linear warmup from 1e-6, per iteration. A config states max_iters and
-# warmup_iters once; a scheduler's begin/end naming one is resolved from it
-# (internseg.config.finalize_schedule), whatever the schedule's shape.
-max_iters = 80000
-warmup_iters = 1500
+# Poly (power 1) times a linear warmup from 1e-6, per iteration: 1500 warmup iterations of
+# 80000. mmengine reaches a scheduler's last value at step end - 1, so `end` is the count + 1:
+# the warmup is complete at 1500 and the poly reaches 0 after the last iteration, as in the
+# original. A config with other counts restates both (and train_cfg.max_iters).
 param_scheduler = [
-    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end="warmup_iters"),
-    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end="max_iters"),
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=1501),
+    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=80001),
 ]
-train_cfg = dict(type="IterBasedTrainLoop", max_iters=None, val_interval=1000)
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=80000, val_interval=1000)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
 default_hooks = dict(
@@ -49,11 +51,6 @@ custom_hooks = [
     # SIGURG (profiles/slurm), SIGTERM or SIGUSR1: checkpoint, exit 75, resubmit, resume
     dict(type="PreemptionHook"),
 ]
-# Options of the original's training utilities, off as in the paper configs: keep the
-# weights of the N best validations (bf16, weights only: BestWeightsHook), train an EMA of
-# the weights with this momentum (mmengine's EMAHook; validated and exported instead).
-keep_best_checkpoints = 0
-ema_momentum = None
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

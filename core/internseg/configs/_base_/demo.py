@@ -1,13 +1,43 @@
-# The CPU demo: a paper config shrunk by internseg.config.shrink to the tiny registered trunk,
-# a small crop and a short budget. A demo config inherits its paper config and this file, and
-# states its out_indices (and, if it wants, any other setting below).
-demo = dict(
-    trunk="intern_vit_tiny_demo",
-    crop=112,
-    head_channels=32,
-    batch_size=4,
-    # A random 96-wide trunk learns nothing in a few hundred steps at the paper's 4e-5.
-    lr=2e-3,
-    evaluations=2,
-    max_iters=80,
-)
+# What the CPU demo's configs share: pipelines at 112 px crops (8 patches of 14; 128 for the
+# adapter, whose sides are multiples of 32), scaled from the paper's 504 (512) as crop / 504
+# (512). A demo config inherits its paper config and this file and states the rest itself (the
+# tiny trunk, its blocks and widths, the schedule), so that what it says is what runs;
+# tests/test_configs.py checks that it differs from its paper config in nothing else.
+demo_train_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="RandomResize", scale=(448, 112), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomCrop", crop_size=(112, 112), cat_max_ratio=0.75),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PhotoMetricDistortion"),
+    dict(type="PackSegInputs"),
+]
+demo_setr_test_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="ShortSideResize", short_side=112),
+    dict(type="ResizeToMultiple", size_divisor=14),
+    dict(type="LoadAnnotations"),
+    dict(type="PackSegInputs"),
+]
+demo_capped_test_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="Resize", scale=(448, 112), keep_ratio=True),
+    dict(type="ResizeToMultiple", size_divisor=14),
+    dict(type="LoadAnnotations"),
+    dict(type="PackSegInputs"),
+]
+demo_adapter_train_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="RandomResize", scale=(512, 128), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomCrop", crop_size=(128, 128), cat_max_ratio=0.75),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PhotoMetricDistortion"),
+    dict(type="PackSegInputs"),
+]
+demo_adapter_test_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="ShortSideResize", short_side=128),
+    dict(type="LoadAnnotations"),
+    dict(type="PackSegInputs"),
+]

@@ -9,6 +9,8 @@ model = dict(
     backbone=dict(out_indices=[47], drop_path_rate=0.4, freeze_trunk=False, master_weights=True)
 )
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05), paramwise_cfg=dict(layer_decay_rate=0.95))
-warmup_iters = 1500
 # A trained trunk does not fit one GPU under plain DDP: shard it (internseg.engine.sharding).
 strategy = dict(type="ShardedTrunkStrategy")
+# The 1/16 to 1/2 configs test with the capped resize; 1/1 goes back to SETR_Resize.
+val_dataloader = dict(dataset=dict(pipeline={{_base_.capped_test_pipeline}}))
+test_dataloader = val_dataloader

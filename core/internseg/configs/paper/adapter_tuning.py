@@ -5,16 +5,6 @@ _base_ = [
     "../_base_/datasets/ade20k_512.py",
     "../_base_/default_runtime.py",
 ]
-# The table row (internseg.registry): the seed README's adapter row; no released checkpoint.
-experiment = dict(
-    setting="adapter tuning",
-    fraction=1,
-    paper_miou=58.1,
-    published_log="upernet_intern_vit_adapter_6b_512_80k_ade20k_bs16_lr4e-5.log",
-    released_checkpoint=None,
-)
-# the 14-patch trunk run at patch 16: its kernel (and 16x16 position grid) resized at load
-patch_size = 16
 crop = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop),
@@ -22,6 +12,9 @@ model = dict(
     backbone=dict(
         type="InternViTAdapter",
         img_size=512,
+        # the 14-patch trunk run at patch 16: its kernel (and 16x16 position grid) resized
+        # at load
+        patch_size=16,
         drop_path_rate=0.0,
         freeze_trunk=True,
         # fp16 as the fork ran it (DeepSpeed fp16 + ToFloat16Hook), not the other rows' bf16

@@ -1,4 +1,5 @@
-# ADE20K at a 504 crop (36x36 patches of 14 px). Paths are set by `internseg train/test`.
+# ADE20K at a 504 crop (36x36 patches of 14 px). Paths are set by `internseg train/test`;
+# `--dataset` moves a config to another registered dataset (internseg.datasets).
 dataset_type = "ADE20KDataset"
 data_root = "resources/ade/ADEChallengeData2016"
 crop_size = (504, 504)
@@ -11,20 +12,20 @@ train_pipeline = [
     dict(type="PhotoMetricDistortion"),
     dict(type="PackSegInputs"),
 ]
-test_pipeline = [
+# The original's 1/1, linear-probing, head-tuning and full-tuning configs test with SETR_Resize:
+# short side to 504, long side uncapped; patch 14: both sides rounded up so that every pixel
+# falls in a whole patch.
+setr_test_pipeline = [
     dict(type="LoadImageFromFile"),
-    dict(type="Resize", scale=(2016, 504), keep_ratio=True),
-    # patch 14: both sides rounded up so that every pixel falls in a whole patch
+    dict(type="ShortSideResize", short_side=504),
     dict(type="ResizeToMultiple", size_divisor=14),
     dict(type="LoadAnnotations"),
     dict(type="PackSegInputs"),
 ]
-# The original's 1/1, linear-probing, head-tuning and full-tuning configs test with SETR_Resize:
-# short side to 504, long side uncapped (the 1/16 to 1/2 configs use the pipeline above).
-# Those configs set it as their val/test pipeline.
-setr_test_pipeline = [
+# Its 1/16 to 1/2 configs cap the long side at 2016 instead (configs/_base_/fewshot.py).
+capped_test_pipeline = [
     dict(type="LoadImageFromFile"),
-    dict(type="ShortSideResize", short_side=504),
+    dict(type="Resize", scale=(2016, 504), keep_ratio=True),
     dict(type="ResizeToMultiple", size_divisor=14),
     dict(type="LoadAnnotations"),
     dict(type="PackSegInputs"),
@@ -53,7 +54,7 @@ val_dataloader = dict(
         data_root=data_root,
         reduce_zero_label=True,
         data_prefix=dict(img_path="images/validation", seg_map_path="annotations/validation"),
-        pipeline=test_pipeline,
+        pipeline=setr_test_pipeline,
     ),
 )
 test_dataloader = val_dataloader

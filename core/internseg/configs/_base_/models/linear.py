@@ -1,7 +1,4 @@
-# InternViT-6B + linear head (BN over the trunk's channels, 1x1 conv to 150 classes).
-# The registered trunk the model starts from (internseg.trunks): it fixes the backbone's
-# width, depth, heads, patch and pretrain grid, and the widths of the heads reading it.
-trunk = "intern_vit_6b_224px"
+# InternViT-6B + linear head (BN over the trunk's channels, 1x1 conv to the classes).
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
     type="SegDataPreProcessor",
@@ -17,6 +14,9 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type="InternViT6B",
+        # a registered trunk (internseg.trunks): it fixes width, depth, heads, patch and the
+        # pretrain grid; `internseg train --trunk` runs the config on another one
+        trunk="intern_vit_6b_224px",
         img_size=504,
         mlp_ratio=4.0,
         qkv_bias=False,
@@ -35,6 +35,7 @@ model = dict(
     ),
     decode_head=dict(
         type="LinearHead",
+        in_channels=3200,
         in_index=0,
         num_classes=150,
         norm_cfg=norm_cfg,

@@ -1,14 +1,14 @@
-# InternViT-6B + resamplers + UPerHead, auxiliary FCN head (loss weight 0.4); in_channels
-# and the resamplers' width come from the trunk.
+# InternViT-6B + resamplers + UPerHead, auxiliary FCN head (loss weight 0.4).
 _base_ = ["./linear.py"]
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 model = dict(
     backbone=dict(out_indices=[11, 23, 35, 47]),
     # bf16 compute, fp32 maps out: the original's resamplers are part of its bf16 backbone
-    neck=dict(type="FeatureResampler", compute_dtype="bfloat16"),
+    neck=dict(type="FeatureResampler", embed_dim=3200, compute_dtype="bfloat16"),
     decode_head=dict(
         _delete_=True,
         type="UPerHead",
+        in_channels=[3200, 3200, 3200, 3200],
         in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6),
         channels=1536,
@@ -22,6 +22,7 @@ model = dict(
     ),
     auxiliary_head=dict(
         type="FCNHead",
+        in_channels=3200,
         in_index=2,
         channels=1536,
         num_convs=1,
