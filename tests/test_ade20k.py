@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -421,10 +420,9 @@ def test_tree_changed_after_manifest_is_noticed(good_zip, data_root):
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    ade20k.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from internseg.cli import main
+
+    return main(argv)
 
 
 def test_cli_success(good_zip, data_root, capsys):
@@ -445,7 +443,7 @@ def test_cli_data_error_returns_2_naming_the_file(tmp_path, data_root, capsys):
                   "--max-errors", "3", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.startswith("prepare-ade20k: error:")
+    assert err.startswith("internseg prepare-ade20k: error:")
     assert "ADE_train_00000002.jpg: no label map" in err and "... and 4 more" in err
     assert "Traceback" not in err
     assert not manifest.exists()

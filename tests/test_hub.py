@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from internseg.hub import ChecksumError, PinError, add_parser, fetch_file
+from internseg.hub import ChecksumError, HubError, PinError, fetch_file
 
 REPO = "OpenGVLab/InternVL"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -229,11 +228,12 @@ def test_offline_without_cache_fails_cleanly(hf_env, tmp_path, monkeypatch, caps
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(HubError, match="offline"):
         fetch(tmp_path / NAME)
     assert not (tmp_path / NAME).exists()
     assert run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--revision", COMMIT]) == 2
-    assert f"error: {NAME}:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: {NAME} from {REPO}" in err and "offline (HF_HUB_OFFLINE" in err
 
 
 def test_verified_dest_is_reused_without_the_hub(hub, hf_env, tmp_path):
@@ -318,10 +318,9 @@ def test_malformed_sha256_is_refused(hub, tmp_path):
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="internseg")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from internseg.cli import main
+
+    return main(argv)
 
 
 def test_cli_fetch(hub, tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -191,10 +190,9 @@ def test_seed_from_log_without_selection_line_warns(tmp_path):
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    splits.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from internseg.cli import main
+
+    return main(argv)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ so that every later step finds the data at the same path.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import logging
@@ -28,8 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .argtypes import int_at_least
-from .errors import EXIT_INPUT, InputError
+from .errors import InputError
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -547,43 +545,3 @@ def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Pa
     report(f"{target}: re-extracted; {manifest['train_count']} training and "
            f"{manifest['val_count']} validation pairs; manifest {manifest_path}")
     return Prepared(manifest, "re-extracted")
-
-
-# ---------------------------------------------------------------- CLI
-
-
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "prepare-ade20k", help="verify, extract and validate ADE20K; write its manifest",
-        description=__doc__.splitlines()[0])
-    p.add_argument("--source", required=True, type=Path,
-                   help="ADEChallengeData2016.zip, or an extracted ADEChallengeData2016 folder "
-                        "(or its parent), validated in place and symlinked into --data-root")
-    p.add_argument("--data-root", required=True, type=Path,
-                   help="folder that will contain ADEChallengeData2016/")
-    p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
-                                  "omitted = not verified")
-    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
-    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
-    p.add_argument("--manifest", type=Path,
-                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
-    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
-                   help="problems listed in full before '... and N more'")
-    p.add_argument("--workers", type=int_at_least(1), help="threads for decoding label maps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_prepare)
-    return p
-
-
-def cmd_prepare(args) -> int:
-    try:
-        prepare_ade20k(args.source, args.data_root, sha1=args.sha1,
-                       manifest_path=args.manifest, train_count=args.train_count,
-                       val_count=args.val_count, max_errors=args.max_errors,
-                       workers=args.workers, progress=not args.no_progress, report=print)
-    except (DatasetError, OSError) as err:
-        print(f"prepare-ade20k: error: {err}", file=sys.stderr)
-        return EXIT_INPUT
-    return 0

@@ -1,4 +1,5 @@
-"""The `internseg` command that every workflow rule calls.
+"""The `internseg` command that every workflow rule calls: every subcommand, and the one
+handler that turns an expected problem into one line (exit 2).
 
 Heavy imports (torch, mmseg) happen inside the subcommands so that light steps start fast.
 """
@@ -6,13 +7,15 @@ Heavy imports (torch, mmseg) happen inside the subcommands so that light steps s
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from . import ade20k, argtypes, hub, plan, splits
+from . import argtypes
+from .argtypes import int_at_least
 from .errors import EXIT_INPUT, InputError
 
 log = logging.getLogger("internseg")
@@ -24,9 +27,24 @@ def _dict_action():
     return DictAction
 
 
-def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train one experiment (mmengine Runner)")
+def add_run_selection(p) -> None:
+    """A config and where it runs: its own trunk and dataset unless others are named."""
     p.add_argument("config", help="config file, or <preset>/<experiment>, e.g. demo/head_tuning")
+    p.add_argument("--trunk", help="run the config on this registered trunk (internseg.trunks): "
+                   "its heads read the blocks of the same role")
+    p.add_argument("--dataset", help="run the config on this registered dataset "
+                   "(internseg.datasets): dataset class, folders and class count")
+    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={},
+                   help="override config keys, e.g. train_cfg.max_iters=100 (the schedulers "
+                        "that end with the loop follow it)")
+
+
+# ---------------------------------------------------------------- train, test, inspect
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one run (mmengine Runner)")
+    add_run_selection(p)
     p.add_argument("--work-dir", help="where checkpoints and logs go "
                    "(default: the config's work_dir, else work_dirs/<config name>)")
     p.add_argument("--load-from", help="initialise from this checkpoint (no resume)")
@@ -38,19 +56,22 @@ def add_train(sub) -> None:
     p.add_argument("--seed-record", help="split.json from `internseg split`: train with the "
                    "seed its subset was drawn with, as the original runs did")
     p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={},
-                   help="override config keys, e.g. train_cfg.max_iters=100")
-    p.add_argument("--data-root", help="the ADEChallengeData2016 folder")
+    p.add_argument("--data-root", help="the prepared dataset tree (e.g. ADEChallengeData2016)")
     p.add_argument("--split", help="file of training image stems to train on")
     p.add_argument("--pretrained", help="intern_vit_6b_224px.pth-format trunk checkpoint")
+    p.add_argument("--keep-best", type=int_at_least(0), default=0, metavar="N",
+                   help="keep the weights of the N best validations (bf16, weights only)")
+    p.add_argument("--ema-momentum", type=argtypes.open_unit_interval, metavar="M",
+                   help="train an EMA of the weights (mmengine's EMAHook); it is validated and "
+                        "exported")
     p.add_argument("--final-checkpoint", help="write the trained weights here at the end")
     p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
     p.add_argument("--config-out", help="write the config the run used here")
     p.add_argument("--provenance-out", help="write what made the weights here (JSON: git "
                    "commit, versions, run identity and its input sha256s, hardware)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--gpus", type=int, default=0, help="start one process per GPU (srun "
-                   "inside a Slurm allocation, torchrun elsewhere); 0 or 1: this process")
+    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch")
+    p.add_argument("--gpus", type=int_at_least(0), default=0, help="start one process per GPU "
+                   "(srun inside a Slurm allocation, torchrun elsewhere); 0 or 1: this process")
     p.set_defaults(func=cmd_train)
 
 
@@ -69,7 +90,8 @@ def train_in_this_process(args) -> int:
 
     if args.gpus > 1 and args.launcher == "none":
         # before the ranks start: each would fail on its own, with a traceback
-        require_cuda_for_ranks(load_config(args.config, args.cfg_options), args.config)
+        require_cuda_for_ranks(load_config(args.config, args.cfg_options, trunk=args.trunk,
+                                           dataset=args.dataset), args.config)
     command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
                              os.environ)
     if command:
@@ -109,15 +131,14 @@ def strip_option(argv: list[str], option: str) -> list[str]:
 
 def add_test(sub) -> None:
     p = sub.add_parser("test", help="evaluate a checkpoint: slide inference, metrics.json")
-    p.add_argument("config")
+    add_run_selection(p)
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--data-root")
     p.add_argument("--pretrained", help="trunk checkpoint, for head-only checkpoints")
     p.add_argument("--work-dir")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={})
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int_at_least(1))
     p.set_defaults(func=cmd_test)
 
 
@@ -130,32 +151,248 @@ def cmd_test(args) -> int:
     check_writable(Path(args.out).parent, "--out folder")
     result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
                       pretrained=args.pretrained, work_dir=args.work_dir,
-                      launcher=args.launcher, cfg_options=args.cfg_options)
+                      launcher=args.launcher, cfg_options=args.cfg_options, trunk=args.trunk,
+                      dataset=args.dataset)
     print(f"mIoU {result['mIoU']}  mAcc {result['mAcc']}  aAcc {result['aAcc']}  -> {args.out}")
     return 0
 
 
 def add_inspect(sub) -> None:
-    p = sub.add_parser("inspect", help="parameter counts and optimizer groups (no memory used)")
-    p.add_argument("config")
+    p = sub.add_parser("inspect", help="a run's resolved settings, parameter counts and "
+                       "optimizer groups (built on the meta device: no memory used)")
+    add_run_selection(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
 
 
 def cmd_inspect(args) -> int:
     from .config import load_config
-    from .engine.inspect import describe
+    from .engine.inspect import describe, resolved_settings
 
-    info = dict(config=args.config, **describe(load_config(args.config)))
+    cfg = load_config(args.config, args.cfg_options, trunk=args.trunk, dataset=args.dataset)
+    info = dict(config=args.config, resolved=resolved_settings(cfg), **describe(cfg))
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        groups = info["param_groups"]
-        print(f"{args.config}: trainable / total {info['summary']} "
-              f"({info['summary_without_auxiliary_head']} without the auxiliary head) "
-              f"(backbone {info['backbone_params']:,}); {groups['count']} optimizer groups, "
-              f"lr scale {groups['lr_scale_min']:.3g}..{groups['lr_scale_max']:.3g}")
+        return 0
+    r, groups = info["resolved"], info["param_groups"]
+    print(f"{args.config} on {r['trunk']} (depth {r['depth']}), {r['dataset']} "
+          f"({r['num_classes']} classes): blocks {r['out_indices']}, {r['iterations']} "
+          f"iterations at lr {r['lr']:g}, layer decay {r['layer_decay_rate']}")
+    print(f"trainable / total {info['summary']} ({info['summary_without_auxiliary_head']} "
+          f"without the auxiliary head) (backbone {info['backbone_params']:,}); "
+          f"{groups['count']} optimizer groups, lr scale "
+          f"{groups['lr_scale_min']:.3g}..{groups['lr_scale_max']:.3g}")
     return 0
+
+
+# ---------------------------------------------------------------- records and data
+
+
+def add_records(sub) -> None:
+    p = sub.add_parser("records", help="every published number the table compares with, "
+                       "with its source")
+    p.add_argument("--json", action="store_true", help="a list of objects, one per cell")
+    p.set_defaults(func=cmd_records)
+
+
+def cmd_records(args) -> int:
+    from .records import records
+    from .results.table import to_markdown
+
+    rows = [r.as_json() for r in records().values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    import pandas as pd
+
+    columns = ["dataset", "trunk", "experiment", "mIoU", "source", "published_log"]
+    shown = pd.DataFrame(rows)[columns].assign(mIoU=[f"{r['mIoU']:.1f}" for r in rows])
+    print(to_markdown(shown), end="")
+    return 0
+
+
+def add_fetch(sub) -> None:
+    from .hub import DEFAULT_REPO_ID
+
+    p = sub.add_parser(
+        "fetch", help="download a pinned file from the Hub (or take it from --local-dir) and "
+        "verify it", description="Download FILENAME from the Hugging Face Hub at a pinned "
+        "commit (or take it from --local-dir), check its size and sha256, and write it "
+        "atomically to --out.")
+    p.add_argument("filename", metavar="FILENAME", help="file name inside the repo")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="destination file")
+    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, metavar="ID")
+    p.add_argument("--revision", metavar="REV", help="40-hex commit id of the repo")
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 (unpinned if omitted)")
+    p.add_argument("--size", type=int, metavar="N",
+                   help="expected size in bytes (unpinned if omitted)")
+    p.add_argument("--local-dir", type=Path, metavar="DIR",
+                   help="take the file from DIR instead of the Hub")
+    p.set_defaults(func=cmd_fetch)
+
+
+def cmd_fetch(args) -> int:
+    from .hub import fetch_file
+
+    print(fetch_file(args.filename, repo_id=args.repo_id, revision=args.revision,
+                     dest=args.out, sha256=args.sha256, size=args.size,
+                     local_dir=args.local_dir))
+    return 0
+
+
+def add_prepare_ade20k(sub) -> None:
+    from .ade20k import EXPECTED_SHA1, MAX_ERRORS, TOP, TRAIN_COUNT, VAL_COUNT
+
+    p = sub.add_parser("prepare-ade20k", help="verify, extract and validate ADE20K; write its "
+                       "manifest")
+    p.add_argument("--source", required=True, type=Path,
+                   help="ADEChallengeData2016.zip, or an extracted ADEChallengeData2016 folder "
+                        "(or its parent), validated in place and symlinked into --data-root")
+    p.add_argument("--data-root", required=True, type=Path,
+                   help="folder that will contain ADEChallengeData2016/")
+    p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
+                                  "omitted = not verified")
+    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
+    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
+    p.add_argument("--manifest", type=Path,
+                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
+    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
+                   help="problems listed in full before '... and N more'")
+    p.add_argument("--workers", type=int_at_least(1), help="threads for decoding label maps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare_ade20k)
+
+
+def cmd_prepare_ade20k(args) -> int:
+    from .ade20k import prepare_ade20k
+
+    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, manifest_path=args.manifest,
+                   train_count=args.train_count, val_count=args.val_count,
+                   max_errors=args.max_errors, workers=args.workers,
+                   progress=not args.no_progress, report=print)
+    return 0
+
+
+def add_split(sub) -> None:
+    from .splits import TOTAL_TRAIN
+
+    p = sub.add_parser(
+        "split", help="write a few-shot training split (one stem per line + .sha256)",
+        description="Write the 1/N training subset: sorted stems, shuffled with the seed, "
+                    "first total // N kept.  Without a seed, fraction 1 keeps every stem, sorted.")
+    p.add_argument("--manifest", required=True, type=Path,
+                   help="a prepared dataset's manifest JSON (its train_stems)")
+    p.add_argument("--fraction", required=True, type=int_at_least(1), help="N of 1/N")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=argtypes.seed, help="seed from the config")
+    seed.add_argument("--seed-from-log", type=Path, metavar="LOG",
+                      help="published training log holding 'Set random seed to <N>'")
+    p.add_argument("--out", required=True, type=Path, help="split file to write")
+    p.add_argument("--record", type=Path,
+                   help="JSON to write: fraction, seed, seed_source, count, sha256")
+    p.set_defaults(func=cmd_split)
+
+    q = sub.add_parser("seed-from-log", help="print the seed a published training log used")
+    q.add_argument("log", type=Path)
+    q.add_argument("--fraction", type=int_at_least(1),
+                   help="also check the log's 'Randomly select' count against total // N")
+    q.add_argument("--total", type=int_at_least(1), default=TOTAL_TRAIN,
+                   help=f"training images the subset was drawn from (default {TOTAL_TRAIN})")
+    q.add_argument("--json", action="store_true", help="print all facts as JSON")
+    q.set_defaults(func=cmd_seed_from_log)
+
+
+def cmd_split(args) -> int:
+    from .io import write_json
+    from .splits import few_shot_subset, load_train_stems, seed_from_log, write_split
+
+    stems = load_train_stems(args.manifest)
+    if args.seed_from_log is not None:
+        seed = seed_from_log(args.seed_from_log, args.fraction, total=len(stems)).seed
+        source = f"log:{args.seed_from_log}"
+    else:
+        seed, source = args.seed, ("config" if args.seed is not None else "none")
+    chosen = few_shot_subset(stems, args.fraction, seed)
+    digest = write_split(args.out, chosen)
+    if args.record is not None:
+        write_json(args.record, {"fraction": args.fraction, "seed": seed,
+                                 "seed_source": source, "count": len(chosen),
+                                 "total": len(stems), "sha256": digest,
+                                 "split": str(args.out)})
+    print(f"1/{args.fraction}: {len(chosen)} of {len(stems)} training images "
+          f"(seed {seed}, {source}) -> {args.out}")
+    return 0
+
+
+def cmd_seed_from_log(args) -> int:
+    from .splits import seed_from_log
+
+    facts = seed_from_log(args.log, args.fraction, args.total)
+    print(json.dumps({"log": str(args.log), **facts._asdict()}) if args.json else facts.seed)
+    return 0
+
+
+# ---------------------------------------------------------------- plan
+
+
+def add_plan(sub) -> None:
+    from .plan import PAPER_GPUS
+
+    p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
+    p.add_argument("--preset", choices=["paper", "demo"], default="paper")
+    p.add_argument("--runs", nargs="+", metavar="RUN",
+                   help="run ids <dataset>/<trunk>/<experiment>[/seed<N>] (what the workflow "
+                        "plans); else --experiments x --trunks x --datasets x --train-seeds")
+    p.add_argument("--experiments", nargs="+", help="default: every experiment of the preset")
+    p.add_argument("--trunks", nargs="+", help="run each experiment from each of these "
+                   "registered trunks (default: the trunk its config names)")
+    p.add_argument("--datasets", nargs="+", help="run each experiment on each of these "
+                   "registered datasets (default: the dataset its config names)")
+    p.add_argument("--train-seeds", nargs="+", type=argtypes.seed,
+                   help="one run per training seed (default: one run)")
+    p.add_argument("--table15", action="store_true",
+                   help="also the InternVL 2.5 report's Table 15 grid: linear probing, head "
+                        "tuning and full tuning on every trunk and dataset it has records of")
+    p.add_argument("--gpus", type=int_at_least(1), default=PAPER_GPUS,
+                   help="GPUs per training run")
+    p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
+                   help="measured step times (benchmarks/RESULTS.md)")
+    p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
+                   help="benchmarks/gpu_check.sh's output, preferred to --results")
+    p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
+    p.add_argument("--out", type=Path, help="also write the markdown table here")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args) -> int:
+    from dataclasses import asdict
+
+    from .io import write_text
+    from .plan import plan, to_markdown, totals
+    from .registry import experiments, parse_run_id, plan_runs, table15_runs
+
+    known = experiments(args.preset)
+    if args.runs:
+        runs = {r: parse_run_id(r) for r in args.runs}
+    else:
+        runs = plan_runs(args.experiments or list(known), known, args.trunks, args.datasets,
+                         args.train_seeds)
+    if args.table15:
+        runs |= table15_runs(known, train_seeds=args.train_seeds)
+    logs = parse_pairs(args.published_log, "--published-log")
+    costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
+                 gpu_check=args.gpu_check, published_logs=logs)
+    if args.out:
+        write_text(args.out, to_markdown(costs))
+    if args.json:
+        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs)), indent=2))
+    else:
+        print(to_markdown(costs), end="")
+    return 0
+
+
+# ---------------------------------------------------------------- demo stand-ins
 
 
 def add_make_demo(sub) -> None:
@@ -165,9 +402,9 @@ def add_make_demo(sub) -> None:
     p.add_argument("--checkpoint", help="trunk checkpoint to write (the trunk's file name)")
     p.add_argument("--trunk", default="intern_vit_tiny_demo",
                    help="registered synthetic trunk to write (internseg.trunks)")
-    p.add_argument("--train-count", type=int, default=96)
-    p.add_argument("--val-count", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-count", type=int_at_least(1), default=96)
+    p.add_argument("--val-count", type=int_at_least(1), default=16)
+    p.add_argument("--seed", type=argtypes.seed, default=0)
     p.set_defaults(func=cmd_make_demo)
 
 
@@ -189,42 +426,51 @@ def add_make_demo_released(sub) -> None:
     p = sub.add_parser("make-demo-released", help="write a demo stand-in for an experiment's "
                        "released checkpoint, in the original's key layout")
     p.add_argument("experiment", help="demo experiment, e.g. head_tuning")
+    p.add_argument("--trunk", help="the registered trunk it is on (default: the config's)")
+    p.add_argument("--dataset", help="the registered dataset it is for (default: the config's)")
     p.add_argument("--pretrained", required=True, help="the tiny trunk written by make-demo")
     p.add_argument("--out", required=True, help=".pth to write")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=argtypes.seed, default=0)
     p.set_defaults(func=cmd_make_demo_released)
 
 
 def cmd_make_demo_released(args) -> int:
     from .demo import write_released_demo
 
-    write_released_demo(args.out, args.experiment, args.pretrained, args.seed)
+    write_released_demo(args.out, args.experiment, args.pretrained, args.seed,
+                        trunk=args.trunk, dataset=args.dataset)
     print(f"released stand-in for {args.experiment} -> {args.out}")
     return 0
 
 
+# ---------------------------------------------------------------- results
+
+
 def add_aggregate(sub) -> None:
-    p = sub.add_parser("aggregate", help="one table (ours beside the paper) and the plots")
+    p = sub.add_parser("aggregate", help="the tables (ours beside the published numbers) and "
+                       "the plots")
     p.add_argument("runs", nargs="+",
-                   help="run folders <runs-root>/<trunk>/<experiment>[/seed<N>]")
+                   help="run folders <runs-root>/<dataset>/<trunk>/<experiment>[/seed<N>]")
     p.add_argument("--runs-root", default="results/runs",
                    help="the folder run ids are relative to (default results/runs)")
     p.add_argument("--published-log", nargs="*", default=[], metavar="RUN=PATH",
                    help="the original's training log, for its final and best validation mIoU")
     p.add_argument("--released-metrics", nargs="*", default=[], metavar="RUN=PATH",
                    help="metrics.json of the experiment's released checkpoint (released_mIoU)")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=argtypes.positive_float, default=None,
                    help="mIoU points from the paper's number a row may be and still be "
                         "'within' (default: twice the row's seed spread, or 1.0 for one run)")
-    p.add_argument("--csv", required=True, help="every run, one row each")
-    p.add_argument("--summary-csv", required=True,
-                   help="one row per trunk and experiment: mean, std, n, verdict")
-    p.add_argument("--markdown", required=True)
+    p.add_argument("--csv", help="every run, one row each")
+    p.add_argument("--summary-csv",
+                   help="one row per dataset, trunk and experiment: mean, std, n, verdict")
+    p.add_argument("--markdown", help="the summary and every run, per dataset and trunk")
+    p.add_argument("--table15-csv", help="the Table 15 view, one row per trunk and column")
+    p.add_argument("--table15-markdown", help="the Table 15 view in the report's layout")
     p.add_argument("--provenance-csv", help="per run: git commit, versions, run identity, "
                    "input sha256s, hardware (from each run's provenance.json)")
-    p.add_argument("--fraction-plot", required=True)
-    p.add_argument("--trunk-plot", required=True, help="trunk x regime bars")
-    p.add_argument("--curves-plot", required=True)
+    p.add_argument("--fraction-plot")
+    p.add_argument("--trunk-plot", help="trunk x regime bars, one panel per dataset")
+    p.add_argument("--curves-plot")
     p.set_defaults(func=cmd_aggregate)
 
 
@@ -248,7 +494,12 @@ def cmd_aggregate(args) -> int:
     from .results.plots import plot_miou_vs_fraction, plot_training_curves, plot_trunk_regimes
     from .results.table import (build_table, load_record, provenance_table, report_markdown,
                                 summarize)
+    from .results.table15 import table15, table15_markdown
 
+    outputs = ("csv", "summary_csv", "markdown", "table15_csv", "table15_markdown",
+               "provenance_csv", "fraction_plot", "trunk_plot", "curves_plot")
+    if not any(getattr(args, name) for name in outputs):
+        raise InputError("aggregate: nothing to write; give at least one output option")
     logs = parse_pairs(args.published_log, "--published-log", key="RUN")
     released = parse_pairs(args.released_metrics, "--released-metrics", key="RUN")
     root = Path(args.runs_root).resolve()
@@ -271,28 +522,55 @@ def cmd_aggregate(args) -> int:
     table = build_table(records)
     summary = summarize(table, args.tolerance)
     markdown = report_markdown(table, summary)
-    write_text(args.csv, table.to_csv(index=False))
-    write_text(args.summary_csv, summary.to_csv(index=False))
-    write_text(args.markdown, markdown)
-    if args.provenance_csv:
-        write_text(args.provenance_csv, provenance_table(records).to_csv(index=False))
-    plot_miou_vs_fraction(summary, args.fraction_plot)
-    plot_trunk_regimes(summary, args.trunk_plot)
-    plot_training_curves(scalars, args.curves_plot,
-                         {r.run: r.published for r in records if r.published})
-    print(markdown)
+    for out, text in ((args.csv, lambda: table.to_csv(index=False)),
+                      (args.summary_csv, lambda: summary.to_csv(index=False)),
+                      (args.markdown, lambda: markdown),
+                      (args.table15_csv,
+                       lambda: table15(summary, args.tolerance).to_csv(index=False)),
+                      (args.table15_markdown,
+                       lambda: table15_markdown(table15(summary, args.tolerance))),
+                      (args.provenance_csv,
+                       lambda: provenance_table(records).to_csv(index=False))):
+        if out:
+            write_text(out, text())
+    if args.fraction_plot:
+        plot_miou_vs_fraction(summary, args.fraction_plot)
+    if args.trunk_plot:
+        plot_trunk_regimes(summary, args.trunk_plot)
+    if args.curves_plot:
+        plot_training_curves(scalars, args.curves_plot,
+                             {r.run: r.published for r in records if r.published})
+    print(table15_markdown(table15(summary, args.tolerance)) if args.table15_markdown
+          else markdown)
     return 0
+
+
+# ---------------------------------------------------------------- the command
+
+
+SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
+               add_split, add_plan, add_make_demo, add_make_demo_released, add_aggregate)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="internseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_test, add_inspect, hub.add_parser, ade20k.add_parser,
-                splits.add_parser, plan.add_parser, add_make_demo, add_make_demo_released,
-                add_aggregate):
+    for add in SUBCOMMANDS:
         add(sub)
     return parser
+
+
+def expected_os_error(err: OSError) -> str | None:
+    """One line for an OSError that names what the user gave or where we write: a missing,
+    misplaced or unwritable path, a full disk. None: keep the traceback."""
+    path = err.filename
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                        PermissionError)) and path:
+        return f"{path}: {err.strerror}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{path or 'a file being written'}: no space left on the device ({err.strerror})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,12 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    except PermissionError as err:
-        # a folder we were told to write to (work, output, cache) is read-only
-        if not err.filename:
+    except OSError as err:
+        line = expected_os_error(err)
+        if line is None:
             raise
-        print(f"internseg {args.command}: error: {err.filename}: not writable "
-              f"({err.strerror})", file=sys.stderr)
+        print(f"internseg {args.command}: error: {line}", file=sys.stderr)
         return EXIT_INPUT
 
 

@@ -11,10 +11,9 @@ import logging
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
-from internseg.errors import EXIT_INPUT, InputError, MissingFileError
+from internseg.errors import InputError, MissingFileError
 from internseg.io import atomic_path, hash_file, write_text
 
 log = logging.getLogger(__name__)
@@ -134,11 +133,65 @@ def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -
     # Read at call time: huggingface_hub reads HF_ENDPOINT once, when it is first imported.
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
     # token=None: huggingface_hub takes HF_TOKEN (or the saved login) itself; it never passes through here.
-    path = hf_hub_download(
-        repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-        library_name="internseg",
-    )
+    try:
+        path = hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+            library_name="internseg",
+        )
+    except Exception as err:
+        reason = hub_failure(err, endpoint or "https://huggingface.co")
+        if reason is None:
+            raise
+        raise HubError(f"{filename} from {repo_id} at {revision}: {reason}") from None
     return Path(path)
+
+
+class HubError(InputError):
+    """The Hub did not give the file; the message says which failure it was."""
+
+
+def _causes(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def hub_failure(err: BaseException, endpoint: str) -> str | None:
+    """Why a download failed, in words that tell offline, refused, a server error and a
+    missing file apart (huggingface_hub folds most into one 'check your connection'); None
+    for a failure that is not the network's or the repo's (keeps its traceback)."""
+    import socket
+
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError,
+                                        LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                        RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    for cause in _causes(err):
+        if isinstance(cause, RemoteEntryNotFoundError):
+            return "no such file in the repo at that revision"
+        if isinstance(cause, RevisionNotFoundError):
+            return "no such revision in the repo"
+        if isinstance(cause, GatedRepoError):
+            return "the repo is gated: accept its terms and set HF_TOKEN"
+        if isinstance(cause, RepositoryNotFoundError):
+            return "no such repo (or a private one: set HF_TOKEN)"
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            return f"HTTP {cause.response.status_code} from {endpoint} (the Hub or a proxy failed)"
+        if isinstance(cause, OfflineModeIsEnabled):
+            return "offline (HF_HUB_OFFLINE is set) and the file is not in the cache"
+        if isinstance(cause, socket.gaierror) or "Name or service not known" in str(cause) or (
+                "nodename nor servname" in str(cause)):
+            return f"cannot resolve the host of {endpoint}: this machine looks offline"
+        if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+            return f"connection refused by {endpoint}"
+        if "timed out" in str(cause).lower() or type(cause).__name__.endswith("Timeout"):
+            return f"{endpoint} did not answer in time"
+    if isinstance(err, LocalEntryNotFoundError):
+        return f"{endpoint} cannot be reached and the file is not in the cache ({err})"
+    return None
 
 
 def _verify(path: Path, filename: str, sha256: str | None, size: int | None) -> str:
@@ -175,38 +228,3 @@ def _place(src: Path, dest: Path) -> None:
         except OSError:  # another filesystem, or one without hard links
             log.info("copying %s to %s", src, dest)
             shutil.copyfile(src, tmp)
-
-
-def add_parser(subparsers):
-    """Register ``internseg fetch`` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "fetch", help="download a pinned file from the Hub (or take it from --local-dir) and verify it",
-        description="Download FILENAME from the Hugging Face Hub at a pinned commit (or take it from"
-        " --local-dir), check its size and sha256, and write it atomically to --out.",
-    )
-    p.add_argument("filename", metavar="FILENAME", help="file name inside the repo")
-    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="destination file")
-    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, metavar="ID")
-    p.add_argument("--revision", metavar="REV", help="40-hex commit id of the repo")
-    p.add_argument("--sha256", metavar="HEX", help="expected sha256 (unpinned if omitted)")
-    p.add_argument("--size", type=int, metavar="N", help="expected size in bytes (unpinned if omitted)")
-    p.add_argument("--local-dir", type=Path, metavar="DIR", help="take the file from DIR instead of the Hub")
-    p.set_defaults(func=_run_fetch)
-    return p
-
-
-def _run_fetch(args) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        path = fetch_file(args.filename, repo_id=args.repo_id, revision=args.revision, dest=args.out,
-                          sha256=args.sha256, size=args.size, local_dir=args.local_dir)
-    except (ChecksumError, PinError, FileNotFoundError, HfHubHTTPError) as err:
-        msg = str(err)
-        # huggingface_hub's own messages (offline, not found) do not always say which file.
-        if args.filename not in msg:
-            msg = f"{args.filename}: {msg}"
-        print(f"internseg fetch: error: {msg}", file=sys.stderr)
-        return EXIT_INPUT
-    print(path)
-    return 0

@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from . import argtypes
-from .argtypes import int_at_least
-from .errors import EXIT_INPUT, InputError
-from .io import sha256_file, write_json, write_text
+from .errors import InputError
+from .io import sha256_file, write_text
 
 TOTAL_TRAIN = 20210
 
@@ -192,73 +189,3 @@ def seed_from_log(path: str | Path, fraction: int | None = None,
     except ValueError as err:
         raise SplitError(f"{path}: {err}") from None
     return facts
-
-
-# ---------------------------------------------------------------- CLI
-
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "split", help="write a few-shot training split (one stem per line + .sha256)",
-        description="Write the 1/N training subset: sorted stems, shuffled with the seed, "
-                    "first total // N kept.  Without a seed, fraction 1 keeps every stem, sorted.")
-    p.add_argument("--manifest", required=True, type=Path,
-                   help="manifest JSON from prepare-ade20k (its train_stems)")
-    p.add_argument("--fraction", required=True, type=int_at_least(1), help="N of 1/N")
-    seed = p.add_mutually_exclusive_group()
-    seed.add_argument("--seed", type=argtypes.seed, help="seed from the config")
-    seed.add_argument("--seed-from-log", type=Path, metavar="LOG",
-                      help="published training log holding 'Set random seed to <N>'")
-    p.add_argument("--out", required=True, type=Path, help="split file to write")
-    p.add_argument("--record", type=Path,
-                   help="JSON to write: fraction, seed, seed_source, count, sha256")
-    p.set_defaults(func=cmd_split)
-
-    q = subparsers.add_parser("seed-from-log", help="print the seed a published training log used")
-    q.add_argument("log", type=Path)
-    q.add_argument("--fraction", type=int_at_least(1),
-                   help="also check the log's 'Randomly select' count against total // N")
-    q.add_argument("--total", type=int_at_least(1), default=TOTAL_TRAIN,
-                   help=f"training images the subset was drawn from (default {TOTAL_TRAIN})")
-    q.add_argument("--json", action="store_true", help="print all facts as JSON")
-    q.set_defaults(func=cmd_seed_from_log)
-
-
-def _fail(command: str, err: Exception) -> int:
-    print(f"{command}: error: {err}", file=sys.stderr)
-    return EXIT_INPUT
-
-
-def cmd_split(args) -> int:
-    try:
-        stems = load_train_stems(args.manifest)
-        if args.seed_from_log is not None:
-            seed = seed_from_log(args.seed_from_log, args.fraction, total=len(stems)).seed
-            source = f"log:{args.seed_from_log}"
-        else:
-            seed, source = args.seed, ("config" if args.seed is not None else "none")
-        chosen = few_shot_subset(stems, args.fraction, seed)
-        digest = write_split(args.out, chosen)
-        if args.record is not None:
-            write_json(args.record, {"fraction": args.fraction, "seed": seed,
-                                     "seed_source": source, "count": len(chosen),
-                                     "total": len(stems), "sha256": digest,
-                                     "split": str(args.out)})
-    except (InputError, OSError) as err:
-        return _fail("split", err)
-    print(f"1/{args.fraction}: {len(chosen)} of {len(stems)} training images "
-          f"(seed {seed}, {source}) -> {args.out}")
-    return 0
-
-
-def cmd_seed_from_log(args) -> int:
-    try:
-        facts = seed_from_log(args.log, args.fraction, args.total)
-    except (InputError, OSError) as err:
-        return _fail("seed-from-log", err)
-    if args.json:
-        print(json.dumps({"log": str(args.log), **facts._asdict()}))
-    else:
-        print(facts.seed)
-    return 0
