@@ -14,9 +14,10 @@ TRUNK = "intern_vit_6b_224px"
 
 
 def record(name, ours, paper, fraction=1, setting="few-shot", trunk=TRUNK, train_seed=None,
-           subset_seed=7):
-    run = f"{trunk}/{name}" + ("" if train_seed is None else f"/seed{train_seed}")
-    return RunRecord(run=run, experiment=name, setting=setting, head="LinearHead",
+           subset_seed=7, dataset="ade20k"):
+    run = f"{dataset}/{trunk}/{name}" + ("" if train_seed is None else f"/seed{train_seed}")
+    return RunRecord(run=run, dataset=dataset, experiment=name, setting=setting,
+                     head="LinearHead",
                      trunk=trunk, trunk_mode="trained", fraction=fraction,
                      iterations=100, train_images=20210 // fraction, subset_seed=subset_seed,
                      train_seed=train_seed, seed_source="log:x.log", paper_miou=paper,
@@ -38,7 +39,7 @@ def test_markdown_has_a_row_per_run_and_dashes_for_missing():
     md = to_markdown(build_table([record("head_tuning", 50.0, 54.9),
                                   record("full_tuning", None, 58.9)]))
     lines = md.strip().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| run | experiment |")
+    assert len(lines) == 4 and lines[0].startswith("| run | dataset | experiment |")
     assert "| 54.90 | – | 50.00 | -4.90 |" in lines[2]  # no released mIoU given
     assert "–" in lines[3]
 
@@ -61,7 +62,7 @@ def outputs(tmp_path):
 
 
 def aggregate_one(tmp_path, metrics_text, config=None):
-    run = tmp_path / "runs" / TRUNK / "fewshot_1of16"
+    run = tmp_path / "runs" / "ade20k" / TRUNK / "fewshot_1of16"
     run.mkdir(parents=True)
     config = config or f'_base_ = ["{config_path("paper", "fewshot_1of16")}"]\n'
     (run / "config.py").write_text(config)
@@ -74,7 +75,7 @@ def aggregate_one(tmp_path, metrics_text, config=None):
 def test_aggregate_names_the_broken_run(tmp_path, capsys):
     code, run = aggregate_one(tmp_path, "{not json")
     assert code == 2
-    assert f"{TRUNK}/fewshot_1of16" in capsys.readouterr().err
+    assert f"ade20k/{TRUNK}/fewshot_1of16" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
 
 
@@ -118,9 +119,9 @@ def test_fraction_series_come_from_the_settings_not_the_names():
                                                                  setting="head tuning"),
         record("b", 52.0, 57.2, 1, trunk="other")]))
     series = fraction_series(summary)
-    # two trunks in the run: a series is named by trunk and setting
-    assert sorted(series) == [f"{TRUNK}, few-shot", f"{TRUNK}, head tuning"]
-    assert list(series[f"{TRUNK}, few-shot"]["experiment"]) == ["a", "b"]  # 1/16 first
+    # two trunks in the run: a series is named by dataset, trunk and setting
+    assert sorted(series) == [f"ade20k, {TRUNK}, few-shot", f"ade20k, {TRUNK}, head tuning"]
+    assert list(series[f"ade20k, {TRUNK}, few-shot"]["experiment"]) == ["a", "b"]  # 1/16 first
 
 
 def test_summary_is_mean_std_and_verdict_over_the_seeds_of_a_row():
@@ -159,9 +160,10 @@ def test_trunk_by_regime_grid_and_report_blocks():
     assert list(grid.columns) == ["linear probing", "head tuning"]  # few-shot 1/16 is not 1/1
     assert grid.loc["v2_5", "head tuning"] == 52.0
     md = report_markdown(table, summary)
-    assert md.index(f"## {TRUNK}") < md.index("## v2_5") < md.index("## Trunk x regime")
+    assert md.index(f"## ade20k, {TRUNK}") < md.index("## ade20k, v2_5") < md.index(
+        "## Trunk x regime on ade20k")
     assert md.index("## Trunk x regime") < md.index("## Every run")
-    assert "| within ±1.00 |" in md and f"| {TRUNK}/linear_probing |" in md
+    assert "| within ±1.00 |" in md and f"| ade20k/{TRUNK}/linear_probing |" in md
 
 
 def test_best_validation_is_the_first_highest_in_optimizer_updates():
@@ -176,7 +178,7 @@ def test_best_validation_is_the_first_highest_in_optimizer_updates():
 
 def finished_run(tmp_path, experiment: str, miou: float, count: int, fraction: int):
     """A run folder as the workflow leaves it: config, metrics and split record."""
-    run = tmp_path / "runs" / TRUNK / experiment
+    run = tmp_path / "runs" / "ade20k" / TRUNK / experiment
     run.mkdir(parents=True)
     (run / "config.py").write_text(f'_base_ = ["{config_path("paper", experiment)}"]\n')
     (run / "metrics.json").write_text(json.dumps({"mIoU": miou, "mAcc": 55.0, "aAcc": 80.0}))
@@ -193,13 +195,15 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     log = tmp_path / "published.log"
     log.write_text(PUBLISHED_LOG)
     csv = tmp_path / "t.csv"
-    code = main(["aggregate", str(run), "--published-log", f"{TRUNK}/fewshot_1of16={log}",
+    code = main(["aggregate", str(run), "--published-log",
+                 f"ade20k/{TRUNK}/fewshot_1of16={log}",
                  *outputs(tmp_path)])
     assert code == 0
     row = pd.read_csv(csv).iloc[0]
-    # setting, paper number, head and trunk are the experiment config's metadata
+    # setting, head and trunk are the config's; the paper's number is its record's
     assert (row.setting, row.paper_mIoU, row["head"], row.trunk, row.trunk_mode) == (
         "few-shot", 46.5, "LinearHead", "intern_vit_6b_224px", "trained")
+    assert row.dataset == "ade20k" and row.paper_source == "InternVL 1.0, Sec. 4.2.2: few-shot 1/16"
     assert (row.our_mIoU, row.difference) == (44.0, -2.5)
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
     assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
@@ -212,7 +216,7 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     released = tmp_path / "released.json"
     released.write_text(json.dumps({"mIoU": 54.87, "mAcc": 66.0, "aAcc": 85.0}))
     args = ["aggregate", str(run), *outputs(tmp_path)]
-    assert main([*args, "--released-metrics", f"{TRUNK}/head_tuning={released}"]) == 0
+    assert main([*args, "--released-metrics", f"ade20k/{TRUNK}/head_tuning={released}"]) == 0
     table = pd.read_csv(tmp_path / "t.csv")
     assert list(table.columns[table.columns.get_loc("paper_mIoU"):][:3]) == [
         "paper_mIoU", "released_mIoU", "our_mIoU"]
@@ -220,7 +224,7 @@ def test_aggregate_puts_the_released_checkpoints_miou_beside_the_papers(tmp_path
     assert main(args) == 0  # without released metrics: the column stays, empty
     assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].released_mIoU)
     released.write_text(json.dumps({"mAcc": 66.0}))
-    assert main([*args, "--released-metrics", f"{TRUNK}/head_tuning={released}"]) == 2
+    assert main([*args, "--released-metrics", f"ade20k/{TRUNK}/head_tuning={released}"]) == 2
 
 
 # mmcv 1.x text-log lines as its TextLoggerHook and EvalHook write them (mmseg 0.x: fractions)
@@ -309,11 +313,11 @@ def test_aggregate_writes_each_runs_provenance(tmp_path):
     assert main(["aggregate", str(run), str(bare), *outputs(tmp_path),
                  "--provenance-csv", str(out)]) == 0
     rows = pd.read_csv(out, dtype=str).set_index("run")
-    first = rows.loc[f"{TRUNK}/head_tuning"]
+    first = rows.loc[f"ade20k/{TRUNK}/head_tuning"]
     assert (first.git_commit, first.device, first.world_size, first.torch) == (
         "ab" * 20, "NVIDIA H200", "8", "2.13.0")
     assert first["onedl-mmsegmentation"] == "1.4.2"
-    assert rows.loc[f"{TRUNK}/full_tuning"].isna().all()  # no provenance.json: nothing made up
+    assert rows.loc[f"ade20k/{TRUNK}/full_tuning"].isna().all()  # no provenance.json: nothing made up
 
 
 def test_a_broken_provenance_file_is_named(tmp_path, capsys):
@@ -322,4 +326,4 @@ def test_a_broken_provenance_file_is_named(tmp_path, capsys):
     assert main(["aggregate", str(run), *outputs(tmp_path),
                  "--provenance-csv", str(tmp_path / "p.csv")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert str(run / "provenance.json") in line and f"{TRUNK}/head_tuning" in line, line
+    assert str(run / "provenance.json") in line and f"ade20k/{TRUNK}/head_tuning" in line, line

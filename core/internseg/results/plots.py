@@ -16,13 +16,14 @@ from .table import read_scalars, regimes, validations  # noqa: E402
 
 
 def fraction_series(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The rows that form a curve over the training fraction: per trunk and setting (from
-    each experiment's metadata), those with two or more distinct fractions, sorted by
-    fraction. With one trunk a series is named by its setting alone."""
+    """The rows that form a curve over the training fraction: per dataset, trunk and setting,
+    those with two or more distinct fractions, sorted by fraction. With one trunk and one
+    dataset a series is named by its setting alone."""
     rows = summary.assign(x=summary["fraction"].map(lambda f: 1 / int(str(f).split("/")[1])))
-    several = rows["trunk"].nunique() > 1
-    return {(f"{trunk}, {setting}" if several else setting): group.sort_values("x")
-            for (trunk, setting), group in rows.groupby(["trunk", "setting"], sort=False)
+    several = rows["trunk"].nunique() > 1 or rows["dataset"].nunique() > 1
+    return {(f"{dataset}, {trunk}, {setting}" if several else setting): group.sort_values("x")
+            for (dataset, trunk, setting), group in rows.groupby(["dataset", "trunk", "setting"],
+                                                                  sort=False)
             if group["x"].nunique() > 1}
 
 
@@ -51,7 +52,7 @@ def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
     ticks = pd.concat(series.values()).drop_duplicates("x")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks["x"], ticks["fraction"])
-    ax.set_xlabel("fraction of ADE20K training images")
+    ax.set_xlabel("fraction of the training images")
     ax.set_ylabel("mIoU (%)")
     ax.set_title("InternViT-6B segmentation against training fraction")
     ax.grid(alpha=0.3)
@@ -60,22 +61,27 @@ def plot_miou_vs_fraction(summary: pd.DataFrame, out: str | Path) -> Path:
 
 
 def plot_trunk_regimes(summary: pd.DataFrame, out: str | Path) -> Path:
-    """Trunk x regime: for each setting trained on all the images, one bar per trunk (mean
-    mIoU, seed spread as error bars)."""
-    means, spreads = regimes(summary), regimes(summary, "our_mIoU_std")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if means.empty:
-        return _empty(fig, ax, out, "no setting trained on all the images in this run")
-    width = 0.8 / len(means.index)
-    for i, trunk in enumerate(means.index):
-        x = [j + (i - (len(means.index) - 1) / 2) * width for j in range(len(means.columns))]
-        ax.bar(x, means.loc[trunk].fillna(0), width, yerr=spreads.loc[trunk].fillna(0),
-               capsize=3, label=trunk)
-    ax.set_xticks(range(len(means.columns)), means.columns)
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title("trunk x regime")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    """Trunk x regime, one panel per dataset: for each setting trained on all the images, one
+    bar per trunk (mean mIoU, seed spread as error bars)."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    grids = {d: (regimes(summary[summary["dataset"] == d]),
+                 regimes(summary[summary["dataset"] == d], "our_mIoU_std")) for d in datasets}
+    grids = {d: g for d, g in grids.items() if not g[0].empty}
+    fig, axes = plt.subplots(1, max(len(grids), 1), figsize=(6 * max(len(grids), 1), 3.5),
+                             squeeze=False)
+    if not grids:
+        return _empty(fig, axes[0][0], out, "no setting trained on all the images in this run")
+    for ax, (dataset, (means, spreads)) in zip(axes[0], grids.items()):
+        width = 0.8 / len(means.index)
+        for i, trunk in enumerate(means.index):
+            x = [j + (i - (len(means.index) - 1) / 2) * width for j in range(len(means.columns))]
+            ax.bar(x, means.loc[trunk].fillna(0), width, yerr=spreads.loc[trunk].fillna(0),
+                   capsize=3, label=trunk)
+        ax.set_xticks(range(len(means.columns)), means.columns)
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"trunk x regime, {dataset}")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
     return _save(fig, out)
 
 

@@ -1,5 +1,6 @@
-"""The table: one row per run (every value kept), and one per trunk and experiment with the
-mean and spread over its seeds, beside the paper's number and a verdict."""
+"""The table: one row per run (every value kept), one per dataset, trunk and experiment with
+the mean and spread over its seeds beside the published number of record and a verdict, and
+the InternVL 2.5 report's Table 15 view of the trunk x regime x dataset grid."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import pandas as pd
 from ..errors import InputError
 from .published import PublishedLog, read_published_log
 
-COLUMNS = ["run", "experiment", "setting", "head", "trunk", "trunk_mode", "fraction",
+COLUMNS = ["run", "dataset", "experiment", "setting", "head", "trunk", "trunk_mode", "fraction",
            "train_images", "subset_seed", "train_seed", "seed_source", "iterations",
            "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
            "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
-           "published_best_iter", "published_s_per_iter", "published_memory_MB"]
-SUMMARY_COLUMNS = ["trunk", "experiment", "setting", "fraction", "n", "varied", "our_mIoU",
-                   "our_mIoU_std", "paper_mIoU", "difference", "tolerance", "verdict",
-                   "released_mIoU", "mAcc", "aAcc", "runs"]
+           "published_best_iter", "published_s_per_iter", "published_memory_MB", "paper_source"]
+SUMMARY_COLUMNS = ["dataset", "trunk", "experiment", "setting", "fraction", "n", "varied",
+                   "our_mIoU", "our_mIoU_std", "paper_mIoU", "difference", "tolerance",
+                   "verdict", "released_mIoU", "mAcc", "aAcc", "runs", "paper_source"]
 # Seed-to-seed spread of ADE20K mIoU is 0.5-2 points (mmseg's regression benchmark): the
 # tolerance of a row measured once, when the user sets none.
 DEFAULT_TOLERANCE = 1.0
@@ -31,6 +32,7 @@ class RunRecord:
     """What one finished run left behind, already parsed."""
 
     run: str
+    dataset: str
     experiment: str
     setting: str
     head: str
@@ -44,6 +46,8 @@ class RunRecord:
     seed_source: str
     paper_miou: float | None
     metrics: dict
+    # where the paper's number was printed (internseg.records), "" without a record
+    paper_source: str = ""
     best_validation: tuple[float, int] | None = None
     published: PublishedLog | None = None
     # mIoU of the original's released checkpoint, evaluated here with the same `internseg test`
@@ -84,7 +88,8 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
         published = r.published or PublishedLog()
         summary = published.summary
         rows.append(dict(
-            run=r.run, experiment=r.experiment, setting=r.setting, head=r.head,
+            run=r.run, dataset=r.dataset, experiment=r.experiment, setting=r.setting,
+            head=r.head,
             trunk=r.trunk, trunk_mode=r.trunk_mode, fraction=f"1/{r.fraction}",
             train_images=r.train_images, subset_seed=r.subset_seed, train_seed=r.train_seed,
             seed_source=r.seed_source, iterations=r.iterations,
@@ -96,6 +101,7 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             # as the original measured them on its 8 A100s (mmcv's `time`, `memory`)
             published_s_per_iter=published.seconds_per_iter,
             published_memory_MB=published.memory_mb,
+            paper_source=r.paper_source,
         ))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -108,13 +114,14 @@ def varied_seeds(runs: pd.DataFrame) -> str:
 
 
 def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
-    """One row per trunk and experiment, in the table's order: mean and standard deviation
+    """One row per dataset, trunk and experiment, in the table's order: mean and standard deviation
     (n - 1) of our mIoU over its runs, n, which seeds varied, and the verdict: the mean
     within ``tolerance`` mIoU of the paper's number or outside it. Without a tolerance, a row
     of several runs uses twice its measured standard deviation, one run
     :data:`DEFAULT_TOLERANCE`."""
     rows = []
-    for (trunk, experiment), runs in table.groupby(["trunk", "experiment"], sort=False):
+    for (dataset, trunk, experiment), runs in table.groupby(["dataset", "trunk", "experiment"],
+                                                            sort=False):
         ours = runs["our_mIoU"].astype(float)
         n = int(ours.notna().sum())
         mean = round(float(ours.mean()), 2) if n else None
@@ -124,24 +131,28 @@ def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFra
         allowed = tolerance if tolerance is not None else (
             2 * std if std else DEFAULT_TOLERANCE)
         difference = None if mean is None or paper is None else round(mean - paper, 2)
-        verdict = ("–" if difference is None else
-                   "within" if abs(difference) <= allowed + 1e-9 else "outside")
         released = runs["released_mIoU"].dropna()
         rows.append(dict(
-            trunk=trunk, experiment=experiment, setting=runs["setting"].iloc[0],
+            dataset=dataset, trunk=trunk, experiment=experiment, setting=runs["setting"].iloc[0],
             fraction=runs["fraction"].iloc[0], n=n, varied=varied_seeds(runs),
             our_mIoU=mean, our_mIoU_std=std, paper_mIoU=paper, difference=difference,
-            tolerance=round(allowed, 2), verdict=verdict,
+            tolerance=round(allowed, 2), verdict=verdict_of(difference, allowed),
             released_mIoU=float(released.iloc[0]) if len(released) else None,
             mAcc=round(float(runs["mAcc"].mean()), 2), aAcc=round(float(runs["aAcc"].mean()), 2),
-            runs=" ".join(runs["run"])))
+            runs=" ".join(runs["run"]), paper_source=runs["paper_source"].iloc[0]))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def verdict_of(difference: float | None, tolerance: float) -> str:
+    if difference is None:
+        return "–"
+    return "within" if abs(difference) <= tolerance + 1e-9 else "outside"
+
+
 def regimes(summary: pd.DataFrame, values: str = "our_mIoU") -> pd.DataFrame:
-    """Trunk x regime: mean mIoU (or ``values``, e.g. its std) of each trunk (rows) in each
-    setting trained on all the images (columns: linear probing, head tuning, full tuning,
-    ...), the shape of the InternVL 2.5 report's segmentation ablation."""
+    """Trunk x regime on one dataset: mean mIoU (or ``values``, e.g. its std) of each trunk
+    (rows) in each setting trained on all the images (columns: linear probing, head tuning,
+    full tuning, ...), the shape of the InternVL 2.5 report's segmentation ablation."""
     full = summary[summary["fraction"] == "1/1"]
     table = full.pivot_table(index="trunk", columns="setting", values=values,
                              aggfunc="first", sort=False)
@@ -160,19 +171,20 @@ SHOWN = ["experiment", "setting", "fraction", "n", "varied", "mIoU", "paper_mIoU
 
 
 def report_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """``results/table.md``: one block per trunk (mean ± std over seeds, verdict), the trunk x
-    regime table, then every run."""
+    """``results/<preset>/table.md``: one block per dataset and trunk (mean ± std over seeds,
+    verdict), the trunk x regime table per dataset, then every run."""
     parts = []
-    for trunk, rows in summary.groupby("trunk", sort=False):
+    for (dataset, trunk), rows in summary.groupby(["dataset", "trunk"], sort=False):
         shown = rows.assign(
             mIoU=[mean_and_spread(m, s) for m, s in zip(rows["our_mIoU"], rows["our_mIoU_std"])],
             verdict=[v if v == "–" else f"{v} ±{t:.2f}"
                      for v, t in zip(rows["verdict"], rows["tolerance"])])
-        parts.append(f"## {trunk}\n\n" + to_markdown(shown[SHOWN]))
-    grid = regimes(summary)
-    if not grid.empty:
-        parts.append("## Trunk x regime (mIoU, mean over seeds)\n\n"
-                     + to_markdown(grid.reset_index()))
+        parts.append(f"## {dataset}, {trunk}\n\n" + to_markdown(shown[SHOWN]))
+    for dataset, rows in summary.groupby("dataset", sort=False):
+        grid = regimes(rows)
+        if not grid.empty:
+            parts.append(f"## Trunk x regime on {dataset} (mIoU, mean over seeds)\n\n"
+                         + to_markdown(grid.reset_index()))
     parts.append("## Every run\n\n" + to_markdown(table))
     return "\n".join(parts)
 
@@ -228,15 +240,16 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
                 published_log: str | Path | None = None,
                 released_metrics: str | Path | None = None,
                 provenance_file: str | Path | None = None) -> RunRecord:
-    """Read the files of run ``<trunk>/<experiment>[/seed<N>]``: its config (the row's
-    metadata is in it: internseg.registry), metrics, split record and, if given, its training
-    scalars, the original's published log and the metrics of its released checkpoint; a bad
-    file is named in the error."""
-    from ..config import load_config
-    from ..registry import metadata, parse_run_id
+    """Read the files of run ``<dataset>/<trunk>/<experiment>[/seed<N>]``: the config it ran
+    (what it is), metrics, split record and, if given, its training scalars, the original's
+    published log and the metrics of its released checkpoint; the paper's number is its
+    record's (internseg.records). A bad file is named in the error."""
+    from ..config import dataset_of, load_config, trunk_of
+    from ..records import record_of
+    from ..registry import parse_run_id, setting_of
 
     cfg = load_config(config_file, import_modules=False)
-    exp = metadata(cfg, Path(config_file))
+
     def read(path, parse=lambda p: json.loads(Path(p).read_text()), missing=None):
         if not path:
             return missing
@@ -251,21 +264,26 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
     provenance = read(provenance_file)
     check_metrics(metrics, metrics_file)
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
+    experiment, trunk = parse_run_id(run).experiment, trunk_of(cfg, config_file).name
+    dataset = dataset_of(cfg, config_file).name
+    record = record_of(trunk, experiment, dataset)
     return RunRecord(
         run=run,
-        experiment=parse_run_id(run).experiment,
-        setting=exp["setting"],
+        dataset=dataset,
+        experiment=experiment,
+        setting=setting_of(cfg),
         head=cfg.model.decode_head.type,
-        trunk=cfg.trunk,
+        trunk=trunk,
         trunk_mode="frozen" if cfg.model.backbone.get("freeze_trunk") else "trained",
-        fraction=int(split.get("fraction", exp["fraction"])),
+        fraction=int(split.get("fraction", cfg.get("train_fraction", 1))),
         # loop iterations count micro-batches; the paper counts optimizer updates
         iterations=int(cfg.train_cfg.max_iters) // accumulation,
         train_images=int(split["count"]),
         subset_seed=split.get("seed"),
         train_seed=cfg.get("randomness", {}).get("seed"),
         seed_source=split.get("seed_source", "none"),
-        paper_miou=exp["paper_miou"],
+        paper_miou=record.miou if record else None,
+        paper_source="; ".join(map(str, record.sources)) if record else "",
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
         published=read_published_log(published_log) if published_log else None,
