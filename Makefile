@@ -24,7 +24,7 @@ install: $(STAMP)
 RUN_IN_VENV := PATH=$(abspath $(BIN)):$$PATH
 
 demo: install
-	$(RUN_IN_VENV) snakemake --profile profiles/default --cores $(CORES) all
+	$(RUN_IN_VENV) snakemake --profile profiles/default --cores $(CORES) all table15
 
 test: install
 	$(RUN_IN_VENV) python -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,7 @@
-# internseg: InternViT-6B on ADE20K (InternVL 1.0, Sec. 4.2.2), from weights to the table.
-# `snakemake --profile profiles/default all` runs the demo; `--config preset=paper` the paper.
+# internseg: the published InternViT-6B segmentation results (InternVL 1.0 Sec. 4.2.2 and the
+# InternVL 2.5 report's Table 15), from weights to the tables.
+# `snakemake --profile profiles/default all table15` runs the demo; `--config preset=paper`
+# the paper.
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -35,6 +37,11 @@ include: "workflow/rules/released.smk"
 include: "workflow/rules/results.smk"
 
 
+if config["preset"] == "demo":
+
+    include: "workflow/rules/demo.smk"
+
+
 rule all:
     default_target: True
     input:
@@ -42,4 +49,4 @@ rule all:
 
 
 onsuccess:
-    print(f"Training curves in TensorBoard: tensorboard --logdir work/{PRESET}")
+    print(f"Results in {OUT}/; training curves: tensorboard --logdir work/{PRESET}")

@@ -13,11 +13,14 @@ import pytest
 import yaml
 
 from conftest import REPO
+from internseg.records import record_of
 from internseg.registry import experiments
 
 BIN = Path(sys.executable).parent
 PAPER = experiments("paper")
-RELEASED = [name for name, e in PAPER.items() if e.released_checkpoint]
+TRUNK_224 = "intern_vit_6b_224px"
+RELEASED = [name for name in PAPER
+            if (r := record_of(TRUNK_224, name, "ade20k")) and r.released_checkpoint]
 
 
 def workflow_copy(dest: Path, with_package: bool = False) -> Path:
@@ -79,7 +82,7 @@ def test_a_run_that_cannot_move_to_a_chosen_trunk_is_refused_before_any_job(tmp_
     result = snakemake(wf, "-n", "--configfile", "b.yaml", "--config", "run=[adapter_tuning]")
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "configs/demo/adapter_tuning.py: trunk=intern_vit_tiny_demo_b" in out
+    assert "configs/demo/adapter_tuning.py: --trunk intern_vit_tiny_demo_b" in out
     assert "interaction ranges" in out
 
 
@@ -127,8 +130,8 @@ def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
     assert "make_demo" not in out
     assert "--seed-from-log resources/paper/published/" in out
     # the table reads the original's validation mIoU from the same logs
-    assert ("--published-log intern_vit_6b_224px/fewshot_1of16=resources/paper/published/"
-            "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
+    assert ("--published-log ade20k/intern_vit_6b_224px/fewshot_1of16=resources/paper/"
+            "published/linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
     assert "--sha256 b5ecc194f751cf" in out
     assert "--revision 98a13192e85078dc5806b39d7ebf5db0b9b12395" in out
     # an experiment's config and its whole _base_ chain are inputs of its training
@@ -158,8 +161,9 @@ def test_released_target_fetches_pinned_files_and_tests_them_without_training(tm
             " --revision 98a13192e85078dc5806b39d7ebf5db0b9b12395 --sha256 eb3e92b685f8") in out
     # a head-only file takes the trunk from the pretrained file, on the evaluation resources
     assert ("internseg test paper/head_tuning resources/paper/published/upernet_intern_vit_6b"
-            "_504_80k_ade20k_bs16_lr4e-5_frozen.pth --out results/released/head_tuning/"
-            "metrics.json --data-root resources/paper/ade/ADEChallengeData2016 --pretrained"
+            "_504_80k_ade20k_bs16_lr4e-5_frozen.pth --trunk intern_vit_6b_224px --dataset ade20k"
+            " --out results/paper/released/ade20k/intern_vit_6b_224px/head_tuning/metrics.json"
+            " --data-root resources/paper/ade20k/ADEChallengeData2016 --pretrained"
             " resources/paper/weights/intern_vit_6b_224px.pth") in out
 
 
@@ -172,8 +176,8 @@ def test_released_column_is_off_in_the_paper_preset_unless_asked(tmp_path):
     on = snakemake(wf, "-n", "-p", "all", "--configfile", "on.yaml", "--config", "preset=paper")
     assert on.returncode == 0, on.stderr
     assert on.stdout.count("rule evaluate_released:") == len(RELEASED)
-    assert ("--released-metrics intern_vit_6b_224px/fewshot_1of16=results/released/"
-            "fewshot_1of16/metrics.json" in on.stdout)
+    assert ("--released-metrics ade20k/intern_vit_6b_224px/fewshot_1of16=results/paper/"
+            "released/ade20k/intern_vit_6b_224px/fewshot_1of16/metrics.json" in on.stdout)
 
 
 def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
@@ -182,15 +186,17 @@ def test_demo_plans_released_stand_ins_through_the_same_rule(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.count("rule make_demo_released:") == out.count("rule evaluate_released:") == len(
         RELEASED)
-    assert ("internseg make-demo-released linear_probing --pretrained resources/demo/weights/"
-            "intern_vit_tiny_demo.pth --out resources/demo/hub/linear_intern_vit_6b_504_80k_"
-            "ade20k_bs16_lr4e-5_frozen.pth") in out
+    # the demo's trunk stands for the 224px one: its runs are compared with those records
+    assert ("internseg make-demo-released linear_probing --trunk intern_vit_tiny_demo"
+            " --dataset ade20k --pretrained resources/demo/weights/intern_vit_tiny_demo.pth"
+            " --out resources/demo/hub/linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen"
+            ".pth") in out
     assert ("internseg fetch linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.pth --out "
             "resources/demo/published/linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen"
             ".pth --repo-id OpenGVLab/InternVL --revision 98a13192e85078dc5806b39d7ebf5db0b9b12395"
             " --local-dir resources/demo/hub") in out
-    assert ("--released-metrics intern_vit_tiny_demo/fewshot_1of16=results/released/"
-            "fewshot_1of16/metrics.json") in out
+    assert ("--released-metrics ade20k/intern_vit_tiny_demo/fewshot_1of16=results/demo/"
+            "released/ade20k/intern_vit_tiny_demo/fewshot_1of16/metrics.json") in out
 
 
 def constant_predictor_miou(label_dir: Path) -> float:
@@ -208,7 +214,7 @@ def constant_predictor_miou(label_dir: Path) -> float:
 # head, at a short budget. The whole demo at its own budget is `make demo`, and
 # `make test-all` (CI) checks what every row learns.
 SUBSET = ["fewshot_1of16", "linear_probing", "head_tuning"]
-SHORT = {"max_iters": 12}
+SHORT = {"train_cfg.max_iters": 12}
 
 
 DEMO_TRUNK = "intern_vit_tiny_demo"
@@ -226,16 +232,16 @@ def run_demo(tmp_path, run, cfg_options=None, **demo_settings):
     (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(wf, "--cores", "2", "all")
     assert result.returncode == 0, result.stderr[-4000:]
-    with open(wf / "results" / "table.csv") as f:
+    with open(wf / "results/demo/table.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
     return wf, rows
 
 
 def beats_constant_predictor(wf, rows, names):
     baseline = constant_predictor_miou(
-        wf / "resources/demo/ade/ADEChallengeData2016/annotations/validation")
+        wf / "resources/demo/ade20k/ADEChallengeData2016/annotations/validation")
     for name in names:
-        ours = float(rows[f"{DEMO_TRUNK}/{name}"]["our_mIoU"])
+        ours = float(rows[f"ade20k/{DEMO_TRUNK}/{name}"]["our_mIoU"])
         assert ours > baseline, (name, ours, baseline)
     return baseline
 
@@ -267,41 +273,49 @@ def check_report(wf: Path, rows: dict) -> None:
         embedded["provenance.csv"].decode().splitlines())}
     assert list(provenance) == list(rows)
     for run_id, record in provenance.items():
-        written = json.loads((wf / "results/runs" / run_id / "provenance.json").read_text())
+        written = json.loads((wf / "results/demo/runs" / run_id / "provenance.json").read_text())
         assert record["run_identity"] == written["run_identity"] != ""
         assert record["split_sha256"] == (
-            wf / "results/runs" / run_id / "split.txt.sha256").read_text().split()[0]
+            wf / "results/demo/runs" / run_id / "split.txt.sha256").read_text().split()[0]
         assert record["git_commit"] and record["device"].startswith("cpu")
+    # the plan prices every run of the preset's targets: `all`'s rows and the Table 15 grid
+    from internseg.registry import experiments as registered, table15_runs
+
+    config = yaml.safe_load((wf / "config.yaml").read_text())["presets"]["demo"]["table15"]
+    grid = table15_runs(registered("demo"), config["trunks"], config["datasets"])
     plan = embedded["plan.md"].decode()
-    assert all(f"| {run_id} |" in plan for run_id in rows) and f"{len(rows)} runs:" in plan
+    assert all(f"| {run_id} |" in plan for run_id in {*rows, *grid})
+    assert f"{len({*rows, *grid})} runs:" in plan
 
 
 @pytest.mark.workflow
 def test_demo_dag_end_to_end(tmp_path):
     wf, rows = run_demo(tmp_path, SUBSET, SHORT)
-    assert list(rows) == [f"{DEMO_TRUNK}/{name}" for name in SUBSET]
+    assert list(rows) == [f"ade20k/{DEMO_TRUNK}/{name}" for name in SUBSET]
     for run_id, row in rows.items():
         name = row["experiment"]
         exp = PAPER[name]
+        # the demo trunk stands for the 224px one: its runs sit beside that trunk's records
+        paper = record_of(TRUNK_224, name, "ade20k").miou
         assert (row["setting"], float(row["paper_mIoU"]), row["fraction"]) == (
-            exp.setting, exp.paper_miou, f"1/{exp.fraction}")
+            exp.setting, paper, f"1/{exp.fraction}")
         assert (row["head"], row["trunk_mode"]) == (exp.head, exp.trunk_mode)
         assert row["trunk"] == DEMO_TRUNK and row["train_seed"] == row["subset_seed"] == "0"
-        assert int(row["iterations"]) == SHORT["max_iters"]
+        assert int(row["iterations"]) == SHORT["train_cfg.max_iters"]
         assert int(row["train_images"]) == 96 // exp.fraction
         assert row["seed_source"] == "config"
         ours = float(row["our_mIoU"])
-        assert float(row["difference"]) == pytest.approx(ours - exp.paper_miou, abs=0.011)
+        assert float(row["difference"]) == pytest.approx(ours - paper, abs=0.011)
         # the released-checkpoint rule ran on the demo's stand-ins (random heads: no value)
         assert 0 <= float(row["released_mIoU"]) <= 100, name
         assert 0 < ours <= 100
-        run = wf / "results" / "runs" / run_id
+        run = wf / "results/demo/runs" / run_id
         for f in ("metrics.json", "split.txt", "split.txt.sha256", "config.py", "train.log",
                   "final.pth"):
             assert (run / f).is_file(), (name, f)
     for f in ("table.md", "summary.csv", "miou_vs_fraction.png", "trunk_regimes.png",
               "training_curves.png"):
-        assert (wf / "results" / f).stat().st_size > 0
+        assert (wf / "results/demo" / f).stat().st_size > 0
 
     again = snakemake(wf, "--cores", "2", "-n", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -323,7 +337,7 @@ def test_demo_dag_end_to_end(tmp_path):
 
     # a changed budget retrains every run and re-evaluates the released files, nothing more
     config["presets"]["demo"]["seeds"] = {}
-    config["presets"]["demo"]["cfg_options"] = {"max_iters": 30}
+    config["presets"]["demo"]["cfg_options"] = {"train_cfg.max_iters": 30}
     (wf / "longer.yaml").write_text(yaml.safe_dump(config))
     longer = snakemake(wf, "--cores", "2", "-n", "all", "--configfile", "longer.yaml")
     assert longer.returncode == 0, longer.stderr
@@ -331,7 +345,7 @@ def test_demo_dag_end_to_end(tmp_path):
     assert "rule split:" not in longer.stdout and "rule make_demo" not in longer.stdout
 
     # targets before --forcerun, which takes every path that follows it
-    one_run = f"results/runs/{DEMO_TRUNK}/fewshot_1of16"
+    one_run = f"results/demo/runs/ade20k/{DEMO_TRUNK}/fewshot_1of16"
     one = snakemake(wf, "--cores", "2", "-n", f"{one_run}/metrics.json",
                     "--forcerun", f"{one_run}/final.pth")
     planned = one.stdout
@@ -344,24 +358,25 @@ def test_demo_with_two_trunks_and_two_seeds(tmp_path):
     """`trunks` and `train_seeds` of a preset: one run per trunk and seed, the table's rows
     per trunk with mean ± std over the seeds, the trunk x regime grid and plot."""
     trunks = [DEMO_TRUNK, "intern_vit_tiny_demo_b"]
-    wf, rows = run_demo(tmp_path, ["linear_probing"], {"max_iters": 6},
+    wf, rows = run_demo(tmp_path, ["linear_probing"], {"train_cfg.max_iters": 6},
                         trunks=trunks, train_seeds=[0, 1])
-    assert list(rows) == [f"{t}/linear_probing/seed{s}" for t in trunks for s in (0, 1)]
+    assert list(rows) == [f"ade20k/{t}/linear_probing/seed{s}" for t in trunks for s in (0, 1)]
     assert {(r["trunk"], r["train_seed"], r["subset_seed"]) for r in rows.values()} == {
         (t, str(s), "0") for t in trunks for s in (0, 1)}
-    other = rows["intern_vit_tiny_demo_b/linear_probing/seed1"]
-    # the original's released checkpoint is the reference of its own trunk's runs only
-    assert other["released_mIoU"] == "" and rows[f"{DEMO_TRUNK}/linear_probing/seed0"][
+    other = rows["ade20k/intern_vit_tiny_demo_b/linear_probing/seed1"]
+    # a released checkpoint is the reference of its own trunk's runs only
+    assert other["released_mIoU"] == "" and rows[f"ade20k/{DEMO_TRUNK}/linear_probing/seed0"][
         "released_mIoU"] != ""
-    from internseg.config import load_config
+    from internseg.config import backbone_architecture, load_config
 
-    ran = load_config(wf / "results/runs/intern_vit_tiny_demo_b/linear_probing/seed1/config.py",
-                      import_modules=False)
+    ran = load_config(wf / "results/demo/runs/ade20k/intern_vit_tiny_demo_b/linear_probing/"
+                      "seed1/config.py", import_modules=False)
     # the demo's linear probe reads block 2 of 4, its third tap: on the 3-block trunk (taps
     # 0, 1, 1, 2) the third tap is block 1
-    assert ran.model.backbone.out_indices == [1] and ran.model.backbone.pretrain_size == 56
+    assert ran.model.backbone.out_indices == [1]
+    assert backbone_architecture(ran.model.backbone)["pretrain_size"] == 56
     assert ran.randomness.seed == 1
-    with open(wf / "results/summary.csv") as f:
+    with open(wf / "results/demo/summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert [(r["trunk"], r["n"], r["varied"]) for r in summary] == [
         (t, "2", "training seed") for t in trunks]
@@ -369,10 +384,10 @@ def test_demo_with_two_trunks_and_two_seeds(tmp_path):
         values = [float(rows[run]["our_mIoU"]) for run in r["runs"].split()]
         assert float(r["our_mIoU"]) == pytest.approx(np.mean(values), abs=0.006)
         assert float(r["our_mIoU_std"]) == pytest.approx(np.std(values, ddof=1), abs=0.006)
-    md = (wf / "results/table.md").read_text()
-    assert f"## {DEMO_TRUNK}" in md and "## intern_vit_tiny_demo_b" in md
+    md = (wf / "results/demo/table.md").read_text()
+    assert f"## ade20k, {DEMO_TRUNK}" in md and "## ade20k, intern_vit_tiny_demo_b" in md
     assert "## Trunk x regime" in md and " ± " in md
-    assert (wf / "results/trunk_regimes.png").read_bytes()[:4] == b"\x89PNG"
+    assert (wf / "results/demo/trunk_regimes.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.full_demo
@@ -381,28 +396,42 @@ def test_whole_demo_learns(tmp_path):
     the frozen linear probe by a factor 3 (about 20 minutes on 2 cores: `make test-all`)."""
     names = sorted(experiments("demo"))
     wf, rows = run_demo(tmp_path, names)
-    assert list(rows) == [f"{DEMO_TRUNK}/{name}" for name in names]
+    assert list(rows) == [f"ade20k/{DEMO_TRUNK}/{name}" for name in names]
     baseline = beats_constant_predictor(wf, rows, names)
-    assert float(rows[f"{DEMO_TRUNK}/linear_probing"]["our_mIoU"]) > 3 * baseline
+    assert float(rows[f"ade20k/{DEMO_TRUNK}/linear_probing"]["our_mIoU"]) > 3 * baseline
 
 
 def test_a_new_experiment_is_one_file(tmp_path):
-    """docs/adding-an-experiment.md, step by step, in a copy of the repository."""
+    """docs/adding-an-experiment.md, step by step, in a copy of the repository: each code
+    block written to the file its first line names, the dry run as the page shows it."""
     wf = workflow_copy(tmp_path, with_package=True)
     doc = (REPO / "docs" / "adding-an-experiment.md").read_text()
-    blocks = doc.split("```")
-    config_text = next(b for b in blocks if b.startswith("python\n")).removeprefix("python\n")
-    run_text = next(b for b in blocks if b.startswith("yaml\n")).removeprefix("yaml\n")
-    (wf / "core/internseg/configs/paper/head_tuning_1of4.py").write_text(config_text)
-    (wf / "new.yaml").write_text(run_text)
+    blocks = [b.split("\n", 1) for b in doc.split("```")[1::2]]
+    for lang, body in blocks:
+        first = body.splitlines()[0].removeprefix("# ")
+        if lang in ("python", "yaml") and "/" in first or first.endswith(".yaml"):
+            (wf / first).write_text(body)
     (wf / "resources/paper").mkdir(parents=True)
     (wf / "resources/paper/ADEChallengeData2016.zip").touch()
-    result = snakemake(wf, "-n", "-p", "--configfile", "new.yaml", "--config", "preset=paper")
+    dry_run = next(line for lang, body in blocks if lang == "bash"
+                   for line in body.splitlines() if line.startswith("snakemake"))
+    result = snakemake(wf, *dry_run.split("#")[0].split()[1:])
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "internseg split --manifest resources/paper/ade/manifest.json --fraction 4 --seed 0" in out
-    assert "internseg train paper/head_tuning_1of4" in out
+    assert ("internseg split --manifest resources/paper/ade20k/manifest.json --fraction 4"
+            " --seed 0") in out
+    assert ("internseg train paper/head_tuning_1of4 --trunk intern_vit_6b_224px"
+            " --dataset ade20k") in out
     assert "configs/paper/head_tuning_1of4.py" in out.split("rule train:")[1]
     # no published log, no released checkpoint: nothing to fetch for it but its trunk
     assert "rule fetch_log:" not in out and "rule fetch_released:" not in out
     assert "internseg fetch intern_vit_6b_224px.pth" in out
+    # the demo overlay the page writes is one the demo runs, and what the page says it is
+    demo = snakemake(wf, "-n", "--configfile", "new.yaml")
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    env = dict(os.environ, PYTHONPATH=str(wf / "core"))
+    check = subprocess.run(
+        [sys.executable, "-c", "from internseg.registry import experiments; "
+         "e = experiments('demo')['head_tuning_1of4']; print(e.fraction, e.setting)"],
+        env=env, capture_output=True, text=True, check=True)
+    assert check.stdout.split() == ["4", "head", "tuning"]

@@ -1,6 +1,7 @@
 # Names and paths shared by the rules. No experiment logic lives here: the `internseg` CLI
-# does the work, the rules only say what goes in and out. Which experiments and trunks exist,
-# and their facts, come from the registry (internseg.registry, internseg.trunks).
+# does the work, the rules only say what goes in and out. Which experiments, trunks,
+# datasets and published numbers exist comes from the registries (internseg.registry,
+# internseg.trunks, internseg.datasets, internseg.records).
 import os
 import re
 import shlex
@@ -8,91 +9,110 @@ import shlex
 from snakemake.exceptions import WorkflowError
 
 from internseg.config import cfg_options_args, workflow_sources
+from internseg.datasets import DATASETS
 from internseg.errors import InputError
-from internseg.registry import (
-    check_moves,
-    experiments,
-    hub_pins,
-    on_own_trunk,
-    plan_runs,
-)
+from internseg.records import hub_pins, record_of
+from internseg.registry import check_moves, experiments, plan_runs, table15_runs
 from internseg.trunks import TRUNKS
 
 PRESET = config["preset"]
 SETTINGS = config["presets"][PRESET]
 EXPERIMENTS = experiments(PRESET)
-RUN = config["run"]
-# every run by id, <trunk>/<experiment>[/seed<N>]: each experiment of `run` on each chosen
-# trunk with each training seed (internseg.registry.plan_runs)
+RUN_NAMES = config["run"]
+GRID = SETTINGS["table15"]
+# Run objects by id, <dataset>/<trunk>/<experiment>[/seed<N>]: each experiment of `run` on
+# each chosen trunk and dataset with each training seed (ROW_RUNS, the `all` target), and
+# the Table 15 grid (GRID_RUNS, the `table15` target).
 try:
-    RUNS_PLANNED = plan_runs(
-        RUN, EXPERIMENTS, SETTINGS.get("trunks"), SETTINGS.get("train_seeds")
+    ROW_RUNS = plan_runs(
+        RUN_NAMES,
+        EXPERIMENTS,
+        SETTINGS["trunks"],
+        SETTINGS["datasets"],
+        SETTINGS["train_seeds"],
     )
-    check_moves(PRESET, RUNS_PLANNED, EXPERIMENTS)
+    GRID_RUNS = table15_runs(
+        EXPERIMENTS, GRID["trunks"], GRID["datasets"], SETTINGS["train_seeds"]
+    )
+    RUN_OF = ROW_RUNS | GRID_RUNS
+    check_moves(PRESET, RUN_OF, EXPERIMENTS)
 except InputError as err:
     raise WorkflowError(
         f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"
     ) from None
 RES = f"resources/{PRESET}"
-DATA_ROOT = f"{RES}/ade/ADEChallengeData2016"
-MANIFEST = f"{RES}/ade/manifest.json"
-RUNS = "results/runs"
+OUT = f"results/{PRESET}"
+RUNS_DIR = f"{OUT}/runs"
 ENV = "../../envs/internseg.yaml"
-PINS = (
-    hub_pins(EXPERIMENTS if PRESET == "paper" else None)
-    if SETTINGS["verify_hub_pins"]
-    else {}
-)
+PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
 
 if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
-    raise ValueError(
+    raise WorkflowError(
         f"config.yaml: hub.revision is null but preset {PRESET!r} downloads from the Hub "
         f"(presets.{PRESET}.weights_local_dir is null): pin hub.revision to a 40-hex commit"
     )
 
 RESULTS = [
-    "results/table.csv",
-    "results/summary.csv",
-    "results/table.md",
-    "results/miou_vs_fraction.png",
-    "results/trunk_regimes.png",
-    "results/training_curves.png",
-    "results/provenance.csv",
-    "results/plan.md",
+    f"{OUT}/{name}"
+    for name in (
+        "table.csv",
+        "summary.csv",
+        "table.md",
+        "miou_vs_fraction.png",
+        "trunk_regimes.png",
+        "training_curves.png",
+        "provenance.csv",
+        "plan.md",
+    )
 ]
+TABLE15 = [f"{OUT}/table15.md", f"{OUT}/table15.csv", f"{OUT}/table15_regimes.png"]
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
-    run="|".join(map(re.escape, RUNS_PLANNED)),
+    run="|".join(map(re.escape, RUN_OF)),
+    dataset="|".join(DATASETS),
+    trunk="|".join(TRUNKS),
     stem=r"[^/]+",
 
 
-def experiment_of(wildcards):
-    """The experiment a job is about: its `experiment` wildcard, or its run's."""
-    if hasattr(wildcards, "run"):
-        return RUNS_PLANNED[wildcards.run].experiment
-    return wildcards.experiment
+def data_root(dataset):
+    return f"{RES}/{dataset}"
 
 
-def own_trunk(run):
-    return on_own_trunk(run, EXPERIMENTS)
+def data_tree(dataset):
+    """The prepared tree the dataloaders read (internseg.datasets: Dataset.tree)."""
+    return f"{data_root(dataset)}/{DATASETS[dataset].tree}"
 
 
-def experiment_config(wildcards):
-    return f"{PRESET}/{experiment_of(wildcards)}"
+def manifest(dataset):
+    return f"{data_root(dataset)}/manifest.json"
 
 
-def experiment_sources(wildcards):
-    """The experiment's config file and every file of its `_base_` chain."""
-    return workflow_sources(experiment_config(wildcards), os.getcwd())
+def weights_of(trunk):
+    return f"{RES}/weights/{TRUNKS[trunk].file}"
 
 
-def trunk_weights(wildcards):
-    """The pretrained file of the trunk the run (or the released checkpoint) starts from."""
-    if hasattr(wildcards, "run"):
-        return f"{RES}/weights/{TRUNKS[RUNS_PLANNED[wildcards.run].trunk].file}"
-    return f"{RES}/weights/{EXPERIMENTS[wildcards.experiment].trunk.file}"
+def run_of(wildcards):
+    return RUN_OF[wildcards.run]
+
+
+def run_manifest(wildcards):
+    return manifest(run_of(wildcards).dataset)
+
+
+def run_weights(wildcards):
+    """The pretrained file of the trunk the run starts from."""
+    return weights_of(run_of(wildcards).trunk)
+
+
+def run_config(wildcards):
+    return f"{PRESET}/{run_of(wildcards).experiment}"
+
+
+def run_sources(wildcards):
+    """The run's config file and every file of its `_base_` chain."""
+    return workflow_sources(run_config(wildcards), os.getcwd())
 
 
 def seed_of(experiment):
@@ -103,59 +123,72 @@ def seed_of(experiment):
     )
 
 
-def published_log(experiment):
-    log = EXPERIMENTS[experiment].published_log
-    if log is None:
+def own_record(experiment):
+    """The record of the experiment as its config is written (own trunk and dataset): the
+    original's run, whose published log holds the seed its subset was drawn with."""
+    exp = EXPERIMENTS[experiment]
+    return record_of(exp.trunk.name, experiment, exp.dataset.name)
+
+
+def seed_log(experiment):
+    record = own_record(experiment)
+    if record is None or not record.published_log:
         raise WorkflowError(
-            f"{EXPERIMENTS[experiment].config}: no published_log to read the seed from; "
-            f"set presets.{PRESET}.seeds.{experiment} to an integer"
+            f"{EXPERIMENTS[experiment].config}: no published log to read the seed from "
+            f"(core/internseg/configs/metafile.yaml); set presets.{PRESET}.seeds."
+            f"{experiment} to an integer"
         )
-    return f"{RES}/published/{log}"
+    return f"{RES}/published/{record.published_log}"
 
 
-# Experiments whose published training log is fetched (for the seed); the table also reads
-# the original's validation mIoU from it.
-LOGGED = [e for e in RUN if seed_of(e) == "log"]
-# Runs the original's log is the reference of: a logged experiment on its own trunk.
-PUBLISHED = [
-    r for r, run in RUNS_PLANNED.items() if run.experiment in LOGGED and own_trunk(run)
-]
+def run_record(run):
+    return record_of(run.trunk, run.experiment, run.dataset)
+
+
+# The original's training log of a run, where its record has one and the preset reads logs
+# (`seed: log`): the table reads its validation mIoU and the plots its curves.
+PUBLISHED = {
+    run_id: f"{RES}/published/{run_record(run).published_log}"
+    for run_id, run in RUN_OF.items()
+    if seed_of(run.experiment) == "log"
+    and run_record(run)
+    and run_record(run).published_log
+}
 
 
 def split_inputs(wildcards):
-    inputs = {"manifest": MANIFEST}
-    if seed_of(experiment_of(wildcards)) == "log":
-        inputs["log"] = published_log(experiment_of(wildcards))
+    inputs = {"manifest": run_manifest(wildcards)}
+    if seed_of(run_of(wildcards).experiment) == "log":
+        inputs["log"] = seed_log(run_of(wildcards).experiment)
     return inputs
 
 
 def seed_option(wildcards):
     """A function of the wildcards only: Snakemake records such params and reruns a split
     whose seed changed (a param that reads `input` is not recorded)."""
-    experiment = experiment_of(wildcards)
+    experiment = run_of(wildcards).experiment
     seed = seed_of(experiment)
     if seed == "log":
-        return f"--seed-from-log {published_log(experiment)}"
+        return f"--seed-from-log {seed_log(experiment)}"
     return "" if seed is None else f"--seed {seed}"
 
 
 def train_seed_option(wildcards):
     """The run's training seed, when `train_seeds` chose one; else training takes the seed
     its subset was drawn with (--seed-record), as the original's runs did."""
-    seed = RUNS_PLANNED[wildcards.run].train_seed
+    seed = run_of(wildcards).train_seed
     return "" if seed is None else f"--seed {seed}"
 
 
-def cfg_options(wildcards):
-    """`--cfg-options` for every run of the preset (presets.<preset>.cfg_options) and the
-    run's trunk when it is not the config's own; a param, so a changed option reruns what it
-    changes."""
+def run_options(wildcards):
+    """Where the run's config runs (--trunk, --dataset) and the preset's `cfg_options`; a
+    param, so a changed option reruns what it changes."""
+    run = run_of(wildcards)
     options = dict(
         lookup(dpath=f"presets/{PRESET}/cfg_options", within=config, default={})
     )
-    if hasattr(wildcards, "run") and not own_trunk(RUNS_PLANNED[wildcards.run]):
-        options["trunk"] = RUNS_PLANNED[wildcards.run].trunk
-    return shlex.join(cfg_options_args(options))
+    words = ["--trunk", run.trunk, "--dataset", run.dataset, *cfg_options_args(options)]
+    return shlex.join(words)
 
 
 def hub_pin(filename):
@@ -171,3 +204,36 @@ def hub_pin(filename):
     if SETTINGS["weights_local_dir"]:
         opts.append(f"--local-dir {SETTINGS['weights_local_dir']}")
     return " ".join(opts)
+
+
+def local_source(filename):
+    """The file in `weights_local_dir`, when the preset takes its files from a folder."""
+    folder = SETTINGS["weights_local_dir"]
+    return f"{folder}/{filename}" if folder else []
+
+
+RUN_FILES = [
+    "metrics.json",
+    "split.json",
+    "config.py",
+    "scalars.jsonl",
+    "provenance.json",
+]
+
+
+def run_files(runs):
+    return expand("{dir}/{run}/{name}", dir=RUNS_DIR, run=runs, name=RUN_FILES)
+
+
+def aggregate_params(runs):
+    """The run folders and their published logs and released metrics, as CLI words."""
+    return dict(
+        runs=expand("{dir}/{run}", dir=RUNS_DIR, run=runs),
+        published=[f"{r}={PUBLISHED[r]}" for r in runs if r in PUBLISHED],
+        released=[f"{r}={RELEASED[r]}" for r in runs if r in RELEASED],
+    )
+
+
+TOLERANCE = (
+    f"--tolerance {config['tolerance']}" if config.get("tolerance") is not None else ""
+)

@@ -1,4 +1,5 @@
-# Stage 2: ADE20K checked (SHA-1), safely extracted, validated; the manifest marks it done.
+# Stage 2: each dataset checked, safely extracted (and converted), validated; its manifest
+# marks it done and is what every later step trusts.
 
 
 localrules:
@@ -9,7 +10,7 @@ rule prepare_ade20k:
     input:
         SETTINGS["ade20k"]["archive"],
     output:
-        MANIFEST,
+        manifest("ade20k"),
     log:
         f"{RES}/logs/prepare_ade20k.log",
     conda:

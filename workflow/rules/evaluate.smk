@@ -3,14 +3,14 @@
 
 rule evaluate:
     input:
-        checkpoint=f"{RUNS}/{{run}}/final.pth",
-        config=f"{RUNS}/{{run}}/config.py",
-        weights=trunk_weights,
-        manifest=MANIFEST,
+        checkpoint=f"{RUNS_DIR}/{{run}}/final.pth",
+        config=f"{RUNS_DIR}/{{run}}/config.py",
+        weights=run_weights,
+        manifest=run_manifest,
     output:
-        f"{RUNS}/{{run}}/metrics.json",
+        f"{RUNS_DIR}/{{run}}/metrics.json",
     log:
-        f"{RUNS}/{{run}}/evaluate.log",
+        f"{RUNS_DIR}/{{run}}/evaluate.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/evaluate/threads", within=config)
@@ -18,7 +18,7 @@ rule evaluate:
         mem_mb=lookup(dpath=f"presets/{PRESET}/evaluate/mem_mb", within=config),
         gpu=lookup(dpath=f"presets/{PRESET}/evaluate/gpus", within=config),
     params:
-        data_root=DATA_ROOT,
+        data_root=lambda wildcards: data_tree(run_of(wildcards).dataset),
         work_dir=f"work/{PRESET}/{{run}}/test",
     shell:
         "internseg test {input.config} {input.checkpoint} --out {output}"

@@ -3,65 +3,41 @@
 # geometry, pins and metric against the paper that needs no training. On with
 # `presets.<preset>.evaluate_released` (the table gets released_mIoU); `released_metrics`
 # is the target on its own.
-
+RELEASED_METRICS = f"{OUT}/released/{{dataset}}/{{trunk}}/{{experiment}}/metrics.json"
+# The cells whose record has a released checkpoint, by (dataset, trunk, experiment); the
+# file each is evaluated from.
 RELEASED_FILE = {
-    name: exp.released_checkpoint.file
-    for name, exp in EXPERIMENTS.items()
-    if exp.released_checkpoint
+    (run.dataset, run.trunk, run.experiment): run_record(run).released_checkpoint.file
+    for run in RUN_OF.values()
+    if run_record(run) and run_record(run).released_checkpoint
 }
-EXPERIMENT_OF = {file: name for name, file in RELEASED_FILE.items()}
-RELEASED_METRICS = "results/released/{experiment}/metrics.json"
-# What the table reads: run -> metrics.json of its experiment's released checkpoint, for
-# the runs that start from the trunk the checkpoint was trained from.
+# What the table reads: run -> metrics.json of its cell's released checkpoint.
 RELEASED = (
     {
-        run_id: RELEASED_METRICS.format(experiment=run.experiment)
-        for run_id, run in RUNS_PLANNED.items()
-        if run.experiment in RELEASED_FILE and own_trunk(run)
+        run_id: RELEASED_METRICS.format(
+            dataset=run.dataset, trunk=run.trunk, experiment=run.experiment
+        )
+        for run_id, run in RUN_OF.items()
+        if (run.dataset, run.trunk, run.experiment) in RELEASED_FILE
     }
     if SETTINGS["evaluate_released"]
     else {}
 )
 
-if PRESET == "demo":
-
-    localrules:
-        make_demo_released,
-
-    rule make_demo_released:
-        """Demo stand-in for a released checkpoint, in the original's key layout."""
-        input:
-            # the fetched trunk, not its source in weights_local_dir: fetch_weights hard-links
-            # the two and Snakemake then touches its output, so the source's mtime moves too
-            lambda wildcards: (
-                f"{RES}/weights/"
-                f"{EXPERIMENTS[EXPERIMENT_OF[wildcards.released_file]].trunk.file}"
-            ),
-        output:
-            f"{SETTINGS['weights_local_dir']}/{{released_file}}",
-        log:
-            f"{RES}/logs/make_demo_released/{{released_file}}.log",
-        wildcard_constraints:
-            released_file="|".join(map(re.escape, EXPERIMENT_OF)),
-        conda:
-            ENV
-        params:
-            experiment=lambda wildcards: EXPERIMENT_OF[wildcards.released_file],
-        shell:
-            "internseg make-demo-released {params.experiment} --pretrained {input}"
-            " --out {output} > {log} 2>&1"
-
 
 rule evaluate_released:
     input:
         # head-only files take the trunk from the pretrained file (--pretrained)
-        checkpoint=lambda wildcards: f"{RES}/published/{RELEASED_FILE[wildcards.experiment]}",
-        weights=trunk_weights,
-        manifest=MANIFEST,
+        checkpoint=lambda wildcards: (
+            f"{RES}/published/"
+            f"{RELEASED_FILE[wildcards.dataset, wildcards.trunk, wildcards.experiment]}"
+        ),
+        weights=lambda wildcards: weights_of(wildcards.trunk),
+        manifest=lambda wildcards: manifest(wildcards.dataset),
     output:
         RELEASED_METRICS,
     log:
-        "results/released/{experiment}/evaluate.log",
+        f"{OUT}/released/{{dataset}}/{{trunk}}/{{experiment}}/evaluate.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/evaluate/threads", within=config)
@@ -69,17 +45,20 @@ rule evaluate_released:
         mem_mb=lookup(dpath=f"presets/{PRESET}/evaluate/mem_mb", within=config),
         gpu=lookup(dpath=f"presets/{PRESET}/evaluate/gpus", within=config),
     params:
-        config=experiment_config,
-        options=cfg_options,
-        data_root=DATA_ROOT,
-        work_dir=f"work/{PRESET}/released/{{experiment}}",
+        config=lambda wildcards: f"{PRESET}/{wildcards.experiment}",
+        data_root=lambda wildcards: data_tree(wildcards.dataset),
+        work_dir=f"work/{PRESET}/released/{{dataset}}/{{trunk}}/{{experiment}}",
     shell:
-        "internseg test {params.config} {input.checkpoint} --out {output}"
-        " --data-root {params.data_root} --pretrained {input.weights}"
-        " --work-dir {params.work_dir} --threads {threads} {params.options} > {log} 2>&1"
+        "internseg test {params.config} {input.checkpoint} --trunk {wildcards.trunk}"
+        " --dataset {wildcards.dataset} --out {output} --data-root {params.data_root}"
+        " --pretrained {input.weights} --work-dir {params.work_dir} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule released_metrics:
-    """Target: the released checkpoints of the experiments in `run`, evaluated."""
+    """Target: the released checkpoints of the runs' records, evaluated."""
     input:
-        expand(RELEASED_METRICS, experiment=[e for e in RUN if e in RELEASED_FILE]),
+        [
+            RELEASED_METRICS.format(dataset=d, trunk=t, experiment=e)
+            for d, t, e in RELEASED_FILE
+        ],

@@ -1,74 +1,55 @@
-# Stage 6: one table (ours beside the paper) and the figures, also for `snakemake --report`.
+# Stage 6: the tables (ours beside the published numbers) and the figures, also for
+# `snakemake --report`: `all` for the rows of `run`, `table15` for the Table 15 grid.
 
 
 localrules:
     aggregate,
+    aggregate_table15,
     plan,
 
 
 rule aggregate:
     input:
-        runs=expand(
-            "{runs}/{run}/{name}",
-            runs=RUNS,
-            run=RUNS_PLANNED,
-            name=[
-                "metrics.json",
-                "split.json",
-                "config.py",
-                "scalars.jsonl",
-                "provenance.json",
-            ],
-        ),
-        published=[published_log(RUNS_PLANNED[r].experiment) for r in PUBLISHED],
-        released=list(RELEASED.values()),
+        runs=run_files(ROW_RUNS),
+        published=[PUBLISHED[r] for r in ROW_RUNS if r in PUBLISHED],
+        released=[RELEASED[r] for r in ROW_RUNS if r in RELEASED],
     output:
         csv=report(
-            "results/table.csv", caption="../report/table.rst", category="Results"
+            f"{OUT}/table.csv", caption="../report/table.rst", category="Results"
         ),
         summary=report(
-            "results/summary.csv",
-            caption="../report/summary.rst",
-            category="Results",
+            f"{OUT}/summary.csv", caption="../report/summary.rst", category="Results"
         ),
-        markdown="results/table.md",
+        markdown=f"{OUT}/table.md",
         provenance=report(
-            "results/provenance.csv",
+            f"{OUT}/provenance.csv",
             caption="../report/provenance.rst",
             category="Provenance",
         ),
         fraction_plot=report(
-            "results/miou_vs_fraction.png",
+            f"{OUT}/miou_vs_fraction.png",
             caption="../report/miou_vs_fraction.rst",
             category="Results",
         ),
         trunk_plot=report(
-            "results/trunk_regimes.png",
+            f"{OUT}/trunk_regimes.png",
             caption="../report/trunk_regimes.rst",
             category="Results",
         ),
         curves_plot=report(
-            "results/training_curves.png",
+            f"{OUT}/training_curves.png",
             caption="../report/training_curves.rst",
             category="Training",
         ),
     log:
-        "results/aggregate.log",
+        f"{OUT}/aggregate.log",
     conda:
         ENV
     params:
-        runs=expand("{runs}/{run}", runs=RUNS, run=RUNS_PLANNED),
-        published=[
-            f"{r}={published_log(RUNS_PLANNED[r].experiment)}" for r in PUBLISHED
-        ],
-        released=[f"{r}={path}" for r, path in RELEASED.items()],
-        tolerance=(
-            f"--tolerance {config['tolerance']}"
-            if config.get("tolerance") is not None
-            else ""
-        ),
+        **aggregate_params(ROW_RUNS),
+        tolerance=TOLERANCE,
     shell:
-        f"internseg aggregate {{params.runs}} --runs-root {RUNS}"
+        f"internseg aggregate {{params.runs}} --runs-root {RUNS_DIR}"
         " --published-log {params.published} --released-metrics {params.released}"
         " {params.tolerance} --csv {output.csv} --summary-csv {output.summary}"
         " --markdown {output.markdown} --provenance-csv {output.provenance}"
@@ -76,34 +57,64 @@ rule aggregate:
         " --trunk-plot {output.trunk_plot} --curves-plot {output.curves_plot} > {log} 2>&1"
 
 
-rule plan:
-    """Target: what the chosen preset's runs will cost (GPU-hours, memory, disk), printed
-    and written before anything is submitted: `snakemake plan --config preset=paper`."""
+rule aggregate_table15:
+    input:
+        runs=run_files(GRID_RUNS),
+        published=[PUBLISHED[r] for r in GRID_RUNS if r in PUBLISHED],
+        released=[RELEASED[r] for r in GRID_RUNS if r in RELEASED],
     output:
-        report("results/plan.md", caption="../report/plan.rst", category="Plan"),
+        markdown=report(
+            f"{OUT}/table15.md", caption="../report/table15.rst", category="Table 15"
+        ),
+        csv=report(
+            f"{OUT}/table15.csv", caption="../report/table15.rst", category="Table 15"
+        ),
+        trunk_plot=report(
+            f"{OUT}/table15_regimes.png",
+            caption="../report/trunk_regimes.rst",
+            category="Table 15",
+        ),
     log:
-        "results/plan.log",
+        f"{OUT}/aggregate_table15.log",
+    conda:
+        ENV
+    params:
+        **aggregate_params(GRID_RUNS),
+        tolerance=TOLERANCE,
+    shell:
+        f"internseg aggregate {{params.runs}} --runs-root {RUNS_DIR}"
+        " --published-log {params.published} --released-metrics {params.released}"
+        " {params.tolerance} --table15-markdown {output.markdown}"
+        " --table15-csv {output.csv} --trunk-plot {output.trunk_plot} > {log} 2>&1"
+
+
+rule table15:
+    """Target: the InternVL 2.5 report's Table 15 grid on the preset's `table15` trunks and
+    datasets: `snakemake table15 --config preset=paper` (what it costs: results/<preset>/plan.md).
+    """
+    input:
+        TABLE15,
+
+
+rule plan:
+    """Target: what the preset's runs (`all` and `table15`) will cost (GPU-hours, memory,
+    disk), printed and written before anything is submitted: `snakemake plan --config
+    preset=paper`."""
+    output:
+        report(f"{OUT}/plan.md", caption="../report/plan.rst", category="Plan"),
+    log:
+        f"{OUT}/plan.log",
     conda:
         ENV
     params:
         preset=PRESET,
-        experiments=RUN,
-        trunks=(
-            "--trunks " + " ".join(SETTINGS["trunks"])
-            if SETTINGS.get("trunks")
-            else ""
-        ),
-        seeds=(
-            "--train-seeds " + " ".join(map(str, SETTINGS["train_seeds"]))
-            if SETTINGS.get("train_seeds")
-            else ""
-        ),
+        runs=list(RUN_OF),
         gpus=max(SETTINGS["train"]["gpus"], 1),
         published=[
-            f"{e}={published_log(e)}"
-            for e in LOGGED
-            if os.path.exists(published_log(e))
+            f"{e}={seed_log(e)}"
+            for e in dict.fromkeys(run.experiment for run in RUN_OF.values())
+            if seed_of(e) == "log" and os.path.exists(seed_log(e))
         ],
     shell:
-        "internseg plan --preset {params.preset} --experiments {params.experiments}"
-        " {params.trunks} {params.seeds} --gpus {params.gpus} --published-log {params.published} --out {output} 2> {log}"
+        "internseg plan --preset {params.preset} --runs {params.runs} --gpus {params.gpus}"
+        " --published-log {params.published} --out {output} 2> {log}"

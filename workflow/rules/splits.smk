@@ -1,4 +1,4 @@
-# Stage 3: the training images each experiment uses, as seeded, checksummed split files.
+# Stage 3: the training images each run uses, as seeded, checksummed split files.
 
 
 localrules:
@@ -9,15 +9,15 @@ rule split:
     input:
         unpack(split_inputs),
     output:
-        split=f"{RUNS}/{{run}}/split.txt",
-        checksum=f"{RUNS}/{{run}}/split.txt.sha256",
-        record=f"{RUNS}/{{run}}/split.json",
+        split=f"{RUNS_DIR}/{{run}}/split.txt",
+        checksum=f"{RUNS_DIR}/{{run}}/split.txt.sha256",
+        record=f"{RUNS_DIR}/{{run}}/split.json",
     log:
-        f"{RUNS}/{{run}}/split.log",
+        f"{RUNS_DIR}/{{run}}/split.log",
     conda:
         ENV
     params:
-        fraction=lambda wildcards: EXPERIMENTS[experiment_of(wildcards)].fraction,
+        fraction=lambda wildcards: EXPERIMENTS[run_of(wildcards).experiment].fraction,
         seed=seed_option,
     shell:
         "internseg split --manifest {input.manifest} --fraction {params.fraction}"

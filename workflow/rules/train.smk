@@ -4,19 +4,19 @@
 
 rule train:
     input:
-        split=f"{RUNS}/{{run}}/split.txt",
-        record=f"{RUNS}/{{run}}/split.json",
-        weights=trunk_weights,
-        manifest=MANIFEST,
+        split=f"{RUNS_DIR}/{{run}}/split.txt",
+        record=f"{RUNS_DIR}/{{run}}/split.json",
+        weights=run_weights,
+        manifest=run_manifest,
         # the experiment's config and its _base_ chain: an edit retrains what it changes
-        configs=experiment_sources,
+        configs=run_sources,
     output:
-        checkpoint=f"{RUNS}/{{run}}/final.pth",
-        config=f"{RUNS}/{{run}}/config.py",
-        scalars=f"{RUNS}/{{run}}/scalars.jsonl",
-        provenance=f"{RUNS}/{{run}}/provenance.json",
+        checkpoint=f"{RUNS_DIR}/{{run}}/final.pth",
+        config=f"{RUNS_DIR}/{{run}}/config.py",
+        scalars=f"{RUNS_DIR}/{{run}}/scalars.jsonl",
+        provenance=f"{RUNS_DIR}/{{run}}/provenance.json",
     log:
-        f"{RUNS}/{{run}}/train.log",
+        f"{RUNS_DIR}/{{run}}/train.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/train/threads", within=config)
@@ -24,10 +24,10 @@ rule train:
         mem_mb=lookup(dpath=f"presets/{PRESET}/train/mem_mb", within=config),
         gpu=lookup(dpath=f"presets/{PRESET}/train/gpus", within=config),
     params:
-        config=experiment_config,
+        config=run_config,
         work_dir=f"work/{PRESET}/{{run}}",
-        data_root=DATA_ROOT,
-        options=cfg_options,
+        data_root=lambda wildcards: data_tree(run_of(wildcards).dataset),
+        options=run_options,
         seed=train_seed_option,
         deterministic=(
             "--deterministic"
@@ -35,11 +35,10 @@ rule train:
             else ""
         ),
     shell:
-        "internseg train {params.config} --work-dir {params.work_dir} --auto-resume"
-        " --data-root {params.data_root} --split {input.split} --seed-record {input.record}"
-        " {params.seed}"
+        "internseg train {params.config} {params.options} --work-dir {params.work_dir}"
+        " --auto-resume --data-root {params.data_root} --split {input.split}"
+        " --seed-record {input.record} {params.seed}"
         " --pretrained {input.weights} {params.deterministic} --threads {threads}"
-        " {params.options}"
         " --gpus {resources.gpu}"
         " --final-checkpoint {output.checkpoint} --config-out {output.config}"
         " --scalars-out {output.scalars} --provenance-out {output.provenance} > {log} 2>&1"

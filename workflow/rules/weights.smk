@@ -1,5 +1,7 @@
-# Stage 1: the pretrained trunks (and published logs/checkpoints) from the Hub, verified.
-# Local rules: they need the network, which compute nodes often lack.
+# Stage 1: the pretrained trunks (and published logs and released checkpoints) from the Hub,
+# verified. Local rules: they need the network, which compute nodes often lack. With
+# `weights_local_dir` the files are taken from that folder instead (offline machines, and
+# the demo, whose folder demo.smk writes).
 
 
 localrules:
@@ -10,49 +12,11 @@ localrules:
 
 
 TRUNK_FILES = [t.file for t in TRUNKS.values()]
-SYNTHETIC = {t.file: t.name for t in TRUNKS.values() if t.synthetic}
-
-if PRESET == "demo":
-
-    rule make_demo:
-        """The synthetic ADEChallengeData2016.zip."""
-        output:
-            archive=SETTINGS["ade20k"]["archive"],
-        log:
-            f"{RES}/logs/make_demo.log",
-        conda:
-            ENV
-        params:
-            train=SETTINGS["ade20k"]["train_count"],
-            val=SETTINGS["ade20k"]["val_count"],
-        shell:
-            "internseg make-demo --zip {output.archive}"
-            " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
-
-    rule make_demo_trunk:
-        """A synthetic registered trunk, saved like the released pretrained file."""
-        output:
-            f"{SETTINGS['weights_local_dir']}/{{trunk_file}}",
-        log:
-            f"{RES}/logs/make_demo_trunk/{{trunk_file}}.log",
-        wildcard_constraints:
-            trunk_file="|".join(map(re.escape, SYNTHETIC)),
-        conda:
-            ENV
-        params:
-            trunk=lambda wildcards: SYNTHETIC[wildcards.trunk_file],
-        shell:
-            "internseg make-demo --trunk {params.trunk} --checkpoint {output} > {log} 2>&1"
 
 
 rule fetch_weights:
     input:
-        # the demo's trunks come from weights_local_dir, written by make_demo_trunk
-        lambda wildcards: (
-            f"{SETTINGS['weights_local_dir']}/{wildcards.trunk_file}"
-            if PRESET == "demo"
-            else []
-        ),
+        lambda wildcards: local_source(wildcards.trunk_file),
     output:
         f"{RES}/weights/{{trunk_file}}",
     log:
@@ -82,12 +46,7 @@ rule fetch_log:
 
 rule fetch_released:
     input:
-        # the demo's stand-ins (released.smk), taken from weights_local_dir like its trunk
-        lambda wildcards: (
-            f"{SETTINGS['weights_local_dir']}/{wildcards.stem}.pth"
-            if PRESET == "demo"
-            else []
-        ),
+        lambda wildcards: local_source(f"{wildcards.stem}.pth"),
     output:
         f"{RES}/published/{{stem}}.pth",
     log:
@@ -101,10 +60,12 @@ rule fetch_released:
 
 
 rule released_checkpoints:
-    """Target: the released segmentation checkpoints of the experiments in `run`."""
+    """Target: the released segmentation checkpoints of the runs' records."""
     input:
-        [
-            f"{RES}/published/{EXPERIMENTS[e].released_checkpoint.file}"
-            for e in RUN
-            if EXPERIMENTS[e].released_checkpoint
-        ],
+        sorted(
+            {
+                f"{RES}/published/{run_record(run).released_checkpoint.file}"
+                for run in RUN_OF.values()
+                if run_record(run) and run_record(run).released_checkpoint
+            }
+        ),
