@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from internseg import ade20k
+from internseg import ade20k, archives
 from internseg.ade20k import TOP, DatasetError, prepare_ade20k
 
 N_TRAIN, N_VAL = 6, 2
@@ -278,7 +278,7 @@ def _failing_after(k: int, real):
 
 def test_failed_extraction_leaves_nothing_and_rerun_succeeds(good_zip, data_root, monkeypatch):
     with monkeypatch.context() as m:
-        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        m.setattr(archives, "_extract_entry", _failing_after(5, archives._extract_entry))
         with pytest.raises(RuntimeError, match="simulated"):
             prepare(good_zip, data_root)
     assert listing(data_root) == []
@@ -288,7 +288,7 @@ def test_failed_extraction_leaves_nothing_and_rerun_succeeds(good_zip, data_root
 def test_killed_extraction_partial_is_removed_by_next_run(good_zip, data_root, monkeypatch):
     # A hard kill gets no chance to clean up: stop cleanup as well as extraction.
     with monkeypatch.context() as m:
-        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        m.setattr(archives, "_extract_entry", _failing_after(5, archives._extract_entry))
         m.setattr(ade20k, "_discard", lambda path: None)
         with pytest.raises(RuntimeError):
             prepare(good_zip, data_root)
