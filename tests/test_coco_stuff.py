@@ -524,16 +524,27 @@ def test_another_maps_zip_than_the_recorded_one(sources, data_root):
     new = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
     with pytest.raises(InputError) as err:
         prepare(sources, data_root)
-    assert str(err.value) == (
-        f"{sources / MAPS_ZIP}: sha256 {new} differs from {first}, recorded in "
-        f"{data_root / RECORD} when it was first used; pass --stuffthingmaps-sha256 {new} to "
-        "accept this file")
+    message = (f"{sources / MAPS_ZIP}: sha256 {new} differs from {first}, recorded in "
+               f"{data_root / RECORD} when it was first used; pass --stuffthingmaps-sha256 {new} "
+               "to accept this file")
+    assert str(err.value) == message
     result = prepare(sources, data_root, pins={**UNPINNED, MAPS_ZIP: {"sha256": new}})
     assert result.action == "re-extracted"
     assert (data_root / RECORD).read_text().split()[0] == new
     converted = np.asarray(Image.open(
         data_root / TOP / "annotations" / "val2017" / f"{stem}_labelTrainIds.png"))
     assert converted[0, 0] == coco_stuff.RAW_TO_TRAIN_ID[int(raw[0, 0])]
+
+
+def test_a_deleted_record_is_written_again_from_the_tree(sources, data_root):
+    first = prepare(sources, data_root)
+    (data_root / RECORD).unlink()
+    assert prepare(sources, data_root).action == "up-to-date"
+    digest = first.manifest["sources"][MAPS_ZIP]["sha256"]
+    assert (data_root / RECORD).read_text() == f"{digest}  {MAPS_ZIP}\n"
+    rewrite(sources, MAPS_ZIP, lambda e: e.pop("val2017/"))
+    with pytest.raises(InputError, match=f"differs from {digest}"):
+        prepare(sources, data_root)
 
 
 # ---------------------------------------------------------------- interrupted conversion

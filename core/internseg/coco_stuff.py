@@ -609,6 +609,8 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
         if exists and not stale:
             if _listing_matches(manifest, target, train_count, val_count):
                 remove_partials(data_root, PARTIAL_PREFIX)
+                if _recorded(record) is None:  # deleted by hand: the tree vouches for the file
+                    write_text(record, f"{digests[MAPS_ZIP]}  {MAPS_ZIP}\n")
                 report(f"{target}: up to date (manifest {manifest_path})")
                 return Prepared(manifest, "up-to-date")
             # made by us from these zips, then changed: say what is wrong with it, in place
