@@ -304,6 +304,12 @@ def test_demo_zips_are_reproducible(tmp_path, demo):
     assert all(re.fullmatch(r"(train2017|val2017)/(\d{12}\.png)?", n) for n in names)
 
 
+def test_demo_refuses_images_too_small_for_its_shapes(tmp_path):
+    with pytest.raises(InputError, match=r"demo image sides \(8, 12\)"):
+        write_demo_coco_stuff(tmp_path, size=(8, 12))
+    assert listing(tmp_path) == []
+
+
 def test_sources_by_name_and_a_custom_manifest(sources, data_root, tmp_path):
     out = tmp_path / "meta" / "coco.json"
     by_name = {name: sources / name for name in coco_stuff.SOURCES}

@@ -268,7 +268,11 @@ def write_demo_coco_stuff(out_dir: str | Path, n_train: int = 48, n_val: int = 1
     with the real names and layout (``<split>/<12-digit id>.jpg``, ``<split>/<id>.png``); image
     sides are drawn from ``range(*size)``. Returns the three paths by name."""
     from .coco_stuff import IMAGE_ZIPS, MAPS_ZIP
+    from .errors import InputError
 
+    if size[0] < 32 or size[1] <= size[0]:
+        raise InputError(f"demo image sides {size}: need range(a, b) with 32 <= a < b, room for "
+                         "the objects and the unlabeled patch")
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     backgrounds, objects = coco_demo_looks()
