@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from internseg import ade20k
+from internseg import ade20k, archives
 from internseg.ade20k import TOP, DatasetError, prepare_ade20k
 
 N_TRAIN, N_VAL = 6, 2
@@ -222,11 +222,11 @@ def test_malformed_expected_sha1_is_an_error(good_zip, data_root):
     ("..\\evil", "'..'"),
 ])
 def test_unsafe_entry_reason(name, reason):
-    assert reason in ade20k.unsafe_entry_reason(zipfile.ZipInfo(name))
+    assert reason in archives.unsafe_entry_reason(zipfile.ZipInfo(name))
 
 
 def test_safe_entry_has_no_reason():
-    assert ade20k.unsafe_entry_reason(zipfile.ZipInfo(f"{TOP}/images/training/a..b.jpg")) is None
+    assert archives.unsafe_entry_reason(zipfile.ZipInfo(f"{TOP}/images/training/a..b.jpg")) is None
 
 
 def test_unsafe_entries_refused_and_nothing_written(tmp_path, data_root):
@@ -277,7 +277,7 @@ def _failing_after(k: int, real):
 
 def test_failed_extraction_leaves_nothing_and_rerun_succeeds(good_zip, data_root, monkeypatch):
     with monkeypatch.context() as m:
-        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        m.setattr(archives, "_extract_entry", _failing_after(5, archives._extract_entry))
         with pytest.raises(RuntimeError, match="simulated"):
             prepare(good_zip, data_root)
     assert listing(data_root) == []
@@ -287,7 +287,7 @@ def test_failed_extraction_leaves_nothing_and_rerun_succeeds(good_zip, data_root
 def test_killed_extraction_partial_is_removed_by_next_run(good_zip, data_root, monkeypatch):
     # A hard kill gets no chance to clean up: stop cleanup as well as extraction.
     with monkeypatch.context() as m:
-        m.setattr(ade20k, "_extract_entry", _failing_after(5, ade20k._extract_entry))
+        m.setattr(archives, "_extract_entry", _failing_after(5, archives._extract_entry))
         m.setattr(ade20k, "_discard", lambda path: None)
         with pytest.raises(RuntimeError):
             prepare(good_zip, data_root)

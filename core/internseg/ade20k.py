@@ -12,22 +12,20 @@ so that every later step finds the data at the same path.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import re
-import shutil
-import stat
-import sys
 import tempfile
 import time
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import InputError
+from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, format_problems,
+                       locked, progress_bar, remove_partials, throughput, vetted_zip)
+from .archives import discard as _discard
+from .archives import list_files as _list_files
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
@@ -37,20 +35,12 @@ EXPECTED_SHA1 = "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
 TRAIN_COUNT = 20210
 VAL_COUNT = 2000
 MAX_LABEL = 150  # 0 is "other" (ignored), 1..150 the classes
-MAX_ERRORS = 20
 MANIFEST_VERSION = 1
 # Both the extraction folder and the temporary symlink carry this prefix, so that one glob
 # finds whatever a killed run left behind.
 PARTIAL_PREFIX = f".{TOP}.partial-"
 SPLITS = (("training", "train"), ("validation", "val"))  # folder name, manifest key
 EXTRA_FILES = ("objectInfo150.txt", "sceneCategories.txt")
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-Report = Callable[[str], None]
-
-
-class DatasetError(InputError):
-    """An ADE20K source or tree that cannot be used; the message names the file and problem."""
 
 
 class TreeFacts(NamedTuple):
@@ -68,12 +58,6 @@ class Prepared(NamedTuple):
 
 
 # ---------------------------------------------------------------- checksums
-
-
-def _progress(iterable=None, **kwargs):
-    from tqdm import tqdm
-
-    return tqdm(iterable, mininterval=1.0, file=sys.stderr, **kwargs)
 
 
 def sha1_file(path: str | Path, chunk: int = 1 << 20, progress: bool = True) -> str:
@@ -105,63 +89,12 @@ def check_sha1(path: str | Path, expected: str | None, progress: bool = True) ->
     return actual
 
 
-# ---------------------------------------------------------------- zip safety and extraction
-
-
-def unsafe_entry_reason(info: zipfile.ZipInfo) -> str | None:
-    """Why extracting this entry could write outside the target folder, or None if it cannot."""
-    name = info.filename
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "is a symbolic link"
-    if name.startswith(("/", "\\")):
-        return "has an absolute path"
-    if _DRIVE.match(name):
-        return "has a drive letter"
-    # Backslashes count as separators too: a zip written on Windows may use them.
-    if ".." in re.split(r"[/\\]", name):
-        return "has a '..' component"
-    return None
-
-
-def unsafe_entries(infos: Iterable[zipfile.ZipInfo]) -> list[str]:
-    return [f"entry {i.filename!r} {reason}" for i in infos
-            if (reason := unsafe_entry_reason(i)) is not None]
-
-
-def _under_top(name: str) -> bool:
-    return name.startswith(f"{TOP}/")
-
-
-def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> int:
-    """Write one (already vetted) member below ``dest``; returns the bytes written."""
-    parts = [p for p in info.filename.split("/") if p not in ("", ".")]
-    target = dest.joinpath(*parts)
-    # Second line of defence behind unsafe_entry_reason: never write outside dest.
-    if not target.resolve().is_relative_to(dest.resolve()):
-        raise DatasetError(f"zip entry {info.filename!r} would be written outside {dest}")
-    if info.is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zf.open(info) as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    return info.file_size
-
-
-def _discard(path: Path) -> None:
-    """Remove a partial folder or temporary link without ever following a link."""
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+# ---------------------------------------------------------------- extraction
 
 
 def remove_stale_partials(data_root: Path) -> list[Path]:
     """Delete what killed runs left behind; the caller holds the data_root lock."""
-    stale = sorted(data_root.glob(f"{PARTIAL_PREFIX}*"))
-    for path in stale:
-        _discard(path)
-    return stale
+    return remove_partials(data_root, PARTIAL_PREFIX)
 
 
 def extract_zip(zip_path: Path, data_root: Path, *, progress: bool = True,
@@ -171,78 +104,17 @@ def extract_zip(zip_path: Path, data_root: Path, *, progress: bool = True,
     Every entry is vetted before anything is written.  Returns ``<partial>/ADEChallengeData2016``;
     the caller validates it and renames it into place.  On an error the partial folder is removed.
     """
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as err:
-        raise DatasetError(f"{zip_path}: not a readable zip archive ({err})") from None
-    with zf:
-        infos = zf.infolist()
-        names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            seen, dupes = set(), []
-            for name in names:
-                if name in seen and name not in dupes:
-                    dupes.append(name)
-                seen.add(name)
-            raise DatasetError(format_problems(f"{zip_path}: duplicate entries (which copy is "
-                                               "meant is ambiguous)", dupes, MAX_ERRORS))
-        refused = unsafe_entries(infos)
-        if refused:
-            raise DatasetError(format_problems(f"{zip_path}: refusing to extract", refused,
-                                               len(refused)))
-        members = [i for i in infos if _under_top(i.filename)]
-        if not members:
-            raise DatasetError(f"{zip_path}: no {TOP}/ folder inside the archive")
-        if len(members) < len(infos):
-            report(f"{zip_path}: skipping {len(infos) - len(members)} entries outside {TOP}/")
-        total = sum(i.file_size for i in members)
+    with vetted_zip(zip_path, (TOP,), report=report) as (zf, members):
         partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=data_root))
-        start = time.perf_counter()
         try:
-            with _progress(total=total, unit="B", unit_scale=True, desc="extract",
-                           disable=not progress) as bar:
-                for info in members:
-                    try:
-                        bar.update(_extract_entry(zf, info, partial))
-                    except (zipfile.BadZipFile, EOFError) as err:
-                        raise DatasetError(
-                            f"{zip_path}: entry {info.filename!r} is corrupt ({err})") from None
+            extract_members(zf, zip_path, members, partial, progress=progress, report=report)
         except BaseException:
             _discard(partial)
             raise
-    report(_throughput("extracted", len(members), total, time.perf_counter() - start))
     return partial / TOP
 
 
 # ---------------------------------------------------------------- validation
-
-
-def format_problems(header: str, problems: list[str], max_errors: int = MAX_ERRORS) -> str:
-    lines = [f"{header} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"]
-    lines += [f"  - {p}" for p in problems[:max_errors]]
-    if len(problems) > max_errors:
-        lines.append(f"  ... and {len(problems) - max_errors} more")
-    return "\n".join(lines)
-
-
-def _throughput(verb: str, files: int, nbytes: int, seconds: float) -> str:
-    seconds = max(seconds, 1e-9)
-    return (f"{verb} {files} files ({nbytes / 1e6:.1f} MB) in {seconds:.1f} s: "
-            f"{files / seconds:.0f} files/s, {nbytes / 1e6 / seconds:.1f} MB/s")
-
-
-def _list_files(folder: Path, suffix: str) -> tuple[dict[str, int], list[str]]:
-    """Stems of ``*suffix`` files with their sizes, and the names of anything else."""
-    found, other = {}, []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.name.endswith(suffix) and entry.is_file():
-                found[entry.name[: -len(suffix)]] = entry.stat().st_size
-            else:
-                other.append(entry.name)
-    return found, sorted(other)
 
 
 def check_pair(root: Path, image: str, label: str) -> list[str]:
@@ -336,10 +208,10 @@ def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
     # PIL releases the GIL while decoding, so threads overlap PNG decoding and file reads.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda pair: check_pair(root, *pair), pairs)
-        for found in _progress(results, total=len(pairs), desc="validate", unit="pair",
+        for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
                                disable=not progress):
             problems += found
-    report(_throughput("validated", 2 * len(pairs), sum(nbytes.values()),
+    report(throughput("validated", 2 * len(pairs), sum(nbytes.values()),
                        time.perf_counter() - start))
     if problems:
         raise DatasetError(format_problems(f"{where}: ADE20K validation failed", problems,
@@ -415,20 +287,6 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) 
 # ---------------------------------------------------------------- orchestration
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Exclusive lock on the folder itself: no lock file is left behind, and two concurrent
-    runs cannot delete each other's partial folder."""
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
-
-
 def _tree_in(folder: Path) -> Path:
     """Accept both the ``ADEChallengeData2016`` folder and the folder that contains it."""
     return folder / TOP if (folder / TOP).is_dir() else folder
@@ -463,7 +321,7 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
         raise DatasetError(f"{source}: source not found")
     data_root.mkdir(parents=True, exist_ok=True)
 
-    with _locked(data_root):
+    with locked(data_root):
         for stale in remove_stale_partials(data_root):
             report(f"removed {stale}, left by an interrupted run")
         manifest = _current_manifest(manifest_path, target, train_count, val_count)

@@ -273,6 +273,51 @@ def cmd_prepare_ade20k(args) -> int:
     return 0
 
 
+def add_prepare_coco_stuff(sub) -> None:
+    from .archives import MAX_ERRORS
+    from .coco_stuff import MAPS_ZIP, TOP, TRAIN_COUNT, VAL_COUNT
+
+    p = sub.add_parser(
+        "prepare-coco-stuff",
+        help="check, extract, convert and validate COCO-Stuff-164K; write its manifest")
+    p.add_argument("--source", required=True, type=Path,
+                   help=f"folder holding train2017.zip, val2017.zip and {MAPS_ZIP}")
+    p.add_argument("--data-root", required=True, type=Path,
+                   help=f"folder that will contain {TOP}/")
+    p.add_argument("--manifest", type=Path,
+                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
+    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
+    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
+    p.add_argument("--download", action="store_true",
+                   help="download the zips missing from --source (resumable)")
+    p.add_argument("--base-url", help="download from <base-url>/<zip name> instead of the "
+                                      "recorded URLs (a mirror; the pins still apply)")
+    p.add_argument("--stuffthingmaps-sha256", metavar="HEX",
+                   help=f"expected sha256 of {MAPS_ZIP} (none is published; without it the "
+                        "digest of the first file that prepared successfully is the reference)")
+    p.add_argument("--workers", type=int_at_least(1),
+                   help="processes converting maps, threads validating (default: the cores)")
+    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
+                   help="problems listed in full before '... and N more'")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare_coco_stuff)
+
+
+def cmd_prepare_coco_stuff(args) -> int:
+    from .coco_stuff import MAPS_ZIP, prepare_coco_stuff
+
+    if args.base_url and not args.download:
+        raise InputError("--base-url is only used with --download")
+    pins = ({MAPS_ZIP: {"sha256": args.stuffthingmaps_sha256}}
+            if args.stuffthingmaps_sha256 else None)
+    prepare_coco_stuff(args.source, args.data_root, pins=pins, download=args.download,
+                       base_url=args.base_url, manifest_path=args.manifest,
+                       train_count=args.train_count, val_count=args.val_count,
+                       max_errors=args.max_errors, workers=args.workers,
+                       progress=not args.no_progress, report=print)
+    return 0
+
+
 def add_split(sub) -> None:
     from .splits import TOTAL_TRAIN
 
@@ -549,7 +594,8 @@ def cmd_aggregate(args) -> int:
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
-               add_split, add_plan, add_make_demo, add_make_demo_released, add_aggregate)
+               add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
+               add_make_demo_released, add_aggregate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
-"""The embedded demo: a synthetic ADEChallengeData2016.zip and a tiny "pretrained" InternViT.
+"""The embedded demo: a synthetic ADEChallengeData2016.zip, synthetic COCO-Stuff-164K zips and
+a tiny "pretrained" InternViT.
 
-The data is in the exact ADE20K layout, and a small model can learn it: each class has its own
-colour and texture, so a linear probe on a random trunk already beats a constant predictor.
+The data is in the exact layouts of the real archives, and a small model can learn it: each
+class has its own colour and texture, so a linear probe on a random trunk already beats a
+constant predictor.
 """
 
 from __future__ import annotations
@@ -199,3 +201,95 @@ def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path
     model.init_weights()
     state = to_released_layout(model.state_dict(), not cfg.model.backbone.freeze_trunk)
     return save_torch(out, state)
+
+
+# ---------------------------------------------------------------- COCO-Stuff-164K stand-in
+
+# Classes by their names in mmseg's COCOStuffDataset: stuff as backgrounds, things as objects.
+# Their raw ids straddle the unannotated raw ids (stop sign is train id 11 but raw 12; every
+# stuff class sits 11 raw ids above its train id), so an off-by-one conversion shows.
+COCO_BACKGROUNDS = (("sky-other", (110, 160, 230), "smooth"),
+                    ("grass", (60, 150, 60), "hstripes"),
+                    ("road", (95, 95, 100), "grid"),
+                    ("sea", (30, 90, 160), "vstripes"),
+                    ("wall-brick", (150, 70, 50), "grid"))
+COCO_OBJECTS = (("person", (200, 60, 60), "vstripes"),
+                ("stop sign", (210, 30, 40), "checker"),
+                ("dog", (160, 120, 60), "dots"),
+                ("umbrella", (220, 200, 40), "checker"))
+
+
+def coco_demo_looks() -> tuple[tuple[Look, ...], tuple[Look, ...]]:
+    """The demo's backgrounds and objects, each with the RAW map value of its class."""
+    from mmseg.datasets import COCOStuffDataset
+
+    from .coco_stuff import RAW_TO_TRAIN_ID
+
+    classes = COCOStuffDataset.METAINFO["classes"]
+    raw_of = {train: raw for raw, train in RAW_TO_TRAIN_ID.items()}
+
+    def looks(table):
+        return tuple(Look(raw_of[classes.index(name)], name, rgb, kind)
+                     for name, rgb, kind in table)
+
+    return looks(COCO_BACKGROUNDS), looks(COCO_OBJECTS)
+
+
+def make_coco_pair(rng: np.random.Generator, backgrounds, objects, size=(64, 97)):
+    """One RGB image and its raw COCO-Stuff map (0..181, 255 = unlabeled): a background split
+    between two stuff classes, one to three objects, sometimes an unlabeled blob."""
+    h, w = int(rng.integers(*size)), int(rng.integers(*size))
+    img = np.zeros((h, w, 3), np.float64)
+    raw = np.full((h, w), 255, np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    top, bottom = rng.choice(len(backgrounds), size=2, replace=False)
+    horizon = int(rng.integers(h // 3, 2 * h // 3))
+    for look, mask in ((backgrounds[top], yy < horizon), (backgrounds[bottom], yy >= horizon)):
+        paint(img, mask, look, rng)
+        raw[mask] = look.label
+    for _ in range(int(rng.integers(1, 4))):
+        look = objects[int(rng.integers(len(objects)))]
+        oh, ow = int(rng.integers(h // 4, h // 2)), int(rng.integers(w // 4, w // 2))
+        y0, x0 = int(rng.integers(0, h - oh)), int(rng.integers(0, w - ow))
+        cy, cx = y0 + oh / 2, x0 + ow / 2
+        mask = ((yy - cy) / (oh / 2)) ** 2 + ((xx - cx) / (ow / 2)) ** 2 <= 1
+        paint(img, mask, look, rng)
+        raw[mask] = look.label
+    if rng.random() < 0.4:  # unlabeled (255): ignored in training, as in the real maps
+        s = int(rng.integers(6, 14))
+        y0, x0 = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        img[y0:y0 + s, x0:x0 + s] = rng.integers(0, 256, size=(s, s, 3))
+        raw[y0:y0 + s, x0:x0 + s] = 255
+    return img.astype(np.uint8), raw
+
+
+def write_demo_coco_stuff(out_dir: str | Path, n_train: int = 48, n_val: int = 12,
+                          seed: int = 0, size: tuple[int, int] = (64, 97)) -> dict[str, Path]:
+    """Write synthetic ``train2017.zip``, ``val2017.zip`` and ``stuffthingmaps_trainval2017.zip``
+    with the real names and layout (``<split>/<12-digit id>.jpg``, ``<split>/<id>.png``); image
+    sides are drawn from ``range(*size)``. Returns the three paths by name."""
+    from .coco_stuff import IMAGE_ZIPS, MAPS_ZIP
+    from .errors import InputError
+
+    if size[0] < 32 or size[1] <= size[0]:
+        raise InputError(f"demo image sides {size}: need range(a, b) with 32 <= a < b, room for "
+                         "the objects and the unlabeled patch")
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    backgrounds, objects = coco_demo_looks()
+    # COCO ids are sparse and shared by no two images; sorted like the real listings
+    ids = rng.choice(np.arange(1, 600_000), size=n_train + n_val, replace=False)
+    splits = (("train2017", sorted(ids[:n_train])), ("val2017", sorted(ids[n_train:])))
+    paths = {name: out_dir / name for name in (*IMAGE_ZIPS.values(), MAPS_ZIP)}
+    with atomic_path(paths[MAPS_ZIP]) as maps_tmp, \
+            zipfile.ZipFile(maps_tmp, "w", zipfile.ZIP_STORED) as maps:
+        for split, split_ids in splits:
+            _add(maps, f"{split}/", b"")
+            with atomic_path(paths[IMAGE_ZIPS[split]]) as tmp, \
+                    zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as images:
+                _add(images, f"{split}/", b"")
+                for image_id in split_ids:
+                    img, raw = make_coco_pair(rng, backgrounds, objects, size)
+                    _add(images, f"{split}/{image_id:012d}.jpg", _encode(img, "JPEG"))
+                    _add(maps, f"{split}/{image_id:012d}.png", _encode(raw, "PNG"))
+    return paths

@@ -1,0 +1,645 @@
+"""COCO-Stuff-164K preparation: check the three zips, extract, convert the maps, validate, manifest.
+
+After preparation (what mmseg's ``COCOStuffDataset`` reads)::
+
+    <data_root>/coco_stuff164k/images/{train2017,val2017}/<12-digit id>.jpg
+    <data_root>/coco_stuff164k/annotations/{train2017,val2017}/<id>_labelTrainIds.png
+    <data_root>/coco_stuff164k.manifest.json
+
+Later steps trust the tree only through the manifest (``valid: true``).  Everything is built in a
+hidden partial folder inside ``data_root`` and renamed into place only once it validated.  The
+raw maps (values 0..181 and 255) are converted to the 171 train ids with the recorded
+182 -> 171 mapping; a raw value outside it is refused, not passed through.  A killed conversion
+resumes where it stopped, provided the partial folder came from the same zips (a marker file
+holds their sha256s); any other leftover of a killed run is deleted by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from .ade20k import stems_sha256
+from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_members,
+                       format_problems, list_files, locked, progress_bar, remove_partials,
+                       throughput, vetted_zip)
+from .download import download as fetch_url
+from .download import normalize_sha256
+from .errors import InputError
+from .io import hash_file, write_json, write_text
+
+log = logging.getLogger("internseg")
+
+DATASET = "COCO-Stuff-164K"
+TOP = "coco_stuff164k"
+MAPS_ZIP = "stuffthingmaps_trainval2017.zip"
+SPLITS = (("train2017", "train"), ("val2017", "val"))  # folder name, manifest key
+IMAGE_ZIPS = {"train2017": "train2017.zip", "val2017": "val2017.zip"}
+MAP_SUFFIX = "_labelTrainIds.png"
+TRAIN_COUNT = 118287
+VAL_COUNT = 5000
+NUM_CLASSES = 171
+IGNORE_INDEX = 255
+MANIFEST_VERSION = 1
+PARTIAL_PREFIX = f".{TOP}.partial-"
+MARKER = "sources.json"  # in a partial folder: the sha256s of the zips it was extracted from
+RAW = "raw"  # in a partial folder: the extracted raw maps
+
+
+class Source(NamedTuple):
+    url: str
+    size: int | None
+    sha256: str | None
+
+
+# Sizes and sha256s as tensorflow-datasets records them; the maps zip has none published.
+SOURCES = {
+    "train2017.zip": Source(
+        "http://images.cocodataset.org/zips/train2017.zip", 19336861798,
+        "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929"),
+    "val2017.zip": Source(
+        "http://images.cocodataset.org/zips/val2017.zip", 815585330,
+        "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05"),
+    MAPS_ZIP: Source(
+        "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/" + MAPS_ZIP,
+        None, None),
+}
+
+# COCO thing ids that were never annotated (raw value = labels.txt id - 1): the 182 raw
+# classes minus these 11 are the 171 train ids, in order.
+UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+RAW_TO_TRAIN_ID: dict[int, int] = {
+    **{raw: train for train, raw in
+       enumerate(r for r in range(182) if r not in UNUSED_RAW_IDS)},
+    IGNORE_INDEX: IGNORE_INDEX,
+}
+# The lookup table's value for raw values outside the mapping; no train id (0..170, 255) is 254.
+_UNMAPPED = 254
+
+
+class TreeFacts(NamedTuple):
+    train_stems: list[str]
+    val_stems: list[str]
+    bytes: dict[str, int]
+
+
+class Prepared(NamedTuple):
+    manifest: dict
+    action: str  # "up-to-date" | "extracted" | "resumed" | "re-extracted" | "validated-in-place"
+
+
+# ---------------------------------------------------------------- sources
+
+
+def resolve_pins(pins: Mapping[str, Mapping | None] | None) -> dict[str, Source]:
+    """The recorded pins with ``pins``' per-file overrides: ``{name: {"sha256": .., "size": ..}}``
+    or ``{name: None}`` (not pinned)."""
+    resolved = dict(SOURCES)
+    for name, pin in (pins or {}).items():
+        if name not in SOURCES:
+            raise InputError(f"pins: unknown file {name!r} (expected one of {', '.join(SOURCES)})")
+        pin = dict(pin or {})
+        unknown = set(pin) - {"sha256", "size"}
+        if unknown:
+            raise InputError(f"pins: {name}: unknown keys {sorted(unknown)} (sha256, size)")
+        size = pin.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise InputError(f"pins: {name}: size must be a byte count, got {size!r}")
+        sha = normalize_sha256(pin.get("sha256"), f"pins: {name}: sha256")
+        resolved[name] = Source(SOURCES[name].url, size, sha)
+    return resolved
+
+
+def locate_sources(sources: str | Path | Mapping[str, str | Path], *, download: bool,
+                   base_url: str | None, pins: dict[str, Source], progress: bool,
+                   report: Report) -> dict[str, Path]:
+    """Paths of the three zips (a folder holding them, or a mapping name -> path); missing ones
+    are downloaded when ``download`` is set."""
+    if isinstance(sources, Mapping):
+        unknown = set(sources) - set(SOURCES)
+        missing_keys = set(SOURCES) - set(sources)
+        if unknown or missing_keys:
+            raise InputError(f"sources: need exactly the keys {', '.join(SOURCES)}; "
+                             f"unknown {sorted(unknown)}, missing {sorted(missing_keys)}")
+        paths = {name: Path(sources[name]).absolute() for name in SOURCES}
+    else:
+        folder = Path(sources).absolute()
+        if not folder.is_dir() and not (download and not folder.exists()):
+            raise DatasetError(f"{folder}: source folder not found")
+        paths = {name: folder / name for name in SOURCES}
+    missing = [name for name, path in paths.items() if not path.is_file()]
+    if missing and not download:
+        where = ", ".join(str(paths[name]) for name in missing)
+        raise DatasetError(f"{where}: not found; download "
+                           f"{' and '.join(missing)} (see docs/coco-stuff.md) or pass --download")
+    for name in missing:
+        url = f"{base_url.rstrip('/')}/{name}" if base_url else pins[name].url
+        report(f"downloading {url} -> {paths[name]}")
+        fetch_url(url, paths[name], sha256=pins[name].sha256, size=pins[name].size,
+                  progress=progress, report=report)
+    return paths
+
+
+def record_path(data_root: Path) -> Path:
+    """Where the maps zip's sha256 is kept once a preparation accepted it (no digest is
+    published, so the first file that prepared successfully is the reference)."""
+    return data_root / f"{MAPS_ZIP}.sha256"
+
+
+def _recorded(record: Path) -> str | None:
+    try:
+        text = record.read_text().split()
+    except FileNotFoundError:
+        return None
+    try:
+        return normalize_sha256(text[0] if text else "", f"{record}: recorded sha256")
+    except InputError as err:
+        raise DatasetError(f"{err}; delete it to record the current file") from None
+
+
+def check_sources(paths: dict[str, Path], pins: dict[str, Source], record: Path, *,
+                  progress: bool) -> dict[str, dict]:
+    """Size, then sha256, of every zip against its pin; the maps zip, unpinned, against the
+    digest recorded at its first successful use."""
+    checked = {}
+    for name, path in paths.items():
+        pin = pins[name]
+        size = path.stat().st_size
+        if pin.size is not None and size != pin.size:
+            raise DatasetError(f"{path}: size {size} bytes, expected {pin.size} (an incomplete "
+                               "download, or a re-zipped mirror)")
+        actual = hash_file(path, "sha256", progress=progress)
+        if pin.sha256 is not None and actual != pin.sha256:
+            raise DatasetError(f"{path}: sha256 mismatch: expected {pin.sha256}, actual {actual}")
+        if pin.sha256 is None and name == MAPS_ZIP:
+            recorded = _recorded(record)
+            if recorded is not None and recorded != actual:
+                raise DatasetError(
+                    f"{path}: sha256 {actual} differs from {recorded}, recorded in {record} "
+                    f"when it was first used; pass --stuffthingmaps-sha256 {actual} to accept "
+                    "this file")
+        elif pin.sha256 is None:
+            log.warning("%s: not pinned, not verified (sha256 %s)", path, actual)
+        checked[name] = dict(path=str(path), size=size, sha256=actual,
+                             pinned=pin.sha256 is not None)
+    return checked
+
+
+def _digests(checked: dict[str, dict]) -> dict[str, str]:
+    return {name: info["sha256"] for name, info in checked.items()}
+
+
+# ---------------------------------------------------------------- conversion
+
+
+@functools.cache
+def _lookup_table():
+    import numpy as np
+
+    table = np.full(256, _UNMAPPED, dtype=np.uint8)
+    for raw, train in RAW_TO_TRAIN_ID.items():
+        table[raw] = train
+    return table
+
+
+@functools.cache
+def _valid_train_ids():
+    import numpy as np
+
+    valid = np.zeros(256, dtype=bool)
+    valid[:NUM_CLASSES] = True
+    valid[IGNORE_INDEX] = True
+    return valid
+
+
+def convert_map(raw: Path, out: Path, image: Path, name: str) -> str | None:
+    """Convert one raw map to train ids at ``out``; returns the problem instead when the map
+    cannot be converted (``name`` is how messages call it).
+
+    The PNG is written under a hidden temporary name and renamed: a killed conversion leaves no
+    file that looks finished.
+    """
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(raw) as im:
+            mode, size = im.mode, im.size
+            pixels = np.asarray(im) if mode == "L" else None
+    except Exception as err:  # PIL raises many types for a broken file
+        return f"{name}: unreadable map ({err})"
+    if pixels is None:
+        return f"{name}: must be single-channel 8-bit (PIL mode 'L'), found mode {mode!r}"
+    try:
+        with Image.open(image) as im:
+            image_size = im.size  # the header only: validation decodes the image later
+    except Exception as err:
+        return f"{name}: its image {image.name} is unreadable ({err})"
+    if size != image_size:
+        return (f"{name}: size {size[0]}x{size[1]} differs from its image {image.name} "
+                f"({image_size[0]}x{image_size[1]})")
+    converted = _lookup_table()[pixels]
+    unmapped = converted == _UNMAPPED
+    if unmapped.any():
+        values = ", ".join(str(v) for v in np.unique(pixels[unmapped]))
+        return (f"{name}: raw values {values} are not in the COCO-Stuff mapping "
+                f"({int(unmapped.sum())} pixels)")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(converted).save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return None
+
+
+def _convert_star(task: tuple) -> str | None:
+    return convert_map(*task)
+
+
+def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = MAX_ERRORS,
+                 progress: bool = True, report: Report = log.info) -> dict:
+    """Convert ``raw_root/<split>/<id>.png`` to ``tree/annotations/<split>/<id>_labelTrainIds.png``.
+
+    Maps already converted (present under their final name) are kept: that is the resume.
+    Returns the conversion figures; raises one DatasetError listing every map refused.
+    """
+    tasks, done = [], 0
+    for split, _ in SPLITS:
+        out_dir = tree / "annotations" / split
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in out_dir.glob(".*"):  # half-written by a killed run
+            leftover.unlink()
+        have = set(list_files(out_dir, MAP_SUFFIX)[0])
+        for stem in sorted(list_files(raw_root / split, ".png")[0]):
+            if stem in have:
+                done += 1
+            else:
+                tasks.append((raw_root / split / f"{stem}.png", out_dir / f"{stem}{MAP_SUFFIX}",
+                              tree / "images" / split / f"{stem}.jpg", f"{split}/{stem}.png"))
+    if done:
+        report(f"resuming the conversion: {done} maps already converted, {len(tasks)} to go")
+    start = time.perf_counter()
+    problems = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(tasks) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            # an interruption must not wait for every queued map to be converted
+            stack.callback(pool.shutdown, cancel_futures=True)
+            chunk = max(1, min(64, len(tasks) // (8 * workers)))
+            results = pool.map(_convert_star, tasks, chunksize=chunk)
+        else:
+            results = map(_convert_star, tasks)
+        for problem in progress_bar(results, total=len(tasks), desc="convert", unit="map",
+                                    disable=not progress):
+            if problem is not None:
+                problems.append(problem)
+    seconds = time.perf_counter() - start
+    rate = len(tasks) / max(seconds, 1e-9)
+    report(f"converted {len(tasks) - len(problems)} maps in {seconds:.1f} s with {workers} "
+           f"worker{'s' if workers != 1 else ''}: {rate:.1f} images/s")
+    if problems:
+        raise DatasetError(format_problems(f"{MAPS_ZIP}: maps refused", problems, max_errors))
+    return dict(images=len(tasks), seconds=round(seconds, 3), images_per_s=round(rate, 1),
+                workers=workers, already_converted=done)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_pair(root: Path, image: str, label: str) -> list[str]:
+    """Problems of one image/map pair of a converted tree (paths relative to ``root``); the
+    image is decoded in full, since a JPEG cut short fails only when its pixels are read."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(root / image) as im:
+            image_size = im.size
+            im.load()
+    except Exception as err:
+        return [f"{image}: unreadable image ({err})"]
+    try:
+        with Image.open(root / label) as lab:
+            label_size, mode = lab.size, lab.mode
+            pixels = np.asarray(lab) if mode == "L" else None
+    except Exception as err:
+        return [f"{label}: unreadable label map ({err})"]
+    problems = []
+    if pixels is None:
+        problems.append(f"{label}: label map must be single-channel 8-bit (PIL mode 'L'), "
+                        f"found mode {mode!r}")
+    else:
+        counts = np.bincount(pixels.ravel(), minlength=256)
+        bad = np.flatnonzero((counts > 0) & ~_valid_train_ids())
+        if bad.size:
+            problems.append(f"{label}: values {', '.join(map(str, bad))} outside "
+                            f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} "
+                            f"({int(counts[bad].sum())} pixels)")
+    if image_size != label_size:
+        problems.append(f"{label}: size {label_size[0]}x{label_size[1]} differs from its image "
+                        f"{image} ({image_size[0]}x{image_size[1]})")
+    return problems
+
+
+def _listing(folder: Path, suffix: str, what: str, problems: list[str]) -> dict[str, int]:
+    if not folder.is_dir():
+        problems.append(f"{what}: folder missing")
+        return {}
+    found, other = list_files(folder, suffix)
+    problems += [f"{what}/{name}: unexpected entry (want *{suffix} files)" for name in other]
+    return found
+
+
+def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
+                  val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
+                  workers: int | None = None, progress: bool = True, where: str | None = None,
+                  report: Report = log.info) -> TreeFacts:
+    """Check a prepared ``coco_stuff164k`` folder; raise one DatasetError listing every problem."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(root)
+    where = where or str(root)
+    if not root.is_dir():
+        raise DatasetError(f"{where}: not a folder")
+    expected = {"train2017": train_count, "val2017": val_count}
+    problems: list[str] = []
+    stems: dict[str, list[str]] = {}
+    nbytes: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    for split, key in SPLITS:
+        images = _listing(root / "images" / split, ".jpg", f"images/{split}", problems)
+        labels = _listing(root / "annotations" / split, MAP_SUFFIX, f"annotations/{split}",
+                          problems)
+        if len(images) != expected[split]:
+            problems.append(f"images/{split}: {len(images)} images, expected {expected[split]}")
+        problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}{MAP_SUFFIX}"
+                     for s in sorted(images.keys() - labels.keys())]
+        problems += [f"annotations/{split}/{s}{MAP_SUFFIX}: no image images/{split}/{s}.jpg"
+                     for s in sorted(labels.keys() - images.keys())]
+        both = sorted(images.keys() & labels.keys())
+        stems[key] = both
+        nbytes[key] = sum(images[s] + labels[s] for s in both)
+        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}{MAP_SUFFIX}")
+                  for s in both]
+
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    start = time.perf_counter()
+    # PIL releases the GIL while decoding, so threads overlap decoding and file reads.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
+        for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
+                                  disable=not progress):
+            problems += found
+    report(throughput("validated", 2 * len(pairs), sum(nbytes.values()),
+                      time.perf_counter() - start))
+    if problems:
+        raise DatasetError(format_problems(f"{where}: {DATASET} validation failed", problems,
+                                           max_errors))
+    return TreeFacts(stems["train"], stems["val"], nbytes)
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def _pairing_problems(partial: Path, counts: dict[str, int]) -> list[str]:
+    """Images against raw maps, by listing only: a zip that does not pair up is refused before
+    the conversion is paid for."""
+    problems = []
+    for split, _ in SPLITS:
+        zip_name = IMAGE_ZIPS[split]
+        images = _listing(partial / TOP / "images" / split, ".jpg", f"{zip_name}: {split}",
+                          problems)
+        maps = _listing(partial / RAW / split, ".png", f"{MAPS_ZIP}: {split}", problems)
+        # the images set the count; the maps are held to the images by the pairing below
+        if len(images) != counts[split]:
+            problems.append(f"{zip_name}: {len(images)} images in {split}/, "
+                            f"expected {counts[split]}")
+        problems += [f"{zip_name}: {split}/{s}.jpg has no map {split}/{s}.png in {MAPS_ZIP}"
+                     for s in sorted(images.keys() - maps.keys())]
+        problems += [f"{MAPS_ZIP}: {split}/{s}.png has no image {split}/{s}.jpg in {zip_name}"
+                     for s in sorted(maps.keys() - images.keys())]
+    return problems
+
+
+def _extract_all(paths: dict[str, Path], partial: Path, *, progress: bool,
+                 report: Report) -> None:
+    """Vet all three zips, check the disk has room, then extract: images into the tree, raw maps
+    into the working folder."""
+    plan = [(paths[IMAGE_ZIPS[split]], (split,), partial / TOP / "images") for split, _ in SPLITS]
+    plan.append((paths[MAPS_ZIP], tuple(split for split, _ in SPLITS), partial / RAW))
+    with contextlib.ExitStack() as stack:
+        opened = [(path, *stack.enter_context(vetted_zip(path, tops, report=report)), dest)
+                  for path, tops, dest in plan]
+        raw_maps = sum(i.file_size for i in opened[-1][2])
+        # the converted maps take about as much again as the raw ones
+        needed = sum(i.file_size for _, _, members, _ in opened for i in members) + raw_maps
+        free = shutil.disk_usage(partial).free
+        if free < needed:
+            raise DatasetError(f"{partial.parent}: {free / 1e6:,.1f} MB free, preparing "
+                               f"{DATASET} needs about {needed / 1e6:,.1f} MB")
+        for path, zf, members, dest in opened:
+            dest.mkdir(parents=True, exist_ok=True)
+            extract_members(zf, path, members, dest, progress=progress, report=report)
+
+
+def _resumable(data_root: Path, digests: dict[str, str]) -> Path | None:
+    """A partial folder whose extraction finished from these very zips, if any."""
+    for partial in sorted(data_root.glob(f"{PARTIAL_PREFIX}*")):
+        try:
+            marker = json.loads((partial / MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        if marker == digests and (partial / TOP).is_dir() and (partial / RAW).is_dir():
+            return partial
+    return None
+
+
+def _build(paths: dict[str, Path], digests: dict[str, str], data_root: Path,
+           checks: dict, workers: int) -> tuple[Path, TreeFacts, dict, bool]:
+    """A validated tree in a partial folder: (partial, facts, conversion figures, resumed)."""
+    report, progress = checks["report"], checks["progress"]
+    partial = _resumable(data_root, digests)
+    for stale in remove_partials(data_root, PARTIAL_PREFIX, keep=[partial] if partial else []):
+        report(f"removed {stale}, left by an interrupted run")
+    resumed = partial is not None
+    if resumed:
+        report(f"resuming {partial}: extracted from the same zips by an interrupted run")
+    else:
+        partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=data_root))
+        try:
+            _extract_all(paths, partial, progress=progress, report=report)
+            counts = {"train2017": checks["train_count"], "val2017": checks["val_count"]}
+            problems = _pairing_problems(partial, counts)
+            if problems:
+                raise DatasetError(format_problems(
+                    f"{paths[MAPS_ZIP].parent}: the zips do not pair up", problems,
+                    checks["max_errors"]))
+            write_json(partial / MARKER, digests)
+        except BaseException:
+            discard(partial)
+            raise
+    try:
+        conversion = convert_maps(partial / RAW, partial / TOP, workers=workers,
+                                  max_errors=checks["max_errors"], progress=progress,
+                                  report=report)
+        facts = validate_tree(partial / TOP, where=f"{data_root / TOP} (being prepared)",
+                              workers=workers, **checks)
+    except DatasetError:
+        discard(partial)  # bad sources: nothing worth resuming
+        raise
+    # any other failure (a kill, a bug) keeps the partial folder: the next run resumes it
+    return partial, facts, conversion, resumed
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def build_manifest(root: Path, sources: dict[str, dict], facts: TreeFacts,
+                   conversion: dict) -> dict:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "dataset": DATASET,
+        "valid": True,
+        "root": str(root),
+        "sources": sources,
+        "num_classes": NUM_CLASSES,
+        "ignore_index": IGNORE_INDEX,
+        "train_count": len(facts.train_stems),
+        "val_count": len(facts.val_stems),
+        "bytes": facts.bytes,
+        "train_stems_sha256": stems_sha256(facts.train_stems),
+        "val_stems_sha256": stems_sha256(facts.val_stems),
+        "train_stems": facts.train_stems,
+        "conversion": conversion,
+    }
+
+
+def _our_manifest(path: Path, root: Path) -> dict | None:
+    """The manifest at ``path`` if this module wrote it for ``root``."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(manifest, dict) and manifest.get("valid") is True
+            and manifest.get("dataset") == DATASET
+            and manifest.get("manifest_version") == MANIFEST_VERSION
+            and manifest.get("root") == str(root)):
+        return manifest
+    return None
+
+
+def _listing_matches(manifest: dict, root: Path, train_count: int, val_count: int) -> bool:
+    """Whether the tree still holds what the manifest lists; file names only (the rerun's
+    no-op path must stay cheap)."""
+    if manifest.get("train_count") != train_count or manifest.get("val_count") != val_count:
+        return False
+    for split, key in SPLITS:
+        for kind, suffix in (("images", ".jpg"), ("annotations", MAP_SUFFIX)):
+            try:
+                listed = sorted(list_files(root / kind / split, suffix)[0])
+            except OSError:
+                return False
+            if stems_sha256(listed) != manifest.get(f"{key}_stems_sha256"):
+                return False
+    return True
+
+
+def _recorded_digests(manifest: dict) -> dict[str, str | None]:
+    sources = manifest.get("sources")
+    if not isinstance(sources, dict):
+        return {}
+    return {name: (info or {}).get("sha256") if isinstance(info, dict) else None
+            for name, info in sources.items()}
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root: str | Path,
+                       *, pins: Mapping[str, Mapping | None] | None = None,
+                       download: bool = False, base_url: str | None = None,
+                       manifest_path: str | Path | None = None,
+                       train_count: int = TRAIN_COUNT, val_count: int = VAL_COUNT,
+                       max_errors: int = MAX_ERRORS, workers: int | None = None,
+                       progress: bool = True, report: Report = log.info) -> Prepared:
+    """Make ``<data_root>/coco_stuff164k`` a validated COCO-Stuff-164K tree; write its manifest.
+
+    ``sources``: a folder holding ``train2017.zip``, ``val2017.zip`` and
+    ``stuffthingmaps_trainval2017.zip``, or a mapping of those names to paths.  ``pins``
+    overrides the recorded size/sha256 per file (see :func:`resolve_pins`).  With ``download``,
+    missing zips are fetched from the recorded URLs (or ``base_url/<name>``).
+    ``manifest_path`` defaults to ``<data_root>/coco_stuff164k.manifest.json``.  Idempotent: when
+    the manifest still describes the tree and the zips, nothing is extracted or converted.
+    """
+    data_root = Path(data_root).absolute()
+    target = data_root / TOP
+    manifest_path = Path(manifest_path or data_root / f"{TOP}.manifest.json").absolute()
+    pinned = resolve_pins(pins)
+    workers = workers or os.cpu_count() or 1
+    checks = dict(train_count=train_count, val_count=val_count, max_errors=max_errors,
+                  progress=progress, report=report)
+    data_root.mkdir(parents=True, exist_ok=True)
+
+    with locked(data_root):
+        paths = locate_sources(sources, download=download, base_url=base_url, pins=pinned,
+                               progress=progress, report=report)
+        record = record_path(data_root)
+        checked = check_sources(paths, pinned, record, progress=progress)
+        digests = _digests(checked)
+        manifest = _our_manifest(manifest_path, target)
+        exists = os.path.lexists(target)
+        stale = manifest is not None and _recorded_digests(manifest) != digests
+        if exists and manifest is None:
+            raise DatasetError(f"{target} exists but no {DATASET} manifest of ours vouches for "
+                               f"it ({manifest_path}); move it away to prepare from the zips")
+        if exists and not stale:
+            if _listing_matches(manifest, target, train_count, val_count):
+                remove_partials(data_root, PARTIAL_PREFIX)
+                if _recorded(record) is None:  # deleted by hand: the tree vouches for the file
+                    write_text(record, f"{digests[MAPS_ZIP]}  {MAPS_ZIP}\n")
+                report(f"{target}: up to date (manifest {manifest_path})")
+                return Prepared(manifest, "up-to-date")
+            # made by us from these zips, then changed: say what is wrong with it, in place
+            report(f"{target} no longer matches {manifest_path}; validating it in place")
+            facts = validate_tree(target, workers=workers, **checks)
+            manifest = build_manifest(target, checked, facts, manifest.get("conversion"))
+            write_json(manifest_path, manifest)
+            return Prepared(manifest, "validated-in-place")
+        if stale and exists:
+            report(f"{target} was prepared from other zips than those now given: "
+                   "preparing it again")
+
+        partial, facts, conversion, resumed = _build(paths, digests, data_root, checks, workers)
+        try:
+            if exists:
+                # The stale manifest goes first: a run killed during the swap leaves no
+                # manifest vouching for either tree.
+                manifest_path.unlink(missing_ok=True)
+                old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-", dir=data_root))
+                os.rename(target, old / TOP)
+                os.rename(partial / TOP, target)
+                discard(old)
+            else:
+                os.rename(partial / TOP, target)
+        finally:
+            if not (partial / TOP).exists():
+                discard(partial)
+        manifest = build_manifest(target, checked, facts, conversion)
+        write_json(manifest_path, manifest)
+        write_text(record, f"{digests[MAPS_ZIP]}  {MAPS_ZIP}\n")
+    action = "re-extracted" if exists else "resumed" if resumed else "extracted"
+    report(f"{target}: {action}; {manifest['train_count']} training and "
+           f"{manifest['val_count']} validation pairs; manifest {manifest_path}")
+    return Prepared(manifest, action)

@@ -1,0 +1,759 @@
+"""prepare-coco-stuff on synthetic zips in the real COCO-Stuff-164K names and layout.
+
+Expected facts (the mapping, the unused raw ids, counts, pins) are parsed from
+tests/facts/experiments.yaml, never taken from the module under test.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from internseg import coco_stuff
+from internseg.coco_stuff import MAPS_ZIP, TOP, prepare_coco_stuff
+from internseg.demo import write_demo_coco_stuff
+from internseg.errors import InputError
+
+E = re.escape
+N_TRAIN, N_VAL = 8, 4
+UNPINNED = {"train2017.zip": None, "val2017.zip": None}  # synthetic zips: no recorded digests
+MANIFEST = f"{TOP}.manifest.json"
+RECORD = f"{MAPS_ZIP}.sha256"
+
+
+# ---------------------------------------------------------------- facts
+
+
+@pytest.fixture(scope="module")
+def facts(reference):
+    return reference["coco_stuff164k"]
+
+
+def facts_mapping(facts) -> dict[int, int]:
+    """The raw -> train id mapping written as ranges, e.g. '12-24 -> 11-23, 66 -> 60'."""
+    text = facts["raw_to_train_id"]
+    mapping = {}
+    for raw, train in re.findall(r"(\d+(?:-\d+)?) -> (\d+(?:-\d+)?)", text.split("(")[0]):
+        r0, r1 = (int(v) for v in (raw.split("-") * 2)[:2])
+        t0, t1 = (int(v) for v in (train.split("-") * 2)[:2])
+        assert r1 - r0 == t1 - t0, (raw, train)
+        mapping.update(zip(range(r0, r1 + 1), range(t0, t1 + 1)))
+    assert len(mapping) == int(re.search(r"\((\d+) entries", text)[1])
+    return mapping
+
+
+def facts_unused(facts) -> list[int]:
+    found = re.search(r"Raw ([\d, ]+) are COCO thing ids", facts["raw_maps"])
+    return [int(v) for v in found[1].split(",")]
+
+
+def apply_facts(mapping: dict[int, int], raw: np.ndarray) -> np.ndarray:
+    table = np.full(256, -1, dtype=np.int32)
+    for r, t in mapping.items():
+        table[r] = t
+    out = table[raw]
+    assert (out >= 0).all(), "the demo used a raw value outside the recorded mapping"
+    return out.astype(np.uint8)
+
+
+def test_mapping_is_the_recorded_one(facts):
+    from mmseg.datasets import COCOStuffDataset
+
+    expected = facts_mapping(facts)
+    assert coco_stuff.RAW_TO_TRAIN_ID == expected
+    train_ids = sorted(t for r, t in expected.items() if r != 255)
+    assert train_ids == list(range(coco_stuff.NUM_CLASSES))  # each train id exactly once
+    assert expected[255] == coco_stuff.IGNORE_INDEX == 255
+    assert len(COCOStuffDataset.METAINFO["classes"]) == coco_stuff.NUM_CLASSES
+    # the ids the facts call unused are exactly the raw 0..181 the mapping leaves out
+    assert sorted(set(range(182)) - expected.keys()) == facts_unused(facts)
+
+
+def test_pins_and_counts_are_the_recorded_ones(facts):
+    import inspect
+
+    files = {name: v for name, v in facts["files"].items() if name.endswith(".zip")}
+    assert files.keys() == coco_stuff.SOURCES.keys()
+    for name, recorded in files.items():
+        source = coco_stuff.SOURCES[name]
+        assert source.url == recorded["url"]
+        assert source.sha256 == recorded.get("sha256")
+        assert source.size == (recorded["size"] if "sha256" in recorded else None)
+    defaults = inspect.signature(prepare_coco_stuff).parameters
+    assert defaults["train_count"].default == facts["layout"]["counts"]["train"]
+    assert defaults["val_count"].default == facts["layout"]["counts"]["val"]
+
+
+# ---------------------------------------------------------------- conversion of one map
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg(w: int, h: int, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def convert(tmp_path: Path, raw: np.ndarray) -> tuple[str | None, Path]:
+    (tmp_path / "raw.png").write_bytes(png(raw))
+    (tmp_path / "image.jpg").write_bytes(jpeg(raw.shape[1], raw.shape[0]))
+    out = tmp_path / "out.png"
+    problem = coco_stuff.convert_map(tmp_path / "raw.png", out, tmp_path / "image.jpg",
+                                     "train2017/000000000009.png")
+    return problem, out
+
+
+def test_every_recorded_raw_value_converts_to_its_train_id(tmp_path, facts):
+    mapping = facts_mapping(facts)
+    raw = np.array(sorted(mapping), dtype=np.uint8).reshape(4, 43)
+    problem, out = convert(tmp_path, raw)
+    assert problem is None
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), apply_facts(mapping, raw))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("value", [*range(11), 200])  # indexes into the facts' unused ids
+def test_raw_values_outside_the_mapping_are_refused(tmp_path, facts, value):
+    bad = facts_unused(facts)[value] if value < 11 else value
+    raw = np.full((6, 8), 156, dtype=np.uint8)
+    raw[2, 3] = bad
+    problem, out = convert(tmp_path, raw)
+    assert problem == (f"train2017/000000000009.png: raw values {bad} are not in the "
+                       "COCO-Stuff mapping (1 pixels)")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- synthetic zips
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict[str, Path]:
+    return write_demo_coco_stuff(tmp_path_factory.mktemp("coco"), n_train=N_TRAIN,
+                                 n_val=N_VAL, seed=0)
+
+
+def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # unix, so external_attr carries the file type
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+@pytest.fixture
+def sources(tmp_path, demo) -> Path:
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for name, path in demo.items():
+        shutil.copyfile(path, folder / name)
+    return folder
+
+
+def rewrite(folder: Path, name: str, change, symlinks=None) -> None:
+    """Rewrite one zip of ``folder`` with ``change(entries)`` applied."""
+    entries = read_entries(folder / name)
+    change(entries)
+    write_zip(folder / name, entries, symlinks)
+
+
+def read_entries(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def stems(folder: Path, split: str) -> list[str]:
+    return sorted(n[len(split) + 1:-4] for n in read_entries(folder / f"{split}.zip")
+                  if n.endswith(".jpg"))
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+def prepare(sources, data_root, **kwargs):
+    kwargs = {"pins": UNPINNED, "train_count": N_TRAIN, "val_count": N_VAL, "workers": 1,
+              "progress": False, **kwargs}
+    return prepare_coco_stuff(sources, data_root, **kwargs)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def refused(sources, data_root, match: str, **kwargs) -> str:
+    """Prepare, expecting one line naming the culprit; nothing may be left in data_root."""
+    with pytest.raises(InputError) as err:
+        prepare(sources, data_root, **kwargs)
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert re.search(match, message), message
+    assert [n for n in listing(data_root) if n != RECORD] == []
+    return message
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_demo_zips_prepared_end_to_end(tmp_path, facts, monkeypatch):
+    demo = write_demo_coco_stuff(tmp_path / "src", n_train=48, n_val=12, seed=1)
+    data_root = tmp_path / "data"
+    lines = []
+    result = prepare(demo["train2017.zip"].parent, data_root, workers=2, train_count=48,
+                     val_count=12, report=lines.append)
+    target = data_root / TOP
+    assert result.action == "extracted"
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
+    manifest = json.loads((data_root / MANIFEST).read_text())
+    assert manifest == result.manifest
+    assert manifest["dataset"] == "COCO-Stuff-164K" and manifest["valid"] is True
+    assert manifest["root"] == str(target)
+    assert manifest["num_classes"] == len(facts_mapping(facts)) - 1
+    for name, path in demo.items():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert manifest["sources"][name] == {"path": str(path), "size": path.stat().st_size,
+                                             "sha256": digest, "pinned": False}
+    assert (data_root / RECORD).read_text().split()[0] == manifest["sources"][MAPS_ZIP]["sha256"]
+    assert manifest["train_stems"] == stems(demo["train2017.zip"].parent, "train2017")
+    assert manifest["train_count"] == 48 and manifest["val_count"] == 12
+    assert manifest["train_stems_sha256"] == hashlib.sha256(
+        "\n".join(manifest["train_stems"]).encode()).hexdigest()
+    assert manifest["bytes"]["train"] > 0 and manifest["bytes"]["val"] > 0
+    conversion = manifest["conversion"]
+    assert conversion["images"] == 60 and conversion["workers"] == 2
+    assert conversion["images_per_s"] > 0 and conversion["seconds"] > 0
+    assert any(line.startswith("converted 60 maps") and "images/s" in line for line in lines)
+
+    # every pixel of every converted map is the facts' mapping of the raw map
+    mapping = facts_mapping(facts)
+    raw_maps = read_entries(demo[MAPS_ZIP])
+    used = set()
+    for split in ("train2017", "val2017"):
+        images = read_entries(demo[f"{split}.zip"])
+        for name, data in raw_maps.items():
+            if not (name.startswith(f"{split}/") and name.endswith(".png")):
+                continue
+            stem = name[len(split) + 1:-4]
+            raw = np.asarray(Image.open(io.BytesIO(data)))
+            used |= set(np.unique(raw).tolist())
+            converted = target / "annotations" / split / f"{stem}_labelTrainIds.png"
+            np.testing.assert_array_equal(np.asarray(Image.open(converted)),
+                                          apply_facts(mapping, raw))
+            image = target / "images" / split / f"{stem}.jpg"
+            assert image.read_bytes() == images[f"{split}/{stem}.jpg"]
+    assert 255 in used and used.isdisjoint(facts_unused(facts))
+    assert len(used) >= 6 and max(used - {255}) > 90  # things and stuff
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a rerun must not extract, convert or validate again")
+
+    for name in ("_extract_all", "convert_maps", "validate_tree"):
+        monkeypatch.setattr(coco_stuff, name, forbidden)
+    before = (data_root / MANIFEST).stat().st_mtime_ns
+    again = prepare(demo["train2017.zip"].parent, data_root, train_count=48, val_count=12)
+    assert again.action == "up-to-date" and again.manifest == manifest
+    assert (data_root / MANIFEST).stat().st_mtime_ns == before
+
+
+def test_demo_uses_classes_of_both_kinds():
+    from internseg.demo import coco_demo_looks
+
+    backgrounds, objects = coco_demo_looks()
+    from mmseg.datasets import COCOStuffDataset
+
+    classes = COCOStuffDataset.METAINFO["classes"]
+    for look in backgrounds + objects:
+        assert classes[coco_stuff.RAW_TO_TRAIN_ID[look.label]] == look.name
+
+
+def test_demo_zips_are_reproducible(tmp_path, demo):
+    again = write_demo_coco_stuff(tmp_path, n_train=N_TRAIN, n_val=N_VAL, seed=0)
+    for name, path in demo.items():
+        assert again[name].read_bytes() == path.read_bytes()
+    names = list(read_entries(demo[MAPS_ZIP]))
+    assert all(re.fullmatch(r"(train2017|val2017)/(\d{12}\.png)?", n) for n in names)
+
+
+def test_demo_refuses_images_too_small_for_its_shapes(tmp_path):
+    with pytest.raises(InputError, match=r"demo image sides \(8, 12\)"):
+        write_demo_coco_stuff(tmp_path, size=(8, 12))
+    assert listing(tmp_path) == []
+
+
+def test_sources_by_name_and_a_custom_manifest(sources, data_root, tmp_path):
+    out = tmp_path / "meta" / "coco.json"
+    by_name = {name: sources / name for name in coco_stuff.SOURCES}
+    result = prepare(by_name, data_root, manifest_path=out)
+    assert json.loads(out.read_text()) == result.manifest
+    assert listing(data_root) == [TOP, RECORD]
+
+
+# ---------------------------------------------------------------- refused sources
+
+
+def test_wrong_sha256_pin(sources, data_root):
+    wrong = "0" * 64
+    actual = hashlib.sha256((sources / "train2017.zip").read_bytes()).hexdigest()
+    refused(sources, data_root, f"^{E(str(sources / 'train2017.zip'))}: sha256 mismatch: "
+            f"expected {wrong}, actual {actual}$",
+            pins={**UNPINNED, "train2017.zip": {"sha256": wrong}})
+
+
+def test_wrong_size_pin(sources, data_root):
+    size = (sources / "val2017.zip").stat().st_size
+    refused(sources, data_root, f"^{E(str(sources / 'val2017.zip'))}: size {size} bytes, "
+            "expected 1 ",
+            pins={**UNPINNED, "val2017.zip": {"size": 1}})
+
+
+def test_truncated_zip(sources, data_root):
+    whole = (sources / MAPS_ZIP).read_bytes()
+    (sources / MAPS_ZIP).write_bytes(whole[: len(whole) // 2])
+    refused(sources, data_root, f"^{E(str(sources / MAPS_ZIP))}: not a readable zip archive")
+
+
+def test_corrupt_entry(sources, data_root):
+    name = f"train2017/{stems(sources, 'train2017')[2]}.jpg"
+    data = bytearray((sources / "train2017.zip").read_bytes())
+    entry = read_entries(sources / "train2017.zip")[name]
+    at = bytes(data).find(entry) + len(entry) // 2
+    data[at] ^= 0xFF
+    (sources / "train2017.zip").write_bytes(bytes(data))
+    refused(sources, data_root,
+            f"^{E(str(sources / 'train2017.zip'))}: entry '{name}' is corrupt \\(Bad CRC-32")
+
+
+@pytest.mark.parametrize("entry, symlink, reason", [
+    ("../evil", False, "has a '..' component"),
+    ("train2017/../../evil", False, "has a '..' component"),
+    ("/abs/evil", False, "has an absolute path"),
+    ("train2017/link.jpg", True, "is a symbolic link"),
+])
+def test_entries_escaping_their_folder(sources, data_root, tmp_path, entry, symlink, reason):
+    def add(entries):
+        if not symlink:
+            entries[entry] = b"x"
+
+    rewrite(sources, "val2017.zip", add, symlinks={entry: "/etc/passwd"} if symlink else None)
+    refused(sources, data_root,
+            f"^{E(str(sources / 'val2017.zip'))}: refusing to extract: entry {E(repr(entry))} "
+            f"{E(reason)}$")
+    assert not any(p.name in ("evil", "link.jpg") for p in tmp_path.rglob("*"))
+
+
+def test_missing_zips_without_download(tmp_path, data_root):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(empty, data_root, f"^{E(str(empty / 'train2017.zip'))}, .*{E(MAPS_ZIP)}: not "
+            "found; download train2017.zip and val2017.zip and .* or pass --download$")
+
+
+def test_target_without_our_manifest_is_not_replaced(sources, data_root):
+    (data_root / TOP).mkdir()
+    (data_root / TOP / "mine.txt").write_text("kept")
+    with pytest.raises(InputError, match=f"{data_root / TOP} exists but no COCO-Stuff-164K "
+                       "manifest of ours vouches for it"):
+        prepare(sources, data_root)
+    assert (data_root / TOP / "mine.txt").read_text() == "kept"
+
+
+def test_not_enough_disk(sources, data_root, monkeypatch):
+    monkeypatch.setattr(coco_stuff.shutil, "disk_usage",
+                        lambda path: types.SimpleNamespace(free=2000))
+    refused(sources, data_root, f"^{E(str(data_root))}: 0.0 MB free, preparing COCO-Stuff-164K "
+            r"needs about 0\.[1-9] MB$")
+    monkeypatch.undo()
+    assert prepare(sources, data_root).action == "extracted"  # the check is not always false
+
+
+# ---------------------------------------------------------------- refused contents
+
+
+def test_a_map_missing_for_an_image(sources, data_root):
+    stem = stems(sources, "train2017")[3]
+    rewrite(sources, MAPS_ZIP, lambda e: e.pop(f"train2017/{stem}.png"))
+    refused(sources, data_root, f"^{E(str(sources))}: the zips do not pair up: train2017.zip: "
+            f"train2017/{stem}.jpg has no map train2017/{stem}.png in {E(MAPS_ZIP)}$")
+
+
+def test_one_missing_partner_is_named(sources, data_root):
+    # counts match the zips' (7), so the only problem left is the missing partner
+    stem = stems(sources, "val2017")[0]
+    rewrite(sources, MAPS_ZIP, lambda e: e.pop(f"val2017/{stem}.png"))
+    rewrite(sources, MAPS_ZIP, lambda e: e.update({"val2017/000000999999.png": png(
+        np.full((6, 8), 156, dtype=np.uint8))}))
+    with pytest.raises(InputError) as err:
+        prepare(sources, data_root)
+    message = str(err.value)
+    assert f"val2017.zip: val2017/{stem}.jpg has no map val2017/{stem}.png in {MAPS_ZIP}" \
+        in message
+    assert (f"{MAPS_ZIP}: val2017/000000999999.png has no image val2017/000000999999.jpg "
+            "in val2017.zip") in message
+    assert "expected" not in message  # the counts were right
+    assert listing(data_root) == []
+
+
+def test_an_image_missing_for_a_map(sources, data_root):
+    stem = stems(sources, "val2017")[1]
+    rewrite(sources, "val2017.zip", lambda e: e.pop(f"val2017/{stem}.jpg"))
+    # the count is set to the images left: the missing image is the only problem
+    refused(sources, data_root, f"^{E(str(sources))}: the zips do not pair up: {E(MAPS_ZIP)}: "
+            f"val2017/{stem}.png has no image val2017/{stem}.jpg in val2017.zip$",
+            val_count=N_VAL - 1)
+
+
+def test_a_map_of_another_size(sources, data_root):
+    stem = stems(sources, "train2017")[0]
+    rewrite(sources, MAPS_ZIP, lambda e: e.update(
+        {f"train2017/{stem}.png": png(np.full((5, 7), 156, dtype=np.uint8))}))
+    refused(sources, data_root, rf"^{E(MAPS_ZIP)}: maps refused: train2017/{stem}.png: size 7x5 "
+            rf"differs from its image {stem}.jpg \(\d+x\d+\)$")
+
+
+def map_like(sources: Path, split: str, stem: str) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(read_entries(sources / MAPS_ZIP)[f"{split}/{stem}.png"])))
+
+
+def test_raw_values_11_and_200(sources, data_root):
+    stem = stems(sources, "train2017")[5]
+    raw = map_like(sources, "train2017", stem)
+    raw[0, :3] = 11
+    raw[1, :2] = 200
+    rewrite(sources, MAPS_ZIP, lambda e: e.update({f"train2017/{stem}.png": png(raw)}))
+    refused(sources, data_root, rf"^{E(MAPS_ZIP)}: maps refused: train2017/{stem}.png: raw values "
+            r"11, 200 are not in the COCO-Stuff mapping \(5 pixels\)$")
+
+
+def test_an_rgb_map(sources, data_root):
+    stem = stems(sources, "val2017")[2]
+    raw = map_like(sources, "val2017", stem)
+    rewrite(sources, MAPS_ZIP, lambda e: e.update(
+        {f"val2017/{stem}.png": png(np.stack([raw] * 3, axis=-1))}))
+    refused(sources, data_root, f"^{E(MAPS_ZIP)}: maps refused: val2017/{stem}.png: must be "
+            "single-channel 8-bit \\(PIL mode 'L'\\), found mode 'RGB'$")
+
+
+def test_a_count_short_of_the_expected(sources, data_root):
+    refused(sources, data_root, f"^{E(str(sources))}: the zips do not pair up: train2017.zip: "
+            "8 images in train2017/, expected 9$", train_count=N_TRAIN + 1)
+
+
+def test_a_half_jpeg_fails_validation(sources, data_root):
+    stem = stems(sources, "val2017")[3]
+    whole = jpeg(80, 64)
+    raw = np.full((64, 80), 156, dtype=np.uint8)
+    rewrite(sources, "val2017.zip", lambda e: e.update({f"val2017/{stem}.jpg":
+                                                        whole[: len(whole) // 2]}))
+    rewrite(sources, MAPS_ZIP, lambda e: e.update({f"val2017/{stem}.png": png(raw)}))
+    refused(sources, data_root, f"COCO-Stuff-164K validation failed: images/val2017/{stem}.jpg: "
+            "unreadable image")
+
+
+def test_problems_are_listed_and_capped(sources, data_root):
+    def break_maps(entries):
+        for stem in stems(sources, "train2017")[:4]:
+            raw = map_like(sources, "train2017", stem)
+            raw[0, 0] = 11
+            entries[f"train2017/{stem}.png"] = png(raw)
+
+    rewrite(sources, MAPS_ZIP, break_maps)
+    with pytest.raises(InputError) as err:
+        prepare(sources, data_root, workers=2, max_errors=3)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{MAPS_ZIP}: maps refused (4 problems):"
+    first = stems(sources, "train2017")[:3]
+    assert lines[1:4] == [f"  - train2017/{stem}.png: raw values 11 are not in the COCO-Stuff "
+                          "mapping (1 pixels)" for stem in first]
+    assert lines[4:] == ["  ... and 1 more"]
+    assert listing(data_root) == []
+
+
+# ---------------------------------------------------------------- changed sources
+
+
+def test_a_changed_zip_is_extracted_again(sources, data_root, monkeypatch):
+    prepare(sources, data_root)
+    stem = stems(sources, "train2017")[4]
+    new = jpeg(*Image.open(io.BytesIO(read_entries(sources / "train2017.zip")[
+        f"train2017/{stem}.jpg"])).size, seed=7)
+    rewrite(sources, "train2017.zip", lambda e: e.update({f"train2017/{stem}.jpg": new}))
+    calls = []
+    real = coco_stuff._extract_all
+    monkeypatch.setattr(coco_stuff, "_extract_all", lambda *a, **k: (calls.append(1),
+                                                                      real(*a, **k)))
+    result = prepare(sources, data_root)
+    assert result.action == "re-extracted" and calls == [1]
+    assert (data_root / TOP / "images" / "train2017" / f"{stem}.jpg").read_bytes() == new
+    assert result.manifest["sources"]["train2017.zip"]["sha256"] == hashlib.sha256(
+        (sources / "train2017.zip").read_bytes()).hexdigest()
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]  # the old tree is gone
+    assert prepare(sources, data_root).action == "up-to-date"
+
+
+def test_another_maps_zip_than_the_recorded_one(sources, data_root):
+    prepare(sources, data_root)
+    first = (data_root / RECORD).read_text().split()[0]
+    stem = stems(sources, "val2017")[0]
+    raw = map_like(sources, "val2017", stem)
+    raw[0, 0] = 0 if raw[0, 0] != 0 else 156
+    rewrite(sources, MAPS_ZIP, lambda e: e.update({f"val2017/{stem}.png": png(raw)}))
+    new = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
+    with pytest.raises(InputError) as err:
+        prepare(sources, data_root)
+    message = (f"{sources / MAPS_ZIP}: sha256 {new} differs from {first}, recorded in "
+               f"{data_root / RECORD} when it was first used; pass --stuffthingmaps-sha256 {new} "
+               "to accept this file")
+    assert str(err.value) == message
+    result = prepare(sources, data_root, pins={**UNPINNED, MAPS_ZIP: {"sha256": new}})
+    assert result.action == "re-extracted"
+    assert (data_root / RECORD).read_text().split()[0] == new
+    converted = np.asarray(Image.open(
+        data_root / TOP / "annotations" / "val2017" / f"{stem}_labelTrainIds.png"))
+    assert converted[0, 0] == coco_stuff.RAW_TO_TRAIN_ID[int(raw[0, 0])]
+
+
+def test_a_deleted_record_is_written_again_from_the_tree(sources, data_root):
+    first = prepare(sources, data_root)
+    (data_root / RECORD).unlink()
+    assert prepare(sources, data_root).action == "up-to-date"
+    digest = first.manifest["sources"][MAPS_ZIP]["sha256"]
+    assert (data_root / RECORD).read_text() == f"{digest}  {MAPS_ZIP}\n"
+    rewrite(sources, MAPS_ZIP, lambda e: e.pop("val2017/"))
+    with pytest.raises(InputError, match=f"differs from {digest}"):
+        prepare(sources, data_root)
+
+
+# ---------------------------------------------------------------- interrupted conversion
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing below it gets to clean up."""
+
+
+def kill_conversion_after(monkeypatch, k: int) -> list[str]:
+    """Make the k+1-th map conversion die half-way through writing its PNG."""
+    done = []
+    real = coco_stuff.convert_map
+
+    def dying(raw, out, image, name):
+        if len(done) == k:
+            out.with_name(f".{out.name}.4242.tmp").write_bytes(png(np.zeros((4, 4), np.uint8))[:20])
+            raise Killed
+        done.append(name)
+        return real(raw, out, image, name)
+
+    monkeypatch.setattr(coco_stuff, "convert_map", dying)
+    return done
+
+
+KILL_DURING_CONVERSION = """
+import os, signal, sys
+from pathlib import Path
+from PIL import Image
+from internseg import coco_stuff
+
+save, written = Image.Image.save, []
+
+def save_then_die(self, fp, *args, **kwargs):
+    # the 6th PNG is killed half-written, wherever the converter writes it
+    save(self, fp, *args, **kwargs)
+    written.append(fp)
+    if len(written) == 6:
+        data = Path(fp).read_bytes()
+        Path(fp).write_bytes(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Image.Image.save = save_then_die
+coco_stuff.prepare_coco_stuff(sys.argv[1], sys.argv[2], pins={"train2017.zip": None,
+    "val2017.zip": None}, train_count=8, val_count=4, workers=1, progress=False)
+"""
+
+
+def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypatch, facts):
+    core = str(Path(coco_stuff.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([core, os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_CONVERSION, str(sources),
+                             str(data_root)], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    (partial,) = listing(data_root)
+    assert partial.startswith(coco_stuff.PARTIAL_PREFIX)
+    assert not (data_root / TOP).exists() and not (data_root / MANIFEST).exists()
+    finished = sorted((data_root / partial / TOP / "annotations").rglob("*_labelTrainIds.png"))
+    assert len(finished) == 5  # the half-written 6th is not among them
+
+    second, lines = [], []
+    real = coco_stuff.convert_map
+    monkeypatch.setattr(coco_stuff, "convert_map",
+                        lambda raw, out, image, name: (second.append(name),
+                                                       real(raw, out, image, name))[1])
+    monkeypatch.setattr(coco_stuff, "_extract_all", lambda *a, **k: pytest.fail("re-extracted"))
+    result = prepare(sources, data_root, report=lines.append)
+    assert result.action == "resumed"
+    first = [f"{p.parent.name}/{p.name.removesuffix('_labelTrainIds.png')}.png" for p in finished]
+    assert sorted(first + second) == sorted(
+        f"{split}/{s}.png" for split in ("train2017", "val2017") for s in stems(sources, split))
+    assert "resuming the conversion: 5 maps already converted, 7 to go" in lines
+    assert result.manifest["conversion"]["images"] == 7
+    assert result.manifest["conversion"]["already_converted"] == 5
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
+    annotations = data_root / TOP / "annotations"
+    assert not [p for p in annotations.rglob(".*")]  # the half PNG was not kept
+    mapping = facts_mapping(facts)
+    for split in ("train2017", "val2017"):
+        for stem in stems(sources, split):
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(annotations / split / f"{stem}_labelTrainIds.png")),
+                apply_facts(mapping, map_like(sources, split, stem)))
+
+
+def test_a_killed_conversion_from_other_zips_starts_over(sources, data_root, monkeypatch):
+    with monkeypatch.context() as m:
+        kill_conversion_after(m, 3)
+        with pytest.raises(Killed):
+            prepare(sources, data_root)
+    (old_partial,) = listing(data_root)
+    stem = stems(sources, "val2017")[0]
+    rewrite(sources, "val2017.zip", lambda e: e.update({f"val2017/{stem}.jpg": jpeg(
+        *Image.open(io.BytesIO(e[f"val2017/{stem}.jpg"])).size, seed=3)}))
+    lines = []
+    result = prepare(sources, data_root, report=lines.append)
+    assert result.action == "extracted"
+    assert f"removed {data_root / old_partial}, left by an interrupted run" in lines
+    assert result.manifest["conversion"]["already_converted"] == 0
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
+
+
+def test_a_killed_extraction_is_removed_by_the_next_run(sources, data_root, monkeypatch):
+    from internseg import archives
+
+    calls = []
+    real = archives._extract_entry
+
+    def dying(*args):
+        if len(calls) == 6:
+            raise Killed
+        calls.append(1)
+        return real(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(archives, "_extract_entry", dying)
+        m.setattr(coco_stuff, "discard", lambda path: None)  # a kill cleans nothing up
+        with pytest.raises(Killed):
+            prepare(sources, data_root)
+    (partial,) = listing(data_root)
+    assert not (data_root / partial / coco_stuff.MARKER).exists()
+    assert prepare(sources, data_root).action == "extracted"
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
+
+
+# ---------------------------------------------------------------- download
+
+
+@pytest.fixture
+def mirror(demo):
+    handler = functools.partial(Quiet, directory=str(demo["train2017.zip"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_missing_zips_are_downloaded_and_checked(tmp_path, data_root, demo, mirror):
+    folder = tmp_path / "downloads"
+    pins = {name: {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                   "size": path.stat().st_size} for name, path in demo.items()}
+    result = prepare(folder, data_root, pins=pins, download=True, base_url=mirror)
+    assert result.action == "extracted"
+    assert listing(folder) == sorted(demo)
+    assert all(info["pinned"] for info in result.manifest["sources"].values())
+
+
+def test_a_download_with_the_wrong_digest_is_refused(tmp_path, data_root, demo, mirror):
+    folder = tmp_path / "downloads"
+    pins = {**UNPINNED, "val2017.zip": {"sha256": "1" * 64}}
+    refused(folder, data_root, "^val2017.zip: sha256 mismatch: expected 1{64}, actual",
+            pins=pins, download=True, base_url=mirror)
+    assert "val2017.zip" not in listing(folder)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def run_cli(argv: list[str]) -> int:
+    from internseg.cli import main
+
+    return main(argv)
+
+
+def test_cli_success(sources, data_root, capsys, monkeypatch):
+    monkeypatch.setattr(coco_stuff, "SOURCES", {
+        name: source._replace(size=None, sha256=None)
+        for name, source in coco_stuff.SOURCES.items()})
+    maps_sha = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
+    rc = run_cli(["prepare-coco-stuff", "--source", str(sources), "--data-root", str(data_root),
+                  "--train-count", "8", "--val-count", "4", "--workers", "2",
+                  "--stuffthingmaps-sha256", maps_sha.upper(), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "extracted; 8 training and 4 validation pairs" in out and "images/s" in out
+    manifest = json.loads((data_root / MANIFEST).read_text())
+    assert manifest["sources"][MAPS_ZIP]["pinned"] is True
+
+
+@pytest.mark.parametrize("extra,named", [
+    ([], r"train2017.zip: size \d+ bytes, expected 19336861798"),
+    (["--base-url", "http://127.0.0.1:1/"], "--base-url is only used with --download"),
+    (["--stuffthingmaps-sha256", "abc"], "stuffthingmaps.* sha256 must be 64 hex digits"),
+])
+def test_cli_errors_are_one_line(sources, data_root, capsys, extra, named):
+    import re
+
+    rc = run_cli(["prepare-coco-stuff", "--source", str(sources), "--data-root", str(data_root),
+                  "--no-progress", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and re.search(named, err[0]), err
+    assert err[0].startswith("internseg prepare-coco-stuff: error:")
+
+
+def test_module_import_is_light():
+    code = ("import sys, internseg.coco_stuff; "
+            "print(sorted({'numpy', 'PIL', 'tqdm', 'torch', 'mmseg'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.stdout.strip() == "[]"
