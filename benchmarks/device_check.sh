@@ -35,5 +35,5 @@ if stale:
              f"{len(stale) - 1} more differ); run `make device-wheels` and carry .whl again")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-timeout 480 "$python" -u benchmarks/gpu_check.py --out "$out/gpu_check.json" "$@" 2>&1 \
+timeout 470 "$python" -u benchmarks/gpu_check.py --out "$out/gpu_check.json" "$@" 2>&1 \
     | tee "$out/gpu_check.log"
