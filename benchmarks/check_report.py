@@ -29,6 +29,15 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
+def timed_out(err: BaseException | None) -> bool:
+    """Whether the alarm caused ``err``: torch.compile re-raises what interrupts it wrapped."""
+    while err is not None:
+        if isinstance(err, PartTimeout):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class Budget:
     """A total time budget split into parts. A part starts only if its own budget fits in
     what is left, runs under an alarm at that budget, and what it had measured before the
@@ -69,12 +78,13 @@ class Budget:
         started = time.monotonic()
         try:
             return fn(*args)
-        except PartTimeout:
-            self.skip(part, f"stopped at its {seconds:.0f} s budget; what it measured before "
-                      "is kept")
         except Exception as err:  # one part failing must not cost the others their answers
-            traceback.print_exc()
-            self.report["failed"].append(dict(part=part, error=one_line(err)))
+            if timed_out(err):
+                self.skip(part, f"stopped at its {seconds:.0f} s budget; what it measured "
+                          "before is kept")
+            else:
+                traceback.print_exc()
+                self.report["failed"].append(dict(part=part, error=one_line(err)))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from check_report import TOLERANCE, Budget, decide, markdown  # noqa: E402
+from check_report import TOLERANCE, Budget, PartTimeout, decide, markdown  # noqa: E402
 
 
 def measured(**changes) -> dict:
@@ -119,6 +119,19 @@ def test_a_part_past_its_budget_is_stopped_and_keeps_its_rows():
     assert rows == ["measured"] and cleaned == [True]
     assert report["skipped"][0]["part"] == "slow"
     assert "stopped at its 1 s budget" in report["skipped"][0]["reason"]
+
+
+def test_a_timeout_that_comes_back_wrapped_still_counts_as_one():
+    report = {}
+
+    def compiling():
+        try:
+            time.sleep(30)
+        except PartTimeout as err:
+            raise RuntimeError("backend compiler failed") from err
+
+    assert Budget(60, report).run("compile", 1, compiling) is None
+    assert report["failed"] == [] and report["skipped"][0]["part"] == "compile"
 
 
 def test_a_part_that_raises_is_named_and_the_next_still_runs():
