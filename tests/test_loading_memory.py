@@ -73,3 +73,18 @@ def test_a_checkpoint_in_the_pre_zip_format_is_read(tmp_path):
     state = {"cls_token": torch.randn(1, 1, 8)}
     torch.save(state, path, _use_new_zipfile_serialization=False)
     assert torch.equal(load_checkpoint_file(path)["cls_token"], state["cls_token"])
+
+
+def test_the_startup_benchmarks_trunk_file_fits_the_6b_trunk():
+    """benchmarks/startup.py writes its file from the recorded key names and shapes it
+    derives; the 6B trunk at 224 px must take every tensor but the 14 projector ones."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from startup import trunk_shapes
+
+    shapes = trunk_shapes(48)
+    with torch.device("meta"):
+        model = InternViT6B(img_size=224, out_indices=(47,))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    projector = {k for k in shapes if k.startswith("clip_projector.")}
+    assert len(projector) == 14
+    assert {k: v for k, v in shapes.items() if k not in projector} == expected
