@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: install demo test test-all lint slurm-profile clean-demo
+.PHONY: install demo test test-all lint slurm-profile clean-demo device-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: install
 
 clean-demo:
 	rm -rf resources/demo work/demo results/demo
+
+# The wheels the GPU machine's image lacks, for its CPython 3.12, into .whl/ (ignored): the
+# device command `bash benchmarks/device_check.sh` installs them (benchmarks/README.md).
+device-wheels: install
+	$(BIN)/python benchmarks/device_wheels.py --dest .whl
 
 # Lets `snakemake --profile slurm ...` work from any directory: Snakemake looks a bare
 # profile name up in the working directory, then in its user config dir (platformdirs:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU check, under 8 minutes on one GPU: trunk step per regime (time, memory,
-# TFLOP/s, SDPA kernel), one sharded few-shot step, slide-inference throughput. Writes
-# ${1:-benchmarks/gpu_check.json}, which `internseg plan` reads. On a machine without a GPU
-# it runs the same code on the tiny demo trunk (a smoke test, not a measurement).
+# The GPU check in this project's environment (the device itself runs device_check.sh, which
+# installs the carried wheels first): writes ${1:-benchmarks/gpu_check.json} and the .md
+# summary beside it, which `internseg plan` reads. Under 8 minutes on one GPU (the check's
+# parts share a 430 s budget; this guard stops it at 470 s). Without a GPU it runs every part
+# on the tiny demo trunk (a smoke test, not a measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/gpu_check.json}

@@ -40,17 +40,23 @@ def unsafe_globals(path: str | Path) -> list[str]:
         return []
 
 
-def safe_load(path: str | Path, map_location="cpu"):
+def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
     """``torch.load(path, weights_only=True)``; any failure is a :class:`CheckpointError`
     naming the file: refused (the pickle wants to build objects or call functions, named in
-    the message) or unreadable (truncated, corrupt, not a checkpoint)."""
+    the message) or unreadable (truncated, corrupt, not a checkpoint).
+
+    ``mmap``: the tensors are views of the memory-mapped file, not a copy read into the
+    process, for a caller that copies them into a model and lets them go: the pages stay in
+    the page cache, shared by the ranks of a node. Files in torch's pre-1.6 format cannot be
+    mapped and are read."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True,
+                          mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:
         unsafe = unsafe_globals(path)
         if unsafe:
