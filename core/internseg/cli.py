@@ -295,6 +295,8 @@ def add_prepare_coco_stuff(sub) -> None:
     p.add_argument("--stuffthingmaps-sha256", metavar="HEX",
                    help=f"expected sha256 of {MAPS_ZIP} (none is published; without it the "
                         "digest of the first file that prepared successfully is the reference)")
+    p.add_argument("--unpinned", action="store_true",
+                   help="check no official size or sha256 (synthetic stand-ins: the demo)")
     p.add_argument("--workers", type=int_at_least(1),
                    help="processes converting maps, threads validating (default: the cores)")
     p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
@@ -304,12 +306,15 @@ def add_prepare_coco_stuff(sub) -> None:
 
 
 def cmd_prepare_coco_stuff(args) -> int:
-    from .coco_stuff import MAPS_ZIP, prepare_coco_stuff
+    from .coco_stuff import MAPS_ZIP, SOURCES, prepare_coco_stuff
 
     if args.base_url and not args.download:
         raise InputError("--base-url is only used with --download")
-    pins = ({MAPS_ZIP: {"sha256": args.stuffthingmaps_sha256}}
-            if args.stuffthingmaps_sha256 else None)
+    if args.unpinned and args.stuffthingmaps_sha256:
+        raise InputError("--unpinned and --stuffthingmaps-sha256 contradict each other")
+    pins = ({name: None for name in SOURCES} if args.unpinned else
+            {MAPS_ZIP: {"sha256": args.stuffthingmaps_sha256}} if args.stuffthingmaps_sha256
+            else None)
     prepare_coco_stuff(args.source, args.data_root, pins=pins, download=args.download,
                        base_url=args.base_url, manifest_path=args.manifest,
                        train_count=args.train_count, val_count=args.val_count,
@@ -441,9 +446,12 @@ def cmd_plan(args) -> int:
 
 
 def add_make_demo(sub) -> None:
-    p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip and/or a synthetic "
-                       "registered trunk (the demo's local 'Hub')")
+    p = sub.add_parser("make-demo", help="write the synthetic ADE20K zip, the synthetic "
+                       "COCO-Stuff zips and/or a synthetic registered trunk (the demo's "
+                       "local 'Hub')")
     p.add_argument("--zip", help="ADEChallengeData2016.zip to write")
+    p.add_argument("--coco-stuff", metavar="DIR", help="folder to write train2017.zip, "
+                   "val2017.zip and stuffthingmaps_trainval2017.zip into")
     p.add_argument("--checkpoint", help="trunk checkpoint to write (the trunk's file name)")
     p.add_argument("--trunk", default="intern_vit_tiny_demo",
                    help="registered synthetic trunk to write (internseg.trunks)")
@@ -454,13 +462,17 @@ def add_make_demo(sub) -> None:
 
 
 def cmd_make_demo(args) -> int:
-    from .demo import write_demo_zip, write_tiny_checkpoint
+    from .demo import write_demo_coco_stuff, write_demo_zip, write_tiny_checkpoint
 
-    if not (args.zip or args.checkpoint):
-        raise InputError("make-demo: nothing to write; give --zip and/or --checkpoint")
+    if not (args.zip or args.coco_stuff or args.checkpoint):
+        raise InputError("make-demo: nothing to write; give --zip, --coco-stuff and/or "
+                         "--checkpoint")
     if args.zip:
         write_demo_zip(args.zip, args.train_count, args.val_count, args.seed)
         print(f"demo data -> {args.zip}")
+    if args.coco_stuff:
+        write_demo_coco_stuff(args.coco_stuff, args.train_count, args.val_count, args.seed)
+        print(f"demo COCO-Stuff zips -> {args.coco_stuff}")
     if args.checkpoint:
         write_tiny_checkpoint(args.checkpoint, args.seed, args.trunk)
         print(f"trunk {args.trunk} -> {args.checkpoint}")

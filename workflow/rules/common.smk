@@ -8,6 +8,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
+from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.datasets import DATASETS
 from internseg.errors import InputError
@@ -41,6 +42,7 @@ except InputError as err:
         f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"
     ) from None
 RES = f"resources/{PRESET}"
+COCO_STUFF_ZIPS = [*IMAGE_ZIPS.values(), MAPS_ZIP]
 OUT = f"results/{PRESET}"
 RUNS_DIR = f"{OUT}/runs"
 ENV = "../../envs/internseg.yaml"

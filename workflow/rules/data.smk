@@ -4,6 +4,7 @@
 
 localrules:
     prepare_ade20k,
+    prepare_coco_stuff,
 
 
 rule prepare_ade20k:
@@ -28,3 +29,41 @@ rule prepare_ade20k:
         "internseg prepare-ade20k --source {input} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"
         " {params.sha1} > {log} 2>&1"
+
+
+COCO = SETTINGS["coco_stuff164k"]
+
+
+rule prepare_coco_stuff:
+    input:
+        # with `download`, the zips that are missing are fetched by the job itself
+        []
+        if COCO["download"]
+        else expand("{zips}/{name}", zips=COCO["zips"], name=COCO_STUFF_ZIPS),
+    output:
+        manifest("coco_stuff164k"),
+    log:
+        f"{RES}/logs/prepare_coco_stuff.log",
+    conda:
+        ENV
+    threads: workflow.cores
+    params:
+        zips=lambda wildcards, input: (
+            os.path.dirname(input[0]) if input else COCO["zips"]
+        ),
+        data_root=lambda wildcards, output: os.path.dirname(output[0]),
+        train=COCO["train_count"],
+        val=COCO["val_count"],
+        options=" ".join(
+            (["--download"] if COCO["download"] else [])
+            + ([] if COCO["pinned"] else ["--unpinned"])
+            + (
+                [f"--stuffthingmaps-sha256 {COCO['stuffthingmaps_sha256']}"]
+                if COCO["stuffthingmaps_sha256"]
+                else []
+            )
+        ),
+    shell:
+        "internseg prepare-coco-stuff --source {params.zips} --data-root {params.data_root}"
+        " --manifest {output} --train-count {params.train} --val-count {params.val}"
+        " --workers {threads} {params.options} > {log} 2>&1"

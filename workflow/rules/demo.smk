@@ -1,6 +1,7 @@
 # The demo's stand-ins for what the paper preset downloads (included for preset=demo only):
-# a synthetic ADE20K zip in the real layout, the synthetic trunks in the released file
-# format, and stand-ins for the released segmentation checkpoints in the original's keys.
+# synthetic ADE20K and COCO-Stuff zips in the real layouts, the synthetic trunks in the
+# released file format, and stand-ins for the released segmentation checkpoints in the
+# original's keys.
 
 
 localrules:
@@ -25,6 +26,27 @@ rule make_demo:
         val=SETTINGS["ade20k"]["val_count"],
     shell:
         "internseg make-demo --zip {output.archive}"
+        " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
+
+
+rule make_demo_coco_stuff:
+    """Synthetic COCO-Stuff-164K zips in the real names and layout."""
+    output:
+        expand(
+            "{zips}/{name}",
+            zips=SETTINGS["coco_stuff164k"]["zips"],
+            name=COCO_STUFF_ZIPS,
+        ),
+    log:
+        f"{RES}/logs/make_demo_coco_stuff.log",
+    conda:
+        ENV
+    params:
+        zips=lambda wildcards, output: os.path.dirname(output[0]),
+        train=SETTINGS["coco_stuff164k"]["train_count"],
+        val=SETTINGS["coco_stuff164k"]["val_count"],
+    shell:
+        "internseg make-demo --coco-stuff {params.zips}"
         " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
 
 

@@ -1,15 +1,15 @@
-# The paper's fewshot_1of16 on the CPU demo: the tiny trunk (96 wide, 4 blocks), 112 px
-# crops, batch 4, lr 2e-3 (a random 96-wide trunk learns nothing in a few hundred steps at
+# The paper's fewshot_1of16 on the CPU demo: the tiny trunk (96 wide, 4 blocks), 84 px
+# crops, batch 2, lr 2e-3 (a random 96-wide trunk learns nothing in a few hundred steps at
 # 4e-5), 20 iterations.
 _base_ = ["../paper/fewshot_1of16.py", "../_base_/demo.py"]
 model = dict(
-    data_preprocessor=dict(size=(112, 112)),
-    backbone=dict(trunk="intern_vit_tiny_demo", img_size=112, out_indices=[3]),
+    data_preprocessor=dict(size=(84, 84)),
+    backbone=dict(trunk="intern_vit_tiny_demo", img_size=84, out_indices=[3]),
     decode_head=dict(in_channels=96),
-    test_cfg=dict(crop_size=(112, 112), stride=(72, 72)),
+    test_cfg=dict(crop_size=(84, 84), stride=(54, 54)),
 )
 train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(pipeline={{_base_.demo_train_pipeline}}),
 )
 val_dataloader = dict(
@@ -17,7 +17,7 @@ val_dataloader = dict(
     dataset=dict(pipeline={{_base_.demo_capped_test_pipeline}}),
 )
 test_dataloader = val_dataloader
-total_batch_size = 4
+total_batch_size = 2
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
 train_cfg = dict(max_iters=20, val_interval=10)
 param_scheduler = [

@@ -5,9 +5,8 @@ _base_ = [
     "../_base_/datasets/ade20k_512.py",
     "../_base_/default_runtime.py",
 ]
-crop = (512, 512)
 model = dict(
-    data_preprocessor=dict(size=crop),
+    data_preprocessor=dict(size=(512, 512)),
     # the trunk's arguments come from the model base; the adapter's follow
     backbone=dict(
         type="InternViTAdapter",
@@ -35,7 +34,7 @@ model = dict(
     # the adapter's four maps are already 1/4 .. 1/32
     neck=None,
     auxiliary_head=dict(in_index=2),
-    test_cfg=dict(mode="slide", crop_size=crop, stride=(341, 341)),
+    test_cfg=dict(mode="slide", crop_size=(512, 512), stride=(341, 341)),
 )
 # fp16 compute with fp32 masters and a dynamic loss scale (the fork's DeepSpeed ZeRO-1 fp16):
 # mmengine's AMP wrapper, which needs a GPU; the CPU demo trains in fp32 with a bf16 trunk
