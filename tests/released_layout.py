@@ -60,11 +60,11 @@ def names(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Tiny:
-    """Sizes of the tiny stand-in: the demo configs' trunk (96 wide, 4 blocks, 112 px crop)."""
+    """Sizes of the tiny stand-in: the demo configs' trunk (96 wide, 4 blocks, 84 px crop)."""
 
     dim: int = 96
     depth: int = 4
-    grid: int = 8          # 112 px / 14
+    grid: int = 6          # 84 px / 14
     channels: int = 32     # UperNet / auxiliary channels
     classes: int = 150
 

@@ -346,7 +346,7 @@ def test_problem_list_is_capped(tmp_path, data_root):
 
 
 def test_format_problems():
-    text = ade20k.format_problems("hdr", ["a", "b", "c"], max_errors=5)
+    text = archives.format_problems("hdr", ["a", "b", "c"], max_errors=5)
     assert text == "hdr (3 problems):\n  - a\n  - b\n  - c"
 
 

@@ -306,11 +306,6 @@ def test_moving_revision_is_refused(hub, tmp_path, revision):
         fetch(tmp_path / NAME, revision=revision)
 
 
-def test_moving_revision_allowed_on_request(hub, tmp_path):
-    fetch(tmp_path / NAME, revision="main", allow_unpinned=True)
-    assert hub.requests[0][1] == f"/{REPO}/resolve/main/{NAME}"
-
-
 def test_malformed_sha256_is_refused(hub, tmp_path):
     with pytest.raises(PinError, match="64 hex"):
         fetch(tmp_path / NAME, sha256="abc")

@@ -7,7 +7,7 @@ import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_im
 from internseg.demo import CLIP_PROJECTOR_KEYS, DEMO_TRUNK, write_tiny_checkpoint
 from internseg.trunks import TRUNKS
 from internseg.models import FeatureResampler, InternViT6B, LinearHead
-from internseg.models.pretrained import (CheckpointError, adapt_backbone_state,
+from internseg.models.pretrained import (CheckpointError, checkpoint_filter,
                                          load_checkpoint_file, load_pretrained_backbone,
                                          resize_pos_embed)
 
@@ -156,11 +156,11 @@ def test_unadaptable_shape_is_refused_by_name(tmp_path):
     state = dict(model.state_dict())
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(10, 96)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.mlp\.fc1\.weight.*\(10, 96\)"):
-        adapt_backbone_state(state, model, source="bad.pth")
+        checkpoint_filter(state, model, source="bad.pth")
     state = dict(model.state_dict())
     state["pos_embed"] = torch.zeros(1, 1 + 15, 96)  # not a square grid
     with pytest.raises(CheckpointError, match="pos_embed"):
-        adapt_backbone_state(state, model, source="bad.pth")
+        checkpoint_filter(state, model, source="bad.pth")
 
 
 def test_outside_checkpoints_refuse_pickled_code(tmp_path):

@@ -8,7 +8,8 @@ from released_layout import facts, names, released_state
 
 from internseg.cli import main
 from internseg.config import load_config
-from internseg.engine.evaluate import load_segmentor_weights, rename_released_keys
+from internseg.engine.evaluate import load_segmentor_weights
+from internseg.models.pretrained import checkpoint_filter
 from internseg.engine.segmentor import build_segmentor
 from internseg.models.pretrained import CheckpointError
 
@@ -34,12 +35,16 @@ def released_file(experiment, path):
 
 
 def test_resampler_keys_map_to_the_neck(demo_assets):
-    assert rename_released_keys({"backbone.up1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2,
-                                 "decode_head.conv_seg.bias": 3}) == {
-        "neck.up1.0.weight": 1, "backbone.blocks.0.ls1.gamma": 2, "decode_head.conv_seg.bias": 3}
-    neck = build("head_tuning", demo_assets["weights"]).neck.state_dict()
-    assert set(rename_released_keys(dict.fromkeys(names(facts()["resampler_params"])))) == {
-        f"neck.{k}" for k in neck}
+    model = build("head_tuning", demo_assets["weights"])
+    ours = model.state_dict()
+    given = {"backbone.up1.0.weight": ours["neck.up1.0.weight"],
+             "backbone.blocks.0.ls1.gamma": ours["backbone.blocks.0.ls1.gamma"],
+             "decode_head.conv_seg.bias": ours["decode_head.conv_seg.bias"]}
+    assert set(checkpoint_filter(given, model)) == {
+        "neck.up1.0.weight", "backbone.blocks.0.ls1.gamma", "decode_head.conv_seg.bias"}
+    released = {k: ours[k.replace("backbone.up", "neck.up")]
+                for k in names(facts()["resampler_params"])}
+    assert set(checkpoint_filter(released, model)) == {f"neck.{k}" for k in model.neck.state_dict()}
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
@@ -48,7 +53,7 @@ def test_released_layout_loads_every_value(experiment, demo_assets, tmp_path):
     state = released_file(experiment, tmp_path / "released.pth")
     load_segmentor_weights(model, tmp_path / "released.pth")
     ours = model.state_dict()
-    for key, value in rename_released_keys(state).items():
+    for key, value in checkpoint_filter(state, model).items():
         # bf16 widens to our fp32 heads and masters exactly
         assert torch.equal(ours[key], value.to(ours[key].dtype)), key
     if not WITH_TRUNK[experiment.split("_1of")[0]]:

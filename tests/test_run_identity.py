@@ -141,7 +141,7 @@ def test_the_sha256_verified_at_fetch_is_trusted_until_the_file_changes(tmp_path
     import os
     import time
 
-    from internseg.engine.identity import recorded_sha256
+    from internseg.io import recorded_sha256
 
     trunk = tmp_path / "trunk.pth"
     trunk.write_bytes(b"weights")

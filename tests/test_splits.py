@@ -260,7 +260,7 @@ def test_cli_split_invalid_manifest_returns_2(tmp_path, capsys):
     write_json(bad, {"valid": False, "train_stems": ["a"]})
     rc = run_cli(["split", "--manifest", str(bad), "--fraction", "1",
                   "--out", str(tmp_path / "x.txt")])
-    assert rc == 2 and f"{bad}: not a valid ADE20K manifest" in capsys.readouterr().err
+    assert rc == 2 and f"{bad}: not a valid dataset manifest" in capsys.readouterr().err
 
 
 def test_cli_seed_and_log_are_exclusive(manifest, tmp_path):

@@ -188,3 +188,28 @@ def test_ema_weights_are_the_result_and_the_best_validation_is_kept_in_bf16(demo
     assert set(kept) == {"meta", "state_dict"}
     assert not any(k.startswith("backbone.") for k in kept["state_dict"])
     assert [h["type"] for h in load_config(run / "config.py").custom_hooks].count("EMAHook") == 1
+
+
+def test_the_config_a_run_dumps_is_a_fresh_resolution_of_the_same_run(demo_assets, tmp_path):
+    """What ran is what the file, moved to the run's trunk, with the run's options, resolves
+    to: the dumped config.py reloads to a fresh resolution, and mmengine loads it as it is."""
+    from mmengine.config import Config
+
+    run = train(demo_assets, tmp_path, "head_tuning",
+                extra=["--trunk", "intern_vit_tiny_demo_b"])
+    dumped = Config.fromfile(str(run / "config.py"))
+    options = {"train_cfg.max_iters": 4, "train_cfg.val_interval": 4,
+               "default_hooks.checkpoint.interval": 2}
+    fresh = build_train_config(TrainOptions(
+        config="demo/head_tuning", trunk="intern_vit_tiny_demo_b", cfg_options=options,
+        work_dir=str(run / "work"), data_root=str(demo_assets["data_root"]),
+        split=str(tmp_path / "split.txt"), pretrained=str(demo_assets["weights"]), seed=0,
+        deterministic=True), with_start=False)
+    for key in ("model", "optim_wrapper", "param_scheduler", "train_cfg", "train_dataloader",
+                "val_dataloader", "test_dataloader", "randomness", "batch_plan",
+                "default_hooks", "total_batch_size", "train_fraction"):
+        assert dumped[key] == fresh[key], key
+    added = [h for h in dumped.custom_hooks if h not in fresh.custom_hooks]
+    assert [h["type"] for h in added] == ["RunIdentityHook"]  # the identity of what ran
+    assert dumped.model.backbone.trunk == "intern_vit_tiny_demo_b"
+    assert dumped.model.backbone.out_indices == [0, 1, 1, 2]

@@ -17,24 +17,25 @@ import logging
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, format_problems,
-                       locked, progress_bar, remove_partials, throughput, vetted_zip)
+from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, locked,
+                       remove_partials, validate_pairs, vetted_zip)
 from .archives import discard as _discard
 from .archives import list_files as _list_files
+from .datasets import DATASETS
 from .io import hash_file, write_json
 
 log = logging.getLogger("internseg")
 
-TOP = "ADEChallengeData2016"
+ADE20K = DATASETS["ade20k"]
+TOP = ADE20K.tree
 EXPECTED_SHA1 = "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
-TRAIN_COUNT = 20210
-VAL_COUNT = 2000
-MAX_LABEL = 150  # 0 is "other" (ignored), 1..150 the classes
+TRAIN_COUNT = ADE20K.train_count
+VAL_COUNT = ADE20K.val_count
+MAX_LABEL = ADE20K.num_classes  # 0 is "other" (ignored), 1..150 the classes
 MANIFEST_VERSION = 1
 # Both the extraction folder and the temporary symlink carry this prefix, so that one glob
 # finds whatever a killed run left behind.
@@ -153,18 +154,6 @@ def check_pair(root: Path, image: str, label: str) -> list[str]:
     return problems
 
 
-def _pairing_problems(split: str, images: dict, labels: dict, expected: int) -> list[str]:
-    problems = []
-    if len(images) != expected or len(labels) != expected:
-        problems.append(f"{split}: found {len(images)} images and {len(labels)} label maps, "
-                        f"expected {expected} of each")
-    problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}.png"
-                 for s in sorted(images.keys() - labels.keys())]
-    problems += [f"annotations/{split}/{s}.png: no image images/{split}/{s}.jpg"
-                 for s in sorted(labels.keys() - images.keys())]
-    return problems
-
-
 def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
                   val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
                   workers: int | None = None, progress: bool = True,
@@ -173,49 +162,12 @@ def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
 
     ``where`` names the tree in messages (defaults to ``root``).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     root = Path(root)
     where = where or str(root)
-    if not root.is_dir():
-        raise DatasetError(f"{where}: not a folder")
-    expected = {"training": train_count, "validation": val_count}
-    problems: list[str] = []
-    stems: dict[str, list[str]] = {}
-    nbytes: dict[str, int] = {}
-    pairs: list[tuple[str, str]] = []
-    for split, key in SPLITS:
-        listed = []
-        for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
-            folder = root / kind / split
-            if not folder.is_dir():
-                problems.append(f"{kind}/{split}: folder missing")
-                listed.append({})
-                continue
-            found, other = _list_files(folder, suffix)
-            problems += [f"{kind}/{split}/{name}: unexpected entry (want *{suffix} files)"
-                         for name in other]
-            listed.append(found)
-        images, labels = listed
-        problems += _pairing_problems(split, images, labels, expected[split])
-        both = sorted(images.keys() & labels.keys())
-        stems[key] = both
-        nbytes[key] = sum(images[s] + labels[s] for s in both)
-        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}.png") for s in both]
-
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    start = time.perf_counter()
-    # PIL releases the GIL while decoding, so threads overlap PNG decoding and file reads.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
-        for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
-                               disable=not progress):
-            problems += found
-    report(throughput("validated", 2 * len(pairs), sum(nbytes.values()),
-                       time.perf_counter() - start))
-    if problems:
-        raise DatasetError(format_problems(f"{where}: ADE20K validation failed", problems,
-                                           max_errors))
+    stems, nbytes = validate_pairs(
+        root, SPLITS, ".png", {"training": train_count, "validation": val_count}, check_pair,
+        title="ADE20K", where=where, max_errors=max_errors, workers=workers,
+        progress=progress, report=report)
     extras = {name: (root / name).is_file() for name in EXTRA_FILES}
     for name, present in extras.items():
         if not present:

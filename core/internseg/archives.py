@@ -159,8 +159,8 @@ def remove_partials(data_root: Path, prefix: str, keep: Iterable[Path] = ()) -> 
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """Exclusive lock on the folder itself: no lock file is left behind, and two concurrent
-    runs cannot delete each other's partial folder."""
+    """Exclusive lock on the folder itself: no lock file is left behind (as ``filelock``'s
+    would be), and two concurrent runs cannot delete each other's partial folder."""
     import fcntl
 
     fd = os.open(folder, os.O_RDONLY)
@@ -206,3 +206,65 @@ def list_files(folder: Path, suffix: str) -> tuple[dict[str, int], list[str]]:
             else:
                 other.append(entry.name)
     return found, sorted(other)
+
+
+# ---------------------------------------------------------------- dataset trees
+
+
+def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: str,
+                   expected: dict[str, int], check_pair, *, title: str, where: str,
+                   max_errors: int, workers: int | None, progress: bool,
+                   report: Report) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The checks every prepared tree gets: ``images/<split>/<stem>.jpg`` beside
+    ``annotations/<split>/<stem><map_suffix>``, the expected count of each, nothing else in
+    the folders, and every pair decoded in full by ``check_pair(root, image, map)`` (a list
+    of problems). One DatasetError lists every problem; else the stems and bytes per split
+    (``splits``: folder name, key)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not root.is_dir():
+        raise DatasetError(f"{where}: not a folder")
+    problems: list[str] = []
+    stems: dict[str, list[str]] = {}
+    nbytes: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    for split, key in splits:
+        images, maps = (_listed(root, kind, split, suffix, problems)
+                        for kind, suffix in (("images", ".jpg"), ("annotations", map_suffix)))
+        if len(images) != expected[split] or len(maps) != expected[split]:
+            problems.append(f"{split}: found {len(images)} images and {len(maps)} label maps, "
+                            f"expected {expected[split]} of each")
+        problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}{map_suffix}"
+                     for s in sorted(images.keys() - maps.keys())]
+        problems += [f"annotations/{split}/{s}{map_suffix}: no image images/{split}/{s}.jpg"
+                     for s in sorted(maps.keys() - images.keys())]
+        both = sorted(images.keys() & maps.keys())
+        stems[key] = both
+        nbytes[key] = sum(images[s] + maps[s] for s in both)
+        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}{map_suffix}")
+                  for s in both]
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    start = time.perf_counter()
+    # PIL releases the GIL while decoding, so threads overlap decoding and file reads.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
+        for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
+                                  disable=not progress):
+            problems += found
+    report(throughput("validated", 2 * len(pairs), sum(nbytes.values()),
+                      time.perf_counter() - start))
+    if problems:
+        raise DatasetError(format_problems(f"{where}: {title} validation failed", problems,
+                                           max_errors))
+    return stems, nbytes
+
+
+def _listed(root: Path, kind: str, split: str, suffix: str, problems: list[str]) -> dict:
+    folder = root / kind / split
+    if not folder.is_dir():
+        problems.append(f"{kind}/{split}: folder missing")
+        return {}
+    found, other = list_files(folder, suffix)
+    problems += [f"{kind}/{split}/{name}: unexpected entry (want *{suffix} files)"
+                 for name in other]
+    return found

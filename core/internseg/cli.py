@@ -240,26 +240,35 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
+    """What every dataset preparation takes: where, how many, how loud, how parallel."""
+    from .archives import MAX_ERRORS
+    from .datasets import get_dataset
+
+    counts = get_dataset(dataset)
+    p.add_argument("--data-root", required=True, type=Path,
+                   help=f"folder that will contain {top}/")
+    p.add_argument("--manifest", type=Path,
+                   help=f"manifest JSON to write (default <data-root>/{top}.manifest.json)")
+    p.add_argument("--train-count", type=int_at_least(0), default=counts.train_count)
+    p.add_argument("--val-count", type=int_at_least(0), default=counts.val_count)
+    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
+                   help="problems listed in full before '... and N more'")
+    p.add_argument("--workers", type=int_at_least(1), help=workers)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_prepare_ade20k(sub) -> None:
-    from .ade20k import EXPECTED_SHA1, MAX_ERRORS, TOP, TRAIN_COUNT, VAL_COUNT
+    from .ade20k import EXPECTED_SHA1, TOP
 
     p = sub.add_parser("prepare-ade20k", help="verify, extract and validate ADE20K; write its "
                        "manifest")
     p.add_argument("--source", required=True, type=Path,
                    help="ADEChallengeData2016.zip, or an extracted ADEChallengeData2016 folder "
                         "(or its parent), validated in place and symlinked into --data-root")
-    p.add_argument("--data-root", required=True, type=Path,
-                   help="folder that will contain ADEChallengeData2016/")
     p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
                                   "omitted = not verified")
-    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
-    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
-    p.add_argument("--manifest", type=Path,
-                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
-    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
-                   help="problems listed in full before '... and N more'")
-    p.add_argument("--workers", type=int_at_least(1), help="threads for decoding label maps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_preparation_options(p, "ade20k", TOP, "threads for decoding label maps")
     p.set_defaults(func=cmd_prepare_ade20k)
 
 
@@ -274,20 +283,13 @@ def cmd_prepare_ade20k(args) -> int:
 
 
 def add_prepare_coco_stuff(sub) -> None:
-    from .archives import MAX_ERRORS
-    from .coco_stuff import MAPS_ZIP, TOP, TRAIN_COUNT, VAL_COUNT
+    from .coco_stuff import MAPS_ZIP, TOP
 
     p = sub.add_parser(
         "prepare-coco-stuff",
         help="check, extract, convert and validate COCO-Stuff-164K; write its manifest")
     p.add_argument("--source", required=True, type=Path,
                    help=f"folder holding train2017.zip, val2017.zip and {MAPS_ZIP}")
-    p.add_argument("--data-root", required=True, type=Path,
-                   help=f"folder that will contain {TOP}/")
-    p.add_argument("--manifest", type=Path,
-                   help=f"manifest JSON to write (default <data-root>/{TOP}.manifest.json)")
-    p.add_argument("--train-count", type=int_at_least(0), default=TRAIN_COUNT)
-    p.add_argument("--val-count", type=int_at_least(0), default=VAL_COUNT)
     p.add_argument("--download", action="store_true",
                    help="download the zips missing from --source (resumable)")
     p.add_argument("--base-url", help="download from <base-url>/<zip name> instead of the "
@@ -297,11 +299,8 @@ def add_prepare_coco_stuff(sub) -> None:
                         "digest of the first file that prepared successfully is the reference)")
     p.add_argument("--unpinned", action="store_true",
                    help="check no official size or sha256 (synthetic stand-ins: the demo)")
-    p.add_argument("--workers", type=int_at_least(1),
-                   help="processes converting maps, threads validating (default: the cores)")
-    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
-                   help="problems listed in full before '... and N more'")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_preparation_options(p, "coco_stuff164k", TOP, "processes converting maps, threads "
+                            "validating (default: the cores)")
     p.set_defaults(func=cmd_prepare_coco_stuff)
 
 
@@ -422,14 +421,14 @@ def cmd_plan(args) -> int:
     from .plan import plan, to_markdown, totals
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
-    known = experiments(args.preset)
+    registered = experiments(args.preset)
     if args.runs:
         runs = {r: parse_run_id(r) for r in args.runs}
     else:
-        runs = plan_runs(args.experiments or list(known), known, args.trunks, args.datasets,
-                         args.train_seeds)
+        runs = plan_runs(args.experiments or list(registered), registered, args.trunks,
+                         args.datasets, args.train_seeds)
     if args.table15:
-        runs |= table15_runs(known, train_seeds=args.train_seeds)
+        runs |= table15_runs(registered, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
     costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
                  gpu_check=args.gpu_check, published_logs=logs)

@@ -31,23 +31,25 @@ from typing import NamedTuple
 from .ade20k import stems_sha256
 from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_members,
                        format_problems, list_files, locked, progress_bar, remove_partials,
-                       throughput, vetted_zip)
+                       validate_pairs, vetted_zip)
 from .download import download as fetch_url
 from .download import normalize_sha256
+from .datasets import DATASETS
 from .errors import InputError
-from .io import hash_file, write_json, write_text
+from .io import hash_file, read_sidecar, write_json, write_sidecar
 
 log = logging.getLogger("internseg")
 
 DATASET = "COCO-Stuff-164K"
-TOP = "coco_stuff164k"
+COCO_STUFF = DATASETS["coco_stuff164k"]
+TOP = COCO_STUFF.tree
 MAPS_ZIP = "stuffthingmaps_trainval2017.zip"
 SPLITS = (("train2017", "train"), ("val2017", "val"))  # folder name, manifest key
 IMAGE_ZIPS = {"train2017": "train2017.zip", "val2017": "val2017.zip"}
 MAP_SUFFIX = "_labelTrainIds.png"
-TRAIN_COUNT = 118287
-VAL_COUNT = 5000
-NUM_CLASSES = 171
+TRAIN_COUNT = COCO_STUFF.train_count
+VAL_COUNT = COCO_STUFF.val_count
+NUM_CLASSES = COCO_STUFF.num_classes
 IGNORE_INDEX = 255
 MANIFEST_VERSION = 1
 PARTIAL_PREFIX = f".{TOP}.partial-"
@@ -156,14 +158,13 @@ def record_path(data_root: Path) -> Path:
 
 
 def _recorded(record: Path) -> str | None:
-    try:
-        text = record.read_text().split()
-    except FileNotFoundError:
+    if not record.exists():
         return None
-    try:
-        return normalize_sha256(text[0] if text else "", f"{record}: recorded sha256")
-    except InputError as err:
-        raise DatasetError(f"{err}; delete it to record the current file") from None
+    digest = read_sidecar(record)
+    if digest is None:
+        raise DatasetError(f"{record}: recorded sha256 is not 64 hex digits; delete it to "
+                           "record the current file")
+    return digest
 
 
 def check_sources(paths: dict[str, Path], pins: dict[str, Source], record: Path, *,
@@ -367,46 +368,11 @@ def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
                   workers: int | None = None, progress: bool = True, where: str | None = None,
                   report: Report = log.info) -> TreeFacts:
     """Check a prepared ``coco_stuff164k`` folder; raise one DatasetError listing every problem."""
-    from concurrent.futures import ThreadPoolExecutor
-
     root = Path(root)
-    where = where or str(root)
-    if not root.is_dir():
-        raise DatasetError(f"{where}: not a folder")
-    expected = {"train2017": train_count, "val2017": val_count}
-    problems: list[str] = []
-    stems: dict[str, list[str]] = {}
-    nbytes: dict[str, int] = {}
-    pairs: list[tuple[str, str]] = []
-    for split, key in SPLITS:
-        images = _listing(root / "images" / split, ".jpg", f"images/{split}", problems)
-        labels = _listing(root / "annotations" / split, MAP_SUFFIX, f"annotations/{split}",
-                          problems)
-        if len(images) != expected[split]:
-            problems.append(f"images/{split}: {len(images)} images, expected {expected[split]}")
-        problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}{MAP_SUFFIX}"
-                     for s in sorted(images.keys() - labels.keys())]
-        problems += [f"annotations/{split}/{s}{MAP_SUFFIX}: no image images/{split}/{s}.jpg"
-                     for s in sorted(labels.keys() - images.keys())]
-        both = sorted(images.keys() & labels.keys())
-        stems[key] = both
-        nbytes[key] = sum(images[s] + labels[s] for s in both)
-        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}{MAP_SUFFIX}")
-                  for s in both]
-
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    start = time.perf_counter()
-    # PIL releases the GIL while decoding, so threads overlap decoding and file reads.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
-        for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
-                                  disable=not progress):
-            problems += found
-    report(throughput("validated", 2 * len(pairs), sum(nbytes.values()),
-                      time.perf_counter() - start))
-    if problems:
-        raise DatasetError(format_problems(f"{where}: {DATASET} validation failed", problems,
-                                           max_errors))
+    stems, nbytes = validate_pairs(
+        root, SPLITS, MAP_SUFFIX, {"train2017": train_count, "val2017": val_count}, check_pair,
+        title=DATASET, where=where or str(root), max_errors=max_errors, workers=workers,
+        progress=progress, report=report)
     return TreeFacts(stems["train"], stems["val"], nbytes)
 
 
@@ -608,7 +574,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
             if _listing_matches(manifest, target, train_count, val_count):
                 remove_partials(data_root, PARTIAL_PREFIX)
                 if _recorded(record) is None:  # deleted by hand: the tree vouches for the file
-                    write_text(record, f"{digests[MAPS_ZIP]}  {MAPS_ZIP}\n")
+                    write_sidecar(MAPS_ZIP, digests[MAPS_ZIP], sidecar=record)
                 report(f"{target}: up to date (manifest {manifest_path})")
                 return Prepared(manifest, "up-to-date")
             # made by us from these zips, then changed: say what is wrong with it, in place
@@ -638,7 +604,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
                 discard(partial)
         manifest = build_manifest(target, checked, facts, conversion)
         write_json(manifest_path, manifest)
-        write_text(record, f"{digests[MAPS_ZIP]}  {MAPS_ZIP}\n")
+        write_sidecar(MAPS_ZIP, digests[MAPS_ZIP], sidecar=record)
     action = "re-extracted" if exists else "resumed" if resumed else "extracted"
     report(f"{target}: {action}; {manifest['train_count']} training and "
            f"{manifest['val_count']} validation pairs; manifest {manifest_path}")

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .ade20k import TOP
 from .io import atomic_path
-
-TOP = "ADEChallengeData2016"
 
 
 @dataclass(frozen=True)
@@ -184,13 +183,13 @@ def write_released_demo(out: str | Path, experiment: str, pretrained: str | Path
                         seed: int = 0, *, trunk: str | None = None,
                         dataset: str | None = None) -> Path:
     """A stand-in for an experiment's released segmentation checkpoint, in the original's
-    layout (``engine.evaluate.to_released_layout``): the demo config's segmentor with the
+    layout (``models.pretrained.to_released_layout``): the demo config's segmentor with the
     tiny trunk from ``pretrained`` and seeded random heads. A frozen-trunk experiment gets a
     head-only file, as released."""
     import torch
 
     from .config import load_config
-    from .engine.evaluate import to_released_layout
+    from .models.pretrained import to_released_layout
     from .engine.segmentor import build_segmentor
     from .io import save_torch
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from internseg.errors import InputError, MissingFileError
-from internseg.io import atomic_path, hash_file, write_text
+from internseg.io import atomic_path, hash_file, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,8 @@ class PinError(InputError):
     """A revision or checksum that cannot pin a file reproducibly."""
 
 
-def check_revision(revision: str | None, *, allow_unpinned: bool = False) -> None:
+def check_revision(revision: str | None) -> None:
     if revision is not None and _COMMIT.fullmatch(revision):
-        return
-    if allow_unpinned:
-        log.warning("revision %r is not a commit hash: the file may change under you", revision)
         return
     raise PinError(
         f"revision {revision!r} is not a full 40-character lowercase commit hash; a branch or tag can"
@@ -57,14 +54,12 @@ def fetch_file(
     sha256: str | None,
     size: int | None,
     local_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    allow_unpinned: bool = False,
 ) -> Path:
     """Place the verified ``filename`` at ``dest`` and return ``dest``.
 
     With ``local_dir`` the file is taken from ``local_dir/filename`` and the Hub is not contacted.
-    Otherwise it is downloaded into the Hugging Face cache (``cache_dir``, default ``HF_HUB_CACHE``)
-    from ``repo_id`` at ``revision``, which must be a commit hash unless ``allow_unpinned``.
+    Otherwise it is downloaded into the Hugging Face cache (``HF_HUB_CACHE``) from ``repo_id`` at
+    ``revision``, which must be a commit hash.
     ``sha256``/``size`` of None mean "not pinned": the file is accepted with a warning that
     reports the actual value so it can be pinned.
 
@@ -77,7 +72,7 @@ def fetch_file(
         if not _SHA256.fullmatch(sha256):
             raise PinError(f"{filename}: pinned sha256 {sha256!r} is not 64 hex digits")
     if local_dir is None:
-        check_revision(revision, allow_unpinned=allow_unpinned)
+        check_revision(revision)
 
     # Re-verifying an existing dest costs one read; re-downloading it costs 12 GB when the cache was pruned.
     if sha256 is not None and dest.is_file():
@@ -96,7 +91,7 @@ def fetch_file(
         # A bad file in the user's own folder is reported, not deleted: it is theirs.
         actual = _verify(src, filename, sha256, size)
     else:
-        src = _download(filename, repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+        src = _download(filename, repo_id=repo_id, revision=revision)
         try:
             actual = _verify(src, filename, sha256, size)
         except ChecksumError:
@@ -109,13 +104,12 @@ def fetch_file(
 
 
 def _record(dest: Path, sha256: str) -> None:
-    """``<dest>.sha256`` in sha256sum format: the digest as verified, which a run's identity
-    reads instead of hashing 12 GB again (engine/identity.py trusts it while it is newer
-    than the file)."""
-    write_text(f"{dest}.sha256", f"{sha256}  {dest.name}\n")
+    """The digest as verified, which a run's identity reads instead of hashing 12 GB again
+    (``io.recorded_sha256`` trusts it while it is newer than the file)."""
+    write_sidecar(dest, sha256)
 
 
-def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -> Path:
+def _download(filename: str, *, repo_id: str, revision: str | None) -> Path:
     """Download into the HF cache and return the snapshot path (a symlink to the blob).
 
     Why the cache rather than ``hf_hub_download(local_dir=...)``: the cache is what
@@ -135,7 +129,7 @@ def _download(filename: str, *, repo_id: str, revision: str | None, cache_dir) -
     # token=None: huggingface_hub takes HF_TOKEN (or the saved login) itself; it never passes through here.
     try:
         path = hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+            repo_id, filename, revision=revision, endpoint=endpoint,
             library_name="internseg",
         )
     except Exception as err:

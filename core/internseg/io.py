@@ -73,7 +73,7 @@ PROGRESS_MIN_BYTES = 64 << 20
 def hash_file(path: str | Path, algorithm: str = "sha256", *, chunk: int = 8 << 20,
               progress: bool = True) -> str:
     """Hex digest of a file read in chunks, with a byte progress bar for big files (a 12 GB
-    checkpoint takes about a minute)."""
+    checkpoint takes about a minute; ``hashlib.file_digest`` has no progress hook)."""
     from tqdm import tqdm
 
     path = Path(path)
@@ -91,3 +91,40 @@ def hash_file(path: str | Path, algorithm: str = "sha256", *, chunk: int = 8 << 
 
 def sha256_file(path: str | Path) -> str:
     return hash_file(path, "sha256")
+
+
+# ---------------------------------------------------------------- sha256 sidecars
+# `<file>.sha256` in sha256sum format ("<digest>  <name>"), written beside a file when its
+# digest was computed or verified, so that a later step need not hash it again (a 12 GB trunk
+# takes a minute) and can tell when the file changed.
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def write_sidecar(path: str | Path, digest: str, *, sidecar: str | Path | None = None) -> Path:
+    """Record ``digest`` for ``path`` (in ``sidecar``, default ``<path>.sha256``)."""
+    return write_text(sidecar or sidecar_path(path), f"{digest}  {Path(path).name}\n")
+
+
+def read_sidecar(sidecar: str | Path) -> str | None:
+    """The digest a sidecar records; None when there is none, or not 64 hex digits."""
+    try:
+        words = Path(sidecar).read_text().split()
+    except FileNotFoundError:
+        return None
+    digest = words[0].lower() if words else ""
+    return digest if len(digest) == 64 and set(digest) <= set("0123456789abcdef") else None
+
+
+def recorded_sha256(path: str | Path) -> str:
+    """sha256 of a file, from its sidecar if that is newer than the file's inode change (any
+    rewrite, rename or link of the file updates it), else computed."""
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    if sidecar.is_file() and sidecar.stat().st_mtime_ns >= path.stat().st_ctime_ns:
+        recorded = read_sidecar(sidecar)
+        if recorded:
+            return recorded
+    return sha256_file(path)

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from .datasets import DATASETS
 from .errors import InputError
-from .io import sha256_file, write_text
+from .io import read_sidecar, sha256_file, sidecar_path, write_sidecar, write_text
 
-TOTAL_TRAIN = 20210
+# the published logs' runs drew from ADE20K's training images
+TOTAL_TRAIN = DATASETS["ade20k"].train_count
 
 _SEED_LINE = re.compile(r"Set random seed to (-?\d+), deterministic: (True|False)\b")
 _SELECT_LINE = re.compile(r"Randomly select (\d+) images\b")
@@ -89,12 +91,8 @@ def write_split(path: str | Path, stems: Iterable[str]) -> str:
     path = Path(path)
     write_text(path, split_text(stems))
     digest = sha256_file(path)
-    write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+    write_sidecar(path, digest)
     return digest
-
-
-def sidecar_path(path: str | Path) -> Path:
-    return Path(f"{path}.sha256")
 
 
 def checked_sha256(path: str | Path, *, sidecar_required: bool = True) -> str:
@@ -103,10 +101,9 @@ def checked_sha256(path: str | Path, *, sidecar_required: bool = True) -> str:
     side = sidecar_path(path)
     if not sidecar_required and not side.exists():
         return sha256_file(path)
-    try:
-        recorded = side.read_text().split()[0]
-    except (OSError, IndexError):
-        raise SplitError(f"{side}: missing or empty checksum file for {path}") from None
+    recorded = read_sidecar(side)
+    if recorded is None:
+        raise SplitError(f"{side}: missing, empty or not a sha256 checksum file for {path}")
     actual = sha256_file(path)
     if actual != recorded:
         raise SplitError(f"{path}: sha256 {actual} does not match {side} ({recorded}); "
@@ -121,7 +118,7 @@ def read_split(path: str | Path) -> list[str]:
 
 
 def load_train_stems(manifest_path: str | Path) -> list[str]:
-    """``train_stems`` of a manifest written by ``prepare-ade20k`` (only a valid one)."""
+    """``train_stems`` of a manifest written by a dataset preparation (only a valid one)."""
     try:
         manifest = json.loads(Path(manifest_path).read_text())
     except OSError as err:
@@ -129,7 +126,7 @@ def load_train_stems(manifest_path: str | Path) -> list[str]:
     except ValueError as err:
         raise SplitError(f"{manifest_path}: not JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("valid") is not True:
-        raise SplitError(f"{manifest_path}: not a valid ADE20K manifest (no 'valid: true')")
+        raise SplitError(f"{manifest_path}: not a valid dataset manifest (no 'valid: true')")
     stems = manifest.get("train_stems")
     if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):
         raise SplitError(f"{manifest_path}: no 'train_stems' list of names")

@@ -193,7 +193,7 @@ def run_options(wildcards):
     return shlex.join(words)
 
 
-def hub_pin(filename):
+def fetch_options(filename):
     """Command-line options that pin a Hub file's size and sha256, when it has pins."""
     pin = PINS.get(filename)
     opts = [f"--repo-id {config['hub']['repo_id']}"]

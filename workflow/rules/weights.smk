@@ -26,9 +26,9 @@ rule fetch_weights:
     conda:
         ENV
     params:
-        pin=lambda wildcards: hub_pin(wildcards.trunk_file),
+        options=lambda wildcards: fetch_options(wildcards.trunk_file),
     shell:
-        "internseg fetch {wildcards.trunk_file} --out {output} {params.pin} > {log} 2>&1"
+        "internseg fetch {wildcards.trunk_file} --out {output} {params.options} > {log} 2>&1"
 
 
 rule fetch_log:
@@ -39,9 +39,9 @@ rule fetch_log:
     conda:
         ENV
     params:
-        pin=lambda wildcards: hub_pin(f"{wildcards.stem}.log"),
+        options=lambda wildcards: fetch_options(f"{wildcards.stem}.log"),
     shell:
-        "internseg fetch {wildcards.stem}.log --out {output} {params.pin} > {log} 2>&1"
+        "internseg fetch {wildcards.stem}.log --out {output} {params.options} > {log} 2>&1"
 
 
 rule fetch_released:
@@ -54,9 +54,9 @@ rule fetch_released:
     conda:
         ENV
     params:
-        pin=lambda wildcards: hub_pin(f"{wildcards.stem}.pth"),
+        options=lambda wildcards: fetch_options(f"{wildcards.stem}.pth"),
     shell:
-        "internseg fetch {wildcards.stem}.pth --out {output} {params.pin} > {log} 2>&1"
+        "internseg fetch {wildcards.stem}.pth --out {output} {params.options} > {log} 2>&1"
 
 
 rule released_checkpoints:

@@ -8,51 +8,10 @@ from pathlib import Path
 from ..config import apply_run_options, load_config
 from ..env import versions
 from ..io import write_json
-from ..models.pretrained import CheckpointError, load_checkpoint_file
+from ..models.pretrained import CheckpointError, checkpoint_filter, load_checkpoint_file
 from .segmentor import is_trunk_key
 
 log = logging.getLogger("internseg")
-
-# The original keeps the resamplers in its backbone (`backbone.up1` .. `up4`); ours are the neck.
-RELEASED_KEY_PREFIXES = {f"backbone.up{i}.": f"neck.up{i}." for i in range(1, 5)}
-
-
-def rename_released_keys(state: dict) -> dict:
-    out = {}
-    for key, value in state.items():
-        for old, new in RELEASED_KEY_PREFIXES.items():
-            if key.startswith(old):
-                key = new + key.removeprefix(old)
-                break
-        out[key] = value
-    return out
-
-
-def to_released_layout(state: dict, with_trunk: bool) -> dict:
-    """Our segmentor state in the layout of the original's released files; the inverse of
-    :func:`rename_released_keys`. Written for the demo's stand-in "released" files.
-
-    - resamplers back inside the backbone (``neck.upN.`` -> ``backbone.upN.``);
-    - ``with_trunk=False`` (frozen-trunk files) keeps heads and resamplers only;
-    - every floating-point tensor in bf16 (the released files' sizes are 2 bytes per value,
-      heads included), integer buffers (BN counters) as they are;
-    - a plain state dict, no ``meta`` / ``state_dict`` wrapper.
-    Our other names already are the original's (trunk, ``decode_head.norm``, UperNet).
-    """
-    import torch
-
-    back = {new: old for old, new in RELEASED_KEY_PREFIXES.items()}
-    out = {}
-    for key, value in state.items():
-        if key.startswith("backbone.") and not with_trunk:
-            continue
-        prefix = next((p for p in back if key.startswith(p)), None)
-        if prefix:
-            key = back[prefix] + key.removeprefix(prefix)
-        value = value.detach().cpu()
-        out[key] = value.to(torch.bfloat16) if value.is_floating_point() else value.clone()
-    return out
-
 
 def load_segmentor_weights(model, path: str | Path) -> None:
     """Load our final checkpoints and the released ones, full or head-only.
@@ -60,7 +19,7 @@ def load_segmentor_weights(model, path: str | Path) -> None:
     A checkpoint without trunk weights (frozen-trunk runs) relies on the trunk's pretrained
     file, loaded by ``init_weights``; anything else missing is an error.
     """
-    state = rename_released_keys(load_checkpoint_file(path))
+    state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
     broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if broken:
         # its predictions would be one class everywhere: an mIoU near 0 that looks measured

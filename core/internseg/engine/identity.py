@@ -28,7 +28,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ..errors import InputError, MissingFileError
-from ..io import hash_file, write_json
+from ..io import hash_file, recorded_sha256, write_json
 from ..splits import checked_sha256
 
 log = logging.getLogger("internseg")
@@ -66,19 +66,6 @@ def training_config(cfg) -> dict:
     out["custom_hooks"] = [h for h in out.get("custom_hooks", [])
                            if h.get("type") not in OBSERVING_HOOKS]
     return out
-
-
-def recorded_sha256(path: str | Path) -> str:
-    """sha256 of a file, from its ``<file>.sha256`` sidecar (written when the file was
-    verified) if that is newer than the file's inode change (any rewrite, rename or link of
-    the file updates it), else computed."""
-    path = Path(path)
-    sidecar = Path(f"{path}.sha256")
-    if sidecar.is_file() and sidecar.stat().st_mtime_ns >= path.stat().st_ctime_ns:
-        recorded = sidecar.read_text().split()
-        if recorded and len(recorded[0]) == 64:
-            return recorded[0]
-    return hash_file(path, "sha256")
 
 
 def identity_components(cfg, *, split: str | None, pretrained: str | None,
@@ -170,7 +157,8 @@ def wait_for_identity(work_dir: str | Path, digest: str, timeout: float = SETTLE
 @contextmanager
 def work_dir_lock(work_dir: str | Path) -> Iterator[None]:
     """Exclusive lock on a work dir for the life of a trainer. The lock file sits beside the
-    work dir, not in it, because a superseded work dir is renamed."""
+    work dir, not in it, because a superseded work dir is renamed; it holds the trainer's pid
+    for the message a second trainer gets (``filelock`` records no holder)."""
     work_dir = Path(work_dir)
     work_dir.parent.mkdir(parents=True, exist_ok=True)
     lock_path = work_dir.with_name(f".{work_dir.name}.lock")

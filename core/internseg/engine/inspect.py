@@ -46,7 +46,9 @@ def resolved_settings(cfg) -> dict:
 
 
 def describe(cfg) -> dict:
-    """Counts and optimizer groups of the segmentor a config builds."""
+    """Counts and optimizer groups of the segmentor a config builds (not
+    ``mmengine.analysis.parameter_count``: the table needs the trainable share and the
+    adapter's, by key)."""
     model = build_segmentor(cfg, device="meta")
     params = dict(model.named_parameters())
     total = sum(p.numel() for p in params.values())

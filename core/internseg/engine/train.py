@@ -50,9 +50,9 @@ class TrainOptions:
     ema_momentum: float | None = None
 
 
-def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
+def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
     """The config a run trains with: file, then CLI options, in the original's precedence;
-    with ``choose``, also where it starts (see :func:`choose_start`)."""
+    with ``with_start``, also where it starts (see :func:`choose_start`)."""
     cfg = load_config(opts.config, opts.cfg_options, trunk=opts.trunk, dataset=opts.dataset)
     add_option_hooks(cfg, opts)
     # work dir: CLI, else config, else derived from the config's name
@@ -80,7 +80,7 @@ def build_train_config(opts: TrainOptions, choose: bool = True) -> Config:
              plan.per_gpu, plan.accumulation, plan.effective)
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
-    if choose:
+    if with_start:
         choose_start(cfg, opts)
     return cfg
 
@@ -137,7 +137,7 @@ def export_scalars(work_dir: Path, out: Path) -> None:
 
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
-    cfg = build_train_config(opts, choose=False)
+    cfg = build_train_config(opts, with_start=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
     check_writable(cfg.work_dir, "work dir")

@@ -193,12 +193,12 @@ class InternViTAdapter(InternViT6B):
         if use_final_norm:
             self.norms = nn.ModuleList(ChannelsFirstLayerNorm(dim) for _ in range(4))
         self.adapter_built = True
-        self._settle_weights()
+        self._store_in_weight_dtype()
 
     def is_trunk(self, name: str) -> bool:
         return name.startswith(TRUNK_PREFIXES)
 
-    def _settle_weights(self) -> None:
+    def _store_in_weight_dtype(self) -> None:
         if not self.adapter_built:  # the trunk's constructor calls it before the adapter exists
             return
         # the trunk frozen in its dtype; the adapter trains in fp32 (AMP casts it on GPU)

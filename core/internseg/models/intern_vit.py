@@ -233,14 +233,14 @@ class InternViT6B(BaseModule):
         # Blocks after the last tap never influence the output: dropping them saves memory
         # and time; they stay in the module so that checkpoints load unchanged.
         self.num_run_blocks = max(self.out_indices) + 1
-        self._settle_weights()
+        self._store_in_weight_dtype()
 
     def is_trunk(self, name: str) -> bool:
         """Whether a state key of this module is the pretrained trunk's: here every key; a
         backbone with parts of its own around the trunk (the adapter) says which."""
         return True
 
-    def _settle_weights(self) -> None:
+    def _store_in_weight_dtype(self) -> None:
         if self.freeze_trunk:
             for p in self.parameters():
                 p.requires_grad_(False)
@@ -254,7 +254,7 @@ class InternViT6B(BaseModule):
         self._init_random()
         if self.pretrained:
             load_pretrained_backbone(self, self.pretrained, pretrain_size=self.pretrain_size)
-        self._settle_weights()
+        self._store_in_weight_dtype()
 
     def _init_random(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -18,9 +18,6 @@ from ..safe_load import CheckpointError, safe_load
 
 log = logging.getLogger("internseg")
 
-# The 224 px checkpoint carries InternVL's CLIP projector next to the trunk; it is not part
-# of the segmentation backbone.
-DROPPED_PREFIXES = ("clip_projector.",)
 WRAPPER_KEYS = ("module", "state_dict", "model")
 
 
@@ -44,63 +41,92 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int],
                      new_grid: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a (1, 1 + H*W, C) position embedding; the cls slot is kept as is."""
-    cls, grid = pos_embed[:, :1], pos_embed[:, 1:]
-    c = grid.shape[-1]
-    grid = grid.reshape(1, *old_grid, c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c).to(pos_embed.dtype)
-    return torch.cat([cls, grid], dim=1)
+    """Bicubic resize of a (1, 1 + H*W, C) position embedding, the cls slot kept as is:
+    mmseg's ViT resize, computed in fp32 (a bf16 file's grid is widened first)."""
+    from mmseg.models.backbones.vit import VisionTransformer
+
+    return VisionTransformer.resize_pos_embed(pos_embed.float(), new_grid, old_grid,
+                                              "bicubic").to(pos_embed.dtype)
 
 
-def adapt_backbone_state(state: dict[str, torch.Tensor], model: nn.Module,
-                         source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Map a pretrained trunk state dict onto ``model``: drop projector keys, resize pos_embed.
+# The original keeps the resamplers in its backbone (`backbone.up1` .. `up4`); ours are the neck.
+RELEASED_KEY_PREFIXES = {f"backbone.up{i}.": f"neck.up{i}." for i in range(1, 5)}
 
-    Raises :class:`CheckpointError` for a tensor whose shape cannot be adapted.
+
+def checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module,
+                      source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """An outside checkpoint's tensors mapped onto ``model``, as timm's
+    ``checkpoint_filter_fn`` does for its variants: the pretrained trunk file onto a trunk
+    (``InternViT6B``), a released segmentor onto a segmentor (its trunk under ``backbone.``).
+
+    - the CLIP projector the 224px file carries beside the trunk is dropped;
+    - the original's resamplers (``backbone.upN.``) become our neck (``neck.upN.``);
+    - blocks past the trunk's depth are dropped when its file declares them (``file_depth``:
+      V1-0's 48 of which its ablations use 45), as the fork's non-strict load leaves them;
+    - the position grid and a patch kernel of another size are resized bicubic (the adapter's
+      patch 16 on the 14-patch file; 16x16 -> 36x36 at 504 px), as the fork loads them.
+    Any other key is kept as it is, for ``load_state_dict`` to report; a tensor whose shape
+    cannot be adapted raises :class:`CheckpointError` naming ``source``. (mmengine's
+    ``revise_keys`` only renames, inside its own non-strict loader.)
     """
-    state = {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}
+    prefix, trunk = ("backbone.", model.backbone) if hasattr(model, "backbone") else ("", model)
+    depth, file_depth = trunk.depth, getattr(trunk, "pretrained_depth", None)
+    unused = tuple(f"{prefix}blocks.{i}." for i in range(depth, file_depth or depth))
+    dropped = (f"{prefix}clip_projector.", *unused)
+    if any(k.startswith(unused) for k in state) and unused:
+        log.info("%s has %d blocks, the trunk uses %d: blocks %d..%d left out", source,
+                 file_depth, depth, depth, file_depth - 1)
     target = model.state_dict()
     out = {}
     for key, value in state.items():
-        if key not in target:
-            out[key] = value  # reported as unexpected by load_state_dict
+        if key.startswith(dropped):
             continue
-        want = target[key].shape
-        if value.shape == want:
-            out[key] = value
-        elif key == "patch_embed.proj.weight" and value.shape[:2] == want[:2]:
-            # another patch size than the file's (the adapter's 16 on the 14-patch 224 px
-            # file): the kernel resized bicubic, as the fork loads it
-            out[key] = F.interpolate(value.float(), size=tuple(want[2:]), mode="bicubic",
-                                     align_corners=False).to(value.dtype)
-        elif key == "pos_embed" and value.shape[-1] == want[-1]:
-            old = math.isqrt(value.shape[1] - 1)
-            new = math.isqrt(want[1] - 1)
-            if old * old != value.shape[1] - 1 or new * new != want[1] - 1:
-                raise CheckpointError(
-                    f"{source}: pos_embed {tuple(value.shape)} is not a square grid + cls token")
-            out[key] = resize_pos_embed(value, (old, old), (new, new))
-        else:
-            raise CheckpointError(
-                f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
+        old = next((p for p in RELEASED_KEY_PREFIXES if key.startswith(p)), None)
+        if old:
+            key = RELEASED_KEY_PREFIXES[old] + key.removeprefix(old)
+        out[key] = value if key not in target else _fitted(key.removeprefix(prefix), value,
+                                                          target[key].shape, source)
     return out
 
 
-def drop_unused_blocks(state: dict[str, torch.Tensor], depth: int,
-                       file_depth: int | None) -> dict[str, torch.Tensor]:
-    """A file with more blocks than the trunk builds (``file_depth`` > ``depth``: the 448px
-    V1-0 file has 48, its ablations use 45) loses the blocks past ``depth``, as the fork's
-    non-strict load leaves them unused. Only the blocks it declares are dropped: any other
-    extra key is still an error."""
-    if not file_depth or file_depth <= depth:
-        return state
-    unused = tuple(f"blocks.{i}." for i in range(depth, file_depth))
-    dropped = [k for k in state if k.startswith(unused)]
-    if dropped:
-        log.info("pretrained file has %d blocks, the trunk uses %d: %d tensors of blocks "
-                 "%d..%d left out", file_depth, depth, len(dropped), depth, file_depth - 1)
-    return {k: v for k, v in state.items() if not k.startswith(unused)}
+def _fitted(key: str, value: torch.Tensor, want: torch.Size, source: str) -> torch.Tensor:
+    if value.shape == want:
+        return value
+    if key == "patch_embed.proj.weight" and value.shape[:2] == want[:2]:
+        return F.interpolate(value.float(), size=tuple(want[2:]), mode="bicubic",
+                             align_corners=False).to(value.dtype)
+    if key == "pos_embed" and value.shape[-1] == want[-1]:
+        old, new = math.isqrt(value.shape[1] - 1), math.isqrt(want[1] - 1)
+        if old * old != value.shape[1] - 1 or new * new != want[1] - 1:
+            raise CheckpointError(
+                f"{source}: pos_embed {tuple(value.shape)} is not a square grid + cls token")
+        return resize_pos_embed(value, (old, old), (new, new))
+    raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
+                          f"{tuple(want)}")
+
+
+def to_released_layout(state: dict, with_trunk: bool) -> dict:
+    """Our segmentor state in the layout of the original's released files, the inverse of
+    :func:`checkpoint_filter` for them; written for the demo's stand-in "released" files.
+
+    - resamplers back inside the backbone (``neck.upN.`` -> ``backbone.upN.``);
+    - ``with_trunk=False`` (frozen-trunk files) keeps heads and resamplers only;
+    - every floating-point tensor in bf16 (the released files' sizes are 2 bytes per value,
+      heads included), integer buffers (BN counters) as they are;
+    - a plain state dict, no ``meta`` / ``state_dict`` wrapper.
+    Our other names already are the original's (trunk, ``decode_head.norm``, UperNet).
+    """
+    back = {new: old for old, new in RELEASED_KEY_PREFIXES.items()}
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone.") and not with_trunk:
+            continue
+        prefix = next((p for p in back if key.startswith(p)), None)
+        if prefix:
+            key = back[prefix] + key.removeprefix(prefix)
+        value = value.detach().cpu()
+        out[key] = value.to(torch.bfloat16) if value.is_floating_point() else value.clone()
+    return out
 
 
 def load_pretrained_backbone(model: nn.Module, path: str | Path,
@@ -112,9 +138,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
     prefix) would otherwise train on a random trunk. Raises :class:`CheckpointError` naming
     the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
-    state = drop_unused_blocks(load_checkpoint_file(path), model.depth,
-                               getattr(model, "pretrained_depth", None))
-    state = adapt_backbone_state(state, model, source=str(path))
+    state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
     result = model.load_state_dict(state, strict=False)
     # a backbone with parts of its own (the adapter) says which keys the file must fill
     missing = [k for k in result.missing_keys if model.is_trunk(k)]

@@ -44,7 +44,8 @@ def init_as_the_fork(module: nn.Module) -> None:
     """The fork's ``_init_weights`` for the modules it adds around the trunk (resamplers,
     adapter): Linear trunc-normal(0.02) with zero bias; Conv2d and ConvTranspose2d
     normal(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels / groups, zero bias;
-    LayerNorms weight 1, bias 0."""
+    LayerNorms weight 1, bias 0. Not an mmengine ``init_cfg``: its Kaiming fan_out is torch's
+    (in_channels for a ConvTranspose2d, groups not divided out), not the fork's."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
