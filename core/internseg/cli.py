@@ -386,7 +386,7 @@ def cmd_seed_from_log(args) -> int:
 
 
 def add_plan(sub) -> None:
-    from .plan import PAPER_GPUS
+    from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
     p.add_argument("--preset", choices=["paper", "demo"], default="paper")
@@ -410,7 +410,25 @@ def add_plan(sub) -> None:
     p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
                    help="benchmarks/gpu_check.sh's output, preferred to --results")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
-    p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
+    p.add_argument("--fs-write-gbps", type=argtypes.positive_float,
+                   default=ASSUMED_FS_WRITE_GBPS, metavar="GB_S",
+                   help="file-system write bandwidth for checkpoints (default: an assumed "
+                        f"{ASSUMED_FS_WRITE_GBPS:g} GB/s)")
+    p.add_argument("--fs-read-gbps", type=argtypes.positive_float,
+                   default=ASSUMED_FS_READ_GBPS, metavar="GB_S",
+                   help="file-system read bandwidth per node for the trunk file and resumed "
+                        f"checkpoints (default: an assumed {ASSUMED_FS_READ_GBPS:g} GB/s)")
+    p.add_argument("--starts", type=int_at_least(1), metavar="N",
+                   help="starts per run: 1 + resubmissions (default: as many Slurm jobs as "
+                        "its hours need under profiles/slurm's time limits)")
+    p.add_argument("--val-interval", type=int_at_least(1), metavar="ITERS",
+                   help="what-if: validate every ITERS iterations instead of the configs' "
+                        "(the trained weights stay the same)")
+    p.add_argument("--checkpoint-interval", type=int_at_least(1), metavar="ITERS",
+                   help="what-if: checkpoint every ITERS iterations instead of the configs' "
+                        "(the trained weights stay the same)")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable rows, totals, assumptions")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
     p.set_defaults(func=cmd_plan)
 
@@ -419,7 +437,7 @@ def cmd_plan(args) -> int:
     from dataclasses import asdict
 
     from .io import write_text
-    from .plan import plan, to_markdown, totals
+    from .plan import Bandwidth, assumptions, plan, to_markdown, totals
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
     known = experiments(args.preset)
@@ -431,14 +449,18 @@ def cmd_plan(args) -> int:
     if args.table15:
         runs |= table15_runs(known, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
+    bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
     costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
-                 gpu_check=args.gpu_check, published_logs=logs)
+                 gpu_check=args.gpu_check, published_logs=logs, bandwidth=bandwidth,
+                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
+    markdown = to_markdown(costs, bandwidth)
     if args.out:
-        write_text(args.out, to_markdown(costs))
+        write_text(args.out, markdown)
     if args.json:
-        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs)), indent=2))
+        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs),
+                              assumptions=assumptions(bandwidth)), indent=2))
     else:
-        print(to_markdown(costs), end="")
+        print(markdown, end="")
     return 0
 
 
