@@ -452,7 +452,7 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
         round(seconds, 3), source, round(times.train_s / 3600, 2), times.validations,
         round(validation, 1), validation_source, round(times.validation_s / 3600, 2),
         times.checkpoints, round(times.checkpoint_s / 3600, 2), times.starts,
-        round(times.load_s / 3600, 2), io_source, round(wall, 1), round(wall * gpus, 1),
+        round(times.load_s / 3600, 2), io_source, round(wall, 2), round(wall * gpus, 2),
         round(gpu_memory, 1), round(host_memory, 1), round(checkpoint, 1),
         round(work_dir, 1),
         {name: round((times.total_s - alt.total_s) * gpus / 3600, 1)
