@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import argtypes
 from .argtypes import int_at_least
-from .errors import EXIT_INPUT, InputError
+from .errors import EXIT_DRIFTED, EXIT_INPUT, InputError
 
 log = logging.getLogger("internseg")
 
@@ -43,6 +43,8 @@ def add_run_selection(p) -> None:
 
 
 def add_train(sub) -> None:
+    from .results.drift import DEFAULT_TOLERANCE, DRIFT_STOP_FILE
+
     p = sub.add_parser("train", help="train one run (mmengine Runner)")
     add_run_selection(p)
     p.add_argument("--work-dir", help="where checkpoints and logs go "
@@ -64,6 +66,18 @@ def add_train(sub) -> None:
     p.add_argument("--ema-momentum", type=argtypes.open_unit_interval, metavar="M",
                    help="train an EMA of the weights (mmengine's EMAHook); it is validated and "
                         "exported")
+    p.add_argument("--reference-log", metavar="PATH",
+                   help="the original's published training log (mmcv 1.x) of this trunk, "
+                        "experiment and dataset: its loss and validation mIoU are compared "
+                        "with the run's as it trains (drift/* scalars; one warning when a gap "
+                        "leaves its band)")
+    p.add_argument("--drift-tolerance", type=argtypes.positive_float, metavar="X",
+                   help="the band: X times the spread the log shows around each point "
+                        f"(default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--stop-on-drift", action="store_true",
+                   help=f"stop a run that leaves the band, keeping its checkpoint (exit "
+                        f"{EXIT_DRIFTED}; {DRIFT_STOP_FILE} in the work dir then refuses a "
+                        "restart with this option)")
     p.add_argument("--final-checkpoint", help="write the trained weights here at the end")
     p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
     p.add_argument("--config-out", help="write the config the run used here")
@@ -664,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_INPUT
+        return err.exit_code
     except OSError as err:
         line = expected_os_error(err)
         if line is None:
