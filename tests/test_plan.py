@@ -311,4 +311,5 @@ def test_binary_results_are_one_line_naming_the_file(tmp_path, capsys):
     results.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     assert main(["plan", "--experiments", "head_tuning", "--results", str(results)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"internseg plan: error: --results {results}: not a text file (byte 0 is not UTF-8)"
+    assert err == (f"internseg plan: error: --results {results}: not a text file (byte 0 is "
+                   "not UTF-8)")

@@ -31,7 +31,7 @@ import math
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import InputError
@@ -479,8 +479,9 @@ def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = No
         where = f"--gpu-check {gpu_check}"
         measured.update(gpu_check_step_seconds(report, where))
         slide = gpu_check_slide(report, where)
-        # the check times the paper's linear-probing segmentor
-        slide_flops = trunk_flops_per_image(load_config("paper/linear_probing").model.backbone)
+        if slide is not None:  # the check times the paper's linear-probing segmentor
+            slide_flops = trunk_flops_per_image(
+                load_config("paper/linear_probing").model.backbone)
     known = registered(preset)
     written, per_cell, costs = {}, {}, []
     for run in runs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -198,8 +199,6 @@ class DriftHook(Hook):
     priority = "NORMAL"  # before LoggerHook (BELOW_NORMAL): a gap is logged in its own line
 
     def __init__(self, reference_log: str, tolerance: float = DEFAULT_TOLERANCE):
-        import math
-
         if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
                 math.isfinite(tolerance) and tolerance > 0):
             raise InputError(f"DriftHook: tolerance is {tolerance!r}, not a number > 0 (the "
