@@ -279,7 +279,11 @@ class DriftStopHook(Hook):
     priority = "LOWEST"  # after LoggerHook and CheckpointHook
 
     def before_train(self, runner) -> None:
-        self.drift = next(h for h in runner.hooks if isinstance(h, DriftHook))
+        found = [h for h in runner.hooks if isinstance(h, DriftHook)]
+        if not found:
+            raise InputError("DriftStopHook stops on what a DriftHook sees, and the run has "
+                             "none (internseg train --reference-log adds both)")
+        self.drift = found[0]
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if self.drift.departure:
