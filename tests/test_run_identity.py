@@ -117,6 +117,8 @@ def config(**changes):
     ({"train_dataloader.batch_size": 1}, True),
     ({"work_dir": "/elsewhere"}, False),
     ({"train_cfg.val_interval": 1}, False),
+    # the plan's what-ifs (internseg plan --checkpoint-interval) leave the weights as they are
+    ({"default_hooks.checkpoint.interval": 4000}, False),
     ({"model.test_cfg.mode": "whole"}, False),
     ({"model.backbone.pretrained": "/b/trunk.pth"}, False),  # its content is hashed instead
     ({"train_dataloader.dataset.data_root": "/b"}, False),

@@ -137,6 +137,10 @@ def test_paper_preset_needs_the_archive_and_plans_the_real_chain(tmp_path):
     # an experiment's config and its whole _base_ chain are inputs of its training
     train = out.split("rule train:")[1].split("rule ")[0]
     assert "configs/paper/" in train and "configs/_base_/default_runtime.py" in train
+    # each training is compared with the original's log of the same run as it trains
+    assert ("--reference-log resources/paper/published/"
+            "linear_intern_vit_6b_504_5k_ade20k_bs16_lr4e-5_1of16.log") in out
+    assert "--stop-on-drift" not in out  # config.yaml's drift.stop is off
 
 
 def paper_workflow(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import argtypes
 from .argtypes import int_at_least
-from .errors import EXIT_INPUT, InputError
+from .errors import EXIT_DRIFTED, EXIT_INPUT, InputError
 
 log = logging.getLogger("internseg")
 
@@ -43,6 +43,8 @@ def add_run_selection(p) -> None:
 
 
 def add_train(sub) -> None:
+    from .results.drift import DEFAULT_TOLERANCE, DRIFT_STOP_FILE
+
     p = sub.add_parser("train", help="train one run (mmengine Runner)")
     add_run_selection(p)
     p.add_argument("--work-dir", help="where checkpoints and logs go "
@@ -64,6 +66,18 @@ def add_train(sub) -> None:
     p.add_argument("--ema-momentum", type=argtypes.open_unit_interval, metavar="M",
                    help="train an EMA of the weights (mmengine's EMAHook); it is validated and "
                         "exported")
+    p.add_argument("--reference-log", metavar="PATH",
+                   help="the original's published training log (mmcv 1.x) of this trunk, "
+                        "experiment and dataset: its loss and validation mIoU are compared "
+                        "with the run's as it trains (drift/* scalars; one warning when a gap "
+                        "leaves its band)")
+    p.add_argument("--drift-tolerance", type=argtypes.positive_float, metavar="X",
+                   help="the band: X times the spread the log shows around each point "
+                        f"(default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--stop-on-drift", action="store_true",
+                   help=f"stop a run that leaves the band, keeping its checkpoint (exit "
+                        f"{EXIT_DRIFTED}; {DRIFT_STOP_FILE} in the work dir then refuses a "
+                        "restart with this option)")
     p.add_argument("--final-checkpoint", help="write the trained weights here at the end")
     p.add_argument("--scalars-out", help="write the run's logged scalars (JSON lines) here")
     p.add_argument("--config-out", help="write the config the run used here")
@@ -385,7 +399,7 @@ def cmd_seed_from_log(args) -> int:
 
 
 def add_plan(sub) -> None:
-    from .plan import PAPER_GPUS
+    from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
     p.add_argument("--preset", choices=["paper", "demo"], default="paper")
@@ -409,7 +423,25 @@ def add_plan(sub) -> None:
     p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
                    help="benchmarks/gpu_check.sh's output, preferred to --results")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
-    p.add_argument("--json", action="store_true", help="machine-readable rows and totals")
+    p.add_argument("--fs-write-gbps", type=argtypes.positive_float,
+                   default=ASSUMED_FS_WRITE_GBPS, metavar="GB_S",
+                   help="file-system write bandwidth for checkpoints (default: an assumed "
+                        f"{ASSUMED_FS_WRITE_GBPS:g} GB/s)")
+    p.add_argument("--fs-read-gbps", type=argtypes.positive_float,
+                   default=ASSUMED_FS_READ_GBPS, metavar="GB_S",
+                   help="file-system read bandwidth per node for the trunk file and resumed "
+                        f"checkpoints (default: an assumed {ASSUMED_FS_READ_GBPS:g} GB/s)")
+    p.add_argument("--starts", type=int_at_least(1), metavar="N",
+                   help="starts per run: 1 + resubmissions (default: as many Slurm jobs as "
+                        "its hours need under profiles/slurm's time limits)")
+    p.add_argument("--val-interval", type=int_at_least(1), metavar="ITERS",
+                   help="what-if: validate every ITERS iterations instead of the configs' "
+                        "(the trained weights stay the same)")
+    p.add_argument("--checkpoint-interval", type=int_at_least(1), metavar="ITERS",
+                   help="what-if: checkpoint every ITERS iterations instead of the configs' "
+                        "(the trained weights stay the same)")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable rows, totals, assumptions")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
     p.set_defaults(func=cmd_plan)
 
@@ -418,7 +450,7 @@ def cmd_plan(args) -> int:
     from dataclasses import asdict
 
     from .io import write_text
-    from .plan import plan, to_markdown, totals
+    from .plan import Bandwidth, assumptions, plan, to_markdown, totals
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
     registered = experiments(args.preset)
@@ -430,14 +462,18 @@ def cmd_plan(args) -> int:
     if args.table15:
         runs |= table15_runs(registered, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
+    bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
     costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
-                 gpu_check=args.gpu_check, published_logs=logs)
+                 gpu_check=args.gpu_check, published_logs=logs, bandwidth=bandwidth,
+                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
+    markdown = to_markdown(costs, bandwidth)
     if args.out:
-        write_text(args.out, to_markdown(costs))
+        write_text(args.out, markdown)
     if args.json:
-        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs)), indent=2))
+        print(json.dumps(dict(runs=[asdict(c) for c in costs], totals=totals(costs),
+                              assumptions=assumptions(bandwidth)), indent=2))
     else:
-        print(to_markdown(costs), end="")
+        print(markdown, end="")
     return 0
 
 
@@ -641,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_INPUT
+        return err.exit_code
     except OSError as err:
         line = expected_os_error(err)
         if line is None:

@@ -9,10 +9,15 @@ keeps working.
 from __future__ import annotations
 
 EXIT_INPUT = 2
+# A run that --stop-on-drift stopped because it left the original's course (its checkpoint
+# kept): distinct from bad input, and not 75, which asks the workflow to resume.
+EXIT_DRIFTED = 3
 
 
 class InputError(ValueError):
     """An expected problem with what the user gave; the message names file, key or value."""
+
+    exit_code = EXIT_INPUT
 
 
 class MissingFileError(InputError, FileNotFoundError):

@@ -1,8 +1,12 @@
 """`internseg plan`: what a preset's runs will cost, before anything is submitted.
 
-Per run: GPUs, seconds per iteration and where that figure comes from, wall time, GPU-hours,
-peak GPU and host memory, checkpoint and work-dir disk. The model is built on the meta
-device, so the 6B configs are planned in seconds on a laptop.
+Per run: GPUs, seconds per iteration and where that figure comes from, and the hours of
+everything the job holds its GPUs for: the training steps, the validations every
+``train_cfg.val_interval`` iterations, the checkpoints every
+``default_hooks.checkpoint.interval`` (and one at each time-limit stop), and reading the
+trunk file at every start (and the checkpoint at every resume); wall time and GPU-hours of
+all of it, peak GPU and host memory, checkpoint and work-dir disk. The model is built on the
+meta device, so the 6B configs are planned in seconds on a laptop.
 
 Seconds per iteration come from the best source there is, and the plan says which:
 1. ``measured``: ``benchmarks/gpu_check.json`` (written by ``benchmarks/gpu_check.sh`` on a
@@ -12,21 +16,30 @@ Seconds per iteration come from the best source there is, and the plan says whic
 3. ``FLOPs``: the trunk's matmul and attention FLOPs (forward, backward and the recompute of
    activation checkpointing for a trained trunk) at an assumed share of A100 bf16 peak; the
    heads are not counted, so UperNet runs come out low.
-Memory and disk are arithmetic from the parameter counts and the dtypes the config stores.
+A validation pass takes the GPU check's slide-inference images/s where it ran on a GPU, else
+the trunk FLOPs of the slide windows an (assumed) average validation image is cut into.
+Checkpoint writes and file reads take assumed file-system bandwidths, and a run starts as
+often as the Slurm profile's job limits make it (or ``--starts``). Every assumption is named
+in the output (:func:`assumptions`). Memory and disk are arithmetic from the parameter counts
+and the dtypes the config stores.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from .errors import InputError
 
 GB = 1e9
 A100_BF16_PEAK = 312e12
 # Share of peak that large ViT training reaches with checkpointing; an assumption, stated.
+# Slide inference without a measurement is priced at the same share.
 ASSUMED_UTILISATION = 0.4
 PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
 PER_GPU_BATCH = 2
@@ -35,9 +48,36 @@ PER_GPU_BATCH = 2
 # checkpointed block inputs, one block's recompute). The adapter's is the trained figure, not
 # worked out: a guess until a GPU measures it (its 1/4 map alone is 0.2 GB per image in fp32).
 WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0, "adapter": 6.0}
+# Assumed mean size (height, width) of a validation image, which decides how many slide
+# windows the test pipeline cuts it into: ADE20K's are about 512 x 683 (mostly 4:3 landscape,
+# short side around 512), COCO's 480 x 640. Assumptions, not measurements.
+ASSUMED_VAL_IMAGE = {"ade20k": (512, 683), "coco_stuff164k": (480, 640)}
+# Assumed file-system bandwidths of a shared cluster file system: one writer (rank 0 writes a
+# checkpoint while the other ranks wait) and one reader per node (the ranks memory-map the
+# trunk file and a resumed checkpoint, so a node's ranks share one read through the page
+# cache). Change them with --fs-write-gbps / --fs-read-gbps.
+ASSUMED_FS_WRITE_GBPS = 2.0
+ASSUMED_FS_READ_GBPS = 2.0
+# profiles/slurm/config.yaml: a training job gets min(1440 * attempt, 2880) minutes and
+# SIGURG 600 s before the limit, then saves a checkpoint and is resubmitted (`retries`).
+FIRST_JOB_HOURS = 24
+MAX_JOB_HOURS = 48
+STOP_WARNING_S = 600
+# The what-ifs the markdown prices: validating and checkpointing every this many iterations,
+# which leaves the trained weights as they are (neither is part of the run identity).
+WHAT_IF_INTERVAL = 4000
 
 _ITER_TIME = re.compile(r"Iter \[\d+/\d+\][^\n]*?\btime: ([0-9.]+)")
 _RESULTS_ROW = re.compile(r"^\| `(\w+)`[^|]*\| ([^|]*)\| ([^|]*)\|", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """The assumed file-system figures (GB/s) and, if given, how often every run starts."""
+
+    write_gbps: float = ASSUMED_FS_WRITE_GBPS
+    read_gbps: float = ASSUMED_FS_READ_GBPS
+    starts: int | None = None  # None: as many jobs as the profile's time limits need
 
 
 @dataclass(frozen=True)
@@ -51,12 +91,23 @@ class RunCost:
     iterations: int
     seconds_per_iteration: float
     source: str
+    train_hours: float
+    validations: int
+    validation_seconds: float  # one pass over the validation set, on all the run's GPUs
+    validation_source: str
+    validation_hours: float
+    checkpoints: int  # written: every interval, the last, and one per time-limit stop
+    checkpoint_hours: float  # those and final.pth, written at the assumed bandwidth
+    starts: int
+    load_hours: float  # the trunk file at every start, the checkpoint at every resume
+    io_source: str
     wall_hours: float
     gpu_hours: float
     gpu_memory_gb: float
     host_memory_gb: float
     checkpoint_gb: float
     work_dir_gb: float
+    saved_gpu_hours: dict  # what-if -> GPU-hours it saves (see WHAT_IF_INTERVAL)
 
 
 def regime_of(cfg) -> str:
@@ -94,6 +145,14 @@ def flops_seconds_per_iteration(cfg, gpus: int) -> float:
     return flops / (gpus * A100_BF16_PEAK * ASSUMED_UTILISATION)
 
 
+def read_text(path: Path, option: str) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{option} {path}: not a text file (byte {err.start} is not "
+                         "UTF-8)") from None
+
+
 def measured_step_seconds(results_md: str) -> dict[str, float]:
     """Seconds per batch-2 step per regime from benchmarks/RESULTS.md ('–' = not measured)."""
     found = {}
@@ -105,18 +164,141 @@ def measured_step_seconds(results_md: str) -> dict[str, float]:
     return found
 
 
-def gpu_check_step_seconds(report: dict) -> dict[str, float]:
-    """Seconds per batch-2 trunk step per regime from gpu_check.json; a CPU smoke run on
-    the tiny trunk measures nothing about the 6B one and gives nothing."""
-    if report.get("tiny") or report.get("device", "cpu") == "cpu":
+def read_gpu_check(path: Path) -> dict:
+    """gpu_check.json as a dict, or one line naming the file and what is wrong with it."""
+    try:
+        report = json.loads(read_text(path, "--gpu-check"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"--gpu-check {path}: not valid JSON ({err.msg} at line "
+                         f"{err.lineno}, column {err.colno})") from None
+    if not isinstance(report, dict):
+        raise InputError(f"--gpu-check {path}: expected gpu_check.py's report (a JSON "
+                         f"object), got a {type(report).__name__}")
+    return report
+
+
+def _positive(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise InputError(f"{where} is {value!r}, not a number > 0")
+    return float(value)
+
+
+def _rows(report: dict, key: str, where: str) -> list[dict]:
+    rows = report.get(key, [])
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"{where}: {key} is not a list of objects")
+    return rows
+
+
+def on_a_gpu(report: dict) -> bool:
+    """A CPU smoke run on the tiny trunk measures nothing about the 6B one."""
+    return not report.get("tiny") and report.get("device", "cpu") != "cpu"
+
+
+def gpu_check_step_seconds(report: dict, where: str = "gpu_check.json") -> dict[str, float]:
+    """Seconds per batch-2 trunk step per regime from gpu_check.json (nothing from a CPU
+    smoke run)."""
+    if not on_a_gpu(report):
         return {}
-    return {row["regime"]: float(row["seconds_per_iter"]) for row in report.get("trunk", [])}
+    found = {}
+    for i, row in enumerate(_rows(report, "trunk", where)):
+        if not isinstance(row.get("regime"), str):
+            raise InputError(f"{where}: trunk[{i}].regime is {row.get('regime')!r}, not a name")
+        found[row["regime"]] = _positive(row.get("seconds_per_iter"),
+                                         f"{where}: trunk[{i}].seconds_per_iter")
+    return found
+
+
+@dataclass(frozen=True)
+class SlideSpeed:
+    """The GPU check's slide inference: one image of ``image`` px cut into windows of
+    ``crop`` every ``stride``, at ``images_per_s`` on one GPU (the linear-probing segmentor)."""
+
+    images_per_s: float
+    image: tuple[int, int]
+    crop: tuple[int, int]
+    stride: tuple[int, int]
+
+
+def gpu_check_slide(report: dict, where: str = "gpu_check.json") -> SlideSpeed | None:
+    if not on_a_gpu(report):
+        return None
+    for i, row in enumerate(_rows(report, "checks", where)):
+        if row.get("check") != "slide_inference":
+            continue
+        at = f"{where}: checks[{i}]"
+        sides = {}
+        for key in ("image", "crop", "stride"):
+            pair = row.get(key)
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise InputError(f"{at}.{key} is {pair!r}, not [height, width]")
+            sides[key] = tuple(int(_positive(v, f"{at}.{key}")) for v in pair)
+        return SlideSpeed(_positive(row.get("images_per_s"), f"{at}.images_per_s"), **sides)
+    return None
 
 
 def published_iteration_seconds(log_text: str) -> float | None:
     """Median per-iteration `time:` of an mmcv 1.x training log (8 GPUs), None if absent."""
     times = [float(t) for t in _ITER_TIME.findall(log_text)]
     return statistics.median(times) if times else None
+
+
+def resized_for_test(pipeline, height: int, width: int, where: str) -> tuple[int, int]:
+    """The size an image of ``height`` x ``width`` reaches through a test pipeline, with the
+    rounding of mmcv's ``imrescale`` (what the resize steps our configs use hand it)."""
+    for step in pipeline:
+        kind = step["type"]
+        if kind == "ShortSideResize":
+            factor = step["short_side"] / min(height, width)
+        elif kind == "Resize" and step.get("keep_ratio"):
+            factor = min(max(step["scale"]) / max(height, width),
+                         min(step["scale"]) / min(height, width))
+        elif kind == "ResizeToMultiple":
+            d = step["size_divisor"]
+            height, width = -(-height // d) * d, -(-width // d) * d
+            continue
+        elif "Resize" in kind:
+            raise InputError(f"{where}: the plan cannot size the test pipeline's {kind} step "
+                             "(it knows ShortSideResize, Resize with keep_ratio and "
+                             "ResizeToMultiple)")
+        else:
+            continue
+        height, width = int(height * factor + 0.5), int(width * factor + 0.5)
+    return height, width
+
+
+def slide_windows(height: int, width: int, crop, stride) -> int:
+    """How many windows mmseg's slide inference runs on an image of that size."""
+    rows = max(height - crop[0] + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(width - crop[1] + stride[1] - 1, 0) // stride[1] + 1
+    return rows * cols
+
+
+def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
+                    measured_flops: float | None, where: str) -> tuple[float, str]:
+    """Seconds of one validation (every image of the run's dataset, shared by its GPUs) and
+    where the figure comes from. ``measured_flops``: the trunk FLOPs of one window of the
+    segmentor the GPU check timed; ``where``: the run, for errors."""
+    from .datasets import get_dataset
+
+    images = get_dataset(dataset).val_count
+    test = cfg.model.test_cfg
+    size = ASSUMED_VAL_IMAGE[dataset]
+    resized = resized_for_test(cfg.val_dataloader.dataset.pipeline, *size, where)
+    windows = slide_windows(*resized, test.crop_size, test.stride)
+    window_flops = trunk_flops_per_image(cfg.model.backbone)
+    if slide is not None:
+        scale = (windows / slide_windows(*slide.image, slide.crop, slide.stride)
+                 * window_flops / measured_flops)
+        per_image = scale / slide.images_per_s
+        source = (f"measured slide inference (linear head), x{scale:.3f} windows and trunk "
+                  f"FLOPs ({windows} per assumed {size[0]}x{size[1]} image)")
+    else:
+        per_image = windows * window_flops / (A100_BF16_PEAK * ASSUMED_UTILISATION)
+        source = (f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak, {windows} "
+                  f"windows per assumed {size[0]}x{size[1]} image")
+    return images * per_image / gpus, source
 
 
 @dataclass(frozen=True)
@@ -135,11 +317,77 @@ def stored_bytes(cfg) -> StoredBytes:
     return StoredBytes(4 + 4 + 8, 4 + 8, 4)
 
 
+@dataclass(frozen=True)
+class Events:
+    """Wall seconds of each thing a run does, once."""
+
+    step: float
+    validation: float
+    checkpoint_write: float
+    final_write: float
+    trunk_read: float
+    checkpoint_read: float
+
+
+@dataclass(frozen=True)
+class Timeline:
+    validations: int
+    checkpoints: int
+    starts: int
+    train_s: float
+    validation_s: float
+    checkpoint_s: float
+    load_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.validation_s + self.checkpoint_s + self.load_s
+
+
+def job_seconds(attempts: int) -> float:
+    """Training time in ``attempts`` jobs of the Slurm profile: 24 h, then 48 h each, each
+    stopped at its SIGURG, 600 s before the limit."""
+    return sum(min(FIRST_JOB_HOURS * a, MAX_JOB_HOURS) * 3600 - STOP_WARNING_S
+               for a in range(1, attempts + 1))
+
+
+def timeline(iterations: int, events: Events, val_interval: int, checkpoint_interval: int,
+             save_last: bool, starts: int | None = None) -> Timeline:
+    """How often a run validates, checkpoints and starts, and the seconds of each.
+
+    mmengine validates every ``val_interval`` iterations and after the last; CheckpointHook
+    saves every ``checkpoint_interval`` and (``save_last``) after the last; every start after
+    the first follows a time-limit stop, which saved a checkpoint of its own, and resumes from
+    it. ``starts`` None: as many jobs as the profile's time limits need for all of it."""
+    validations = -(-iterations // val_interval)
+    regular = iterations // checkpoint_interval + (
+        1 if save_last and iterations % checkpoint_interval else 0)
+
+    def at(n: int) -> Timeline:
+        return Timeline(
+            validations=validations, checkpoints=regular + n - 1, starts=n,
+            train_s=iterations * events.step, validation_s=validations * events.validation,
+            checkpoint_s=(regular + n - 1) * events.checkpoint_write + events.final_write,
+            load_s=n * events.trunk_read + (n - 1) * events.checkpoint_read)
+
+    if starts is not None:
+        return at(starts)
+    n = 1
+    while job_seconds(n) < at(n).total_s:
+        n += 1
+    return at(n)
+
+
 def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
-             published_seconds: float | None, trunk_scale: float = 1.0) -> RunCost:
+             published_seconds: float | None, trunk_scale: float = 1.0,
+             slide: SlideSpeed | None = None, slide_flops: float | None = None,
+             bandwidth: Bandwidth = Bandwidth()) -> RunCost:
     """The cost of ``run`` (an :class:`internseg.registry.Run`). Measured and published
     times are of the 224px trunk the paper's rows start from; ``trunk_scale`` (the ratio of
-    trunk FLOPs, 1 on that trunk) carries them to another trunk."""
+    trunk FLOPs, 1 on that trunk) carries them to another trunk. ``slide`` and
+    ``slide_flops``: the GPU check's slide inference and the trunk FLOPs of its window."""
+    from .trunks import TRUNKS
+
     regime = regime_of(cfg)
     iterations = cfg.train_cfg.max_iters
     steps_per_gpu = cfg.total_batch_size / (PER_GPU_BATCH * gpus)
@@ -153,7 +401,6 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     else:
         seconds = flops_seconds_per_iteration(cfg, gpus)
         source = f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
-    wall = iterations * seconds / 3600
 
     total, trainable = counts["total_params"], counts["trainable_params"]
     frozen = total - trainable
@@ -166,30 +413,75 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     # every rank builds the model in fp32 in host memory before sharding or casting
     host_memory = gpus * total * 4 / GB
     checkpoint = (trainable * size.checkpoint + frozen * 2) / GB
-    keep = cfg.default_hooks.checkpoint.get("max_keep_ckpts") or 1
-    # the kept checkpoints, one more being written beside them, and final.pth (a frozen
-    # trunk is left out of it: it is the pretrained file)
-    work_dir = checkpoint * (keep + 1) + trainable * size.weights / GB
-    return RunCost(run.id, run.experiment, run.trunk, run.dataset, regime, gpus, iterations,
-                   round(seconds, 3), source,
-                   round(wall, 1), round(wall * gpus, 1), round(gpu_memory, 1),
-                   round(host_memory, 1), round(checkpoint, 1), round(work_dir, 1))
+    # final.pth: the trained weights (a frozen trunk is left out of it: it is the
+    # pretrained file)
+    final = trainable * size.weights / GB
+    trunk = TRUNKS[run.trunk]
+    # a synthetic trunk has no pinned size: its parameters as the released files store them
+    trunk_gb = (trunk.size if trunk.size else
+                (counts["backbone_params"] - counts["adapter_params"]) * 2) / GB
+
+    validation, validation_source = validation_pass(cfg, run.dataset, gpus, slide,
+                                                    slide_flops, f"run {run.id}")
+    write, read = bandwidth.write_gbps, bandwidth.read_gbps
+    events = Events(step=seconds, validation=validation, checkpoint_write=checkpoint / write,
+                    final_write=final / write, trunk_read=trunk_gb / read,
+                    checkpoint_read=checkpoint / read)
+    hook = cfg.default_hooks.checkpoint
+    save_last = hook.get("save_last", True)
+
+    def plan_of(val_interval: int, checkpoint_interval: int) -> Timeline:
+        return timeline(iterations, events, val_interval, checkpoint_interval, save_last,
+                        bandwidth.starts)
+
+    times = plan_of(cfg.train_cfg.val_interval, hook.interval)
+    what_ifs = {f"val_interval={WHAT_IF_INTERVAL}": plan_of(WHAT_IF_INTERVAL, hook.interval),
+                f"checkpoint_interval={WHAT_IF_INTERVAL}": plan_of(
+                    cfg.train_cfg.val_interval, WHAT_IF_INTERVAL)}
+    starts_from = ("--starts" if bandwidth.starts is not None else
+                   f"{FIRST_JOB_HOURS} h, then {MAX_JOB_HOURS} h jobs")
+    io_source = (f"assumed {write:g} GB/s write and {read:g} GB/s read; {times.starts} "
+                 f"start(s) ({starts_from})")
+    keep = hook.get("max_keep_ckpts") or 1
+    # left behind: the kept checkpoints and the one of each time-limit stop (CheckpointHook
+    # deletes only its own), one more being written beside them, and final.pth
+    work_dir = checkpoint * (keep + times.starts) + final
+    wall = times.total_s / 3600
+    return RunCost(
+        run.id, run.experiment, run.trunk, run.dataset, regime, gpus, iterations,
+        round(seconds, 3), source, round(times.train_s / 3600, 2), times.validations,
+        round(validation, 1), validation_source, round(times.validation_s / 3600, 2),
+        times.checkpoints, round(times.checkpoint_s / 3600, 2), times.starts,
+        round(times.load_s / 3600, 2), io_source, round(wall, 2), round(wall * gpus, 2),
+        round(gpu_memory, 1), round(host_memory, 1), round(checkpoint, 1),
+        round(work_dir, 1),
+        {name: round((times.total_s - alt.total_s) * gpus / 3600, 1)
+         for name, alt in what_ifs.items()})
 
 
 def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = None,
-         gpu_check: Path | None = None,
-         published_logs: dict[str, Path] | None = None) -> list[RunCost]:
+         gpu_check: Path | None = None, published_logs: dict[str, Path] | None = None,
+         bandwidth: Bandwidth = Bandwidth(), val_interval: int | None = None,
+         checkpoint_interval: int | None = None) -> list[RunCost]:
     """One cost per run (:class:`internseg.registry.Run`, as ``plan_runs`` makes them).
     ``published_logs`` are keyed by experiment: the original's run on the config's own trunk
-    and dataset."""
+    and dataset. ``val_interval`` and ``checkpoint_interval`` replace the configs' (what-ifs:
+    neither changes the trained weights)."""
     from .config import load_config
     from .engine.inspect import describe
     from .registry import experiments as registered, resolve_run
 
-    measured = (measured_step_seconds(results_md.read_text())
+    measured = (measured_step_seconds(read_text(results_md, "--results"))
                 if results_md and results_md.is_file() else {})
+    slide, slide_flops = None, None
     if gpu_check and gpu_check.is_file():
-        measured.update(gpu_check_step_seconds(json.loads(gpu_check.read_text())))
+        report = read_gpu_check(gpu_check)
+        where = f"--gpu-check {gpu_check}"
+        measured.update(gpu_check_step_seconds(report, where))
+        slide = gpu_check_slide(report, where)
+        if slide is not None:  # the check times the paper's linear-probing segmentor
+            slide_flops = trunk_flops_per_image(
+                load_config("paper/linear_probing").model.backbone)
     known = registered(preset)
     written, per_cell, costs = {}, {}, []
     for run in runs:
@@ -203,36 +495,109 @@ def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = No
         cfg = own if (run.trunk, run.dataset) == (exp.trunk.name, exp.dataset.name) else (
             resolve_run(preset, run))
         cfg.model.backbone.pretrained = None
+        if val_interval:
+            cfg.train_cfg.val_interval = val_interval
+        if checkpoint_interval:
+            cfg.default_hooks.checkpoint.interval = checkpoint_interval
         log = (published_logs or {}).get(run.experiment)
         published = (published_iteration_seconds(log.read_text(errors="replace"))
                      if log and log.is_file() else None)
         scale = (trunk_flops_per_image(cfg.model.backbone)
                  / trunk_flops_per_image(own.model.backbone))
         per_cell[key] = run_cost(run, cfg, describe(cfg), gpus, measured=measured,
-                                 published_seconds=published, trunk_scale=round(scale, 6))
+                                 published_seconds=published, trunk_scale=round(scale, 6),
+                                 slide=slide, slide_flops=slide_flops, bandwidth=bandwidth)
         costs.append(per_cell[key])
     return costs
 
 
+HOURS = ("train_hours", "validation_hours", "checkpoint_hours", "load_hours")
+
+
 def totals(costs: list[RunCost]) -> dict:
-    return dict(runs=len(costs), wall_hours=round(sum(c.wall_hours for c in costs), 1),
+    saved = {}
+    for c in costs:
+        for name, hours in c.saved_gpu_hours.items():
+            saved[name] = saved.get(name, 0.0) + hours
+    return dict(runs=len(costs),
+                **{k: round(sum(getattr(c, k) for c in costs), 2) for k in HOURS},
+                wall_hours=round(sum(c.wall_hours for c in costs), 1),
                 gpu_hours=round(sum(c.gpu_hours for c in costs), 1),
                 peak_gpu_memory_gb=max((c.gpu_memory_gb for c in costs), default=0),
                 peak_host_memory_gb=max((c.host_memory_gb for c in costs), default=0),
-                work_dir_gb=round(sum(c.work_dir_gb for c in costs), 1))
+                work_dir_gb=round(sum(c.work_dir_gb for c in costs), 1),
+                saved_gpu_hours={k: round(v, 1) for k, v in saved.items()})
 
 
-COLUMNS = ["run", "regime", "gpus", "iterations", "seconds_per_iteration", "source",
-           "wall_hours", "gpu_hours", "gpu_memory_gb", "host_memory_gb", "checkpoint_gb",
-           "work_dir_gb"]
+def assumptions(bandwidth: Bandwidth) -> dict:
+    """Every figure the plan assumes rather than measures, with its value."""
+    return dict(
+        utilisation_of_a100_bf16_peak=ASSUMED_UTILISATION,
+        validation_image_height_width=ASSUMED_VAL_IMAGE,
+        fs_write_gbps=bandwidth.write_gbps,
+        fs_read_gbps=bandwidth.read_gbps,
+        starts=bandwidth.starts if bandwidth.starts is not None else (
+            f"as many jobs as the hours need: {FIRST_JOB_HOURS} h, then {MAX_JOB_HOURS} h "
+            f"each, stopping {STOP_WARNING_S} s before each limit (profiles/slurm)"),
+    )
 
 
-def to_markdown(costs: list[RunCost]) -> str:
+def _short(source: str) -> str:
+    return next((kind for kind in ("measured", "published log") if source.startswith(kind)),
+                "FLOPs")
+
+
+COLUMNS = ["run", "regime", "gpus", "iterations", "seconds_per_iteration", "train_hours",
+           "validations", "validation_hours", "checkpoints", "checkpoint_hours", "starts",
+           "load_hours", "wall_hours", "gpu_hours", "gpu_memory_gb", "host_memory_gb",
+           "checkpoint_gb", "work_dir_gb", "sources"]
+
+
+def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str:
+    starts = "--starts" if bandwidth.starts is not None else "job limits"
+
+    def cell(c: RunCost, key: str):
+        if key == "sources":
+            return (f"step: {_short(c.source)}; validation: {_short(c.validation_source)}; "
+                    f"checkpoints, loads: assumed; starts: {starts}")
+        return getattr(c, key)
+
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(asdict(c)[k]) for k in COLUMNS) + " |" for c in costs]
+    lines += ["| " + " | ".join(str(cell(c, k)) for k in COLUMNS) + " |" for c in costs]
     t = totals(costs)
     lines.append(f"\n{t['runs']} runs: {t['gpu_hours']} GPU-hours ({t['wall_hours']} h if run "
-                 f"one after another), peak {t['peak_gpu_memory_gb']} GB per GPU and "
-                 f"{t['peak_host_memory_gb']} GB host memory per node, "
-                 f"{t['work_dir_gb']} GB of work dirs.")
+                 f"one after another: {t['train_hours']} h training, "
+                 f"{t['validation_hours']} h validation, {t['checkpoint_hours']} h writing "
+                 f"checkpoints, {t['load_hours']} h loading), peak "
+                 f"{t['peak_gpu_memory_gb']} GB per GPU and {t['peak_host_memory_gb']} GB host "
+                 f"memory per node, {t['work_dir_gb']} GB of work dirs.")
+    flops = any(_short(c.source) == "FLOPs" for c in costs)
+    flops_validation = any(_short(c.validation_source) == "FLOPs" for c in costs)
+    sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
+                      if any(c.dataset == d for c in costs))
+    notes = [f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
+             f"{'steps and ' if flops else ''}validation passes with no GPU measurement "
+             "(heads not counted)" if flops or flops_validation else None,
+             f"mean validation image (height x width, px): {sizes}, which sets the slide "
+             "windows per image",
+             f"checkpoints (and final.pth) written at {bandwidth.write_gbps:g} GB/s "
+             "(--fs-write-gbps) while the other ranks wait",
+             f"the trunk file read at every start and the checkpoint at every resume, once "
+             f"per node, at {bandwidth.read_gbps:g} GB/s (--fs-read-gbps)",
+             "starts: " + (f"{bandwidth.starts} per run (--starts)"
+                           if bandwidth.starts is not None else
+                           f"as many Slurm jobs as the hours need ({FIRST_JOB_HOURS} h, then "
+                           f"{MAX_JOB_HOURS} h each, stopped {STOP_WARNING_S} s before the "
+                           "limit: profiles/slurm); each later start also writes a checkpoint "
+                           "at the stop and reads it back (--starts N to set it)")]
+    lines.append("\nAssumed, not measured: " + "; ".join(n for n in notes if n) + ".")
+    saved = {k: v for k, v in t["saved_gpu_hours"].items() if v > 0}
+    if saved:
+        what = {f"val_interval={WHAT_IF_INTERVAL}": f"validating every {WHAT_IF_INTERVAL} "
+                f"iterations (`--val-interval {WHAT_IF_INTERVAL}`)",
+                f"checkpoint_interval={WHAT_IF_INTERVAL}": f"checkpointing every "
+                f"{WHAT_IF_INTERVAL} iterations (`--checkpoint-interval {WHAT_IF_INTERVAL}`; a "
+                "crash then redoes up to that many iterations, a time-limit stop still saves)"}
+        lines.append("\nSame trained weights for less: " + "; ".join(
+            f"{what[k]} saves {v} GPU-hours" for k, v in saved.items()) + ".")
     return "\n".join(lines) + "\n"

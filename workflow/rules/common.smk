@@ -158,6 +158,28 @@ PUBLISHED = {
 }
 
 
+def reference_log(wildcards):
+    """The original's published log of the run, where it has one (PUBLISHED): its training
+    is compared with it (internseg train --reference-log)."""
+    return PUBLISHED.get(wildcards.run, [])
+
+
+def drift_options(wildcards):
+    """--reference-log and config.yaml's `drift` settings for a run with a published log; a
+    function of the wildcards, so a changed setting reruns the job (which resumes its
+    finished work dir: nothing is retrained)."""
+    log = PUBLISHED.get(wildcards.run)
+    if log is None:
+        return ""
+    drift = config.get("drift") or {}
+    words = ["--reference-log", log]
+    if drift.get("tolerance") is not None:
+        words += ["--drift-tolerance", str(drift["tolerance"])]
+    if drift.get("stop"):
+        words.append("--stop-on-drift")
+    return shlex.join(words)
+
+
 def split_inputs(wildcards):
     inputs = {"manifest": run_manifest(wildcards)}
     if seed_of(run_of(wildcards).experiment) == "log":

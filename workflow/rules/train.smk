@@ -8,6 +8,8 @@ rule train:
         record=f"{RUNS_DIR}/{{run}}/split.json",
         weights=run_weights,
         manifest=run_manifest,
+        # the original's log of the run, where it has one: training is compared with it
+        reference=reference_log,
         # the experiment's config and its _base_ chain: an edit retrains what it changes
         configs=run_sources,
     output:
@@ -28,6 +30,7 @@ rule train:
         work_dir=f"work/{PRESET}/{{run}}",
         data_root=lambda wildcards: data_tree(run_of(wildcards).dataset),
         options=run_options,
+        drift=drift_options,
         seed=train_seed_option,
         deterministic=(
             "--deterministic"
@@ -38,7 +41,8 @@ rule train:
         "internseg train {params.config} {params.options} --work-dir {params.work_dir}"
         " --auto-resume --data-root {params.data_root} --split {input.split}"
         " --seed-record {input.record} {params.seed}"
-        " --pretrained {input.weights} {params.deterministic} --threads {threads}"
+        " --pretrained {input.weights} {params.deterministic} {params.drift}"
+        " --threads {threads}"
         " --gpus {resources.gpu}"
         " --final-checkpoint {output.checkpoint} --config-out {output.config}"
         " --scalars-out {output.scalars} --provenance-out {output.provenance} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ..env import versions
-from ..errors import InputError
-from ..io import save_torch
+from ..errors import EXIT_DRIFTED, InputError
+from ..io import save_torch, write_json
+from ..results.drift import DEFAULT_TOLERANCE, DRIFT_STOP_FILE, Band, read_reference
+from .resilience import checkpoint_now
 from .segmentor import trainable_state
 
 
@@ -152,3 +155,173 @@ class BestWeightsHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         saved = checkpoint.get("best_weights") or {}
         self.best, self.kept = saved.get("best"), list(saved.get("kept", []))
+
+
+class RunDrifted(InputError):
+    """--stop-on-drift stopped the run (exit 3); the message says what left the band, where,
+    and which checkpoint is kept."""
+
+    exit_code = EXIT_DRIFTED
+
+
+def updates_every(runner) -> int:
+    """Loop iterations per optimizer update: with gradient accumulation an iteration is a
+    micro-batch, and the original's iterations are updates."""
+    return getattr(runner.optim_wrapper, "_accumulative_counts", 1)
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a per-rank value over the ranks, as the original's logged loss was (mmseg
+    0.x averaged its log variables over the ranks); every rank gets the same number, so all
+    decide alike."""
+    import torch
+    from mmengine import dist
+
+    if dist.get_world_size() == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total, op="mean")
+    return float(total.item())
+
+
+@HOOKS.register_module()
+class DriftHook(Hook):
+    """Compares the run, while it trains, with the original's published log of the same
+    trunk, experiment and dataset (:mod:`internseg.results.drift`): at each iteration the log
+    has a training line for, our mean loss over the window of that line against the original's
+    window mean; at each validation the log has, our mIoU against the original's. Logs
+    ``drift/loss_gap`` and ``drift/miou_gap`` (ours minus the original's) and the band's
+    half-width ``drift/loss_band`` / ``drift/miou_band`` beside the other scalars, and warns
+    once, loudly, the first time a gap leaves its band. Only reads: the weights are unchanged
+    (engine/identity.py counts it among the observing hooks). A window that a resume cut is
+    skipped; whether the run left the band is kept in its checkpoints."""
+
+    priority = "NORMAL"  # before LoggerHook (BELOW_NORMAL): a gap is logged in its own line
+
+    def __init__(self, reference_log: str, tolerance: float = DEFAULT_TOLERANCE):
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
+                math.isfinite(tolerance) and tolerance > 0):
+            raise InputError(f"DriftHook: tolerance is {tolerance!r}, not a number > 0 (the "
+                             "band in spreads of the original's log)")
+        self.reference = read_reference(reference_log)
+        self.tolerance = float(tolerance)
+        # the first departure, as one line; None while the run follows the original
+        self.departure: str | None = None
+        self._losses: dict[int, list[float]] = {}  # original's iteration -> our losses
+        self._span = max((b.end - b.start for b in self.reference.loss.values()), default=0)
+
+    def before_train(self, runner) -> None:
+        planned = runner.max_iters // updates_every(runner)
+        if self.reference.max_iters and self.reference.max_iters != planned:
+            runner.logger.warning(
+                f"drift: the original ran {self.reference.max_iters} iterations and this run "
+                f"{planned}: their schedules differ, so beyond the first iterations the "
+                f"comparison with {self.reference.path} says little")
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get("loss")
+        if loss is None:
+            return
+        every, done = updates_every(runner), runner.iter + 1
+        step = -(-done // every)
+        self._losses.setdefault(step, []).append(float(loss))
+        band = self.reference.loss.get(step)
+        if done % every or band is None:
+            return
+        # no later window reaches back this far
+        for old in [i for i in self._losses if i <= step - self._span]:
+            del self._losses[old]
+        window = range(band.start + 1, step + 1)
+        if any(i not in self._losses for i in window):
+            return  # resumed inside this window
+        ours = [value for i in window for value in self._losses[i]]
+        where = (f"mean over iterations {band.start + 1}-{step}" if band.start + 1 < step
+                 else f"iteration {step}")
+        self._compare(runner, "loss", mean_over_ranks(sum(ours) / len(ours)), band, where)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        value = (metrics or {}).get("mIoU")
+        band = self.reference.miou.get(runner.iter // updates_every(runner))
+        if value is not None and band is not None:
+            self._compare(runner, "miou", float(value), band, f"validation at {band.end}")
+
+    def _compare(self, runner, what: str, ours: float, band: Band, where: str) -> None:
+        gap, allowed = ours - band.centre, self.tolerance * band.spread
+        mode = "val" if what == "miou" else "train"
+        runner.message_hub.update_scalar(f"{mode}/drift/{what}_gap", gap)
+        runner.message_hub.update_scalar(f"{mode}/drift/{what}_band", allowed)
+        if abs(gap) <= allowed or self.departure is not None:
+            return
+        name = "mIoU" if what == "miou" else "loss"
+        self.departure = (
+            f"at iteration {band.end}: {name} {ours:.4g} ({where}) is {gap:+.4g} from the "
+            f"original's {band.centre:.4g}, beyond {allowed:.3g} ({self.tolerance:g} x the "
+            f"spread of its log there, {band.spread:.3g}; {self.reference.path})")
+        runner.logger.warning(f"DRIFT: this run has left the original's course {self.departure}."
+                              " Warned once; the drift/* scalars follow the gaps")
+
+    # kept in the checkpoints: a resumed run does not warn again
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["drift"] = dict(departure=self.departure)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.departure = (checkpoint.get("drift") or {}).get("departure")
+
+
+@HOOKS.register_module()
+class DriftStopHook(Hook):
+    """--stop-on-drift: ends the run once DriftHook has seen it leave the original's course,
+    after that iteration's log line and checkpoint: it saves a checkpoint where CheckpointHook
+    did not just save one (after a validation whose iteration has none, at the next
+    iteration), records ``drift_stop.json`` in the work dir and raises :class:`RunDrifted`
+    (exit 3). Only reads until then; it never changes the weights."""
+
+    priority = "LOWEST"  # after LoggerHook and CheckpointHook
+
+    def before_train(self, runner) -> None:
+        found = [h for h in runner.hooks if isinstance(h, DriftHook)]
+        if not found:
+            raise InputError("DriftStopHook stops on what a DriftHook sees, and the run has "
+                             "none (internseg train --reference-log adds both)")
+        self.drift = found[0]
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.drift.departure:
+            self._stop(runner, checkpoint_now(runner))
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        saved = str(Path(runner.work_dir) / f"iter_{runner.iter}.pth")
+        if self.drift.departure and runner.message_hub.get_info("last_ckpt") == saved:
+            self._stop(runner, saved)
+
+    def after_train(self, runner) -> None:
+        if self.drift.departure:
+            self._stop(runner, runner.message_hub.get_info("last_ckpt"))
+
+    def _stop(self, runner, checkpoint: str | None) -> None:
+        from mmengine import dist
+
+        if runner.rank == 0:
+            write_json(Path(runner.work_dir) / DRIFT_STOP_FILE, dict(
+                departure=self.drift.departure, checkpoint=checkpoint,
+                reference_log=self.drift.reference.path, tolerance=self.drift.tolerance))
+        # the first rank to exit makes torchrun/srun stop the others: rank 0 must have written
+        dist.barrier()
+        raise RunDrifted(f"{runner.work_dir}: stopped on drift (--stop-on-drift) "
+                         f"{self.drift.departure}; checkpoint kept: {checkpoint}")
+
+
+def refuse_if_stopped(work_dir: str | Path) -> None:
+    """Before a run with --stop-on-drift is built: refuse a work dir whose run stopped on
+    drift, naming the record."""
+    import json
+
+    record = Path(work_dir) / DRIFT_STOP_FILE
+    if not record.is_file():
+        return
+    try:
+        departure = json.loads(record.read_text())["departure"]
+    except (ValueError, KeyError, TypeError):
+        departure = "(the record is unreadable)"
+    raise RunDrifted(f"{record}: this run stopped on drift {departure}; delete the file to "
+                     "train it on with --stop-on-drift, or train without it")

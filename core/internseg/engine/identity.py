@@ -41,7 +41,7 @@ WEIGHT_DECIDING_KEYS = ("model", "optim_wrapper", "param_scheduler", "train_data
 # Hooks that only observe or save; the others (seeding, schedule stepping, EMA) shape training.
 OBSERVING_HOOKS = {"PreemptionHook", "RunIdentityHook", "GatheredValidationHook",
                    "VersionsMetaHook", "PlainMessageHubHook", "FiniteLossHook",
-                   "BestWeightsHook"}
+                   "BestWeightsHook", "DriftHook", "DriftStopHook"}
 # How long ranks other than 0 wait for rank 0 to settle the work dir.
 SETTLE_TIMEOUT_S = 600
 

@@ -160,19 +160,27 @@ class PreemptionHook(Hook):
         from mmengine import dist
 
         step = runner.iter + 1
-        name = f"iter_{step}.pth"
-        path = str(Path(runner.work_dir) / name)
-        # CheckpointHook records what it saved; every rank sees the same record, whereas a
-        # look at the file system could differ between ranks and split a collective save
-        if runner.message_hub.get_info("last_ckpt") != path:
-            runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
-                                   save_param_scheduler=True, by_epoch=False)
-            runner.message_hub.update_info("last_ckpt", path)
-            if runner.rank == 0:
-                write_text(Path(runner.work_dir) / "last_checkpoint", path)
+        name = Path(checkpoint_now(runner)).name
         # the first rank to exit makes torchrun/srun stop the others: rank 0 must have written
         dist.barrier()
         what = signal.Signals(self._requested).name if self._requested else "another rank"
         runner.logger.warning(f"stop requested by {what}: saved {name} at iteration {step}; "
                               f"exiting with {EXIT_PREEMPTED} so that the job is resubmitted")
         raise SystemExit(EXIT_PREEMPTED)
+
+
+def checkpoint_now(runner) -> str:
+    """In ``after_train_iter``: the checkpoint of the iteration just trained, saved unless
+    CheckpointHook has just saved it; its path. Every rank calls it (a sharded save is
+    collective)."""
+    name = f"iter_{runner.iter + 1}.pth"
+    path = str(Path(runner.work_dir) / name)
+    # CheckpointHook records what it saved; every rank sees the same record, whereas a
+    # look at the file system could differ between ranks and split a collective save
+    if runner.message_hub.get_info("last_ckpt") != path:
+        runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
+                               save_param_scheduler=True, by_epoch=False)
+        runner.message_hub.update_info("last_ckpt", path)
+        if runner.rank == 0:
+            write_text(Path(runner.work_dir) / "last_checkpoint", path)
+    return path

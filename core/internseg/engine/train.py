@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..io import atomic_path, check_writable, save_torch, write_json
 from ..safe_load import verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
+from .hooks import refuse_if_stopped
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
 from .segmentor import trainable_state
@@ -48,6 +49,9 @@ class TrainOptions:
     provenance_out: str | None = None
     keep_best: int = 0
     ema_momentum: float | None = None
+    reference_log: str | None = None
+    drift_tolerance: float | None = None
+    stop_on_drift: bool = False
 
 
 def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
@@ -88,13 +92,38 @@ def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
 def add_option_hooks(cfg: Config, opts: TrainOptions) -> None:
     """The hooks of the original's training utilities that a run asks for, off as in the paper
     configs: keep the weights of the N best validations (bf16, weights only), or train an EMA
-    of the weights (mmengine's EMAHook; validated and exported instead)."""
+    of the weights (mmengine's EMAHook; validated and exported instead); and the comparison
+    with the original's published log (DriftHook, DriftStopHook)."""
     if opts.keep_best:
         cfg.custom_hooks = [*cfg.custom_hooks,
                             dict(type="BestWeightsHook", metric="mIoU", keep=opts.keep_best)]
     if opts.ema_momentum is not None:
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="EMAHook", momentum=opts.ema_momentum,
                                                     update_buffers=True)]
+    if opts.reference_log:
+        add_drift_hooks(cfg, opts)
+    elif opts.drift_tolerance is not None or opts.stop_on_drift:
+        raise InputError("--drift-tolerance and --stop-on-drift compare the run with "
+                         "--reference-log, which is not given")
+
+
+def add_drift_hooks(cfg: Config, opts: TrainOptions) -> None:
+    from ..results.drift import DEFAULT_TOLERANCE, read_reference
+
+    # a missing or empty log fails here, not after minutes of building the model
+    read_reference(opts.reference_log)
+    tolerance = DEFAULT_TOLERANCE if opts.drift_tolerance is None else opts.drift_tolerance
+    hooks = [dict(type="DriftHook", reference_log=str(Path(opts.reference_log).resolve()),
+                  tolerance=tolerance)]
+    if opts.stop_on_drift:
+        hooks.append(dict(type="DriftStopHook"))
+    cfg.custom_hooks = [*cfg.custom_hooks, *hooks]
+    # mmengine averages every logged key with "loss" in its name over 10 values: the gaps
+    # are logged as they stand
+    cfg.log_processor.custom_cfg = [
+        *cfg.log_processor.get("custom_cfg", []),
+        *(dict(data_src=f"drift/loss_{what}", method_name="mean", window_size=1)
+          for what in ("gap", "band"))]
 
 
 def choose_start(cfg: Config, opts: TrainOptions) -> None:
@@ -157,6 +186,8 @@ def run_training(opts: TrainOptions):
             settle_work_dir(cfg.work_dir, identity, keep=bool(opts.resume_from))
         else:
             wait_for_identity(cfg.work_dir, identity["digest"])
+        if opts.stop_on_drift:
+            refuse_if_stopped(cfg.work_dir)
         choose_start(cfg, opts)
         # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
         runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
