@@ -71,10 +71,10 @@ def test_drift_options_are_checked_before_the_run_is_built(capsys, argv, named):
 def test_comparing_with_the_original_leaves_the_run_identity(tmp_path):
     log = tmp_path / "original.log"
     log.write_text(LOG)
-    plain = build_train_config(TrainOptions(config="demo/linear_probing"), choose=False)
+    plain = build_train_config(TrainOptions(config="demo/linear_probing"), with_start=False)
     watched = build_train_config(TrainOptions(config="demo/linear_probing",
                                               reference_log=str(log), drift_tolerance=2.0,
-                                              stop_on_drift=True), choose=False)
+                                              stop_on_drift=True), with_start=False)
     assert {"DriftHook", "DriftStopHook"} <= {h["type"] for h in watched.custom_hooks}
     assert training_config(watched) == training_config(plain)
 
