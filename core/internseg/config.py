@@ -10,6 +10,8 @@ it ran.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -92,15 +94,7 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
     ``import_modules=False`` skips the config's ``custom_imports`` (torch, mmseg): reading an
     experiment's facts needs neither."""
     path = resolve_config_path(path)
-    try:
-        cfg = Config.fromfile(str(path), import_custom_modules=import_modules)
-    except SyntaxError as err:
-        where = err.filename if err.filename and not err.filename.startswith("<") else path
-        raise InputError(f"{where}:{err.lineno}: {err.msg}") from None
-    except Exception as err:
-        # a config is code: whatever stops it loading (a missing _base_, a NameError) is
-        # the file's problem, named with it
-        raise InputError(f"{path}: cannot load config ({type(err).__name__}: {err})") from None
+    cfg = copy.deepcopy(_read(path, import_modules, path.stat().st_mtime_ns))
     given = set(cfg_options or {})
     if trunk and trunk != trunk_of(cfg, path).name:
         move_to_trunk(cfg, get_trunk(trunk), given, path)
@@ -112,6 +106,21 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
         cfg.merge_from_dict(options)
     check_fits_trunk(cfg, path)
     return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def _read(path: Path, import_modules: bool, mtime_ns: int) -> Config:
+    """A config file as mmengine reads it, read once per version of the file in a process
+    (the workflow resolves one experiment for every trunk and dataset it moves to)."""
+    try:
+        return Config.fromfile(str(path), import_custom_modules=import_modules)
+    except SyntaxError as err:
+        where = err.filename if err.filename and not err.filename.startswith("<") else path
+        raise InputError(f"{where}:{err.lineno}: {err.msg}") from None
+    except Exception as err:
+        # a config is code: whatever stops it loading (a missing _base_, a NameError) is
+        # the file's problem, named with it
+        raise InputError(f"{path}: cannot load config ({type(err).__name__}: {err})") from None
 
 
 def trunk_of(cfg: Config, source: Path | str = "config") -> Trunk:
