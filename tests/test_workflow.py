@@ -68,6 +68,30 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     assert "config.yaml:" in out
 
 
+def test_a_key_given_twice_in_config_yaml_is_named_with_both_lines(tmp_path):
+    """PyYAML (and Snakemake's loader) would keep the second value silently."""
+    copy = workflow_copy(tmp_path)
+    text = (copy / "config.yaml").read_text().splitlines()
+    first = next(i for i, line in enumerate(text) if line.startswith("preset:"))
+    (copy / "config.yaml").write_text("\n".join([*text, "preset: paper"]) + "\n")
+    result = snakemake(copy, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"config.yaml:{len(text) + 1}:1: key 'preset' given twice (first on line "
+            f"{first + 1})") in out, out[-2000:]
+
+
+def test_an_unknown_key_is_one_line_naming_it_and_what_may_go_there(tmp_path):
+    copy = workflow_copy(tmp_path)
+    (copy / "colour.yaml").write_text("presets:\n  demo:\n    colour: blue\n")
+    result = snakemake(copy, "-n", "--configfile", "colour.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("config.yaml: presets.demo: unknown key 'colour' (allowed: weights_local_dir, "
+            "verify_hub_pins,") in out, out[-2000:]
+    assert len(out.splitlines()) < 10, out  # Snakemake's `validate` prints the whole schema
+
+
 def test_an_unregistered_experiment_is_named_with_the_registered_ones(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "run=[fewshot_1of3]")
     out = result.stdout + result.stderr

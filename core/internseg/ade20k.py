@@ -26,7 +26,8 @@ from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, format
                        locked, progress_bar, remove_partials, throughput, vetted_zip)
 from .archives import discard as _discard
 from .archives import list_files as _list_files
-from .io import hash_file, write_json
+from .errors import InputError
+from .io import hash_file, read_json, write_json
 
 log = logging.getLogger("internseg")
 
@@ -263,13 +264,11 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) 
 
     Only the file names are re-listed (cheap), not re-decoded: this is the no-op path of a rerun.
     """
-    import json
-
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(manifest, dict) and manifest.get("valid") is True
+        manifest = read_json(path, "ADE20K manifest")
+    except InputError:
+        return None  # no usable manifest: the tree is validated again
+    if not (manifest.get("valid") is True
             and manifest.get("manifest_version") == MANIFEST_VERSION
             and manifest.get("root") == str(root)
             and manifest.get("train_count") == train_count

@@ -107,10 +107,9 @@ def train_in_this_process(args) -> int:
 
 
 def read_seed_record(path: str) -> int | None:
-    try:
-        seed = json.loads(Path(path).read_text()).get("seed")
-    except (OSError, ValueError, AttributeError) as err:
-        raise InputError(f"--seed-record {path}: not a readable split record ({err})") from None
+    from .io import read_json
+
+    seed = read_json(path, "--seed-record (split record of `internseg split`)").get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise InputError(f"--seed-record {path}: seed {seed!r} is not an integer >= 0")
     return seed
@@ -566,16 +565,16 @@ def cmd_aggregate(args) -> int:
             run = folder.resolve().relative_to(root).as_posix()
         except ValueError:
             raise InputError(f"{folder}: not inside --runs-root {args.runs_root}") from None
-        run_scalars, provenance = folder / "scalars.jsonl", folder / "provenance.json"
+        run_scalars = folder / "scalars.jsonl"
         if run_scalars.is_file():
             scalars[run] = run_scalars
         records.append(load_record(run, config_file=folder / "config.py",
                                    metrics_file=folder / "metrics.json",
                                    split_record=folder / "split.json",
+                                   provenance_file=folder / "provenance.json",
                                    scalars_file=scalars.get(run),
                                    published_log=logs.get(run),
-                                   released_metrics=released.get(run),
-                                   provenance_file=provenance if provenance.is_file() else None))
+                                   released_metrics=released.get(run)))
     table = build_table(records)
     summary = summarize(table, args.tolerance)
     markdown = report_markdown(table, summary)

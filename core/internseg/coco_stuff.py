@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_member
 from .download import download as fetch_url
 from .download import normalize_sha256
 from .errors import InputError
-from .io import hash_file, write_json, write_text
+from .io import hash_file, read_json, write_json, write_text
 
 log = logging.getLogger("internseg")
 
@@ -458,9 +457,9 @@ def _resumable(data_root: Path, digests: dict[str, str]) -> Path | None:
     """A partial folder whose extraction finished from these very zips, if any."""
     for partial in sorted(data_root.glob(f"{PARTIAL_PREFIX}*")):
         try:
-            marker = json.loads((partial / MARKER).read_text())
-        except (OSError, ValueError):
-            continue
+            marker = read_json(partial / MARKER, "extraction marker")
+        except InputError:
+            continue  # not finished: removed with the other partial folders
         if marker == digests and (partial / TOP).is_dir() and (partial / RAW).is_dir():
             return partial
     return None
@@ -529,10 +528,10 @@ def build_manifest(root: Path, sources: dict[str, dict], facts: TreeFacts,
 def _our_manifest(path: Path, root: Path) -> dict | None:
     """The manifest at ``path`` if this module wrote it for ``root``."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+        manifest = read_json(path, f"{DATASET} manifest")
+    except InputError:
         return None
-    if (isinstance(manifest, dict) and manifest.get("valid") is True
+    if (manifest.get("valid") is True
             and manifest.get("dataset") == DATASET
             and manifest.get("manifest_version") == MANIFEST_VERSION
             and manifest.get("root") == str(root)):

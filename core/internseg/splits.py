@@ -8,7 +8,6 @@ read back from a log here.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import InputError
-from .io import sha256_file, write_text
+from .io import read_json, sha256_file, write_text
 
 TOTAL_TRAIN = 20210
 
@@ -122,13 +121,8 @@ def read_split(path: str | Path) -> list[str]:
 
 def load_train_stems(manifest_path: str | Path) -> list[str]:
     """``train_stems`` of a manifest written by ``prepare-ade20k`` (only a valid one)."""
-    try:
-        manifest = json.loads(Path(manifest_path).read_text())
-    except OSError as err:
-        raise SplitError(f"{manifest_path}: cannot read manifest ({err.strerror})") from None
-    except ValueError as err:
-        raise SplitError(f"{manifest_path}: not JSON ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("valid") is not True:
+    manifest = read_json(manifest_path, "dataset manifest")
+    if manifest.get("valid") is not True:
         raise SplitError(f"{manifest_path}: not a valid ADE20K manifest (no 'valid: true')")
     stems = manifest.get("train_stems")
     if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):
