@@ -24,7 +24,18 @@ log = logging.getLogger("internseg")
 def _dict_action():
     from mmengine.config import DictAction
 
-    return DictAction
+    class KeyValueAction(DictAction):
+        """mmengine's DictAction, whose word without '=' is a ValueError with a traceback:
+        here an argparse error naming the option and the word."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            for word in values:
+                if "=" not in word:
+                    raise argparse.ArgumentError(
+                        self, f"{word!r} is not KEY=VALUE (e.g. train_cfg.max_iters=100)")
+            super().__call__(parser, namespace, values, option_string)
+
+    return KeyValueAction
 
 
 def add_run_selection(p) -> None:
@@ -144,10 +155,10 @@ def add_test(sub) -> None:
 def cmd_test(args) -> int:
     from .engine.evaluate import run_test
     from .engine.train import configure_threads
-    from .io import check_writable
+    from .io import check_output_file
 
     configure_threads(args.threads)
-    check_writable(Path(args.out).parent, "--out folder")
+    check_output_file(args.out, "--out")
     result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
                       pretrained=args.pretrained, work_dir=args.work_dir,
                       launcher=args.launcher, cfg_options=args.cfg_options, trunk=args.trunk,
@@ -165,11 +176,12 @@ def add_inspect(sub) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .config import load_config
+    from .config import building_model, load_config
     from .engine.inspect import describe, resolved_settings
 
     cfg = load_config(args.config, args.cfg_options, trunk=args.trunk, dataset=args.dataset)
-    info = dict(config=args.config, resolved=resolved_settings(cfg), **describe(cfg))
+    with building_model(cfg, args.config):
+        info = dict(config=args.config, resolved=resolved_settings(cfg), **describe(cfg))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -609,8 +621,15 @@ SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_pre
                add_make_demo_released, add_aggregate)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line, like every other bad input (the usage is ``-h``)."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (usage: {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="internseg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="internseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:

@@ -26,7 +26,9 @@ def _expected(expect) -> str:
     return {dict: "a JSON object", list: "a JSON list"}.get(expect, expect.__name__)
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: str | Path, what: str) -> str:
+    """A text file we read; a missing, unreadable or non-UTF-8 one names the file."""
+    path = Path(path)
     try:
         return path.read_text()
     except FileNotFoundError:
@@ -57,7 +59,7 @@ def read_json(path: str | Path, what: str, expect: type | None = dict):
     unreadable or malformed file, or a value of another type, is an :class:`InputError`
     naming the file (and line and column), what it should hold and what was expected."""
     path = Path(path)
-    return _parse_json(_read_text(path, what), str(path), what, expect)
+    return _parse_json(read_text(path, what), str(path), what, expect)
 
 
 def read_jsonl(path: str | Path, what: str, expect: type | None = dict) -> list:
@@ -65,7 +67,7 @@ def read_jsonl(path: str | Path, what: str, expect: type | None = dict) -> list:
     in the file, not by the parser's line 1 of that line."""
     path = Path(path)
     return [_parse_json(line, f"{path}:{number}", what, expect)
-            for number, line in enumerate(_read_text(path, what).splitlines(), 1)
+            for number, line in enumerate(read_text(path, what).splitlines(), 1)
             if line.strip()]
 
 
@@ -102,7 +104,7 @@ def read_yaml(path: str | Path, what: str, expect: type | None = dict):
 
     path = Path(path)
     try:
-        value = yaml.load(_read_text(path, what), Loader=UniqueKeyLoader)
+        value = yaml.load(read_text(path, what), Loader=UniqueKeyLoader)
     except yaml.YAMLError as err:
         at, opened = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
         where = f"{path}:{at.line + 1}:{at.column + 1}" if at else str(path)

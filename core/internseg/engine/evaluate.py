@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import apply_run_options, load_config
+from ..config import apply_run_options, building_model, load_config
+from ..datasets import check_data_root, manifest_beside
 from ..env import versions
+from ..errors import InputError
 from ..io import write_json
-from ..models.pretrained import CheckpointError, load_checkpoint_file
+from ..models.pretrained import CheckpointError, check_fits, load_checkpoint_file
 from .segmentor import is_trunk_key
 
 log = logging.getLogger("internseg")
@@ -26,6 +28,14 @@ def rename_released_keys(state: dict) -> dict:
                 break
         out[key] = value
     return out
+
+
+def released_name(key: str) -> str:
+    """Our key in the original's layout (the inverse of :func:`rename_released_keys`)."""
+    for old, new in RELEASED_KEY_PREFIXES.items():
+        if key.startswith(new):
+            return old + key.removeprefix(new)
+    return key
 
 
 def to_released_layout(state: dict, with_trunk: bool) -> dict:
@@ -54,8 +64,9 @@ def to_released_layout(state: dict, with_trunk: bool) -> dict:
     return out
 
 
-def load_segmentor_weights(model, path: str | Path) -> None:
-    """Load our final checkpoints and the released ones, full or head-only.
+def load_segmentor_weights(model, path: str | Path) -> bool:
+    """Load our final checkpoints and the released ones, full or head-only; returns whether
+    the file held the trunk.
 
     A checkpoint without trunk weights (frozen-trunk runs) relies on the trunk's pretrained
     file, loaded by ``init_weights``; anything else missing is an error.
@@ -66,6 +77,7 @@ def load_segmentor_weights(model, path: str | Path) -> None:
         # its predictions would be one class everywhere: an mIoU near 0 that looks measured
         raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or inf, e.g. "
                               f"{', '.join(broken[:3])}")
+    check_fits(state, model.state_dict(), path, released_name)
     has_trunk = any(is_trunk_key(model, k) for k in state)
     if not has_trunk:
         if not getattr(model.backbone, "pretrained", None):
@@ -80,6 +92,21 @@ def load_segmentor_weights(model, path: str | Path) -> None:
                               f"({len(result.unexpected_keys)})")
     log.info("loaded %s (%d tensors%s)", path, len(state),
              "" if has_trunk else "; trunk from its pretrained file")
+    return has_trunk
+
+
+def check_image_count(found: int, dataset) -> None:
+    """An evaluation covers the whole validation split its tree's manifest lists: one on
+    fewer images (a folder emptied by hand, a tree being replaced) is a number of another
+    test set."""
+    manifest = manifest_beside(dataset.data_root)
+    if manifest is None:
+        return
+    expected = manifest.get("val_count")
+    if found != expected:
+        raise InputError(f"{dataset.data_root}: {found} validation images to evaluate, but "
+                         f"its manifest {manifest['path']} lists {expected}: the tree changed "
+                         "since it was prepared; prepare it again")
 
 
 def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = None,
@@ -93,10 +120,16 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
 
     cfg = load_config(config, cfg_options, trunk=trunk, dataset=dataset)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
+    check_data_root(cfg, ("test_dataloader",), given=bool(data_root))
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
-    runner = Runner.from_cfg(cfg)
-    load_segmentor_weights(runner.model, checkpoint)
+    with building_model(cfg, config):
+        runner = Runner.from_cfg(cfg)
+    check_image_count(len(runner.test_loop.dataloader.dataset), cfg.test_dataloader.dataset)
+    if load_segmentor_weights(runner.model, checkpoint) and pretrained:
+        log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
+                    "of a trained-trunk run is its own, not the pretrained file's)",
+                    pretrained, checkpoint)
     summary_metrics = runner.test()
 
     metric = next(m for m in runner.test_evaluator.metrics

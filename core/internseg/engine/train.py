@@ -13,10 +13,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import FlexibleRunner
 
-from ..config import apply_run_options, load_config
+from ..config import apply_run_options, building_model, load_config
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..io import atomic_path, check_writable, save_torch, write_json
+from ..datasets import check_data_root, check_split_images
+from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
 from ..safe_load import verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
@@ -140,12 +141,16 @@ def run_training(opts: TrainOptions):
     cfg = build_train_config(opts, choose=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
-    check_writable(cfg.work_dir, "work dir")
+    # what the command names is checked before anything is built (minutes for 6B) or trained
+    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
+    if opts.split:
+        check_split_images(opts.split, cfg.train_dataloader.dataset)
     for what, out in (("--final-checkpoint", opts.final_checkpoint),
                       ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
                       ("--provenance-out", opts.provenance_out)):
         if out:
-            check_writable(Path(out).parent, f"{what} folder")
+            check_output_file(out, what)
+    check_writable(cfg.work_dir, "work dir")
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)
@@ -158,9 +163,11 @@ def run_training(opts: TrainOptions):
         else:
             wait_for_identity(cfg.work_dir, identity["digest"])
         choose_start(cfg, opts)
-        # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
-        runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
-        runner.train()
+        # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding,
+        # whose Runner builds the model in train()
+        with building_model(cfg, opts.config):
+            runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
+            runner.train()
         state = trainable_state(runner)
         if runner.rank == 0:
             write_outputs(runner, cfg, opts, state, identity)

@@ -42,6 +42,35 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def kind_problem(value: torch.Tensor, want: torch.Tensor) -> str | None:
+    """Why ``value`` cannot be copied into ``want`` as the same kind of number, or None:
+    ``load_state_dict`` would copy a complex tensor into real weights dropping its imaginary
+    part, and int8 codes (a quantized file) into floats as if they were weights."""
+    if value.is_complex() or value.is_floating_point() != want.is_floating_point():
+        return f"{value.dtype}, the model holds {want.dtype}"
+    return None
+
+
+def check_fits(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path,
+               original=lambda key: key) -> None:
+    """Every tensor of ``state`` the model has fits it: same shape, same kind of number.
+    Refused otherwise, naming the file and the keys (``original``: the key in the file's own
+    layout, where it differs from ours), before anything is copied."""
+    wrong = []
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None:
+            continue  # reported as unexpected by the caller
+        problem = (f"shape {tuple(value.shape)}, the model's {tuple(want.shape)}"
+                   if value.shape != want.shape else kind_problem(value, want))
+        if problem:
+            name = key if original(key) == key else f"{key} ({original(key)} in the file)"
+            wrong.append(f"{name}: {problem}")
+    if wrong:
+        more = f"; and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise CheckpointError(f"{path} does not fit the config: {'; '.join(wrong[:3])}{more}")
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int],
                      new_grid: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of a (1, 1 + H*W, C) position embedding; the cls slot is kept as is."""
@@ -67,6 +96,8 @@ def adapt_backbone_state(state: dict[str, torch.Tensor], model: nn.Module,
             out[key] = value  # reported as unexpected by load_state_dict
             continue
         want = target[key].shape
+        if problem := kind_problem(value, target[key]):
+            raise CheckpointError(f"{source}: {key} is {problem}")
         if value.shape == want:
             out[key] = value
         elif key == "patch_embed.proj.weight" and value.shape[:2] == want[:2]:
