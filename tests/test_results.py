@@ -380,3 +380,29 @@ def test_a_run_file_that_is_not_what_it_should_be_is_named(tmp_path, capsys, nam
     assert f"run ade20k/{TRUNK}/fewshot_1of16" in line and str(run / name) in line, line
     assert named in line, line
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("ending,why", [
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: nan, mAcc: 0.5000\n", "reads 'nan'"),
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: 0.45", "ends inside its last validation's mIoU"),
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: , mAcc: 0.5\n", "reads ''"),
+])
+def test_a_published_last_validation_that_is_not_a_number_is_not_measured(ending, why):
+    """Never the validation before it in its place: that is another iteration's number."""
+    found = parse_published_validation(PUBLISHED_LOG + ending)
+    assert found.final_miou is None and why in found.final_missing
+    assert parse_published_validation(PUBLISHED_LOG).final_missing is None
+
+
+def test_the_table_tells_not_measured_from_no_log(tmp_path, caplog):
+    """A published log without a validation says "not measured"; a row without a log "–"."""
+    run = finished_run(tmp_path, "fewshot_1of16", 44.0, 1263, 16)
+    log = tmp_path / "published.log"
+    log.write_text(PUBLISHED_LOG.split("2024-01-10 09:52")[0])  # training lines only
+    assert main(["aggregate", str(run), "--published-log",
+                 f"ade20k/{TRUNK}/fewshot_1of16={log}", *outputs(tmp_path)]) == 0
+    assert pd.read_csv(tmp_path / "t.csv").iloc[0].published_final_mIoU == "not measured"
+    assert "| not measured |" in (tmp_path / "t.md").read_text()
+    assert f"{log}: final validation not measured: no validation (Iter(val)) line" in caplog.text
+    assert main(["aggregate", str(run), *outputs(tmp_path)]) == 0
+    assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].published_final_mIoU)

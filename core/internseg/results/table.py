@@ -22,6 +22,9 @@ COLUMNS = ["run", "dataset", "experiment", "setting", "head", "trunk", "trunk_mo
 SUMMARY_COLUMNS = ["dataset", "trunk", "experiment", "setting", "fraction", "n", "varied",
                    "our_mIoU", "our_mIoU_std", "paper_mIoU", "difference", "tolerance",
                    "verdict", "released_mIoU", "mAcc", "aAcc", "runs", "paper_source"]
+# A value that was looked for and is not there (a published log whose last validation is
+# not a number, or that has none), where "–" means nothing was looked for.
+NOT_MEASURED = "not measured"
 # Seed-to-seed spread of ADE20K mIoU is 0.5-2 points (mmseg's regression benchmark): the
 # tolerance of a row measured once, when the user sets none.
 DEFAULT_TOLERANCE = 1.0
@@ -95,7 +98,9 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
-            published_final_mIoU=summary.final_miou, published_best_mIoU=summary.best_miou,
+            published_final_mIoU=(NOT_MEASURED if r.published and summary.final_missing
+                                  else summary.final_miou),
+            published_best_mIoU=summary.best_miou,
             published_best_iter=summary.best_iter,
             # as the original measured them on its 8 A100s (mmcv's `time`, `memory`)
             published_s_per_iter=published.seconds_per_iter,
