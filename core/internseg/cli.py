@@ -58,6 +58,13 @@ def add_train(sub) -> None:
     add_run_selection(p)
     p.add_argument("--work-dir", help="where checkpoints and logs go "
                    "(default: the config's work_dir, else work_dirs/<config name>)")
+    p.add_argument("--log", metavar="FILE", help="append everything the trainer prints to "
+                   "FILE, from the moment it holds the work dir (a second trainer, refused, "
+                   "leaves it alone); each start begins with a header line")
+    p.add_argument("--keep-superseded", type=int_at_least(0), default=None, metavar="N",
+                   help="superseded work dirs of this run (moved aside when its inputs "
+                        "changed) to keep at the start, the newest; older ones are removed "
+                        "(default 1)")
     p.add_argument("--load-from", help="initialise from this checkpoint (no resume)")
     p.add_argument("--resume-from", help="resume optimizer, schedule and iteration from it")
     p.add_argument("--auto-resume", action="store_true",
@@ -613,12 +620,43 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- disk
+
+
+def add_clean(sub) -> None:
+    p = sub.add_parser(
+        "clean", help="list (or remove) what no run will use again: superseded work dirs, "
+        "temporary files of killed writers; with their sizes",
+        description="A work dir whose run changed is moved aside to "
+        "<run>.superseded-<identity>-<time>; `internseg train` keeps the newest "
+        "(--keep-superseded, default 1). This lists every one under --work-root with its size "
+        "and age, and the temporary files of writers that are no longer running; --remove "
+        "deletes them. A run being trained is skipped.")
+    p.add_argument("--work-root", type=Path, default=Path("work"),
+                   help="where the work dirs are (default: work)")
+    p.add_argument("--remove", action="store_true", help="delete what is listed")
+    p.add_argument("--keep", type=int_at_least(0), default=0, metavar="N",
+                   help="leave the newest N superseded work dirs of each run (default 0)")
+    p.add_argument("--older-than", type=argtypes.positive_float, metavar="DAYS",
+                   help="only superseded work dirs older than DAYS")
+    p.set_defaults(func=cmd_clean)
+
+
+def cmd_clean(args) -> int:
+    from .engine.disk import clean
+
+    if not args.work_root.is_dir():
+        raise InputError(f"--work-root {args.work_root}: no such folder")
+    clean(args.work_root, remove=args.remove, keep=args.keep, older_than=args.older_than)
+    return 0
+
+
 # ---------------------------------------------------------------- the command
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
                add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
-               add_make_demo_released, add_aggregate)
+               add_make_demo_released, add_aggregate, add_clean)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -176,11 +177,13 @@ def writer_alive(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(folder: str | Path, *, no_live_writer: bool = False) -> list[Path]:
-    """Temporary files of :func:`atomic_path` in ``folder`` whose writer is dead: its pid, on
-    this host, is not running. ``no_live_writer``: the caller holds the lock every writer of
-    this folder takes (a work dir), so every temporary file there is a dead writer's, those of
-    other hosts and of older versions (no pid in the name) included."""
+def stale_temp_files(folder: str | Path, *, name: str | None = None,
+                     no_live_writer: bool = False) -> list[Path]:
+    """Temporary files of :func:`atomic_path` in ``folder`` (of the output ``name`` only, if
+    given) whose writer is dead: its pid, on this host, is not running. ``no_live_writer``:
+    the caller holds the lock every writer of this folder takes (a work dir), so every
+    temporary file there is a dead writer's, those of other hosts and of older versions (no
+    pid in the name) included."""
     found = []
     try:
         entries = list(Path(folder).iterdir())
@@ -188,7 +191,7 @@ def stale_temp_files(folder: str | Path, *, no_live_writer: bool = False) -> lis
         return []
     for entry in entries:
         match = TEMP_NAME.match(entry.name)
-        if not match or not entry.is_file():
+        if not match or not entry.is_file() or name not in (None, match["name"]):
             continue
         pid, host = match["pid"], match["host"]
         if no_live_writer or (pid and host == _HOST and not writer_alive(int(pid))):
@@ -196,11 +199,18 @@ def stale_temp_files(folder: str | Path, *, no_live_writer: bool = False) -> lis
     return sorted(found)
 
 
-def remove_stale_temp_files(folder: str | Path, *, no_live_writer: bool = False) -> list[Path]:
-    """Delete :func:`stale_temp_files`; returns what was deleted."""
-    stale = stale_temp_files(folder, no_live_writer=no_live_writer)
+def remove_stale_temp_files(folder: str | Path, *, name: str | None = None,
+                            no_live_writer: bool = False) -> list[Path]:
+    """Delete :func:`stale_temp_files`, saying so; returns what was deleted."""
+    stale = stale_temp_files(folder, name=name, no_live_writer=no_live_writer)
     for path in stale:
-        path.unlink(missing_ok=True)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:  # another cleaner was first
+            continue
+        logging.getLogger("internseg").warning(
+            "removed %s (%d bytes), left by a writer that was killed", path, size)
     return stale
 
 
@@ -219,9 +229,11 @@ def check_writable(folder: str | Path, what: str) -> Path:
 
 
 def check_output_file(path: str | Path, what: str) -> Path:
-    """An output file named on the command line: not a directory, in a writable folder."""
+    """An output file named on the command line: not a directory, in a writable folder. What
+    killed writers of this output left there is removed."""
     path = refuse_directory(path, what)
     check_writable(path.parent, f"{what} folder")
+    remove_stale_temp_files(path.parent, name=path.name)
     return path
 
 

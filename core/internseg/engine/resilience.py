@@ -165,6 +165,10 @@ class PreemptionHook(Hook):
         # CheckpointHook records what it saved; every rank sees the same record, whereas a
         # look at the file system could differ between ranks and split a collective save
         if runner.message_hub.get_info("last_ckpt") != path:
+            # counted among CheckpointHook's kept checkpoints (max_keep_ckpts), so that the
+            # resumed run rotates it out like theirs instead of leaving it on disk for good
+            kept = runner.message_hub.get_info("keep_ckpt_ids") or []
+            runner.message_hub.update_info("keep_ckpt_ids", [*kept, step])
             runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
                                    save_param_scheduler=True, by_epoch=False)
             runner.message_hub.update_info("last_ckpt", path)
