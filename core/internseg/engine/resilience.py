@@ -60,8 +60,12 @@ def latest_valid_checkpoint(work_dir: str | Path) -> Path | None:
     for _, path in sorted(found, reverse=True):
         try:
             verify_checkpoint(path)
-        except UnsafeCheckpointError:
-            raise
+        except UnsafeCheckpointError as err:
+            # every retry would stop here again: say what clears it
+            raise UnsafeCheckpointError(
+                f"{err}. Auto-resume does not skip a refused file: move {path} out of "
+                f"{path.parent} (or delete it) to resume from the checkpoint before it"
+            ) from None
         except CheckpointError as err:
             log.warning("%s; falling back to an earlier checkpoint", err)
             continue
