@@ -76,6 +76,22 @@ def test_train_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys,
     assert_refused(capsys, code, path, marker)
 
 
+@pytest.mark.parametrize("option", ["--load-from", "--resume-from", "--pretrained"])
+def test_a_checkpoint_by_address_is_refused_with_what_to_do(demo_assets, tmp_path, capsys,
+                                                             option):
+    args = demo_args(demo_assets, tmp_path)
+    url = "https://example.invalid/iter_4.pth"
+    if option == "--pretrained":
+        args[args.index(option) + 1] = url
+    else:
+        args += [option, url]
+    assert main(args) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{option} {url}: only local checkpoint files are loaded; fetch it with " \
+           "`internseg fetch`" in line, line
+    assert not (tmp_path / "work").exists()
+
+
 def test_auto_resume_refuses_a_planted_checkpoint_rather_than_skip_it(demo_assets, tmp_path,
                                                                        capsys):
     marker = tmp_path / "PWNED"

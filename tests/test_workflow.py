@@ -126,6 +126,35 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
 
 
+def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path):
+    """Snakemake deletes the manifest (the rule's output) before preparing again: the tree's
+    own record of its zip makes the new zip's images replace the old ones, not a validation
+    of the old tree in place."""
+    import zipfile
+
+    from internseg.demo import write_demo_zip
+
+    wf = workflow_copy(tmp_path)
+    (wf / "small.yaml").write_text(
+        "presets:\n  demo:\n    ade20k:\n      train_count: 4\n      val_count: 2\n")
+    target = "resources/demo/ade20k/manifest.json"
+    first = snakemake(wf, "--cores", "1", target, "--configfile", "small.yaml")
+    assert first.returncode == 0, first.stderr[-3000:]
+    archive = wf / "resources/demo/ADEChallengeData2016.zip"
+    write_demo_zip(archive, n_train=4, n_val=2, seed=1)  # another zip at the same path
+    name = "ADEChallengeData2016/images/training/ADE_train_00000001.jpg"
+    with zipfile.ZipFile(archive) as zf:
+        new_image = zf.read(name)
+    tree_image = wf / "resources/demo/ade20k" / name
+    assert tree_image.read_bytes() != new_image
+    again = snakemake(wf, "--cores", "1", target, "--configfile", "small.yaml")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rule prepare_ade20k:" in again.stdout + again.stderr
+    assert tree_image.read_bytes() == new_image
+    log = (wf / "resources/demo/logs/prepare_ade20k.log").read_text()
+    assert "extracting again" in log and "re-extracted" in log, log[-2000:]
+
+
 def test_lint_is_clean():
     result = snakemake(REPO, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr

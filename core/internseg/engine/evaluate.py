@@ -11,6 +11,7 @@ from ..env import versions
 from ..errors import InputError
 from ..io import write_json
 from ..models.pretrained import CheckpointError, check_fits, load_checkpoint_file
+from ..safe_load import check_local
 from .segmentor import is_trunk_key
 
 log = logging.getLogger("internseg")
@@ -118,6 +119,9 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     from ..results.table import check_metrics
     from .metrics import PerClassIoUMetric
 
+    check_local(checkpoint)
+    if pretrained:
+        check_local(pretrained, "--pretrained")
     cfg = load_config(config, cfg_options, trunk=trunk, dataset=dataset)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
     check_data_root(cfg, ("test_dataloader",), given=bool(data_root))

@@ -21,7 +21,7 @@ from ..env import git_commit, hardware, versions
 from ..errors import InputError
 from ..datasets import check_data_root, check_split_images
 from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
-from ..safe_load import verify_checkpoint
+from ..safe_load import check_local, verify_checkpoint
 from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
@@ -166,6 +166,10 @@ def run_training(opts: TrainOptions):
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
     # what the command names is checked before anything is built (minutes for 6B) or trained
+    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
+                       ("--pretrained", opts.pretrained)):
+        if path:
+            check_local(path, what)
     check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
     if opts.split:
         check_split_images(opts.split, cfg.train_dataloader.dataset)
