@@ -51,6 +51,9 @@ IGNORE_INDEX = 255
 MANIFEST_VERSION = 1
 PARTIAL_PREFIX = f".{TOP}.partial-"
 MARKER = "sources.json"  # in a partial folder: the sha256s of the zips it was extracted from
+# The same, inside the tree (renamed into place with it): what it was prepared from when the
+# manifest is gone, as the workflow deletes it (its rule's output) before preparing again.
+SOURCE_RECORD = ".internseg-sources.json"
 RAW = "raw"  # in a partial folder: the extracted raw maps
 
 
@@ -555,6 +558,15 @@ def _listing_matches(manifest: dict, root: Path, train_count: int, val_count: in
     return True
 
 
+def _tree_digests(target: Path) -> dict[str, str] | None:
+    """The zips' sha256s the tree at ``target`` was prepared from (its source record), or
+    None: not a tree of ours, or one prepared before trees carried the record."""
+    try:
+        return read_json(target / SOURCE_RECORD, "source record")
+    except InputError:
+        return None
+
+
 def _recorded_digests(manifest: dict) -> dict[str, str | None]:
     sources = manifest.get("sources")
     if not isinstance(sources, dict):
@@ -599,10 +611,19 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
         digests = _digests(checked)
         manifest = _our_manifest(manifest_path, target)
         exists = os.path.lexists(target)
-        stale = manifest is not None and _recorded_digests(manifest) != digests
-        if exists and manifest is None:
+        recorded = _recorded_digests(manifest) if manifest else _tree_digests(target)
+        stale = recorded is not None and recorded != digests
+        if exists and recorded is None:
             raise DatasetError(f"{target} exists but no {DATASET} manifest of ours vouches for "
                                f"it ({manifest_path}); move it away to prepare from the zips")
+        if exists and not stale and manifest is None:
+            # prepared from these zips, its manifest deleted: validated where it is
+            report(f"{target}: prepared from these zips but without its manifest "
+                   f"{manifest_path}; validating it in place")
+            facts = validate_tree(target, workers=workers, **checks)
+            manifest = build_manifest(target, checked, facts, None)
+            write_json(manifest_path, manifest)
+            return Prepared(manifest, "validated-in-place")
         if exists and not stale:
             if _listing_matches(manifest, target, train_count, val_count):
                 remove_partials(data_root, PARTIAL_PREFIX)
@@ -621,6 +642,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
                    "preparing it again")
 
         partial, facts, conversion, resumed = _build(paths, digests, data_root, checks, workers)
+        write_json(partial / TOP / SOURCE_RECORD, digests)
         try:
             if exists:
                 # The stale manifest goes first: a run killed during the swap leaves no
