@@ -357,7 +357,8 @@ def other_runs_metrics(run):
     ("provenance.json", "[]", "provenance must be a JSON object, found list"),
     ("provenance.json", "{}", "key 'run_identity' must be str, found missing"),
     ("provenance.json", None, "provenance not found"),
-    ("scalars.jsonl", '{"loss": 1.0, "step": 1}\n{"loss": 0.9, "st\n', "scalars.jsonl:2:"),
+    ("scalars.jsonl", '{"loss": 1.0, "step": 1}\n{"loss": 0.9, "st\n',
+     "scalars.jsonl:2:15: training scalars is not valid JSON"),
     ("scalars.jsonl", '{"loss": 1.0, "step": 1}\n[1]\n', "scalars.jsonl:2: training scalars "
                                                         "must be a JSON object"),
     ("metrics.json", other_runs_metrics, "'checkpoint' is "),

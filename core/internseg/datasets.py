@@ -11,6 +11,10 @@ the later steps trust (:mod:`internseg.ade20k`, :mod:`internseg.coco_stuff`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .io import read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ def register_dataset(dataset: Dataset) -> Dataset:
 
 
 def get_dataset(name: str) -> Dataset:
-    from .errors import InputError
-
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
@@ -60,8 +62,6 @@ def get_dataset(name: str) -> Dataset:
 
 def dataset_of_type(mmseg_type: str) -> Dataset:
     """The registered dataset a config's dataloader class is."""
-    from .errors import InputError
-
     found = [d for d in DATASETS.values() if d.mmseg_type == mmseg_type]
     if not found:
         raise InputError(f"dataset class {mmseg_type!r} is not a registered dataset's "
@@ -93,10 +93,6 @@ def check_data_root(cfg, loaders: tuple[str, ...], given: bool) -> None:
     """The folders the ``loaders`` read exist, before anything is built: a missing or
     unprepared data root is one line naming it and the folder it lacks, not an error from
     deep inside the Runner once the model is built (minutes for 6B)."""
-    from pathlib import Path
-
-    from .errors import InputError
-
     for name in loaders:
         dataset = cfg[name].dataset
         root = Path(dataset.data_root)
@@ -112,10 +108,6 @@ def check_data_root(cfg, loaders: tuple[str, ...], given: bool) -> None:
 def manifest_beside(data_root) -> dict | None:
     """The valid manifest that ``prepare-*`` wrote for the tree at ``data_root``, if it sits
     beside the tree (the workflow's ``manifest.json``, or prepare's default name)."""
-    from pathlib import Path
-
-    from .io import read_json
-
     root = Path(data_root)
     for name in MANIFEST_NAMES:
         path = root.parent / name.format(tree=root.name)
@@ -131,11 +123,6 @@ def check_split_images(split, dataset) -> None:
     """Every stem of a split file is a training image of the tree, before iteration 1 (mmseg
     would fail on the first batch that holds a missing one, hours in): checked against the
     tree's manifest when it sits beside the tree, else against the image folder."""
-    from pathlib import Path
-
-    from .errors import InputError
-    from .io import read_text
-
     root = Path(dataset.data_root)
     manifest = manifest_beside(root)
     if manifest is not None and isinstance(manifest.get("train_stems"), list):
@@ -143,10 +130,10 @@ def check_split_images(split, dataset) -> None:
     else:
         folder = root / dataset.data_prefix["img_path"]
         known, source = {p.stem for p in folder.iterdir()}, str(folder)
-    lines = read_text(Path(split), "split").splitlines()
-    bad = [(n, line) for n, line in enumerate(lines, 1) if line.strip() not in known]
+    lines = read_text(split, "split").splitlines()
     if not lines:
         raise InputError(f"--split {split}: empty; it names no training image")
+    bad = [(n, line) for n, line in enumerate(lines, 1) if line.strip() not in known]
     if bad:
         shown = ", ".join(f"line {n} {line.strip()!r}" for n, line in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

@@ -42,14 +42,15 @@ def read_text(path: str | Path, what: str) -> str:
         raise InputError(f"{path}: {what} is not UTF-8 text (byte {err.start})") from None
 
 
-def _parse_json(text: str, where: str, what: str, expect, first_line: int = 1):
+def _parse_json(text: str, path: Path, what: str, expect, line: int | None = None):
+    """``text`` of ``path`` (line ``line`` of it, for JSON lines) as JSON of type ``expect``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        line = first_line + err.lineno - 1
-        raise InputError(f"{where}:{line}:{err.colno}: {what} is not valid JSON "
-                         f"({err.msg})") from None
+        raise InputError(f"{path}:{(line or 1) + err.lineno - 1}:{err.colno}: {what} is not "
+                         f"valid JSON ({err.msg})") from None
     if expect is not None and not isinstance(value, expect):
+        where = f"{path}:{line}" if line else str(path)
         raise InputError(f"{where}: {what} must be {_expected(expect)}, "
                          f"found {type(value).__name__}")
     return value
@@ -60,14 +61,14 @@ def read_json(path: str | Path, what: str, expect: type | None = dict):
     unreadable or malformed file, or a value of another type, is an :class:`InputError`
     naming the file (and line and column), what it should hold and what was expected."""
     path = Path(path)
-    return _parse_json(read_text(path, what), str(path), what, expect)
+    return _parse_json(read_text(path, what), path, what, expect)
 
 
 def read_jsonl(path: str | Path, what: str, expect: type | None = dict) -> list:
     """One JSON value per line (blank lines skipped); a broken line is named by its own number
     in the file, not by the parser's line 1 of that line."""
     path = Path(path)
-    return [_parse_json(line, f"{path}:{number}", what, expect)
+    return [_parse_json(line, path, what, expect, number)
             for number, line in enumerate(read_text(path, what).splitlines(), 1)
             if line.strip()]
 

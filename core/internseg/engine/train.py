@@ -17,13 +17,13 @@ from mmengine.config import Config
 from mmengine.runner import FlexibleRunner
 
 from ..config import apply_run_options, building_model, load_config
+from ..datasets import check_data_root, check_split_images
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..datasets import check_data_root, check_split_images
 from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
 from ..safe_load import check_local, verify_checkpoint
-from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
+from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
 from .segmentor import trainable_state
