@@ -2,28 +2,33 @@
 # InternVL 2.5 report's Table 15), from weights to the tables.
 # `snakemake --profile profiles/default all table15` runs the demo; `--config preset=paper`
 # the paper.
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from internseg.errors import InputError
+from internseg.io import read_yaml
+from internseg.schema import check_config
 
 min_version("9.20")
 
 
-# Snakemake's own message for a broken config file names neither file nor line.
+# Snakemake's own message for a broken config file names neither file nor line, and its
+# YAML loader keeps the last of two equal keys silently: read it first with ours.
 try:
-    with open("config.yaml") as _f:
-        yaml.safe_load(_f)
-except yaml.YAMLError as err:
-    _at = getattr(err, "problem_mark", None)
-    _opened = getattr(err, "context_mark", None)
-    _where = f"config.yaml:{_at.line + 1}:{_at.column + 1}" if _at else "config.yaml"
-    _context = f" ({err.context} at line {_opened.line + 1})" if _opened else ""
-    raise WorkflowError(f"{_where}: {getattr(err, 'problem', err)}{_context}") from None
+    read_yaml("config.yaml", "workflow config")
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 
 
 configfile: "config.yaml"
 
 
+# One line for a config that does not fit the schema (Snakemake's `validate` prints the whole
+# schema); `validate` then fills in the schema's defaults.
+try:
+    check_config(config, "workflow/schemas/config.schema.yaml")
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -159,6 +159,23 @@ def test_a_changed_zip_is_extracted_again(good_zip, data_root, tmp_path):
     assert prepare(good_zip, data_root).action == "up-to-date"
 
 
+def test_a_changed_zip_is_extracted_again_when_the_manifest_is_gone(good_zip, data_root):
+    """The workflow deletes the manifest (its rule's output) before preparing: the tree's own
+    record of its zip tells the change, not the manifest."""
+    prepare(good_zip, data_root)
+    (data_root / f"{TOP}.manifest.json").unlink()
+    assert prepare(good_zip, data_root).action == "validated-in-place"  # the same zip
+    (data_root / f"{TOP}.manifest.json").unlink()
+    entries = dataset_entries()
+    changed = f"{TOP}/images/training/ADE_train_00000003.jpg"
+    entries[changed] = _encode(np.full((6, 8, 3), 7, dtype=np.uint8), "JPEG")
+    write_zip(good_zip, entries)
+    result = prepare(good_zip, data_root)
+    assert result.action == "re-extracted"
+    assert (data_root / TOP / changed.removeprefix(f"{TOP}/")).read_bytes() == entries[changed]
+    assert result.manifest["source_kind"] == "zip"
+
+
 def test_a_wrong_sha1_is_checked_on_a_prepared_tree(good_zip, data_root):
     prepare(good_zip, data_root)
     with pytest.raises(DatasetError, match=f"{good_zip}: SHA-1 mismatch"):

@@ -1,14 +1,18 @@
 """Bad input and faults on the demo: one line naming the culprit (exit 2), never a silent
 acceptance; anything unexpected keeps its traceback."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.cli import main
 from internseg.config import load_config
+from internseg.models.pretrained import to_released_layout
 from internseg.engine.segmentor import build_segmentor
 from internseg.errors import InputError
+from internseg.io import write_json
 from internseg.models.pretrained import CheckpointError, load_pretrained_backbone
 from internseg.splits import few_shot_subset
 
@@ -191,3 +195,201 @@ def test_ranks_without_cuda_on_a_ddp_config_are_refused(monkeypatch, capsys):
     line = last_line(capsys)
     assert "demo/head_tuning" in line and "need CUDA GPUs" in line, line
 
+
+
+# ---------------------------------------------------------------- checked where they enter
+
+
+def only_line(capsys) -> str:
+    """The error output, which must be one line and no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line or "Traceback" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def prepared_tree(demo_assets, tmp_path, **manifest):
+    """The demo tree with a manifest beside it, as the workflow lays them out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    tree = data / "ADEChallengeData2016"
+    tree.symlink_to(demo_assets["data_root"])
+    stems = sorted(p.stem for p in (tree / "images" / "training").iterdir())
+    write_json(data / "manifest.json", {"valid": True, "root": str(tree), "train_stems": stems,
+                                        "train_count": len(stems), "val_count": 4, **manifest})
+    return tree
+
+
+@pytest.mark.parametrize("tree", ["missing", "empty"])
+def test_a_data_root_without_the_datasets_folders_fails_before_anything_is_built(
+        demo_assets, tmp_path, capsys, tree):
+    root = tmp_path / "data"
+    if tree == "empty":
+        root.mkdir()
+    args = train_args(demo_assets, tmp_path)
+    args[args.index("--data-root") + 1] = str(root)
+    assert main(args) == 2
+    line = only_line(capsys)
+    assert f"--data-root {root}: no " in line, line
+    assert "no such folder" in line if tree == "missing" else "images/training" in line
+    assert not (tmp_path / "work").exists(), "refused before the work dir was touched"
+    out = tmp_path / "metrics.json"
+    assert main(["test", "demo/linear_probing", str(demo_assets["weights"]), "--out", str(out),
+                 "--data-root", str(root)]) == 2
+    assert f"--data-root {root}: no " in only_line(capsys)
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_a_split_naming_an_image_the_dataset_lacks_fails_before_iteration_1(
+        demo_assets, tmp_path, capsys, beside):
+    args = train_args(demo_assets, tmp_path)
+    if beside:  # the manifest is the reference: its train_stems leave image 24 out
+        tree = prepared_tree(demo_assets, tmp_path, train_stems=[
+            f"ADE_train_{i:08d}" for i in range(1, 24)])
+        args[args.index("--data-root") + 1] = str(tree)
+    split = tmp_path / "split.txt"
+    split.write_text("ADE_train_00000001\nADE_train_00000099\nADE_train_00000024\n")
+    assert main(args) == 2
+    line = only_line(capsys)
+    assert f"--split {split}:" in line and "line 2 'ADE_train_00000099'" in line, line
+    assert ("line 3 'ADE_train_00000024'" in line) == beside, line
+    assert ("manifest.json" in line) == beside, line
+    assert not (tmp_path / "work").exists()
+
+
+def test_an_output_that_is_a_directory_is_refused_before_the_work(demo_assets, tmp_path,
+                                                                   capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["test", "demo/linear_probing", str(demo_assets["weights"]), "--out",
+                 str(folder), "--data-root", str(demo_assets["data_root"])]) == 2
+    assert f"--out {folder}: is a directory" in only_line(capsys)
+    args = train_args(demo_assets, tmp_path)
+    args[args.index("--final-checkpoint") + 1] = str(folder)
+    assert main(args) == 2
+    assert f"--final-checkpoint {folder}: is a directory" in only_line(capsys)
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_cfg_option_without_a_value_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "demo/head_tuning", "--cfg-options", "train_cfg.max_iters"])
+    assert stop.value.code == 2
+    assert "--cfg-options: 'train_cfg.max_iters' is not KEY=VALUE" in only_line(capsys)
+
+
+@pytest.mark.parametrize("option,named", [
+    ("model.backbone.deform_num_heads=5",
+     "model.backbone.deform_num_heads: 5 heads do not divide the deformable attention's "
+     "value width 24"),
+    ("model.backbone.interaction_indexes=[[0,1]]",
+     "model.backbone.interaction_indexes: [[0, 1]]: must be four ascending"),
+    ("model.backbone.interaction_indexes=[[0,9]]",
+     "model.backbone.interaction_indexes: blocks [9] outside trunk"),
+])
+def test_adapter_options_that_do_not_fit_the_trunk_name_the_key(capsys, option, named):
+    """Known only when the model builds (but for blocks the trunk lacks, checked with the
+    config): inspect builds it, on the meta device."""
+    assert main(["inspect", "demo/adapter_tuning", "--cfg-options", option]) == 2
+    line = only_line(capsys)
+    assert "demo/adapter_tuning" in line and named in line, line
+
+
+def test_training_names_the_key_a_model_cannot_be_built_with(demo_assets, tmp_path, capsys):
+    args = train_args(demo_assets, tmp_path, experiment="adapter_tuning",
+                      options=("model.backbone.deform_num_heads=5",))
+    assert main(args) == 2
+    assert "demo/adapter_tuning: model.backbone.deform_num_heads: 5 heads" in only_line(capsys)
+
+
+def released_head(tmp_path, change) -> Path:
+    """A head-only file in the released layout (resamplers as backbone.upN), changed."""
+    state = to_released_layout(build_segmentor(load_config("demo/head_tuning")).state_dict(),
+                               with_trunk=False)
+    change(state)
+    path = tmp_path / "released.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("change,named", [
+    (lambda s: s.update({"decode_head.conv_seg.weight": torch.zeros(150, 8, 1, 1)}),
+     "decode_head.conv_seg.weight: shape (150, 8, 1, 1), the model's (150, 32, 1, 1)"),
+    (lambda s: s.update({"backbone.up1.0.weight": torch.zeros(3, 3, 2, 2)}),
+     "neck.up1.0.weight (backbone.up1.0.weight in the file): shape (3, 3, 2, 2)"),
+    (lambda s: s.update({"decode_head.conv_seg.weight": torch.zeros(150, 32, 1, 1,
+                                                                      dtype=torch.int8)}),
+     "decode_head.conv_seg.weight: torch.int8, the model holds torch.float32"),
+    (lambda s: s.update({"decode_head.conv_seg.bias": torch.zeros(150, dtype=torch.complex64)}),
+     "decode_head.conv_seg.bias: torch.complex64"),
+])
+def test_a_checkpoint_that_does_not_fit_is_refused_naming_file_and_key(
+        demo_assets, tmp_path, capsys, change, named):
+    path = released_head(tmp_path, change)
+    out = tmp_path / "metrics.json"
+    assert main(["test", "demo/head_tuning", str(path), "--out", str(out), "--data-root",
+                 str(demo_assets["data_root"]), "--pretrained", str(demo_assets["weights"])]) == 2
+    line = only_line(capsys)
+    assert f"{path} does not fit the config: " in line and named in line, line
+    assert not out.exists()
+
+
+def test_a_pretrained_trunk_of_int8_codes_is_refused(demo_assets, tmp_path):
+    trunk = torch.load(demo_assets["weights"], weights_only=True)
+    trunk["blocks.0.attn.qkv.weight"] = trunk["blocks.0.attn.qkv.weight"].to(torch.int8)
+    path = tmp_path / "int8.pth"
+    torch.save(trunk, path)
+    model = build_segmentor(load_config("demo/linear_probing")).backbone
+    with pytest.raises(CheckpointError, match=r"int8\.pth does not fit the config: blocks\.0\."
+                                              r"attn\.qkv\.weight: torch\.int8, the model holds"):
+        load_pretrained_backbone(model, path)
+
+
+def test_a_pretrained_file_a_full_checkpoint_never_opens_is_said(demo_assets, tmp_path,
+                                                                  caplog):
+    """A trained-trunk checkpoint holds its trunk: --pretrained is not read; say so."""
+    full = tmp_path / "full.pth"
+    torch.save({"state_dict": build_segmentor(load_config("demo/fewshot_1of16")).state_dict()},
+               full)
+    assert main(["test", "demo/fewshot_1of16", str(full), "--out", str(tmp_path / "m.json"),
+                 "--data-root", str(demo_assets["data_root"]), "--pretrained", "/nowhere.pth",
+                 "--threads", "2"]) == 0
+    said = f"--pretrained /nowhere.pth: not used: {full} holds the trunk's weights"
+    assert any(said in r.message and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_evaluating_fewer_images_than_the_manifest_lists_is_refused(demo_assets, tmp_path,
+                                                                     capsys):
+    tree = prepared_tree(demo_assets, tmp_path, val_count=5)
+    out = tmp_path / "metrics.json"
+    head = released_head(tmp_path, lambda s: None)
+    assert main(["test", "demo/head_tuning", str(head), "--out", str(out), "--data-root",
+                 str(tree), "--pretrained", str(demo_assets["weights"])]) == 2
+    line = only_line(capsys)
+    assert f"{tree}: 4 validation images to evaluate" in line and "lists 5" in line, line
+    assert not out.exists()
+
+
+def test_a_full_disk_while_checkpointing_names_the_checkpoint(demo_assets, tmp_path, capsys,
+                                                               monkeypatch):
+    """mmengine writes a checkpoint's bytes with a plain write, whose ENOSPC names no file."""
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    def onto_a_full_disk(self, obj, filepath):
+        with open("/dev/full", "wb") as f:
+            f.write(obj)
+
+    monkeypatch.setattr(LocalBackend, "put", onto_a_full_disk)
+    args = train_args(demo_assets, tmp_path, options=("default_hooks.checkpoint.interval=1",))
+    assert main(args) == 2
+    line = only_line(capsys)
+    assert f"{tmp_path / 'work' / 'iter_1.pth'}: no space left on the device" in line, line
+    assert not [p.name for p in (tmp_path / "work").iterdir() if ".tmp." in p.name]
+
+
+def test_a_broken_run_identity_is_named(demo_assets, tmp_path, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "run_identity.json").write_text('["not", "an", "identity"]')
+    assert main(train_args(demo_assets, tmp_path)) == 2
+    line = only_line(capsys)
+    assert f"{tmp_path / 'work' / 'run_identity.json'}: run identity must be a JSON object" in line

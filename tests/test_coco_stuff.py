@@ -519,6 +519,22 @@ def test_a_changed_zip_is_extracted_again(sources, data_root, monkeypatch):
     assert prepare(sources, data_root).action == "up-to-date"
 
 
+def test_a_changed_zip_is_extracted_again_when_the_manifest_is_gone(sources, data_root):
+    """The workflow deletes the manifest (its rule's output) before preparing: the tree's
+    record of its zips vouches for it (it was refused as a tree of nobody's)."""
+    prepare(sources, data_root)
+    (data_root / MANIFEST).unlink()
+    again = prepare(sources, data_root)
+    assert again.action == "validated-in-place" and (data_root / MANIFEST).is_file()
+    (data_root / MANIFEST).unlink()
+    stem = stems(sources, "train2017")[4]
+    new = jpeg(*Image.open(io.BytesIO(read_entries(sources / "train2017.zip")[
+        f"train2017/{stem}.jpg"])).size, seed=7)
+    rewrite(sources, "train2017.zip", lambda e: e.update({f"train2017/{stem}.jpg": new}))
+    assert prepare(sources, data_root).action == "re-extracted"
+    assert (data_root / TOP / "images" / "train2017" / f"{stem}.jpg").read_bytes() == new
+
+
 def test_another_maps_zip_than_the_recorded_one(sources, data_root):
     prepare(sources, data_root)
     first = (data_root / RECORD).read_text().split()[0]

@@ -362,3 +362,61 @@ def test_cli_read_only_cache_is_one_line(hub, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "/sys/internseg-test-cache" in err[-1] and "Traceback" not in err, err
     assert not (tmp_path / NAME).exists()
+
+
+class FailingHub(FakeHub):
+    """Answers every request with HTTP 500, as an overloaded Hub or a broken proxy does."""
+
+    def _answer(self, h: BaseHTTPRequestHandler, body: bool) -> None:
+        self.requests.append((h.command, h.path, {}))
+        h.send_response(500)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it closes
+
+
+@pytest.mark.parametrize("failure", ["http 500", "connection refused", "offline"])
+def test_each_way_the_hub_fails_is_its_own_line(hf_env, tmp_path, monkeypatch, capsys,
+                                                  failure):
+    """huggingface_hub folds these into one "check your connection"; what to do differs:
+    wait for the Hub, fix the address or proxy, or fill the cache / go online."""
+    import logging
+    import types
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    # its five retries, without their 23 s of backoff
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    # log handlers on this test's stderr, not on an earlier test's (closed) one
+    for name in (None, "huggingface_hub"):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
+    server = FailingHub({}) if failure == "http 500" else None
+    if server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+    elif failure == "connection refused":
+        monkeypatch.setenv("HF_ENDPOINT", closed_port())
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    try:
+        code = run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--repo-id", REPO,
+                        "--revision", COMMIT, "--sha256", SHA])
+    finally:
+        if server:
+            server.stop()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    expected = {"http 500": "HTTP 500 from http://127.0.0.1:",
+                "connection refused": "connection refused by http://127.0.0.1:",
+                "offline": "offline (HF_HUB_OFFLINE is set)"}[failure]
+    assert lines[-1].startswith(f"internseg fetch: error: {NAME} from {REPO} at {COMMIT}: "
+                                f"{expected}"), lines[-1]
+    assert not (tmp_path / NAME).exists()

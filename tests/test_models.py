@@ -7,7 +7,7 @@ import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_im
 from internseg.demo import CLIP_PROJECTOR_KEYS, DEMO_TRUNK, write_tiny_checkpoint
 from internseg.trunks import TRUNKS
 from internseg.models import FeatureResampler, InternViT6B, LinearHead
-from internseg.models.pretrained import (CheckpointError, checkpoint_filter,
+from internseg.models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
                                          load_checkpoint_file, load_pretrained_backbone,
                                          resize_pos_embed)
 
@@ -155,8 +155,10 @@ def test_unadaptable_shape_is_refused_by_name(tmp_path):
     model = tiny()
     state = dict(model.state_dict())
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(10, 96)
-    with pytest.raises(CheckpointError, match=r"blocks\.0\.mlp\.fc1\.weight.*\(10, 96\)"):
-        checkpoint_filter(state, model, source="bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad\.pth does not fit the config: blocks\.0\.mlp"
+                                              r"\.fc1\.weight: shape \(10, 96\)"):
+        check_fits(checkpoint_filter(state, model, source="bad.pth"), model.state_dict(),
+                   "bad.pth")
     state = dict(model.state_dict())
     state["pos_embed"] = torch.zeros(1, 1 + 15, 96)  # not a square grid
     with pytest.raises(CheckpointError, match="pos_embed"):

@@ -113,6 +113,9 @@ def assert_saved_at_stop_and_resumes_to(cmd, work, final, stop_at, expected, *, 
     resumed = subprocess.run(cmd + ["--auto-resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], expected)
+    # the checkpoint of the stop is rotated out like the periodic ones (max_keep_ckpts=2),
+    # not left on disk for good
+    assert len(list(work.glob("iter_*.pth"))) == 2, sorted(p.name for p in work.iterdir())
 
 
 def test_sigterm_saves_exits_75_and_resumes_bit_for_bit(demo_assets, tmp_path, uninterrupted):

@@ -61,6 +61,16 @@ def outputs(tmp_path):
             "--curves-plot", str(tmp_path / "c.png")]
 
 
+def evaluated(run, **metrics) -> str:
+    """metrics.json as `internseg test` writes it for the run's own weights."""
+    return json.dumps({"config": str(run / "config.py"), "checkpoint": str(run / "final.pth"),
+                       **metrics})
+
+
+def provenance(run) -> None:
+    (run / "provenance.json").write_text(json.dumps({"run_identity": "cd" * 32}))
+
+
 def aggregate_one(tmp_path, metrics_text, config=None):
     run = tmp_path / "runs" / "ade20k" / TRUNK / "fewshot_1of16"
     run.mkdir(parents=True)
@@ -68,6 +78,7 @@ def aggregate_one(tmp_path, metrics_text, config=None):
     (run / "config.py").write_text(config)
     (run / "metrics.json").write_text(metrics_text)
     (run / "split.json").write_text(json.dumps({"count": 6, "fraction": 16}))
+    provenance(run)
     code = main(["aggregate", str(run), *outputs(tmp_path)])
     return code, run
 
@@ -177,13 +188,14 @@ def test_best_validation_is_the_first_highest_in_optimizer_updates():
 
 
 def finished_run(tmp_path, experiment: str, miou: float, count: int, fraction: int):
-    """A run folder as the workflow leaves it: config, metrics and split record."""
+    """A run folder as the workflow leaves it: config, metrics, split record, provenance."""
     run = tmp_path / "runs" / "ade20k" / TRUNK / experiment
     run.mkdir(parents=True)
     (run / "config.py").write_text(f'_base_ = ["{config_path("paper", experiment)}"]\n')
-    (run / "metrics.json").write_text(json.dumps({"mIoU": miou, "mAcc": 55.0, "aAcc": 80.0}))
+    (run / "metrics.json").write_text(evaluated(run, mIoU=miou, mAcc=55.0, aAcc=80.0))
     (run / "split.json").write_text(json.dumps({"count": count, "fraction": fraction,
                                                 "seed": 3}))
+    provenance(run)
     return run
 
 
@@ -317,7 +329,8 @@ def test_aggregate_writes_each_runs_provenance(tmp_path):
     assert (first.git_commit, first.device, first.world_size, first.torch) == (
         "ab" * 20, "NVIDIA H200", "8", "2.13.0")
     assert first["onedl-mmsegmentation"] == "1.4.2"
-    assert rows.loc[f"ade20k/{TRUNK}/full_tuning"].isna().all()  # no provenance.json: nothing made up
+    # only what its provenance.json holds: nothing made up
+    assert rows.loc[f"ade20k/{TRUNK}/full_tuning"].drop("run_identity").isna().all()
 
 
 def test_a_broken_provenance_file_is_named(tmp_path, capsys):
@@ -327,3 +340,70 @@ def test_a_broken_provenance_file_is_named(tmp_path, capsys):
                  "--provenance-csv", str(tmp_path / "p.csv")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(run / "provenance.json") in line and f"ade20k/{TRUNK}/head_tuning" in line, line
+
+
+# ---------------------------------------------------------------- what a run folder holds
+
+
+def other_runs_metrics(run):
+    other = run.parent / "head_tuning"
+    return evaluated(other, mIoU=40.0, mAcc=1.0, aAcc=2.0)
+
+
+@pytest.mark.parametrize("name,content,named", [
+    ("split.json", '{"fraction": 16}', "key 'count' must be int, found missing"),
+    ("split.json", '{"count": "6"}', "key 'count' must be int, found '6'"),
+    ("split.json", "[6]", "split record must be a JSON object, found list"),
+    ("provenance.json", "[]", "provenance must be a JSON object, found list"),
+    ("provenance.json", "{}", "key 'run_identity' must be str, found missing"),
+    ("provenance.json", None, "provenance not found"),
+    ("scalars.jsonl", '{"loss": 1.0, "step": 1}\n{"loss": 0.9, "st\n',
+     "scalars.jsonl:2:15: training scalars is not valid JSON"),
+    ("scalars.jsonl", '{"loss": 1.0, "step": 1}\n[1]\n', "scalars.jsonl:2: training scalars "
+                                                        "must be a JSON object"),
+    ("metrics.json", other_runs_metrics, "'checkpoint' is "),
+    ("metrics.json", lambda run: json.dumps({"mIoU": 1.0, "mAcc": 1.0, "aAcc": 1.0}),
+     "key 'checkpoint' must be str, found missing"),
+])
+def test_a_run_file_that_is_not_what_it_should_be_is_named(tmp_path, capsys, name, content,
+                                                            named):
+    """One line naming the run, the file (and line) and what was expected; never a
+    traceback, never a row built from another run's files."""
+    run = finished_run(tmp_path, "fewshot_1of16", 44.0, 1263, 16)
+    if content is None:
+        (run / name).unlink()
+    else:
+        (run / name).write_text(content(run) if callable(content) else content)
+    code = main(["aggregate", str(run), *outputs(tmp_path)])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert f"run ade20k/{TRUNK}/fewshot_1of16" in line and str(run / name) in line, line
+    assert named in line, line
+    assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("ending,why", [
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: nan, mAcc: 0.5000\n", "reads 'nan'"),
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: 0.45", "ends inside its last validation's mIoU"),
+    ("Iter(val) [250]\taAcc: 0.8000, mIoU: , mAcc: 0.5\n", "reads ''"),
+])
+def test_a_published_last_validation_that_is_not_a_number_is_not_measured(ending, why):
+    """Never the validation before it in its place: that is another iteration's number."""
+    found = parse_published_validation(PUBLISHED_LOG + ending)
+    assert found.final_miou is None and why in found.final_missing
+    assert parse_published_validation(PUBLISHED_LOG).final_missing is None
+
+
+def test_the_table_tells_not_measured_from_no_log(tmp_path, caplog):
+    """A published log without a validation says "not measured"; a row without a log "–"."""
+    run = finished_run(tmp_path, "fewshot_1of16", 44.0, 1263, 16)
+    log = tmp_path / "published.log"
+    log.write_text(PUBLISHED_LOG.split("2024-01-10 09:52")[0])  # training lines only
+    assert main(["aggregate", str(run), "--published-log",
+                 f"ade20k/{TRUNK}/fewshot_1of16={log}", *outputs(tmp_path)]) == 0
+    assert pd.read_csv(tmp_path / "t.csv").iloc[0].published_final_mIoU == "not measured"
+    assert "| not measured |" in (tmp_path / "t.md").read_text()
+    assert f"{log}: final validation not measured: no validation (Iter(val)) line" in caplog.text
+    assert main(["aggregate", str(run), *outputs(tmp_path)]) == 0
+    assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].published_final_mIoU)

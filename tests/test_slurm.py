@@ -183,8 +183,10 @@ def run_into_time_limit(tmp: Path, *, limit_s: int, target: str, **profile_chang
            "set-resources.train.slurm_extra": "'--signal=URG@10'",
            **profile_changes})
     code, out = run_through_slurm(wf, profile, SLOW, limit_s=limit_s, target=target)
-    train_log = wf / runs(SLOW) / "train.log"
-    log_text = train_log.read_text() if train_log.is_file() else ""
+    # what each attempt printed before it held the work dir (the launch of the ranks), then
+    # the trainer's own log, which keeps every attempt
+    logs = [wf / runs(SLOW) / name for name in ("train.launch.log", "train.log")]
+    log_text = "".join(p.read_text() for p in logs if p.is_file())
     return dict(wf=wf, code=code, out=out, log=log_text,
                 attempts=slurm_logs(wf, "train", SLOW),
                 detail=f"{out[-4000:]}\n--- train.log ---\n{log_text[-3000:]}")
@@ -195,8 +197,8 @@ def test_training_past_its_time_limit_is_resubmitted_and_resumes(timed_out_run):
     assert len(run["attempts"]) == 2, (run["attempts"], run["detail"])
     assert "Trying to restart job" in run["out"], run["detail"]
     assert run["code"] == 0, run["detail"]
-    # train.log is rewritten by each attempt: this is the second one's. It continued a
-    # checkpoint from the middle of the first attempt, not from scratch or the end.
+    # train.log keeps both attempts; the first resume in it is the second attempt's. It
+    # continued a checkpoint from the middle of the first attempt, not from scratch or the end.
     resumed = RESUMED.search(run["log"])
     assert resumed and 0 < int(resumed.group(1)) < SLOW_ITERS, run["detail"]
     assert (run["wf"] / runs(SLOW) / "metrics.json").is_file()

@@ -51,12 +51,13 @@ def test_the_payload_is_live_under_mmengines_own_fallback(evil):
     assert marker.exists()
 
 
-def assert_refused(capsys, code: int, path: Path, marker: Path) -> None:
+def assert_refused(capsys, code: int, path: Path, marker: Path) -> str:
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert not marker.exists(), "the pickle's payload ran"
     line = err.strip().splitlines()[-1]
     assert str(path) in line and "refused" in line and "io.open" in line, line
+    return line
 
 
 def demo_args(demo_assets, tmp_path, experiment="linear_probing"):
@@ -75,6 +76,22 @@ def test_train_refuses_a_planted_checkpoint(demo_assets, tmp_path, evil, capsys,
     assert_refused(capsys, code, path, marker)
 
 
+@pytest.mark.parametrize("option", ["--load-from", "--resume-from", "--pretrained"])
+def test_a_checkpoint_by_address_is_refused_with_what_to_do(demo_assets, tmp_path, capsys,
+                                                             option):
+    args = demo_args(demo_assets, tmp_path)
+    url = "https://example.invalid/iter_4.pth"
+    if option == "--pretrained":
+        args[args.index(option) + 1] = url
+    else:
+        args += [option, url]
+    assert main(args) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{option} {url}: only local checkpoint files are loaded; fetch it with " \
+           "`internseg fetch`" in line, line
+    assert not (tmp_path / "work").exists()
+
+
 def test_auto_resume_refuses_a_planted_checkpoint_rather_than_skip_it(demo_assets, tmp_path,
                                                                        capsys):
     marker = tmp_path / "PWNED"
@@ -83,7 +100,9 @@ def test_auto_resume_refuses_a_planted_checkpoint_rather_than_skip_it(demo_asset
     path = plant(tmp_path / "work" / "iter_4.pth", marker)
     capsys.readouterr()
     code = main([*demo_args(demo_assets, tmp_path), "--auto-resume"])
-    assert_refused(capsys, code, path, marker)
+    line = assert_refused(capsys, code, path, marker)
+    # every retry of the job stops here: the line says what clears it
+    assert f"move {path} out of {path.parent} (or delete it)" in line, line
 
 
 def test_a_planted_checkpoint_in_a_work_dir_of_no_known_run_is_moved_aside_unread(

@@ -68,6 +68,30 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     assert "config.yaml:" in out
 
 
+def test_a_key_given_twice_in_config_yaml_is_named_with_both_lines(tmp_path):
+    """PyYAML (and Snakemake's loader) would keep the second value silently."""
+    copy = workflow_copy(tmp_path)
+    text = (copy / "config.yaml").read_text().splitlines()
+    first = next(i for i, line in enumerate(text) if line.startswith("preset:"))
+    (copy / "config.yaml").write_text("\n".join([*text, "preset: paper"]) + "\n")
+    result = snakemake(copy, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"config.yaml:{len(text) + 1}:1: key 'preset' given twice (first on line "
+            f"{first + 1})") in out, out[-2000:]
+
+
+def test_an_unknown_key_is_one_line_naming_it_and_what_may_go_there(tmp_path):
+    copy = workflow_copy(tmp_path)
+    (copy / "colour.yaml").write_text("presets:\n  demo:\n    colour: blue\n")
+    result = snakemake(copy, "-n", "--configfile", "colour.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("config.yaml: presets.demo: unknown key 'colour' (allowed: weights_local_dir, "
+            "verify_hub_pins,") in out, out[-2000:]
+    assert len(out.splitlines()) < 10, out  # Snakemake's `validate` prints the whole schema
+
+
 def test_an_unregistered_experiment_is_named_with_the_registered_ones(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "run=[fewshot_1of3]")
     out = result.stdout + result.stderr
@@ -100,6 +124,35 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert result.returncode != 0
     assert "hub.revision is null" in result.stdout + result.stderr
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
+
+
+def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path):
+    """Snakemake deletes the manifest (the rule's output) before preparing again: the tree's
+    own record of its zip makes the new zip's images replace the old ones, not a validation
+    of the old tree in place."""
+    import zipfile
+
+    from internseg.demo import write_demo_zip
+
+    wf = workflow_copy(tmp_path)
+    (wf / "small.yaml").write_text(
+        "presets:\n  demo:\n    ade20k:\n      train_count: 4\n      val_count: 2\n")
+    target = "resources/demo/ade20k/manifest.json"
+    first = snakemake(wf, "--cores", "1", target, "--configfile", "small.yaml")
+    assert first.returncode == 0, first.stderr[-3000:]
+    archive = wf / "resources/demo/ADEChallengeData2016.zip"
+    write_demo_zip(archive, n_train=4, n_val=2, seed=1)  # another zip at the same path
+    name = "ADEChallengeData2016/images/training/ADE_train_00000001.jpg"
+    with zipfile.ZipFile(archive) as zf:
+        new_image = zf.read(name)
+    tree_image = wf / "resources/demo/ade20k" / name
+    assert tree_image.read_bytes() != new_image
+    again = snakemake(wf, "--cores", "1", target, "--configfile", "small.yaml")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rule prepare_ade20k:" in again.stdout + again.stderr
+    assert tree_image.read_bytes() == new_image
+    log = (wf / "resources/demo/logs/prepare_ade20k.log").read_text()
+    assert "extracting again" in log and "re-extracted" in log, log[-2000:]
 
 
 def test_lint_is_clean():

@@ -26,7 +26,8 @@ from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, locked
 from .archives import discard as _discard
 from .archives import list_files as _list_files
 from .datasets import DATASETS
-from .io import hash_file, write_json
+from .errors import InputError
+from .io import hash_file, read_json, write_json
 
 log = logging.getLogger("internseg")
 
@@ -41,6 +42,10 @@ MANIFEST_VERSION = 1
 # finds whatever a killed run left behind.
 PARTIAL_PREFIX = f".{TOP}.partial-"
 SPLITS = (("training", "train"), ("validation", "val"))  # folder name, manifest key
+# Inside a tree we extracted: the zip it came from. Not the manifest's job alone: the workflow
+# deletes the manifest (its rule's output) before the rule runs, and a changed zip must still
+# be told from the tree's own.
+SOURCE_RECORD = ".internseg-source.json"
 EXTRA_FILES = ("objectInfo150.txt", "sceneCategories.txt")
 
 
@@ -215,13 +220,11 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) 
 
     Only the file names are re-listed (cheap), not re-decoded: this is the no-op path of a rerun.
     """
-    import json
-
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(manifest, dict) and manifest.get("valid") is True
+        manifest = read_json(path, "ADE20K manifest")
+    except InputError:
+        return None  # no usable manifest: the tree is validated again
+    if not (manifest.get("valid") is True
             and manifest.get("manifest_version") == MANIFEST_VERSION
             and manifest.get("root") == str(root)
             and manifest.get("train_count") == train_count
@@ -237,6 +240,26 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) 
 
 
 # ---------------------------------------------------------------- orchestration
+
+
+def _record_source(tree: Path, source: Path, sha1: str) -> None:
+    """Written into an extracted tree before it is renamed into place, so it moves with it."""
+    write_json(tree / SOURCE_RECORD, {"source": str(source), "source_sha1": sha1})
+
+
+def _extracted_from(target: Path, manifest: dict | None) -> str | None:
+    """The SHA-1 of the zip the tree at ``target`` was extracted from: its source record, else
+    (a tree extracted before trees carried one) its current manifest's; None for a tree of a
+    folder source or made by hand."""
+    record = target / SOURCE_RECORD
+    if record.is_file():
+        try:
+            return read_json(record, "source record").get("source_sha1")
+        except InputError:
+            return None  # unreadable: the tree is validated where it is, as one made by hand
+    if manifest is not None and manifest.get("source_kind") == "zip":
+        return manifest.get("source_sha1")
+    return None
 
 
 def _tree_in(folder: Path) -> Path:
@@ -277,18 +300,19 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
         for stale in remove_stale_partials(data_root):
             report(f"removed {stale}, left by an interrupted run")
         manifest = _current_manifest(manifest_path, target, train_count, val_count)
-        actual = None
+        actual = origin = None
         if source.is_file():
             # a given --sha1 is always checked, and the tree must come from this very zip
             actual = check_sha1(source, sha1, progress=progress)
+            origin = _extracted_from(target, manifest)
             if manifest is not None and manifest.get("source_kind") != "zip":
                 # a tree the user made or pointed to: theirs, never replaced
                 log.warning("%s was not extracted from %s but validated as found (from %s); "
                             "remove it and %s to extract the zip", target, source.name,
                             manifest.get("source"), manifest_path.name)
-            elif manifest is not None and manifest.get("source_sha1") != actual:
-                report(f"{target} was extracted from an archive with SHA-1 "
-                       f"{manifest.get('source_sha1')}; {source} has {actual}: extracting again")
+            elif origin is not None and origin != actual:
+                report(f"{target} was extracted from an archive with SHA-1 {origin}; "
+                       f"{source} has {actual}: extracting again")
                 return _replace_from_zip(source, actual, target, manifest_path, checks)
         if manifest is not None:
             report(f"{target}: up to date (manifest {manifest_path})")
@@ -308,20 +332,26 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
                 action = "linked"
             manifest = build_manifest(target, tree, "folder", None, facts)
         elif os.path.lexists(target):
-            # A tree is only renamed into place after it validated, so this one was made by
-            # hand or its manifest was lost: validate it where it is, never overwrite it.
+            # A tree is only renamed into place after it validated, so this one lost its
+            # manifest (the workflow deletes it before preparing) or was made by hand:
+            # validate it where it is, never overwrite it. Extracted from this very zip
+            # (its source record), it stays the zip's.
+            ours = origin == actual
             report(f"{target} exists without a current manifest; validating it in place "
-                   f"instead of extracting {source.name}")
+                   + (f"(extracted from {source.name})" if ours
+                      else f"instead of extracting {source.name}"))
             try:
                 facts = validate_tree(target, **checks)
             except DatasetError as err:
                 raise DatasetError(f"{err}\nremove {target} to extract {source} again") from None
-            manifest = build_manifest(target, target, "folder", None, facts)
+            manifest = (build_manifest(target, source, "zip", actual, facts) if ours
+                        else build_manifest(target, target, "folder", None, facts))
             action = "validated-in-place"
         else:
             extracted = extract_zip(source, data_root, progress=progress, report=report)
             try:
                 facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
+                _record_source(extracted, source, actual)
                 os.rename(extracted, target)
             finally:
                 _discard(extracted.parent)
@@ -343,6 +373,7 @@ def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Pa
     extracted = extract_zip(source, data_root, progress=checks["progress"], report=report)
     try:
         facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
+        _record_source(extracted, source, actual)
         manifest_path.unlink(missing_ok=True)
         old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-", dir=data_root))
         os.rename(target, old / TOP)

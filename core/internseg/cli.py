@@ -24,7 +24,18 @@ log = logging.getLogger("internseg")
 def _dict_action():
     from mmengine.config import DictAction
 
-    return DictAction
+    class KeyValueAction(DictAction):
+        """mmengine's DictAction, whose word without '=' is a ValueError with a traceback:
+        here an argparse error naming the option and the word."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            for word in values:
+                if "=" not in word:
+                    raise argparse.ArgumentError(
+                        self, f"{word!r} is not KEY=VALUE (e.g. train_cfg.max_iters=100)")
+            super().__call__(parser, namespace, values, option_string)
+
+    return KeyValueAction
 
 
 def add_run_selection(p) -> None:
@@ -49,6 +60,13 @@ def add_train(sub) -> None:
     add_run_selection(p)
     p.add_argument("--work-dir", help="where checkpoints and logs go "
                    "(default: the config's work_dir, else work_dirs/<config name>)")
+    p.add_argument("--log", metavar="FILE", help="append everything the trainer prints to "
+                   "FILE, from the moment it holds the work dir (a second trainer, refused, "
+                   "leaves it alone); each start begins with a header line")
+    p.add_argument("--keep-superseded", type=int_at_least(0), default=None, metavar="N",
+                   help="superseded work dirs of this run (moved aside when its inputs "
+                        "changed) to keep at the start, the newest; older ones are removed "
+                        "(default 1)")
     p.add_argument("--load-from", help="initialise from this checkpoint (no resume)")
     p.add_argument("--resume-from", help="resume optimizer, schedule and iteration from it")
     p.add_argument("--auto-resume", action="store_true",
@@ -121,10 +139,9 @@ def train_in_this_process(args) -> int:
 
 
 def read_seed_record(path: str) -> int | None:
-    try:
-        seed = json.loads(Path(path).read_text()).get("seed")
-    except (OSError, ValueError, AttributeError) as err:
-        raise InputError(f"--seed-record {path}: not a readable split record ({err})") from None
+    from .io import read_json
+
+    seed = read_json(path, "--seed-record (split record of `internseg split`)").get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise InputError(f"--seed-record {path}: seed {seed!r} is not an integer >= 0")
     return seed
@@ -159,10 +176,10 @@ def add_test(sub) -> None:
 def cmd_test(args) -> int:
     from .engine.evaluate import run_test
     from .engine.train import configure_threads
-    from .io import check_writable
+    from .io import check_output_file
 
     configure_threads(args.threads)
-    check_writable(Path(args.out).parent, "--out folder")
+    check_output_file(args.out, "--out")
     result = run_test(args.config, args.checkpoint, args.out, data_root=args.data_root,
                       pretrained=args.pretrained, work_dir=args.work_dir,
                       launcher=args.launcher, cfg_options=args.cfg_options, trunk=args.trunk,
@@ -180,11 +197,12 @@ def add_inspect(sub) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .config import load_config
+    from .config import building_model, load_config
     from .engine.inspect import describe, resolved_settings
 
     cfg = load_config(args.config, args.cfg_options, trunk=args.trunk, dataset=args.dataset)
-    info = dict(config=args.config, resolved=resolved_settings(cfg), **describe(cfg))
+    with building_model(cfg, args.config):
+        info = dict(config=args.config, resolved=resolved_settings(cfg), **describe(cfg))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -601,16 +619,16 @@ def cmd_aggregate(args) -> int:
             run = folder.resolve().relative_to(root).as_posix()
         except ValueError:
             raise InputError(f"{folder}: not inside --runs-root {args.runs_root}") from None
-        run_scalars, provenance = folder / "scalars.jsonl", folder / "provenance.json"
+        run_scalars = folder / "scalars.jsonl"
         if run_scalars.is_file():
             scalars[run] = run_scalars
         records.append(load_record(run, config_file=folder / "config.py",
                                    metrics_file=folder / "metrics.json",
                                    split_record=folder / "split.json",
+                                   provenance_file=folder / "provenance.json",
                                    scalars_file=scalars.get(run),
                                    published_log=logs.get(run),
-                                   released_metrics=released.get(run),
-                                   provenance_file=provenance if provenance.is_file() else None))
+                                   released_metrics=released.get(run)))
     table = build_table(records)
     summary = summarize(table, args.tolerance)
     markdown = report_markdown(table, summary)
@@ -637,16 +655,54 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- disk
+
+
+def add_clean(sub) -> None:
+    p = sub.add_parser(
+        "clean", help="list (or remove) what no run will use again: superseded work dirs, "
+        "temporary files of killed writers; with their sizes",
+        description="A work dir whose run changed is moved aside to "
+        "<run>.superseded-<identity>-<time>; `internseg train` keeps the newest "
+        "(--keep-superseded, default 1). This lists every one under --work-root with its size "
+        "and age, and the temporary files of writers that are no longer running; --remove "
+        "deletes them. A run being trained is skipped.")
+    p.add_argument("--work-root", type=Path, default=Path("work"),
+                   help="where the work dirs are (default: work)")
+    p.add_argument("--remove", action="store_true", help="delete what is listed")
+    p.add_argument("--keep", type=int_at_least(0), default=0, metavar="N",
+                   help="leave the newest N superseded work dirs of each run (default 0)")
+    p.add_argument("--older-than", type=argtypes.positive_float, metavar="DAYS",
+                   help="only superseded work dirs older than DAYS")
+    p.set_defaults(func=cmd_clean)
+
+
+def cmd_clean(args) -> int:
+    from .engine.disk import clean
+
+    if not args.work_root.is_dir():
+        raise InputError(f"--work-root {args.work_root}: no such folder")
+    clean(args.work_root, remove=args.remove, keep=args.keep, older_than=args.older_than)
+    return 0
+
+
 # ---------------------------------------------------------------- the command
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
                add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
-               add_make_demo_released, add_aggregate)
+               add_make_demo_released, add_aggregate, add_clean)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line, like every other bad input (the usage is ``-h``)."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (usage: {self.prog} -h)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="internseg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="internseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:

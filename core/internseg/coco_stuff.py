@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
@@ -36,7 +35,7 @@ from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
-from .io import hash_file, read_sidecar, write_json, write_sidecar
+from .io import hash_file, read_json, read_sidecar, write_json, write_sidecar
 
 log = logging.getLogger("internseg")
 
@@ -54,6 +53,9 @@ IGNORE_INDEX = 255
 MANIFEST_VERSION = 1
 PARTIAL_PREFIX = f".{TOP}.partial-"
 MARKER = "sources.json"  # in a partial folder: the sha256s of the zips it was extracted from
+# The same, inside the tree (renamed into place with it): what it was prepared from when the
+# manifest is gone, as the workflow deletes it (its rule's output) before preparing again.
+SOURCE_RECORD = ".internseg-sources.json"
 RAW = "raw"  # in a partial folder: the extracted raw maps
 
 
@@ -424,9 +426,9 @@ def _resumable(data_root: Path, digests: dict[str, str]) -> Path | None:
     """A partial folder whose extraction finished from these very zips, if any."""
     for partial in sorted(data_root.glob(f"{PARTIAL_PREFIX}*")):
         try:
-            marker = json.loads((partial / MARKER).read_text())
-        except (OSError, ValueError):
-            continue
+            marker = read_json(partial / MARKER, "extraction marker")
+        except InputError:
+            continue  # not finished: removed with the other partial folders
         if marker == digests and (partial / TOP).is_dir() and (partial / RAW).is_dir():
             return partial
     return None
@@ -495,10 +497,10 @@ def build_manifest(root: Path, sources: dict[str, dict], facts: TreeFacts,
 def _our_manifest(path: Path, root: Path) -> dict | None:
     """The manifest at ``path`` if this module wrote it for ``root``."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+        manifest = read_json(path, f"{DATASET} manifest")
+    except InputError:
         return None
-    if (isinstance(manifest, dict) and manifest.get("valid") is True
+    if (manifest.get("valid") is True
             and manifest.get("dataset") == DATASET
             and manifest.get("manifest_version") == MANIFEST_VERSION
             and manifest.get("root") == str(root)):
@@ -520,6 +522,15 @@ def _listing_matches(manifest: dict, root: Path, train_count: int, val_count: in
             if stems_sha256(listed) != manifest.get(f"{key}_stems_sha256"):
                 return False
     return True
+
+
+def _tree_digests(target: Path) -> dict[str, str] | None:
+    """The zips' sha256s the tree at ``target`` was prepared from (its source record), or
+    None: not a tree of ours, or one prepared before trees carried the record."""
+    try:
+        return read_json(target / SOURCE_RECORD, "source record")
+    except InputError:
+        return None
 
 
 def _recorded_digests(manifest: dict) -> dict[str, str | None]:
@@ -566,10 +577,19 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
         digests = _digests(checked)
         manifest = _our_manifest(manifest_path, target)
         exists = os.path.lexists(target)
-        stale = manifest is not None and _recorded_digests(manifest) != digests
-        if exists and manifest is None:
+        recorded = _recorded_digests(manifest) if manifest else _tree_digests(target)
+        stale = recorded is not None and recorded != digests
+        if exists and recorded is None:
             raise DatasetError(f"{target} exists but no {DATASET} manifest of ours vouches for "
                                f"it ({manifest_path}); move it away to prepare from the zips")
+        if exists and not stale and manifest is None:
+            # prepared from these zips, its manifest deleted: validated where it is
+            report(f"{target}: prepared from these zips but without its manifest "
+                   f"{manifest_path}; validating it in place")
+            facts = validate_tree(target, workers=workers, **checks)
+            manifest = build_manifest(target, checked, facts, None)
+            write_json(manifest_path, manifest)
+            return Prepared(manifest, "validated-in-place")
         if exists and not stale:
             if _listing_matches(manifest, target, train_count, val_count):
                 remove_partials(data_root, PARTIAL_PREFIX)
@@ -588,6 +608,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
                    "preparing it again")
 
         partial, facts, conversion, resumed = _build(paths, digests, data_root, checks, workers)
+        write_json(partial / TOP / SOURCE_RECORD, digests)
         try:
             if exists:
                 # The stale manifest goes first: a run killed during the swap leaves no

@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmengine.config import Config
 
 from .datasets import Dataset, dataset_of_type, get_dataset
-from .errors import InputError, MissingFileError
+from .errors import InputError, MissingFileError, ModelArgumentError
 from .trunks import Trunk, get_trunk
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
@@ -155,12 +157,13 @@ def check_fits_trunk(cfg: Config, source: Path | str = "config") -> None:
     """Blocks a head reads must exist in the trunk: known before the model is built."""
     trunk = trunk_of(cfg, source)
     backbone = cfg.model.backbone
+    key = "interaction_indexes" if "interaction_indexes" in backbone else "out_indices"
     blocks = ([b for r in backbone.interaction_indexes for b in r]
-              if "interaction_indexes" in backbone else backbone.out_indices)
+              if key == "interaction_indexes" else backbone.out_indices)
     bad = [i for i in blocks if not 0 <= i < trunk.depth]
     if bad:
-        raise InputError(f"{source}: blocks {bad} outside trunk {trunk.name}'s "
-                         f"0..{trunk.depth - 1}")
+        raise InputError(f"{source}: model.backbone.{key}: blocks {bad} outside trunk "
+                         f"{trunk.name}'s 0..{trunk.depth - 1}")
 
 
 # Backbone arguments a registered trunk fixes: a config chooses another trunk instead.
@@ -300,6 +303,33 @@ def move_to_dataset(cfg: Config, dataset: Dataset) -> Config:
         if cfg.model.get(name):
             cfg.model[name].num_classes = dataset.num_classes
     return cfg
+
+
+def _section_of(node, owner: str, at: str) -> str | None:
+    """The dotted path of the section of ``node`` whose ``type`` is ``owner``."""
+    if isinstance(node, dict):
+        if node.get("type") == owner:
+            return at
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        return None
+    return next((found for key, value in items
+                 if (found := _section_of(value, owner, f"{at}.{key}"))), None)
+
+
+@contextmanager
+def building_model(cfg: Config, source) -> Iterator[None]:
+    """Build the model of ``cfg`` inside this: an argument one of our model classes cannot be
+    built with (:class:`ModelArgumentError`, e.g. adapter heads that do not divide the
+    trunk's width) is one line naming the config and the key path,
+    ``model.backbone.deform_num_heads``; it is known only when the class builds."""
+    try:
+        yield
+    except ModelArgumentError as err:
+        section = _section_of(cfg.model.to_dict(), err.owner, "model") or f"model ({err.owner})"
+        raise InputError(f"{source}: {section}.{err.argument}: {err.problem}") from None
 
 
 def sync_bn_to_bn(obj):

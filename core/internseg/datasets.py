@@ -11,6 +11,10 @@ the later steps trust (:mod:`internseg.ade20k`, :mod:`internseg.coco_stuff`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .io import read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ def register_dataset(dataset: Dataset) -> Dataset:
 
 
 def get_dataset(name: str) -> Dataset:
-    from .errors import InputError
-
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
@@ -60,8 +62,6 @@ def get_dataset(name: str) -> Dataset:
 
 def dataset_of_type(mmseg_type: str) -> Dataset:
     """The registered dataset a config's dataloader class is."""
-    from .errors import InputError
-
     found = [d for d in DATASETS.values() if d.mmseg_type == mmseg_type]
     if not found:
         raise InputError(f"dataset class {mmseg_type!r} is not a registered dataset's "
@@ -82,3 +82,60 @@ register_dataset(Dataset(
     num_classes=171, reduce_zero_label=False, tree="coco_stuff164k",
     train=("images/train2017", "annotations/train2017"),
     val=("images/val2017", "annotations/val2017"), train_count=118287, val_count=5000))
+
+
+# ---------------------------------------------------------------- a prepared tree, as given
+
+MANIFEST_NAMES = ("manifest.json", "{tree}.manifest.json")  # the workflow's, prepare's default
+
+
+def check_data_root(cfg, loaders: tuple[str, ...], given: bool) -> None:
+    """The folders the ``loaders`` read exist, before anything is built: a missing or
+    unprepared data root is one line naming it and the folder it lacks, not an error from
+    deep inside the Runner once the model is built (minutes for 6B)."""
+    for name in loaders:
+        dataset = cfg[name].dataset
+        root = Path(dataset.data_root)
+        what = "--data-root" if given else f"{name}.dataset.data_root (no --data-root given)"
+        if not root.is_dir():
+            raise InputError(f"{what} {root}: no such folder")
+        missing = [p for p in dataset.data_prefix.values() if not (root / p).is_dir()]
+        if missing:
+            raise InputError(f"{what} {root}: no {' or '.join(missing)} folder: not a "
+                             f"prepared {dataset.type} tree (internseg prepare-*)")
+
+
+def manifest_beside(data_root) -> dict | None:
+    """The valid manifest that ``prepare-*`` wrote for the tree at ``data_root``, if it sits
+    beside the tree (the workflow's ``manifest.json``, or prepare's default name)."""
+    root = Path(data_root)
+    for name in MANIFEST_NAMES:
+        path = root.parent / name.format(tree=root.name)
+        if path.is_file():
+            manifest = read_json(path, "dataset manifest")
+            if manifest.get("valid") is True and (
+                    Path(str(manifest.get("root"))).resolve() == root.resolve()):
+                return manifest | {"path": str(path)}
+    return None
+
+
+def check_split_images(split, dataset) -> None:
+    """Every stem of a split file is a training image of the tree, before iteration 1 (mmseg
+    would fail on the first batch that holds a missing one, hours in): checked against the
+    tree's manifest when it sits beside the tree, else against the image folder."""
+    root = Path(dataset.data_root)
+    manifest = manifest_beside(root)
+    if manifest is not None and isinstance(manifest.get("train_stems"), list):
+        known, source = set(manifest["train_stems"]), f"its manifest {manifest['path']}"
+    else:
+        folder = root / dataset.data_prefix["img_path"]
+        known, source = {p.stem for p in folder.iterdir()}, str(folder)
+    lines = read_text(split, "split").splitlines()
+    if not lines:
+        raise InputError(f"--split {split}: empty; it names no training image")
+    bad = [(n, line) for n, line in enumerate(lines, 1) if line.strip() not in known]
+    if bad:
+        shown = ", ".join(f"line {n} {line.strip()!r}" for n, line in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise InputError(f"--split {split}: {len(bad)} of {len(lines)} lines are not training "
+                         f"images of {root} (per {source}): {shown}{more}")

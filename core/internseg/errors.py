@@ -22,3 +22,14 @@ class InputError(ValueError):
 
 class MissingFileError(InputError, FileNotFoundError):
     """A file the user named (or the workflow should have made) is not there."""
+
+
+class ModelArgumentError(InputError):
+    """An argument a registered model class cannot be built with (known only to the class,
+    such as heads that must divide a width). ``owner`` is the class's registered name and
+    ``argument`` its constructor's: whoever built it from a config names the key path
+    (:func:`internseg.config.building_model`)."""
+
+    def __init__(self, owner: str, argument: str, problem: str):
+        super().__init__(f"{owner}: {argument}: {problem}")
+        self.owner, self.argument, self.problem = owner, argument, problem

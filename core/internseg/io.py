@@ -1,24 +1,156 @@
-"""Atomic file output: a reader never sees a half-written file, a killed writer leaves none."""
+"""Files in and out. Out: atomic, so that a reader never sees a half-written file and a killed
+writer leaves only a temporary file that names its writer. In: one reader per format, so that
+a file that is not what we expect is one line naming the file, the line and what was expected.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import InputError, MissingFileError
+
+# ---------------------------------------------------------------- reading
+
+
+def _expected(expect) -> str:
+    return {dict: "a JSON object", list: "a JSON list"}.get(expect, expect.__name__)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A text file we read; a missing, unreadable or non-UTF-8 one names the file."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: {what} is a directory, expected a file") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: {what} is not UTF-8 text (byte {err.start})") from None
+
+
+def _parse_json(text: str, path: Path, what: str, expect, line: int | None = None):
+    """``text`` of ``path`` (line ``line`` of it, for JSON lines) as JSON of type ``expect``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{(line or 1) + err.lineno - 1}:{err.colno}: {what} is not "
+                         f"valid JSON ({err.msg})") from None
+    if expect is not None and not isinstance(value, expect):
+        where = f"{path}:{line}" if line else str(path)
+        raise InputError(f"{where}: {what} must be {_expected(expect)}, "
+                         f"found {type(value).__name__}")
+    return value
+
+
+def read_json(path: str | Path, what: str, expect: type | None = dict):
+    """The JSON value of ``path``, which must be of type ``expect`` (None: any); a missing,
+    unreadable or malformed file, or a value of another type, is an :class:`InputError`
+    naming the file (and line and column), what it should hold and what was expected."""
+    path = Path(path)
+    return _parse_json(read_text(path, what), path, what, expect)
+
+
+def read_jsonl(path: str | Path, what: str, expect: type | None = dict) -> list:
+    """One JSON value per line (blank lines skipped); a broken line is named by its own number
+    in the file, not by the parser's line 1 of that line."""
+    path = Path(path)
+    return [_parse_json(line, path, what, expect, number)
+            for number, line in enumerate(read_text(path, what).splitlines(), 1)
+            if line.strip()]
+
+
+def json_field(record: dict, key: str, path: str | Path, expect: type | tuple = int):
+    """``record[key]``, which must be there and of type ``expect`` (bool is not an int)."""
+    value = record.get(key)
+    wanted = expect if isinstance(expect, tuple) else (expect,)
+    if value is None or (isinstance(value, bool) and bool not in wanted) or not isinstance(
+            value, wanted):
+        names = " or ".join(t.__name__ for t in wanted)
+        found = "missing" if key not in record else f"{value!r}"
+        raise InputError(f"{path}: key '{key}' must be {names}, found {found}")
+    return value
+
+
+def read_yaml(path: str | Path, what: str, expect: type | None = dict):
+    """A YAML file read safely, refusing a key given twice in one mapping (PyYAML keeps the
+    last one silently); errors name file, line and column."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # a complex key: SafeLoader's own checks apply
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    path = Path(path)
+    try:
+        value = yaml.load(read_text(path, what), Loader=UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        at, opened = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+        where = f"{path}:{at.line + 1}:{at.column + 1}" if at else str(path)
+        context = f" ({err.context} at line {opened.line + 1})" if opened else (
+            f" ({err.context})" if getattr(err, "context", None) else "")
+        raise InputError(f"{where}: {getattr(err, 'problem', None) or err}{context}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise InputError(f"{path}: {what} must be a mapping, found {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------- writing
+
+# A temporary file is `.<name>.tmp.<pid>@<host>.<random><suffix>`: the writer it belongs to
+# can be told alive or dead (`stale_temp_files`), so that what a killed writer left is removed
+# and a live writer's file is not.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?"
+                       r"[a-z0-9_]{8}")
+
+
+def temp_prefix(name: str) -> str:
+    return f".{name}.tmp.{os.getpid()}@{_HOST}."
+
+
+def refuse_directory(path: str | Path, what: str = "output") -> Path:
+    """``path`` names a file to write; an existing directory there is an input error (found
+    before the work, not at the final rename)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory; give the file to write, "
+                         f"e.g. {path / 'metrics.json'}")
+    return path
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it into place only on success."""
-    path = Path(path)
+    """Yield a temporary path next to ``path``; rename it into place only on success. A full
+    disk while writing it names ``path`` (a write error carries no file name)."""
+    path = refuse_directory(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the suffix: some writers (mmengine Config.dump) pick the format from it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=path.suffix,
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp creates 0600; the finished file should get the usual umask-derived mode
@@ -28,15 +160,64 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, str(tmp)):
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def stale_temp_files(folder: str | Path, *, name: str | None = None,
+                     no_live_writer: bool = False) -> list[Path]:
+    """Temporary files of :func:`atomic_path` in ``folder`` (of the output ``name`` only, if
+    given) whose writer is dead: its pid, on this host, is not running. ``no_live_writer``:
+    the caller holds the lock every writer of this folder takes (a work dir), so every
+    temporary file there is a dead writer's, those of other hosts and of older versions (no
+    pid in the name) included."""
+    found = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if not match or not entry.is_file() or name not in (None, match["name"]):
+            continue
+        pid, host = match["pid"], match["host"]
+        if no_live_writer or (pid and host == _HOST and not writer_alive(int(pid))):
+            found.append(entry)
+    return sorted(found)
+
+
+def remove_stale_temp_files(folder: str | Path, *, name: str | None = None,
+                            no_live_writer: bool = False) -> list[Path]:
+    """Delete :func:`stale_temp_files`, saying so; returns what was deleted."""
+    stale = stale_temp_files(folder, name=name, no_live_writer=no_live_writer)
+    for path in stale:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:  # another cleaner was first
+            continue
+        logging.getLogger("internseg").warning(
+            "removed %s (%d bytes), left by a writer that was killed", path, size)
+    return stale
 
 
 def check_writable(folder: str | Path, what: str) -> Path:
     """Create ``folder`` if needed and make sure a file can be written in it, so that a
     read-only work, output or cache folder fails at the start, not after hours of work."""
-    from .errors import InputError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -46,6 +227,15 @@ def check_writable(folder: str | Path, what: str) -> Path:
     except OSError as err:
         raise InputError(f"{what} {folder}: not writable ({err.strerror or err})") from None
     return folder
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """An output file named on the command line: not a directory, in a writable folder. What
+    killed writers of this output left there is removed."""
+    path = refuse_directory(path, what)
+    check_writable(path.parent, f"{what} folder")
+    remove_stale_temp_files(path.parent, name=path.name)
+    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -62,7 +252,10 @@ def save_torch(path: str | Path, obj) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        # through a Python file: a full disk is then an OSError with its errno, where
+        # torch.save(path) reports a RuntimeError about stream positions
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
     return Path(path)
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-
 from .config import CONFIG_ROOT
 from .datasets import DATASETS
 from .errors import InputError
+from .io import read_yaml
 from .trunks import TRUNKS
 
 METAFILE = CONFIG_ROOT / "metafile.yaml"
@@ -138,13 +137,13 @@ def records() -> dict[tuple[str, str, str], Record]:
     from .registry import config_files
 
     experiments = {p.stem for p in config_files("paper")}
-    return parse_records(yaml.safe_load(METAFILE.read_text()), METAFILE, experiments)
+    return parse_records(read_yaml(METAFILE, "records"), METAFILE, experiments)
 
 
 @cache
 def table15_printed() -> dict[str, dict[str, float]]:
     """Table 15's derived columns as printed, by trunk."""
-    return yaml.safe_load(METAFILE.read_text())["table15_printed"]["rows"]
+    return read_yaml(METAFILE, "records")["table15_printed"]["rows"]
 
 
 def of_record(trunk: str) -> str:

@@ -14,6 +14,7 @@ reached through ``getattr``), is stored as plain tensors (:class:`PlainMessageHu
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,23 @@ def unsafe_globals(path: str | Path) -> list[str]:
         return []
 
 
+REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_local(path: str | Path, what: str = "checkpoint") -> Path:
+    """A checkpoint given by address (``https://``, ``s3://``) is refused with what to do:
+    nothing is downloaded unverified. (``Path`` would fold ``https://x`` into ``https:/x``
+    and call it missing.)"""
+    if REMOTE.match(str(path)):
+        raise remote_refused(path, what)
+    return Path(path)
+
+
+def remote_refused(path, what: str = "checkpoint") -> CheckpointError:
+    return CheckpointError(f"{what} {path}: only local checkpoint files are loaded; fetch it "
+                           "with `internseg fetch` (which verifies it) and pass the path")
+
+
 def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
     """``torch.load(path, weights_only=True)``; any failure is a :class:`CheckpointError`
     naming the file: refused (the pickle wants to build objects or call functions, named in
@@ -51,7 +69,7 @@ def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
     mapped and are read."""
     import torch
 
-    path = Path(path)
+    path = check_local(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -103,8 +121,7 @@ def load_from_local_weights_only(filename, map_location=None):
 
 
 def load_from_remote_refused(filename, map_location=None):
-    raise CheckpointError(f"{filename}: only local checkpoint files are loaded; fetch it "
-                          "with `internseg fetch` (which verifies it) and pass the path")
+    raise remote_refused(filename)
 
 
 def install() -> None:

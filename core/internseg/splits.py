@@ -8,7 +8,6 @@ read back from a log here.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import warnings
@@ -18,7 +17,7 @@ from typing import NamedTuple
 
 from .datasets import DATASETS
 from .errors import InputError
-from .io import read_sidecar, sha256_file, sidecar_path, write_sidecar, write_text
+from .io import read_json, read_sidecar, sha256_file, sidecar_path, write_sidecar, write_text
 
 # the published logs' runs drew from ADE20K's training images
 TOTAL_TRAIN = DATASETS["ade20k"].train_count
@@ -119,13 +118,8 @@ def read_split(path: str | Path) -> list[str]:
 
 def load_train_stems(manifest_path: str | Path) -> list[str]:
     """``train_stems`` of a manifest written by a dataset preparation (only a valid one)."""
-    try:
-        manifest = json.loads(Path(manifest_path).read_text())
-    except OSError as err:
-        raise SplitError(f"{manifest_path}: cannot read manifest ({err.strerror})") from None
-    except ValueError as err:
-        raise SplitError(f"{manifest_path}: not JSON ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("valid") is not True:
+    manifest = read_json(manifest_path, "dataset manifest")
+    if manifest.get("valid") is not True:
         raise SplitError(f"{manifest_path}: not a valid dataset manifest (no 'valid: true')")
     stems = manifest.get("train_stems")
     if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):

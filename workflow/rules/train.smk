@@ -1,5 +1,8 @@
 # Stage 4: training. Checkpoints live in the work dir, which is not an output (Snakemake
-# deletes the outputs of failed jobs); --auto-resume picks them up on a retry.
+# deletes the outputs of failed jobs); --auto-resume picks them up on a retry. The trainer's
+# own log, train.log, is not a `log:` either (Snakemake deletes those when a job starts, a
+# second job on a running run included): the trainer appends to it once it holds the work
+# dir; train.launch.log holds what came before (the launch, a refusal).
 
 
 rule train:
@@ -18,7 +21,7 @@ rule train:
         scalars=f"{RUNS_DIR}/{{run}}/scalars.jsonl",
         provenance=f"{RUNS_DIR}/{{run}}/provenance.json",
     log:
-        f"{RUNS_DIR}/{{run}}/train.log",
+        f"{RUNS_DIR}/{{run}}/train.launch.log",
     conda:
         ENV
     threads: lookup(dpath=f"presets/{PRESET}/train/threads", within=config)
@@ -28,6 +31,7 @@ rule train:
     params:
         config=run_config,
         work_dir=f"work/{PRESET}/{{run}}",
+        train_log=f"{RUNS_DIR}/{{run}}/train.log",
         data_root=lambda wildcards: data_tree(run_of(wildcards).dataset),
         options=run_options,
         drift=drift_options,
@@ -39,6 +43,7 @@ rule train:
         ),
     shell:
         "internseg train {params.config} {params.options} --work-dir {params.work_dir}"
+        " --log {params.train_log}"
         " --auto-resume --data-root {params.data_root} --split {input.split}"
         " --seed-record {input.record} {params.seed}"
         " --pretrained {input.weights} {params.deterministic} {params.drift}"

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import apply_run_options, load_config
+from ..config import apply_run_options, building_model, load_config
+from ..datasets import check_data_root, manifest_beside
 from ..env import versions
+from ..errors import InputError
 from ..io import write_json
-from ..models.pretrained import CheckpointError, checkpoint_filter, load_checkpoint_file
+from ..models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
+                                load_checkpoint_file, released_name)
+from ..safe_load import check_local
 from .segmentor import is_trunk_key
 
 log = logging.getLogger("internseg")
 
-def load_segmentor_weights(model, path: str | Path) -> None:
-    """Load our final checkpoints and the released ones, full or head-only.
+def load_segmentor_weights(model, path: str | Path) -> bool:
+    """Load our final checkpoints and the released ones, full or head-only; returns whether
+    the file held the trunk.
 
     A checkpoint without trunk weights (frozen-trunk runs) relies on the trunk's pretrained
     file, loaded by ``init_weights``; anything else missing is an error.
@@ -25,6 +30,7 @@ def load_segmentor_weights(model, path: str | Path) -> None:
         # its predictions would be one class everywhere: an mIoU near 0 that looks measured
         raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or inf, e.g. "
                               f"{', '.join(broken[:3])}")
+    check_fits(state, model.state_dict(), path, released_name)
     has_trunk = any(is_trunk_key(model, k) for k in state)
     if not has_trunk:
         if not getattr(model.backbone, "pretrained", None):
@@ -39,6 +45,21 @@ def load_segmentor_weights(model, path: str | Path) -> None:
                               f"({len(result.unexpected_keys)})")
     log.info("loaded %s (%d tensors%s)", path, len(state),
              "" if has_trunk else "; trunk from its pretrained file")
+    return has_trunk
+
+
+def check_image_count(found: int, dataset) -> None:
+    """An evaluation covers the whole validation split its tree's manifest lists: one on
+    fewer images (a folder emptied by hand, a tree being replaced) is a number of another
+    test set."""
+    manifest = manifest_beside(dataset.data_root)
+    if manifest is None:
+        return
+    expected = manifest.get("val_count")
+    if found != expected:
+        raise InputError(f"{dataset.data_root}: {found} validation images to evaluate, but "
+                         f"its manifest {manifest['path']} lists {expected}: the tree changed "
+                         "since it was prepared; prepare it again")
 
 
 def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = None,
@@ -50,12 +71,21 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     from ..results.table import check_metrics
     from .metrics import PerClassIoUMetric
 
+    check_local(checkpoint)
+    if pretrained:
+        check_local(pretrained, "--pretrained")
     cfg = load_config(config, cfg_options, trunk=trunk, dataset=dataset)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
+    check_data_root(cfg, ("test_dataloader",), given=bool(data_root))
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
-    runner = Runner.from_cfg(cfg)
-    load_segmentor_weights(runner.model, checkpoint)
+    with building_model(cfg, config):
+        runner = Runner.from_cfg(cfg)
+    check_image_count(len(runner.test_loop.dataloader.dataset), cfg.test_dataloader.dataset)
+    if load_segmentor_weights(runner.model, checkpoint) and pretrained:
+        log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
+                    "of a trained-trunk run is its own, not the pretrained file's)",
+                    pretrained, checkpoint)
     summary_metrics = runner.test()
 
     metric = next(m for m in runner.test_evaluator.metrics

@@ -28,7 +28,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ..errors import InputError, MissingFileError
-from ..io import hash_file, recorded_sha256, write_json
+from ..io import hash_file, read_json, recorded_sha256, write_json
 from ..splits import checked_sha256
 
 log = logging.getLogger("internseg")
@@ -104,10 +104,7 @@ def read_identity(work_dir: str | Path) -> dict | None:
     path = Path(work_dir) / IDENTITY_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
+    return read_json(path, "run identity")
 
 
 def holds_a_run(work_dir: Path) -> bool:

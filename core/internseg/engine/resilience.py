@@ -60,8 +60,12 @@ def latest_valid_checkpoint(work_dir: str | Path) -> Path | None:
     for _, path in sorted(found, reverse=True):
         try:
             verify_checkpoint(path)
-        except UnsafeCheckpointError:
-            raise
+        except UnsafeCheckpointError as err:
+            # every retry would stop here again: say what clears it
+            raise UnsafeCheckpointError(
+                f"{err}. Auto-resume does not skip a refused file: move {path} out of "
+                f"{path.parent} (or delete it) to resume from the checkpoint before it"
+            ) from None
         except CheckpointError as err:
             log.warning("%s; falling back to an earlier checkpoint", err)
             continue
@@ -178,6 +182,10 @@ def checkpoint_now(runner) -> str:
     # CheckpointHook records what it saved; every rank sees the same record, whereas a
     # look at the file system could differ between ranks and split a collective save
     if runner.message_hub.get_info("last_ckpt") != path:
+        # counted among CheckpointHook's kept checkpoints (max_keep_ckpts), so that the
+        # resumed run rotates it out like theirs instead of leaving it on disk for good
+        kept = runner.message_hub.get_info("keep_ckpt_ids") or []
+        runner.message_hub.update_info("keep_ckpt_ids", [*kept, runner.iter + 1])
         runner.save_checkpoint(runner.work_dir, name, save_optimizer=True,
                                save_param_scheduler=True, by_epoch=False)
         runner.message_hub.update_info("last_ckpt", path)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +16,15 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import FlexibleRunner
 
-from ..config import apply_run_options, load_config
+from ..config import apply_run_options, building_model, load_config
+from ..datasets import check_data_root, check_split_images
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..io import atomic_path, check_writable, save_torch, write_json
-from ..safe_load import verify_checkpoint
+from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
+from ..safe_load import check_local, verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .hooks import refuse_if_stopped
+from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
 from .segmentor import trainable_state
@@ -33,6 +38,8 @@ class TrainOptions:
     trunk: str | None = None
     dataset: str | None = None
     work_dir: str | None = None
+    log: str | None = None
+    keep_superseded: int | None = None
     load_from: str | None = None
     resume_from: str | None = None
     auto_resume: bool = False
@@ -164,17 +171,43 @@ def export_scalars(work_dir: Path, out: Path) -> None:
                 dst.write(part.read_text())
 
 
+def append_output_to(path: str | Path, what: str) -> None:
+    """From here on, everything this process prints (logging, mmengine's log, warnings, an
+    error) is appended to ``path``. Called once the work dir is ours: a trainer that the
+    work-dir lock refuses never opens the log, so it cannot truncate the one of the trainer
+    that holds it (a shell's ``> log`` would, before the trainer even starts). Each start
+    writes a header, so the log of a resubmitted run keeps every attempt."""
+    log.info("output continues in %s", path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"==== {stamp} pid {os.getpid()} on {socket.gethostname()}: {what} "
+                 "====\n".encode())
+    os.dup2(fd, sys.stdout.fileno())
+    os.dup2(fd, sys.stderr.fileno())
+    os.close(fd)
+
+
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
     cfg = build_train_config(opts, with_start=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
-    check_writable(cfg.work_dir, "work dir")
-    for what, out in (("--final-checkpoint", opts.final_checkpoint),
+    # what the command names is checked before anything is built (minutes for 6B) or trained
+    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
+                       ("--pretrained", opts.pretrained)):
+        if path:
+            check_local(path, what)
+    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
+    if opts.split:
+        check_split_images(opts.split, cfg.train_dataloader.dataset)
+    for what, out in (("--log", opts.log), ("--final-checkpoint", opts.final_checkpoint),
                       ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
                       ("--provenance-out", opts.provenance_out)):
         if out:
-            check_writable(Path(out).parent, f"{what} folder")
+            check_output_file(out, what)
+    check_writable(cfg.work_dir, "work dir")
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)
@@ -182,19 +215,33 @@ def run_training(opts: TrainOptions):
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="RunIdentityHook", digest=identity["digest"])]
     leader = process_rank(opts.launcher, os.environ) == 0
     with work_dir_lock(cfg.work_dir) if leader else nullcontext():
+        if leader and opts.log:
+            append_output_to(opts.log, f"internseg train {opts.config}, work dir "
+                             f"{cfg.work_dir}, run {identity['digest'][:12]}")
         if leader:
             settle_work_dir(cfg.work_dir, identity, keep=bool(opts.resume_from))
+            tidy_at_start(cfg.work_dir, KEEP_SUPERSEDED if opts.keep_superseded is None
+                          else opts.keep_superseded)
         else:
             wait_for_identity(cfg.work_dir, identity["digest"])
-        if opts.stop_on_drift:
-            refuse_if_stopped(cfg.work_dir)
-        choose_start(cfg, opts)
-        # a "strategy" in the config (trained-trunk runs on several GPUs) selects sharding
-        runner = (FlexibleRunner if cfg.get("strategy") else InternSegRunner).from_cfg(cfg)
-        runner.train()
-        state = trainable_state(runner)
-        if runner.rank == 0:
-            write_outputs(runner, cfg, opts, state, identity)
+        try:
+            if opts.stop_on_drift:
+                refuse_if_stopped(cfg.work_dir)
+            choose_start(cfg, opts)
+            # a "strategy" in the config (trained-trunk runs on several GPUs) selects
+            # sharding, whose Runner builds the model in train()
+            with building_model(cfg, opts.config):
+                runner = (FlexibleRunner if cfg.get("strategy") else
+                          InternSegRunner).from_cfg(cfg)
+                runner.train()
+            state = trainable_state(runner)
+            if runner.rank == 0:
+                write_outputs(runner, cfg, opts, state, identity)
+        finally:
+            if leader:  # finished, stopped or failed: what stays on disk is said
+                log.info(disk_report(cfg.work_dir, [
+                    out for out in (opts.final_checkpoint, opts.scalars_out, opts.config_out,
+                                    opts.provenance_out, opts.log) if out]))
     return runner
 
 

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmseg.registry import MODELS
 
+from ..errors import ModelArgumentError
 from .deform_attn import MSDeformAttn
 from .intern_vit import InternViT6B
 from .precision import widened
@@ -165,8 +166,9 @@ class InternViTAdapter(InternViT6B):
                  use_extra_extractor: bool = True, use_final_norm: bool = True,
                  out_indices=(0, 1, 2, 3), freeze_trunk: bool = True, **kwargs):
         if tuple(out_indices) != (0, 1, 2, 3):
-            raise ValueError(f"InternViTAdapter returns its four maps: out_indices must be "
-                             f"(0, 1, 2, 3), got {out_indices}")
+            raise ModelArgumentError("InternViTAdapter", "out_indices",
+                                     f"the adapter returns its four maps: must be (0, 1, 2, 3), "
+                                     f"got {out_indices}")
         self.adapter_built = False
         super().__init__(out_indices=(0,), freeze_trunk=freeze_trunk, **kwargs)
         self.out_indices = tuple(out_indices)
@@ -174,8 +176,15 @@ class InternViTAdapter(InternViT6B):
         flat = [b for r in ranges for b in (r[0], r[-1])]
         if len(ranges) != 4 or any(r[0] > r[-1] for r in ranges) or flat != sorted(flat) or (
                 not 0 <= flat[0] <= flat[-1] < self.depth):
-            raise ValueError(f"interaction_indexes {interaction_indexes}: four ascending "
-                             f"[first, last] ranges within blocks 0..{self.depth - 1}")
+            raise ModelArgumentError("InternViTAdapter", "interaction_indexes",
+                                     f"{interaction_indexes}: must be four ascending [first, "
+                                     f"last] ranges within blocks 0..{self.depth - 1}")
+        value_width = int(self.embed_dim * deform_ratio)
+        if value_width % deform_num_heads:
+            raise ModelArgumentError("InternViTAdapter", "deform_num_heads",
+                                     f"{deform_num_heads} heads do not divide the deformable "
+                                     f"attention's value width {value_width} (embed_dim "
+                                     f"{self.embed_dim} x deform_ratio {deform_ratio})")
         self.interaction_indexes = ranges
         self.init_values = init_values
         self.num_run_blocks = ranges[-1][-1] + 1

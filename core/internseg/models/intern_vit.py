@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from mmseg.registry import MODELS
 
 from .precision import CastConv2d, CastLinear, parse_dtype, widened
+from ..errors import ModelArgumentError
 from ..trunks import get_trunk
 from .pretrained import load_pretrained_backbone, resize_pos_embed
 
@@ -204,7 +205,8 @@ class InternViT6B(BaseModule):
         self.trunk = trunk
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
-            raise ValueError(f"out_indices {bad} outside 0..{depth - 1}")
+            raise ModelArgumentError(type(self).__name__, "out_indices",
+                                     f"{bad} outside blocks 0..{depth - 1}")
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth

@@ -39,6 +39,35 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def kind_problem(value: torch.Tensor, want: torch.Tensor) -> str | None:
+    """Why ``value`` cannot be copied into ``want`` as the same kind of number, or None:
+    ``load_state_dict`` would copy a complex tensor into real weights dropping its imaginary
+    part, and int8 codes (a quantized file) into floats as if they were weights."""
+    if value.is_complex() or value.is_floating_point() != want.is_floating_point():
+        return f"{value.dtype}, the model holds {want.dtype}"
+    return None
+
+
+def check_fits(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path,
+               original=lambda key: key) -> None:
+    """Every tensor of ``state`` the model has fits it: same shape, same kind of number.
+    Refused otherwise, naming the file and the keys (``original``: the key in the file's own
+    layout, where it differs from ours), before anything is copied."""
+    wrong = []
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None:
+            continue  # reported as unexpected by the caller
+        problem = (f"shape {tuple(value.shape)}, the model's {tuple(want.shape)}"
+                   if value.shape != want.shape else kind_problem(value, want))
+        if problem:
+            name = key if original(key) == key else f"{key} ({original(key)} in the file)"
+            wrong.append(f"{name}: {problem}")
+    if wrong:
+        more = f"; and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise CheckpointError(f"{path} does not fit the config: {'; '.join(wrong[:3])}{more}")
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int],
                      new_grid: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of a (1, 1 + H*W, C) position embedding, the cls slot kept as is:
@@ -65,9 +94,8 @@ def checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module,
       V1-0's 48 of which its ablations use 45), as the fork's non-strict load leaves them;
     - the position grid and a patch kernel of another size are resized bicubic (the adapter's
       patch 16 on the 14-patch file; 16x16 -> 36x36 at 504 px), as the fork loads them.
-    Any other key is kept as it is, for ``load_state_dict`` to report; a tensor whose shape
-    cannot be adapted raises :class:`CheckpointError` naming ``source``. (mmengine's
-    ``revise_keys`` only renames, inside its own non-strict loader.)
+    Any other key or shape is kept as it is, for :func:`check_fits` and ``load_state_dict``
+    to report. (mmengine's ``revise_keys`` only renames, inside its own non-strict loader.)
     """
     prefix, trunk = ("backbone.", model.backbone) if hasattr(model, "backbone") else ("", model)
     depth, file_depth = trunk.depth, getattr(trunk, "pretrained_depth", None)
@@ -101,8 +129,15 @@ def _fitted(key: str, value: torch.Tensor, want: torch.Size, source: str) -> tor
             raise CheckpointError(
                 f"{source}: pos_embed {tuple(value.shape)} is not a square grid + cls token")
         return resize_pos_embed(value, (old, old), (new, new))
-    raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
-                          f"{tuple(want)}")
+    return value
+
+
+def released_name(key: str) -> str:
+    """Our key in the original's released layout (the resamplers inside its backbone)."""
+    for old, new in RELEASED_KEY_PREFIXES.items():
+        if key.startswith(new):
+            return old + key.removeprefix(new)
+    return key
 
 
 def to_released_layout(state: dict, with_trunk: bool) -> dict:
@@ -139,6 +174,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
     the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
     state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
+    check_fits(state, model.state_dict(), path)
     result = model.load_state_dict(state, strict=False)
     # a backbone with parts of its own (the adapter) says which keys the file must fill
     missing = [k for k in result.missing_keys if model.is_trunk(k)]

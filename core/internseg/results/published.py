@@ -15,6 +15,7 @@ training iterations, so a validation belongs to the training line before it.
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-_VALIDATION = re.compile(r"Iter\(val\)[^\n]*?[\s,]mIoU: ([0-9.]+)")
+# the value as written, up to its delimiter: "nan", or a number cut by the end of the file
+_VALIDATION = re.compile(r"Iter\(val\)[^\n]*?[\s,]mIoU: ([^,\s]*)")
 _BEST = re.compile(r"Best mIoU is ([0-9.]+) at (\d+) iter")
 _TRAIN_LINE = re.compile(r"Iter \[(\d+)/(\d+)\]\t(.*)$")
 _VAL_LINE = re.compile(r"Iter\(val\) \[\d+\]\t(.*)$")
@@ -34,6 +36,9 @@ class PublishedValidation:
     final_miou: float | None = None
     best_miou: float | None = None
     best_iter: int | None = None
+    # why final_miou is None although a log was read: its last validation is not a number
+    # ("nan", cut inside the number), or it has none; the table says "not measured"
+    final_missing: str | None = None
 
 
 def _percent(value: str | float) -> float:
@@ -41,13 +46,33 @@ def _percent(value: str | float) -> float:
     return round(100 * number if number <= 1 else number, 2)
 
 
+def _last_validation(text: str) -> tuple[float | None, str | None]:
+    """The last validation's mIoU in %, or None and why: never an earlier validation's value
+    in place of a last one that is not a number."""
+    import math
+
+    finals = list(_VALIDATION.finditer(text))
+    if not finals:
+        return None, "no validation (Iter(val)) line"
+    last = finals[-1]
+    if last.end() == len(text):
+        return None, f"the log ends inside its last validation's mIoU ({last.group(1)!r})"
+    try:
+        value = float(last.group(1))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return None, f"its last validation's mIoU reads {last.group(1)!r}"
+    return _percent(value), None
+
+
 def parse_published_validation(text: str) -> PublishedValidation:
     """The last validation's mIoU and the last 'best' line (both in %); None where absent."""
-    finals = _VALIDATION.findall(text)
+    final, missing = _last_validation(text)
     bests = _BEST.findall(text)
     best_miou, best_iter = bests[-1] if bests else (None, None)
     return PublishedValidation(
-        final_miou=_percent(finals[-1]) if finals else None,
+        final_miou=final, final_missing=missing,
         best_miou=None if best_miou is None else _percent(best_miou),
         best_iter=None if best_iter is None else int(best_iter),
     )
@@ -107,4 +132,8 @@ def read_published_log(path: str | Path) -> PublishedLog:
         text = Path(path).read_text(errors="replace")
     except OSError as err:
         raise InputError(f"{path}: cannot read published log ({err.strerror})") from None
-    return parse_published_log(text)
+    log = parse_published_log(text)
+    if log.summary.final_missing:
+        logging.getLogger("internseg").warning("%s: final validation not measured: %s", path,
+                                               log.summary.final_missing)
+    return log

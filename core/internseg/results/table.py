@@ -4,7 +4,6 @@ the InternVL 2.5 report's Table 15 view of the trunk x regime x dataset grid."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+from ..io import json_field, read_json, read_jsonl
 from .published import PublishedLog, read_published_log
 
 COLUMNS = ["run", "dataset", "experiment", "setting", "head", "trunk", "trunk_mode", "fraction",
@@ -22,6 +22,9 @@ COLUMNS = ["run", "dataset", "experiment", "setting", "head", "trunk", "trunk_mo
 SUMMARY_COLUMNS = ["dataset", "trunk", "experiment", "setting", "fraction", "n", "varied",
                    "our_mIoU", "our_mIoU_std", "paper_mIoU", "difference", "tolerance",
                    "verdict", "released_mIoU", "mAcc", "aAcc", "runs", "paper_source"]
+# A value that was looked for and is not there (a published log whose last validation is
+# not a number, or that has none), where "–" means nothing was looked for.
+NOT_MEASURED = "not measured"
 # Seed-to-seed spread of ADE20K mIoU is 0.5-2 points (mmseg's regression benchmark): the
 # tolerance of a row measured once, when the user sets none.
 DEFAULT_TOLERANCE = 1.0
@@ -58,8 +61,7 @@ class RunRecord:
 
 def read_scalars(path: str | Path) -> list[dict]:
     """mmengine's scalars, one JSON object per line (training logs and validations)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_jsonl(path, "training scalars")
 
 
 def validations(scalars: list[dict]) -> list[tuple[int, float]]:
@@ -96,7 +98,9 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
             best_val_mIoU=best_miou, best_val_iter=best_iter,
-            published_final_mIoU=summary.final_miou, published_best_mIoU=summary.best_miou,
+            published_final_mIoU=(NOT_MEASURED if r.published and summary.final_missing
+                                  else summary.final_miou),
+            published_best_mIoU=summary.best_miou,
             published_best_iter=summary.best_iter,
             # as the original measured them on its 8 A100s (mmcv's `time`, `memory`)
             published_s_per_iter=published.seconds_per_iter,
@@ -235,34 +239,60 @@ def provenance_table(records: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS, dtype=object)  # ints stay ints
 
 
+def evaluated_this_run(metrics: dict, run: str, path: str | Path) -> None:
+    """A run's metrics.json must be the evaluation of that run's weights: its ``checkpoint``
+    a file of the run's folder, its ``config`` the run's config.py (or the run's
+    experiment as ``<preset>/<experiment>``). A file copied from another run, or written by
+    a test of other weights, would put another run's number in this row."""
+    from ..config import PRESETS
+    from ..registry import parse_run_id
+
+    parts = tuple(run.split("/"))
+    experiment = parse_run_id(run).experiment
+    for key in ("checkpoint", "config"):
+        named = Path(json_field(metrics, key, path, str))
+        in_folder = named.parent.parts[-len(parts):] == parts
+        as_experiment = (key == "config" and len(named.parts) == 2
+                         and named.parts[0] in PRESETS and named.parts[1] == experiment)
+        if not (in_folder or as_experiment):
+            raise InputError(f"{path}: '{key}' is {str(named)!r}, not a file of run {run}: "
+                             "these metrics evaluated another run's weights; evaluate this "
+                             "run's final.pth (`internseg test`) instead")
+
+
 def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
-                split_record: str | Path, scalars_file: str | Path | None = None,
+                split_record: str | Path, provenance_file: str | Path,
+                scalars_file: str | Path | None = None,
                 published_log: str | Path | None = None,
-                released_metrics: str | Path | None = None,
-                provenance_file: str | Path | None = None) -> RunRecord:
+                released_metrics: str | Path | None = None) -> RunRecord:
     """Read the files of run ``<dataset>/<trunk>/<experiment>[/seed<N>]``: the config it ran
-    (what it is), metrics, split record and, if given, its training scalars, the original's
-    published log and the metrics of its released checkpoint; the paper's number is its
-    record's (internseg.records). A bad file is named in the error."""
+    (what it is), metrics, split record, provenance and, if given, its training scalars, the
+    original's published log and the metrics of its released checkpoint; the paper's number
+    is its record's (internseg.records). A bad file is one error naming the run and the file."""
+    try:
+        return _load_record(run, config_file, metrics_file, split_record, provenance_file,
+                            scalars_file, published_log, released_metrics)
+    except InputError as err:
+        raise InputError(f"run {run}: {err}") from None
+
+
+def _load_record(run, config_file, metrics_file, split_record, provenance_file, scalars_file,
+                 published_log, released_metrics) -> RunRecord:
     from ..config import dataset_of, load_config, trunk_of
     from ..records import record_of
     from ..registry import parse_run_id, setting_of
 
     cfg = load_config(config_file, import_modules=False)
-
-    def read(path, parse=lambda p: json.loads(Path(p).read_text()), missing=None):
-        if not path:
-            return missing
-        try:
-            return parse(path)
-        except (OSError, json.JSONDecodeError) as err:
-            raise InputError(f"cannot read results of run {run}: {path}: {err}") from None
-
-    metrics, split = read(metrics_file), read(split_record)
-    scalars = read(scalars_file, read_scalars, missing=[])
-    released = read(released_metrics, missing={})
-    provenance = read(provenance_file)
+    metrics = read_json(metrics_file, "metrics")
     check_metrics(metrics, metrics_file)
+    evaluated_this_run(metrics, run, metrics_file)
+    split = read_json(split_record, "split record")
+    scalars = read_scalars(scalars_file) if scalars_file else []
+    released = read_json(released_metrics, "released checkpoint's metrics") if (
+        released_metrics) else {}
+    provenance = read_json(provenance_file, "provenance")
+    # what made the weights: every run that trained writes it (`train --provenance-out`)
+    json_field(provenance, "run_identity", provenance_file, str)
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     experiment, trunk = parse_run_id(run).experiment, trunk_of(cfg, config_file).name
     dataset = dataset_of(cfg, config_file).name
@@ -275,10 +305,11 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
         head=cfg.model.decode_head.type,
         trunk=trunk,
         trunk_mode="frozen" if cfg.model.backbone.get("freeze_trunk") else "trained",
-        fraction=int(split.get("fraction", cfg.get("train_fraction", 1))),
+        fraction=(json_field(split, "fraction", split_record) if "fraction" in split
+                  else int(cfg.get("train_fraction", 1))),
         # loop iterations count micro-batches; the paper counts optimizer updates
         iterations=int(cfg.train_cfg.max_iters) // accumulation,
-        train_images=int(split["count"]),
+        train_images=json_field(split, "count", split_record),
         subset_seed=split.get("seed"),
         train_seed=cfg.get("randomness", {}).get("seed"),
         seed_source=split.get("seed_source", "none"),
@@ -295,6 +326,4 @@ def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
 def _released_miou(metrics: dict, path) -> float | None:
     if not path:
         return None
-    if not isinstance(metrics.get("mIoU"), (int, float)):
-        raise InputError(f"{path}: no numeric mIoU (released checkpoint's metrics)")
-    return float(metrics["mIoU"])
+    return float(json_field(metrics, "mIoU", path, (int, float)))
