@@ -127,6 +127,7 @@ def test_sigterm_saves_exits_75_and_resumes_bit_for_bit(demo_assets, tmp_path, u
     assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, stop_at, uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_stop_signal_while_the_run_is_built_is_kept(demo_assets, tmp_path, uninterrupted):
     """SIGURG before the Runner exists (the 6B trunk takes minutes to build) would be ignored
     by default: it is recorded instead, and honoured after the first iteration."""
@@ -148,6 +149,7 @@ def test_a_stop_signal_while_the_run_is_built_is_kept(demo_assets, tmp_path, uni
     assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, 1, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path,
                                                            uninterrupted):
     kill_at = random.Random().randint(5, ITERS - 1)
@@ -162,6 +164,7 @@ def test_sigkill_at_a_random_iteration_resumes_bit_for_bit(demo_assets, tmp_path
     assert_bitwise_equal(torch.load(final, weights_only=True)["state_dict"], uninterrupted)
 
 
+@pytest.mark.slow
 def test_sharded_training_preempted_on_one_rank_resumes_bit_for_bit(demo_assets, tmp_path):
     """Two ranks on CPU (gloo) with the trunk sharded: a signal to one rank stops both at the
     same iteration with a checkpoint written, and the resumed run ends where an uninterrupted

@@ -77,6 +77,7 @@ def test_one_process_trains_unsharded():
     assert "GatheredValidationHook" not in [h["type"] for h in cfg.custom_hooks]
 
 
+@pytest.mark.slow
 def test_gathering_masters_in_bf16_changes_traffic_not_numbers(tmp_path):
     """fp32 masters computing in bf16 (full tuning) are all-gathered already rounded to bf16:
     half the bytes, and the same training to the last bit as gathering fp32 and rounding in

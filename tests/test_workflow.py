@@ -277,9 +277,9 @@ SHORT = {"train_cfg.max_iters": 12}
 DEMO_TRUNK = "intern_vit_tiny_demo"
 
 
-def run_demo(tmp_path, run, cfg_options=None, **demo_settings):
-    """The demo workflow on `run`, with the demo preset's settings changed as given; the
-    table's rows by run id."""
+def run_demo(tmp_path, run, cfg_options=None, targets=("all",), **demo_settings):
+    """The demo workflow on `run` (and the other targets), with the demo preset's settings
+    changed as given; the table's rows by run id."""
     wf = workflow_copy(tmp_path)
     config = yaml.safe_load((wf / "config.yaml").read_text())
     config["run"] = run
@@ -287,7 +287,7 @@ def run_demo(tmp_path, run, cfg_options=None, **demo_settings):
         config["presets"]["demo"]["cfg_options"] = cfg_options
     config["presets"]["demo"].update(demo_settings)
     (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = snakemake(wf, "--cores", "2", "all")
+    result = snakemake(wf, "--cores", "2", *targets)
     assert result.returncode == 0, result.stderr[-4000:]
     with open(wf / "results/demo/table.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
@@ -312,6 +312,36 @@ def embedded_files(html: Path) -> dict[str, bytes]:
     found = re.findall(r"data:[^;\"']+;charset=[^;\"']+;filename=([^;\"']+);base64,"
                        r"([A-Za-z0-9+/=]+)", html.read_text())
     return {name: base64.b64decode(data) for name, data in found}
+
+
+def check_table15(wf: Path) -> None:
+    """The Table 15 view of a one-trunk grid on both datasets: every cell measured once, the
+    averages and gaps from them, the records of the trunk the demo's stands for beside them;
+    COCO-Stuff's runs ran on the converted dataset."""
+    from internseg.records import table15_printed
+
+    with open(wf / "results/demo/table15.csv") as f:
+        cells = {r["column"]: r for r in csv.DictReader(f) if r["trunk"] == DEMO_TRUNK}
+    assert len(cells) == 11 and all(c["n"] == "1" for c in cells.values()), cells
+    ours = {k: float(c["our_mIoU"]) for k, c in cells.items()}
+    for regime in ("LP", "HT", "FT"):
+        mean = (ours[f"{regime}_ade20k"] + ours[f"{regime}_coco_stuff164k"]) / 2
+        assert ours[f"{regime}_avg"] == pytest.approx(mean, abs=0.006)
+    assert ours["delta2"] == pytest.approx(ours["FT_avg"] - ours["LP_avg"], abs=0.011)
+    printed = table15_printed()[TRUNK_224]
+    assert float(cells["delta1"]["paper_mIoU"]) == printed["delta1"]
+    assert float(cells["HT_coco_stuff164k"]["paper_mIoU"]) == record_of(
+        TRUNK_224, "head_tuning", "coco_stuff164k").miou
+    assert "| intern_vit_tiny_demo |" in (wf / "results/demo/table15.md").read_text()
+    from internseg.config import load_config
+
+    coco = wf / "results/demo/runs/coco_stuff164k" / DEMO_TRUNK / "head_tuning"
+    ran = load_config(coco / "config.py", import_modules=False)
+    assert ran.train_dataloader.dataset.type == "COCOStuffDataset"
+    assert ran.model.decode_head.num_classes == ran.model.auxiliary_head.num_classes == 171
+    assert json.loads((coco / "metrics.json").read_text())["num_images"] == 12
+    manifest = json.loads((wf / "resources/demo/coco_stuff164k/manifest.json").read_text())
+    assert manifest["conversion"]["images_per_s"] > 0 and manifest["train_count"] == 48
 
 
 def check_report(wf: Path, rows: dict) -> None:
@@ -347,7 +377,10 @@ def check_report(wf: Path, rows: dict) -> None:
 
 @pytest.mark.workflow
 def test_demo_dag_end_to_end(tmp_path):
-    wf, rows = run_demo(tmp_path, SUBSET, SHORT)
+    """The rows of `all` and a Table 15 grid on both datasets (COCO-Stuff prepared from its
+    zips by the workflow), the report, and what reruns."""
+    grid = {"trunks": [DEMO_TRUNK], "datasets": ["ade20k", "coco_stuff164k"]}
+    wf, rows = run_demo(tmp_path, SUBSET, SHORT, targets=("all", "table15"), table15=grid)
     assert list(rows) == [f"ade20k/{DEMO_TRUNK}/{name}" for name in SUBSET]
     for run_id, row in rows.items():
         name = row["experiment"]
@@ -374,7 +407,8 @@ def test_demo_dag_end_to_end(tmp_path):
               "training_curves.png"):
         assert (wf / "results/demo" / f).stat().st_size > 0
 
-    again = snakemake(wf, "--cores", "2", "-n", "all")
+    check_table15(wf)
+    again = snakemake(wf, "--cores", "2", "-n", "all", "table15")
     assert "Nothing to be done" in again.stdout + again.stderr
     check_report(wf, rows)
 
@@ -410,7 +444,7 @@ def test_demo_dag_end_to_end(tmp_path):
     assert "fewshot_1of8" not in planned and "rule aggregate" not in planned
 
 
-@pytest.mark.workflow
+@pytest.mark.slow
 def test_demo_with_two_trunks_and_two_seeds(tmp_path):
     """`trunks` and `train_seeds` of a preset: one run per trunk and seed, the table's rows
     per trunk with mean ± std over the seeds, the trunk x regime grid and plot."""
