@@ -85,6 +85,22 @@ def test_launch_elsewhere_uses_torchrun_and_single_gpu_runs_in_process():
                           {"SLURM_JOB_ID": "1", "SLURM_STEP_ID": "0"})[2] == "torch.distributed.run"
 
 
+def test_every_train_option_reaches_the_ranks_through_torchruns_parser():
+    # torchrun's argparse reads the whole command: an option of ours that abbreviates one of its
+    # own (as --log did --log-dir) stops the launch before any rank starts
+    from torch.distributed.run import get_args_parser
+
+    from internseg.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    ours = [s for a in train._actions for s in a.option_strings if s.startswith("--")]
+    argv = ["train", "cfg", *(arg for s in ours for arg in (s, "v"))]
+    cmd = launch_command(argv, 2, "none", {})
+    torchrun = get_args_parser().parse_args(cmd[3:])
+    assert [torchrun.training_script, *torchrun.training_script_args] == [
+        "internseg", *argv, "--launcher", "pytorch"]
+
+
 def test_strip_option_removes_both_spellings():
     assert strip_option(["train", "--gpus", "8", "c", "--gpus=2", "--seed", "1"], "--gpus") == [
         "train", "c", "--seed", "1"]

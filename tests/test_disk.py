@@ -130,7 +130,7 @@ def test_a_second_trainer_on_a_running_run_leaves_its_log_intact(demo_assets, tm
     log = tmp_path / "train.log"
     log.write_text("an earlier attempt\n")
     args = train_args(demo_assets, tmp_path, "train_cfg.max_iters=2000",
-                      "default_hooks.logger.interval=1", "--log", str(log))
+                      "default_hooks.logger.interval=1", "--log-file", str(log))
     cmd = [str(BIN / "internseg"), *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(tmp_path / "first.launch.log", "w") as launch:

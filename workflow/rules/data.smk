@@ -46,7 +46,8 @@ rule prepare_coco_stuff:
         f"{RES}/logs/prepare_coco_stuff.log",
     conda:
         ENV
-    threads: workflow.cores
+    # a local job (the login node): as many workers as an evaluation job's threads
+    threads: SETTINGS["evaluate"]["threads"]
     params:
         zips=lambda wildcards, input: (
             os.path.dirname(input[0]) if input else COCO["zips"]

@@ -43,7 +43,7 @@ rule train:
         ),
     shell:
         "internseg train {params.config} {params.options} --work-dir {params.work_dir}"
-        " --log {params.train_log}"
+        " --log-file {params.train_log}"
         " --auto-resume --data-root {params.data_root} --split {input.split}"
         " --seed-record {input.record} {params.seed}"
         " --pretrained {input.weights} {params.deterministic} {params.drift}"

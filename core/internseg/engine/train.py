@@ -202,7 +202,7 @@ def run_training(opts: TrainOptions):
     check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
     if opts.split:
         check_split_images(opts.split, cfg.train_dataloader.dataset)
-    for what, out in (("--log", opts.log), ("--final-checkpoint", opts.final_checkpoint),
+    for what, out in (("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
                       ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
                       ("--provenance-out", opts.provenance_out)):
         if out:
