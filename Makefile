@@ -26,6 +26,10 @@ RUN_IN_VENV := PATH=$(abspath $(BIN)):$$PATH
 demo: install
 	$(RUN_IN_VENV) snakemake --profile profiles/default --cores $(CORES) all table15
 
+# one worker per core, a test file per worker (module fixtures are built once): most tests wait
+# on a subprocess importing torch, so two files side by side take 15 % less than one after another
+PYTEST_ARGS ?= -n $(CORES) --dist loadfile
+
 test: install
 	$(RUN_IN_VENV) python -m pytest $(PYTEST_ARGS)
 
