@@ -211,14 +211,50 @@ def list_files(folder: Path, suffix: str) -> tuple[dict[str, int], list[str]]:
 # ---------------------------------------------------------------- dataset trees
 
 
+def check_pair(root: Path, image: str, label: str, label_values_problem) -> list[str]:
+    """Problems of one image/label pair (paths relative to ``root``); ``label_values_problem``
+    (the label map's pixels -> a problem or None) is the dataset's rule for its ids.
+
+    Both are decoded in full: a JPEG cut short has an intact header and fails only when its
+    pixels are read.
+    """
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(root / image) as im:
+            image_size = im.size
+            im.load()
+    except Exception as err:  # PIL raises many types for a broken file
+        return [f"{image}: unreadable image ({err})"]
+    try:
+        with Image.open(root / label) as lab:
+            label_size, mode = lab.size, lab.mode
+            # Mode "P" is single-channel too, but decoders disagree on palette PNGs (cv2
+            # expands them to BGR), so only plain 8-bit grey gives the same ids everywhere.
+            pixels = np.asarray(lab) if mode == "L" else None
+    except Exception as err:
+        return [f"{label}: unreadable label map ({err})"]
+    problems = []
+    if pixels is None:
+        problems.append(f"{label}: label map must be single-channel 8-bit (PIL mode 'L'), "
+                        f"found mode {mode!r}")
+    elif problem := label_values_problem(pixels):
+        problems.append(f"{label}: {problem}")
+    if image_size != label_size:
+        problems.append(f"{label}: size {label_size[0]}x{label_size[1]} differs from its image "
+                        f"{image} ({image_size[0]}x{image_size[1]})")
+    return problems
+
+
 def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: str,
-                   expected: dict[str, int], check_pair, *, title: str, where: str,
+                   expected: dict[str, int], label_values_problem, *, title: str, where: str,
                    max_errors: int, workers: int | None, progress: bool,
                    report: Report) -> tuple[dict[str, list[str]], dict[str, int]]:
     """The checks every prepared tree gets: ``images/<split>/<stem>.jpg`` beside
     ``annotations/<split>/<stem><map_suffix>``, the expected count of each, nothing else in
-    the folders, and every pair decoded in full by ``check_pair(root, image, map)`` (a list
-    of problems). One DatasetError lists every problem; else the stems and bytes per split
+    the folders, and every pair decoded in full by ``check_pair`` with the dataset's
+    ``label_values_problem``. One DatasetError lists every problem; else the stems and bytes per split
     (``splits``: folder name, key)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -247,7 +283,7 @@ def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: 
     start = time.perf_counter()
     # PIL releases the GIL while decoding, so threads overlap decoding and file reads.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda pair: check_pair(root, *pair), pairs)
+        results = pool.map(lambda pair: check_pair(root, *pair, label_values_problem), pairs)
         for found in progress_bar(results, total=len(pairs), desc="validate", unit="pair",
                                   disable=not progress):
             problems += found
