@@ -254,8 +254,8 @@ def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: 
     """The checks every prepared tree gets: ``images/<split>/<stem>.jpg`` beside
     ``annotations/<split>/<stem><map_suffix>``, the expected count of each, nothing else in
     the folders, and every pair decoded in full by ``check_pair`` with the dataset's
-    ``label_values_problem``. One DatasetError lists every problem; else the stems and bytes per split
-    (``splits``: folder name, key)."""
+    ``label_values_problem``. One DatasetError lists every problem; else the stems and bytes
+    per split (``splits``: folder name, key)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if not root.is_dir():
@@ -265,7 +265,7 @@ def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: 
     nbytes: dict[str, int] = {}
     pairs: list[tuple[str, str]] = []
     for split, key in splits:
-        images, maps = (_listed(root, kind, split, suffix, problems)
+        images, maps = (listing(root / kind / split, suffix, f"{kind}/{split}", problems)
                         for kind, suffix in (("images", ".jpg"), ("annotations", map_suffix)))
         if len(images) != expected[split] or len(maps) != expected[split]:
             problems.append(f"{split}: found {len(images)} images and {len(maps)} label maps, "
@@ -295,12 +295,12 @@ def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: 
     return stems, nbytes
 
 
-def _listed(root: Path, kind: str, split: str, suffix: str, problems: list[str]) -> dict:
-    folder = root / kind / split
+def listing(folder: Path, suffix: str, what: str, problems: list[str]) -> dict[str, int]:
+    """The ``suffix`` files of ``folder`` (stem -> bytes); a missing folder or any other entry
+    is added to ``problems``, named as ``what``."""
     if not folder.is_dir():
-        problems.append(f"{kind}/{split}: folder missing")
+        problems.append(f"{what}: folder missing")
         return {}
     found, other = list_files(folder, suffix)
-    problems += [f"{kind}/{split}/{name}: unexpected entry (want *{suffix} files)"
-                 for name in other]
+    problems += [f"{what}/{name}: unexpected entry (want *{suffix} files)" for name in other]
     return found

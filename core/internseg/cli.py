@@ -61,9 +61,10 @@ def add_train(sub) -> None:
     p.add_argument("--work-dir", help="where checkpoints and logs go "
                    "(default: the config's work_dir, else work_dirs/<config name>)")
     # not --log: torchrun parses the rank command too, and --log abbreviates its --log-dir
-    p.add_argument("--log-file", dest="log", metavar="FILE", help="append everything the trainer prints to "
-                   "FILE, from the moment it holds the work dir (a second trainer, refused, "
-                   "leaves it alone); each start begins with a header line")
+    p.add_argument("--log-file", dest="log", metavar="FILE",
+                   help="append everything the trainer prints to FILE, from the moment it "
+                        "holds the work dir (a second trainer, refused, leaves it alone); each "
+                        "start begins with a header line")
     p.add_argument("--keep-superseded", type=int_at_least(0), default=None, metavar="N",
                    help="superseded work dirs of this run (moved aside when its inputs "
                         "changed) to keep at the start, the newest; older ones are removed "

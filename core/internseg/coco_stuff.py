@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 from .ade20k import stems_sha256
 from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_members,
-                       format_problems, list_files, locked, progress_bar, remove_partials,
-                       validate_pairs, vetted_zip)
+                       format_problems, list_files, listing, locked, progress_bar,
+                       remove_partials, validate_pairs, vetted_zip)
 from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
@@ -333,15 +333,6 @@ def label_values_problem(pixels) -> str | None:
     return None
 
 
-def _listing(folder: Path, suffix: str, what: str, problems: list[str]) -> dict[str, int]:
-    if not folder.is_dir():
-        problems.append(f"{what}: folder missing")
-        return {}
-    found, other = list_files(folder, suffix)
-    problems += [f"{what}/{name}: unexpected entry (want *{suffix} files)" for name in other]
-    return found
-
-
 def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
                   val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
                   workers: int | None = None, progress: bool = True, where: str | None = None,
@@ -365,9 +356,9 @@ def _pairing_problems(partial: Path, counts: dict[str, int]) -> list[str]:
     problems = []
     for split, _ in SPLITS:
         zip_name = IMAGE_ZIPS[split]
-        images = _listing(partial / TOP / "images" / split, ".jpg", f"{zip_name}: {split}",
+        images = listing(partial / TOP / "images" / split, ".jpg", f"{zip_name}: {split}",
                           problems)
-        maps = _listing(partial / RAW / split, ".png", f"{MAPS_ZIP}: {split}", problems)
+        maps = listing(partial / RAW / split, ".png", f"{MAPS_ZIP}: {split}", problems)
         # the images set the count; the maps are held to the images by the pairing below
         if len(images) != counts[split]:
             problems.append(f"{zip_name}: {len(images)} images in {split}/, "
