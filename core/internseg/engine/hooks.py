@@ -12,7 +12,7 @@ from mmseg.registry import HOOKS
 
 from ..env import versions
 from ..errors import EXIT_DRIFTED, InputError
-from ..io import save_torch, write_json
+from ..io import read_json, save_torch, write_json
 from ..results.drift import DEFAULT_TOLERANCE, DRIFT_STOP_FILE, Band, read_reference
 from .resilience import checkpoint_now
 from .segmentor import trainable_state
@@ -314,14 +314,13 @@ class DriftStopHook(Hook):
 def refuse_if_stopped(work_dir: str | Path) -> None:
     """Before a run with --stop-on-drift is built: refuse a work dir whose run stopped on
     drift, naming the record."""
-    import json
-
     record = Path(work_dir) / DRIFT_STOP_FILE
     if not record.is_file():
         return
     try:
-        departure = json.loads(record.read_text())["departure"]
-    except (ValueError, KeyError, TypeError):
+        departure = read_json(record, "drift stop record").get(
+            "departure", "(the record is unreadable)")
+    except InputError:
         departure = "(the record is unreadable)"
     raise RunDrifted(f"{record}: this run stopped on drift {departure}; delete the file to "
                      "train it on with --stop-on-drift, or train without it")

@@ -23,8 +23,8 @@ from ..errors import InputError
 from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
 from ..safe_load import check_local, verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
-from .hooks import refuse_if_stopped
 from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
+from .hooks import refuse_if_stopped
 from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
 from .resilience import InternSegRunner, latest_valid_checkpoint
 from .segmentor import trainable_state
@@ -202,11 +202,12 @@ def run_training(opts: TrainOptions):
     check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
     if opts.split:
         check_split_images(opts.split, cfg.train_dataloader.dataset)
-    for what, out in (("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
-                      ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
-                      ("--provenance-out", opts.provenance_out)):
-        if out:
-            check_output_file(out, what)
+    outputs = {what: out for what, out in (
+        ("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
+        ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
+        ("--provenance-out", opts.provenance_out)) if out}
+    for what, out in outputs.items():
+        check_output_file(out, what)
     check_writable(cfg.work_dir, "work dir")
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
@@ -215,10 +216,10 @@ def run_training(opts: TrainOptions):
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="RunIdentityHook", digest=identity["digest"])]
     leader = process_rank(opts.launcher, os.environ) == 0
     with work_dir_lock(cfg.work_dir) if leader else nullcontext():
-        if leader and opts.log:
-            append_output_to(opts.log, f"internseg train {opts.config}, work dir "
-                             f"{cfg.work_dir}, run {identity['digest'][:12]}")
         if leader:
+            if opts.log:
+                append_output_to(opts.log, f"internseg train {opts.config}, work dir "
+                                 f"{cfg.work_dir}, run {identity['digest'][:12]}")
             settle_work_dir(cfg.work_dir, identity, keep=bool(opts.resume_from))
             tidy_at_start(cfg.work_dir, KEEP_SUPERSEDED if opts.keep_superseded is None
                           else opts.keep_superseded)
@@ -239,9 +240,7 @@ def run_training(opts: TrainOptions):
                 write_outputs(runner, cfg, opts, state, identity)
         finally:
             if leader:  # finished, stopped or failed: what stays on disk is said
-                log.info(disk_report(cfg.work_dir, [
-                    out for out in (opts.final_checkpoint, opts.scalars_out, opts.config_out,
-                                    opts.provenance_out, opts.log) if out]))
+                log.info(disk_report(cfg.work_dir, outputs.values()))
     return runner
 
 

@@ -101,7 +101,7 @@ def checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module,
     depth, file_depth = trunk.depth, getattr(trunk, "pretrained_depth", None)
     unused = tuple(f"{prefix}blocks.{i}." for i in range(depth, file_depth or depth))
     dropped = (f"{prefix}clip_projector.", *unused)
-    if any(k.startswith(unused) for k in state) and unused:
+    if unused and any(k.startswith(unused) for k in state):
         log.info("%s has %d blocks, the trunk uses %d: blocks %d..%d left out", source,
                  file_depth, depth, depth, file_depth - 1)
     target = model.state_dict()
@@ -151,16 +151,13 @@ def to_released_layout(state: dict, with_trunk: bool) -> dict:
     - a plain state dict, no ``meta`` / ``state_dict`` wrapper.
     Our other names already are the original's (trunk, ``decode_head.norm``, UperNet).
     """
-    back = {new: old for old, new in RELEASED_KEY_PREFIXES.items()}
     out = {}
     for key, value in state.items():
         if key.startswith("backbone.") and not with_trunk:
             continue
-        prefix = next((p for p in back if key.startswith(p)), None)
-        if prefix:
-            key = back[prefix] + key.removeprefix(prefix)
         value = value.detach().cpu()
-        out[key] = value.to(torch.bfloat16) if value.is_floating_point() else value.clone()
+        out[released_name(key)] = (value.to(torch.bfloat16) if value.is_floating_point()
+                                   else value.clone())
     return out
 
 
