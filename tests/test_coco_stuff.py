@@ -773,3 +773,19 @@ def test_module_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "[]"
+
+
+def test_the_presets_settings_become_the_prepare_commands_options():
+    import yaml
+
+    from internseg.cli import build_parser
+
+    presets = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
+    # the demo's synthetic zips are checked against no pin; the paper's against the official
+    assert coco_stuff.prepare_args(presets["demo"]["coco_stuff164k"]) == ["--unpinned"]
+    assert coco_stuff.prepare_args(presets["paper"]["coco_stuff164k"]) == []
+    given = dict(presets["paper"]["coco_stuff164k"], download=True,
+                 stuffthingmaps_sha256="ab" * 32)
+    args = build_parser().parse_args(["prepare-coco-stuff", "--source", "zips", "--data-root",
+                                      "data", *coco_stuff.prepare_args(given)])
+    assert (args.download, args.unpinned, args.stuffthingmaps_sha256) == (True, False, "ab" * 32)

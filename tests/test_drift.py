@@ -10,7 +10,7 @@ import torch
 from internseg.cli import main
 from internseg.engine.identity import training_config
 from internseg.engine.train import TrainOptions, build_train_config
-from internseg.results.drift import DRIFT_STOP_FILE, Band, bands, read_reference
+from internseg.results.drift import DRIFT_STOP_FILE, Band, bands, drift_args, read_reference
 
 ITERS = 6
 
@@ -210,3 +210,18 @@ def test_a_validation_that_leaves_the_original_stops_at_its_own_checkpoint(demo_
     assert record["departure"].startswith("at iteration 3: mIoU")
     assert record["checkpoint"] == str(run / "work" / "iter_3.pth")
     assert sorted(p.name for p in (run / "work").glob("iter_*.pth")) == ["iter_3.pth"]
+
+
+@pytest.mark.parametrize("settings,tolerance,stop", [
+    (None, None, False),  # no `drift` in config.yaml: the defaults
+    ({"tolerance": None, "stop": False}, None, False),
+    ({"tolerance": 2.5, "stop": True}, 2.5, True),
+])
+def test_config_yamls_drift_settings_become_the_train_commands_options(settings, tolerance,
+                                                                       stop):
+    from internseg.cli import build_parser
+
+    args = build_parser().parse_args(["train", "demo/linear_probing",
+                                      *drift_args("logs/original.log", settings)])
+    assert (args.reference_log, args.drift_tolerance, args.stop_on_drift) == (
+        "logs/original.log", tolerance, stop)

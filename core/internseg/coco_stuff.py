@@ -318,6 +318,17 @@ def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = 
                 workers=workers, already_converted=done)
 
 
+def prepare_args(settings: dict) -> list[str]:
+    """``internseg prepare-coco-stuff`` options for a preset's ``coco_stuff164k`` settings
+    (config.yaml): fetch what is missing, check no pins (synthetic zips), the maps' sha256."""
+    words = ["--download"] if settings["download"] else []
+    if not settings["pinned"]:
+        words.append("--unpinned")
+    if settings["stuffthingmaps_sha256"]:
+        words += ["--stuffthingmaps-sha256", settings["stuffthingmaps_sha256"]]
+    return words
+
+
 # ---------------------------------------------------------------- validation
 
 

@@ -8,11 +8,12 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP
+from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.datasets import DATASETS
 from internseg.errors import InputError
 from internseg.records import hub_pins, record_of
+from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
 from internseg.trunks import TRUNKS
 
@@ -169,15 +170,7 @@ def drift_options(wildcards):
     function of the wildcards, so a changed setting reruns the job (which resumes its
     finished work dir: nothing is retrained)."""
     log = PUBLISHED.get(wildcards.run)
-    if log is None:
-        return ""
-    drift = config.get("drift") or {}
-    words = ["--reference-log", log]
-    if drift.get("tolerance") is not None:
-        words += ["--drift-tolerance", str(drift["tolerance"])]
-    if drift.get("stop"):
-        words.append("--stop-on-drift")
-    return shlex.join(words)
+    return "" if log is None else shlex.join(drift_args(log, config.get("drift")))
 
 
 def split_inputs(wildcards):

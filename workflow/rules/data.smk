@@ -49,21 +49,15 @@ rule prepare_coco_stuff:
     # a local job (the login node): as many workers as an evaluation job's threads
     threads: SETTINGS["evaluate"]["threads"]
     params:
+        # from the input where there is one (snakemake --lint: a hardcoded prefix of it fails
+        # without a shared file system)
         zips=lambda wildcards, input: (
             os.path.dirname(input[0]) if input else COCO["zips"]
         ),
         data_root=lambda wildcards, output: os.path.dirname(output[0]),
         train=COCO["train_count"],
         val=COCO["val_count"],
-        options=" ".join(
-            (["--download"] if COCO["download"] else [])
-            + ([] if COCO["pinned"] else ["--unpinned"])
-            + (
-                [f"--stuffthingmaps-sha256 {COCO['stuffthingmaps_sha256']}"]
-                if COCO["stuffthingmaps_sha256"]
-                else []
-            )
-        ),
+        options=shlex.join(prepare_args(COCO)),
     shell:
         "internseg prepare-coco-stuff --source {params.zips} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"

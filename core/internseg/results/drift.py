@@ -82,3 +82,15 @@ def read_reference(path: str | Path) -> Reference:
                          "an mmcv 1.x training log?)")
     return Reference(str(path), log.max_iters, bands(losses, LOSS_WINDOW, True),
                      bands(mious, MIOU_WINDOW, False))
+
+
+def drift_args(reference_log: str | Path, settings: dict | None) -> list[str]:
+    """``internseg train`` options comparing a run with its published log, from
+    config.yaml's ``drift`` settings (``tolerance``: null = the default; ``stop``)."""
+    settings = settings or {}
+    words = ["--reference-log", str(reference_log)]
+    if settings.get("tolerance") is not None:
+        words += ["--drift-tolerance", str(settings["tolerance"])]
+    if settings.get("stop"):
+        words.append("--stop-on-drift")
+    return words
