@@ -231,3 +231,18 @@ def test_unreadable_checkpoints_are_one_line_errors(demo_assets, tmp_path, capsy
     code = main([*demo_args(demo_assets, tmp_path), "--load-from", str(path)])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and str(path) in line and "not a readable checkpoint" in line, line
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_plain_pickle_is_refused_without_advice_to_load_it_unsafely(tmp_path, capsys,
+                                                                       protocol):
+    """Not torch.save's zip: a bare pickle (pickle.dump) holding the payload."""
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": Payload(marker)}, protocol=protocol))
+    with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint") as err:
+        safe_load(path)
+    assert not marker.exists(), "the pickle's payload ran"
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value), err.value

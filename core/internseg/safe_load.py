@@ -82,7 +82,10 @@ def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
                 f"{path}: refused: loading it would call or build {', '.join(unsafe[:5])}, "
                 "which a weights-only load does not allow (a checkpoint from an untrusted "
                 "source, or written before internseg stored plain tensors only)") from None
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's own message opens with advice to load it with weights_only=False, which
+        # would run whatever the pickle holds: only what its unpickler objected to is kept
+        text = str(err).split("WeightsUnpickler error:")[-1].strip()
+        reason = text.splitlines()[0] if text else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
 
 
