@@ -293,7 +293,7 @@ def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
 
 
 def add_prepare_ade20k(sub) -> None:
-    from .ade20k import EXPECTED_SHA1, TOP
+    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
 
     p = sub.add_parser("prepare-ade20k", help="verify, extract and validate ADE20K; write its "
                        "manifest")
@@ -302,6 +302,13 @@ def add_prepare_ade20k(sub) -> None:
                         "(or its parent), validated in place and symlinked into --data-root")
     p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
                                   "omitted = not verified")
+    p.add_argument("--download", action="store_true",
+                   help="download the zip to --source when it is missing (resumable; its "
+                        "size and --sha1 are checked before it is used)")
+    p.add_argument("--url", help=f"where --download fetches it (default {OFFICIAL_URL})")
+    p.add_argument("--size", type=int_at_least(1), metavar="BYTES",
+                   help="expected size of the downloaded zip (default: the length the server "
+                        "announces)")
     add_preparation_options(p, "ade20k", TOP, "threads for decoding label maps")
     p.set_defaults(func=cmd_prepare_ade20k)
 
@@ -309,7 +316,10 @@ def add_prepare_ade20k(sub) -> None:
 def cmd_prepare_ade20k(args) -> int:
     from .ade20k import prepare_ade20k
 
-    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, manifest_path=args.manifest,
+    if (args.url or args.size) and not args.download:
+        raise InputError("--url and --size are only used with --download")
+    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, download=args.download,
+                   url=args.url, size=args.size, manifest_path=args.manifest,
                    train_count=args.train_count, val_count=args.val_count,
                    max_errors=args.max_errors, workers=args.workers,
                    progress=not args.no_progress, report=print)

@@ -7,9 +7,22 @@ localrules:
     prepare_coco_stuff,
 
 
+# The demo makes its zips (demo.smk); any other preset brings them or downloads them. A zip
+# that is missing is refused here, when the workflow is parsed, in one line that says where it
+# goes or which setting downloads it, not as a missing input deep in the DAG.
+if PRESET != "demo":
+    MISSING = missing_data(PRESET, SETTINGS, {run.dataset for run in RUN_OF.values()})
+    if MISSING:
+        raise WorkflowError(MISSING)
+
+
+ADE = SETTINGS["ade20k"]
+
+
 rule prepare_ade20k:
     input:
-        SETTINGS["ade20k"]["archive"],
+        # with `download`, a missing zip is fetched by the job itself
+        [] if ADE["download"] else ADE["archive"],
     output:
         manifest("ade20k"),
     log:
@@ -17,18 +30,15 @@ rule prepare_ade20k:
     conda:
         ENV
     params:
-        sha1=lambda wildcards: (
-            f"--sha1 {SETTINGS['ade20k']['sha1']}"
-            if SETTINGS["ade20k"]["sha1"]
-            else ""
-        ),
+        source=lambda wildcards, input: input[0] if input else ADE["archive"],
         data_root=lambda wildcards, output: os.path.dirname(output[0]),
-        train=SETTINGS["ade20k"]["train_count"],
-        val=SETTINGS["ade20k"]["val_count"],
+        train=ADE["train_count"],
+        val=ADE["val_count"],
+        options=shlex.join(ade20k_prepare_args(ADE)),
     shell:
-        "internseg prepare-ade20k --source {input} --data-root {params.data_root}"
+        "internseg prepare-ade20k --source {params.source} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"
-        " {params.sha1} > {log} 2>&1"
+        " {params.options} > {log} 2>&1"
 
 
 COCO = SETTINGS["coco_stuff164k"]
