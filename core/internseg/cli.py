@@ -714,8 +714,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="internseg", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    # the docstring's first paragraph, whole: its first line alone stopped mid-sentence
+    summary = " ".join(__doc__.split("\n\n")[0].split())
+    parser = OneLineParser(prog="internseg", description=summary)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"internseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

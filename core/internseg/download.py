@@ -1,9 +1,10 @@
 """Resumable HTTP(S) downloads that are checked before anyone can use them.
 
 The body streams into ``<dest>.part``; only once the whole file is there, of the pinned size and
-digest (sha256, or the sha1 that is all ADE20K publishes), is it renamed to ``dest``.  A dropped connection is resumed with a ``Range`` request
-inside the same call, and a ``.part`` left by a killed process is resumed by the next call, so a
-20 GB archive never starts over because of one hiccup.  Plain ``urllib``: dataset hosts need no
+digest (sha256, or the sha1 that is all ADE20K publishes), is it renamed to ``dest``.  A dropped
+connection is resumed with a ``Range`` request inside the same call, and a ``.part`` left by a
+killed process is resumed by the next call, so a 20 GB archive never starts over because of one
+hiccup.  Plain ``urllib``: dataset hosts need no
 more, and the project takes no new dependency for it.
 """
 
