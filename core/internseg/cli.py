@@ -210,8 +210,9 @@ def cmd_inspect(args) -> int:
         return 0
     r, groups = info["resolved"], info["param_groups"]
     print(f"{args.config} on {r['trunk']} (depth {r['depth']}), {r['dataset']} "
-          f"({r['num_classes']} classes): blocks {r['out_indices']}, {r['iterations']} "
-          f"iterations at lr {r['lr']:g}, layer decay {r['layer_decay_rate']}")
+          f"({r['num_classes']} classes, {r['dataset_class']} at {r['data_root']}): blocks "
+          f"{r['out_indices']}, {r['iterations']} iterations at lr {r['lr']:g}, layer decay "
+          f"{r['layer_decay_rate']}")
     print(f"trainable / total {info['summary']} ({info['summary_without_auxiliary_head']} "
           f"without the auxiliary head) (backbone {info['backbone_params']:,}); "
           f"{groups['count']} optimizer groups, lr scale "
