@@ -60,7 +60,7 @@ def test_a_dataset_not_run_says_so_and_gives_no_average():
     for column in ("LP_avg", "HT_avg", "FT_avg", "delta1", "delta2", "FT_ade20k"):
         assert cell(long, trunk, column).verdict == "not run", column
     md = table15_markdown(long)
-    assert "not run / 42.8" in md and "47.00 (n=1) / 47.2 within" in md
+    assert "not run / 42.8" in md and "final 47.00 (n=1; best val –) / 47.2 within" in md
 
 
 def test_seeds_give_a_mean_with_its_spread_and_n():
@@ -68,7 +68,7 @@ def test_seeds_give_a_mean_with_its_spread_and_n():
         run("head_tuning", "ade20k", 54.0, seed=1), run("head_tuning", "ade20k", 56.0, seed=2)])))
     ht = cell(long, "intern_vit_6b_224px", "HT_ade20k")
     assert (ht.our_mIoU, ht.our_mIoU_std, ht.n) == (55.0, 1.41, 2)
-    assert "55.00 ± 1.41 (n=2) / 54.9 within" in table15_markdown(long)
+    assert "final 55.00 ± 1.41 (n=2; best val –) / 54.9 within" in table15_markdown(long)
 
 
 def test_rows_are_trunks_in_the_reports_layout_and_a_demo_trunk_stands_for_its_counterpart():
@@ -92,3 +92,20 @@ def test_no_grid_run_is_said_not_made_up():
     long = table15(summarize(build_table([run("fewshot_1of16", "ade20k", 40.0)])))
     assert long.empty
     assert "No run of linear probing" in table15_markdown(long)
+
+
+def test_a_cell_shows_final_and_best_and_says_which_it_compares():
+    record = run("linear_probing", "ade20k", 40.0, trunk="intern_vit_6b_448px_v2_5")
+    from dataclasses import replace
+
+    record = replace(record, paper_reports="best_validation", best_validation=(41.5, 7000))
+    long = table15(summarize(build_table([record])))
+    lp = cell(long, "intern_vit_6b_448px_v2_5", "LP_ade20k")
+    assert (lp.final_mIoU, lp.best_val_mIoU, lp.compared, lp.our_mIoU) == (
+        40.0, 41.5, "best validation", 41.5)
+    md = table15_markdown(long)
+    v25 = dict(zip(TABLE15["columns"], TABLE15["rows"]["448px_v2_5"]))
+    assert f"best val 41.50 (n=1; final 40.00) / {v25['LP_ade20k']:.1f}" in md
+    note = md.split("\n\n")[-1]
+    assert note.startswith("- best validation: the configs that produced it kept the best "
+                           "validation (save_best='auto') (1 row)")
