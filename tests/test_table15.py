@@ -109,3 +109,49 @@ def test_a_cell_shows_final_and_best_and_says_which_it_compares():
     note = md.split("\n\n")[-1]
     assert note.startswith("- best validation: the configs that produced it kept the best "
                            "validation (save_best='auto') (1 row)")
+
+
+def grid(skip=()):
+    """Every cell of two trunks, ours 1 point under the report's, but ``skip``."""
+    from internseg.records import record_of
+
+    records = []
+    for trunk in ("intern_vit_6b_224px", "intern_vit_6b_448px_v2_5"):
+        for experiment in REGIME:
+            for dataset in ("ade20k", "coco_stuff164k"):
+                if (trunk, experiment, dataset) not in skip:
+                    records.append(run(experiment, dataset,
+                                       record_of(trunk, experiment, dataset).miou - 1.5,
+                                       trunk=trunk))
+    return table15(summarize(build_table(records)))
+
+
+def test_the_figure_pairs_ours_with_the_reports_per_cell_both_datasets_and_averages():
+    from internseg.results.plots import table15_points
+
+    missing = ("intern_vit_6b_448px_v2_5", "full_tuning", "coco_stuff164k")
+    long = grid(skip=(missing,))
+    points = table15_points(long)
+    assert len(points) == 3 * 3 * 2  # ADE20K, COCO-Stuff, average x LP, HT, FT x trunks
+    for p in points:
+        shown = cell(long, p["trunk"], f"{p['regime']}_{p['panel']}")
+        assert p["paper"] == shown.paper_mIoU and p["verdict"] == shown.verdict
+        if p["ours"] is not None:
+            assert p["gap"] == pytest.approx(p["ours"] - p["paper"], abs=0.01)
+    by = {(p["trunk"], p["regime"], p["panel"]): p for p in points}
+    v25 = "intern_vit_6b_448px_v2_5"
+    assert by[(v25, "FT", "coco_stuff164k")]["ours"] is None  # not run: the report's alone
+    assert by[(v25, "FT", "avg")]["verdict"] == "not run"
+    assert by[(v25, "LP", "ade20k")]["gap"] == -1.5
+    assert by[(v25, "LP", "ade20k")]["verdict"] == "outside"
+    # a regime's trunks side by side, in the table's order, inside the regime's slot
+    lp = [by[(t, "LP", "ade20k")]["x"] for t in ("intern_vit_6b_224px", v25)]
+    assert -0.5 < lp[0] < lp[1] < 0.5
+
+
+def test_the_figure_is_written(tmp_path):
+    from internseg.results.plots import plot_table15
+
+    for name, long in (("grid.png", grid()), ("empty.png", table15(summarize(build_table([]))))):
+        out = plot_table15(long, tmp_path / name)
+        assert out.read_bytes()[:4] == b"\x89PNG"

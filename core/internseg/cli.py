@@ -593,6 +593,8 @@ def add_aggregate(sub) -> None:
                    "input sha256s, hardware (from each run's provenance.json)")
     p.add_argument("--fraction-plot")
     p.add_argument("--trunk-plot", help="trunk x regime bars, one panel per dataset")
+    p.add_argument("--table15-plot", help="Table 15, ours beside the report's per cell: both "
+                   "datasets and the averages, and each cell's gap")
     p.add_argument("--curves-plot")
     p.set_defaults(func=cmd_aggregate)
 
@@ -614,13 +616,14 @@ def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH",
 
 def cmd_aggregate(args) -> int:
     from .io import write_text
-    from .results.plots import plot_miou_vs_fraction, plot_training_curves, plot_trunk_regimes
+    from .results.plots import (plot_miou_vs_fraction, plot_table15, plot_training_curves,
+                                plot_trunk_regimes)
     from .results.table import (build_table, load_record, provenance_table, report_markdown,
                                 summarize)
     from .results.table15 import table15, table15_markdown
 
     outputs = ("csv", "summary_csv", "markdown", "table15_csv", "table15_markdown",
-               "provenance_csv", "fraction_plot", "trunk_plot", "curves_plot")
+               "provenance_csv", "fraction_plot", "trunk_plot", "table15_plot", "curves_plot")
     if not any(getattr(args, name) for name in outputs):
         raise InputError("aggregate: nothing to write; give at least one output option")
     logs = parse_pairs(args.published_log, "--published-log", key="RUN")
@@ -660,6 +663,8 @@ def cmd_aggregate(args) -> int:
         plot_miou_vs_fraction(summary, args.fraction_plot)
     if args.trunk_plot:
         plot_trunk_regimes(summary, args.trunk_plot)
+    if args.table15_plot:
+        plot_table15(table15(summary, args.tolerance), args.table15_plot)
     if args.curves_plot:
         plot_training_curves(scalars, args.curves_plot,
                              {r.run: r.published for r in records if r.published})

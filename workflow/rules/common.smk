@@ -70,7 +70,7 @@ RESULTS = [
         "plan.md",
     )
 ]
-TABLE15 = [f"{OUT}/table15.md", f"{OUT}/table15.csv", f"{OUT}/table15_regimes.png"]
+TABLE15 = [f"{OUT}/table15.md", f"{OUT}/table15.csv", f"{OUT}/table15.png"]
 
 
 wildcard_constraints:
