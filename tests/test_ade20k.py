@@ -572,16 +572,36 @@ def test_official_address_and_sha1_are_the_recorded_ones(reference):
                                                            reference["ade20k"]["sha1"])
 
 
-def test_the_presets_settings_become_the_prepare_commands_options():
+def test_the_presets_settings_become_the_download_commands_options():
     import yaml
 
     from internseg.cli import build_parser
 
     presets = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
-    assert ade20k.prepare_args(presets["demo"]["ade20k"]) == []
+    assert ade20k.download_args(presets["demo"]["ade20k"]) == []
     paper = presets["paper"]["ade20k"]
-    assert ade20k.prepare_args(paper) == ["--sha1", ade20k.EXPECTED_SHA1]
-    given = dict(paper, download=True, url="http://mirror.example/ADE.zip", size=5)
-    args = build_parser().parse_args(["prepare-ade20k", "--source", "z.zip", "--data-root",
-                                      "data", *ade20k.prepare_args(given)])
-    assert (args.download, args.url, args.size) == (True, "http://mirror.example/ADE.zip", 5)
+    assert ade20k.download_args(paper) == ["--sha1", ade20k.EXPECTED_SHA1]
+    given = dict(paper, url="http://mirror.example/ADE.zip", size=5)
+    args = build_parser().parse_args(["download-ade20k", "--out", "z.zip",
+                                      *ade20k.download_args(given)])
+    assert (args.sha1, args.url, args.size) == (ade20k.EXPECTED_SHA1,
+                                                "http://mirror.example/ADE.zip", 5)
+
+
+def test_download_command_resumes_checks_and_leaves_a_placed_zip_alone(tmp_path, good_zip,
+                                                                        mirror, capsys):
+    out = tmp_path / "dl" / "ADEChallengeData2016.zip"
+    out.parent.mkdir()
+    part_path(out).write_bytes(good_zip.read_bytes()[:500])
+    argv = ["download-ade20k", "--out", str(out), "--url", mirror.url(), "--sha1",
+            sha1(good_zip), "--no-progress"]
+    assert run_cli(argv) == 0
+    assert out.read_bytes() == good_zip.read_bytes() and mirror.ranges == ["bytes=500-"]
+    assert run_cli(argv) == 0  # there already: nothing fetched
+    assert mirror.ranges == ["bytes=500-"]
+    assert "already there" in capsys.readouterr().out
+    out.unlink()
+    assert run_cli([*argv[:-2], "0" * 40, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"sha1 mismatch: expected {'0' * 40}, actual {sha1(good_zip)}" in err
+    assert not out.exists()

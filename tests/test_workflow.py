@@ -195,10 +195,11 @@ def test_paper_preset_without_its_zips_stops_at_parse_with_one_line(tmp_path):
     fetching = snakemake(wf, "-n", "-p", "table15", "--configfile", "dl.yaml",
                          "--config", "preset=paper")
     assert fetching.returncode == 0, fetching.stderr[-3000:]
+    assert ("internseg download-ade20k --out resources/paper/ADEChallengeData2016.zip"
+            " --sha1 219e1696abb36c8ba3a3afe7fb2f4b4606a897c7 > ") in fetching.stdout
+    # the preparation is the same job as with a placed zip
     assert ("internseg prepare-ade20k --source resources/paper/ADEChallengeData2016.zip"
-            in fetching.stdout)
-    assert ("--sha1 219e1696abb36c8ba3a3afe7fb2f4b4606a897c7 --download"
-            in fetching.stdout)
+            " --data-root resources/paper/ade20k") in fetching.stdout
 
 
 def test_paper_preset_plans_the_real_chain(tmp_path):

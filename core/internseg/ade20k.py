@@ -256,16 +256,14 @@ def fetch_zip(dest: Path, *, url: str | None, sha1: str | None, size: int | None
                             f"and place it at {dest}") from None
 
 
-def prepare_args(settings: dict) -> list[str]:
-    """``internseg prepare-ade20k`` options for a preset's ``ade20k`` settings (config.yaml):
-    the sha1 to check, and whether and from where a missing zip is downloaded."""
+def download_args(settings: dict) -> list[str]:
+    """``internseg download-ade20k`` options for a preset's ``ade20k`` settings (config.yaml):
+    where from, and the sha1 and size the file is checked against."""
     words = ["--sha1", settings["sha1"]] if settings["sha1"] else []
-    if settings["download"]:
-        words.append("--download")
-        if settings["url"]:
-            words += ["--url", settings["url"]]
-        if settings["size"]:
-            words += ["--size", str(settings["size"])]
+    if settings["url"]:
+        words += ["--url", settings["url"]]
+    if settings["size"]:
+        words += ["--size", str(settings["size"])]
     return words
 
 

@@ -306,10 +306,7 @@ def add_prepare_ade20k(sub) -> None:
     p.add_argument("--download", action="store_true",
                    help="download the zip to --source when it is missing (resumable; its "
                         "size and --sha1 are checked before it is used)")
-    p.add_argument("--url", help=f"where --download fetches it (default {OFFICIAL_URL})")
-    p.add_argument("--size", type=int_at_least(1), metavar="BYTES",
-                   help="expected size of the downloaded zip (default: the length the server "
-                        "announces)")
+    add_download_options(p, f"where --download fetches it (default {OFFICIAL_URL})")
     add_preparation_options(p, "ade20k", TOP, "threads for decoding label maps")
     p.set_defaults(func=cmd_prepare_ade20k)
 
@@ -324,6 +321,37 @@ def cmd_prepare_ade20k(args) -> int:
                    train_count=args.train_count, val_count=args.val_count,
                    max_errors=args.max_errors, workers=args.workers,
                    progress=not args.no_progress, report=print)
+    return 0
+
+
+def add_download_options(p, url_help: str) -> None:
+    p.add_argument("--url", help=url_help)
+    p.add_argument("--size", type=int_at_least(1), metavar="BYTES",
+                   help="expected size of the downloaded zip (default: the length the server "
+                        "announces)")
+
+
+def add_download_ade20k(sub) -> None:
+    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
+
+    p = sub.add_parser("download-ade20k", help=f"download {TOP}.zip (resumable), checked "
+                       "before it is put in place")
+    p.add_argument("--out", required=True, type=Path, help=f"where the zip goes ({TOP}.zip)")
+    p.add_argument("--sha1", help=f"expected SHA-1 (official: {EXPECTED_SHA1}); omitted = "
+                                  "not verified")
+    add_download_options(p, f"where it is fetched from (default {OFFICIAL_URL})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download_ade20k)
+
+
+def cmd_download_ade20k(args) -> int:
+    from .ade20k import fetch_zip
+
+    if args.out.exists():
+        print(f"{args.out}: already there; not downloaded again")
+        return 0
+    fetch_zip(args.out, url=args.url, sha1=args.sha1, size=args.size,
+              progress=not args.no_progress, report=print)
     return 0
 
 
@@ -708,7 +736,7 @@ def cmd_clean(args) -> int:
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
-               add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
+               add_download_ade20k, add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
                add_make_demo_released, add_aggregate, add_clean)
 
 

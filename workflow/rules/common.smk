@@ -8,7 +8,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.ade20k import prepare_args as ade20k_prepare_args
+from internseg.ade20k import download_args as ade20k_download_args
 from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data

@@ -16,13 +16,9 @@ if PRESET != "demo":
         raise WorkflowError(MISSING)
 
 
-ADE = SETTINGS["ade20k"]
-
-
 rule prepare_ade20k:
     input:
-        # with `download`, a missing zip is fetched by the job itself
-        [] if ADE["download"] else ADE["archive"],
+        SETTINGS["ade20k"]["archive"],
     output:
         manifest("ade20k"),
     log:
@@ -30,15 +26,39 @@ rule prepare_ade20k:
     conda:
         ENV
     params:
-        source=lambda wildcards, input: input[0] if input else ADE["archive"],
+        sha1=lambda wildcards: (
+            f"--sha1 {SETTINGS['ade20k']['sha1']}"
+            if SETTINGS["ade20k"]["sha1"]
+            else ""
+        ),
         data_root=lambda wildcards, output: os.path.dirname(output[0]),
-        train=ADE["train_count"],
-        val=ADE["val_count"],
-        options=shlex.join(ade20k_prepare_args(ADE)),
+        train=SETTINGS["ade20k"]["train_count"],
+        val=SETTINGS["ade20k"]["val_count"],
     shell:
-        "internseg prepare-ade20k --source {params.source} --data-root {params.data_root}"
+        "internseg prepare-ade20k --source {input} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"
-        " {params.options} > {log} 2>&1"
+        " {params.sha1} > {log} 2>&1"
+
+
+# With `download`, the zip is a rule's output of its own, so that the preparation above stays
+# the same job with or without it (a changed command would rerun it and every job after it).
+if SETTINGS["ade20k"]["download"]:
+
+    localrules:
+        download_ade20k,
+
+    rule download_ade20k:
+        """The zip fetched (resumable) and checked (size, sha1) before it is put in place."""
+        output:
+            SETTINGS["ade20k"]["archive"],
+        log:
+            f"{RES}/logs/download_ade20k.log",
+        conda:
+            ENV
+        params:
+            options=shlex.join(ade20k_download_args(SETTINGS["ade20k"])),
+        shell:
+            "internseg download-ade20k --out {output} {params.options} > {log} 2>&1"
 
 
 COCO = SETTINGS["coco_stuff164k"]
