@@ -151,3 +151,23 @@ def test_a_second_downloader_is_refused(server, tmp_path):
         with pytest.raises(DownloadError, match="another process is downloading"):
             download(server.url(), dest, **FAST)
     assert server.ranges == []
+
+
+def test_a_sha1_is_checked_like_a_sha256(server, tmp_path):
+    dest = tmp_path / "file.zip"
+    sha1 = hashlib.sha1(BODY).hexdigest()
+    with pytest.raises(DownloadError, match=f"file.zip: sha1 mismatch: expected {'0' * 40}, "
+                                            f"actual {sha1};"):
+        download(server.url(), dest, sha1="0" * 40, **FAST)
+    assert not dest.exists() and not part_path(dest).exists()
+    assert download(server.url(), dest, sha1=sha1.upper(), **FAST).read_bytes() == BODY
+
+
+@pytest.mark.parametrize("digests,named", [
+    (dict(sha1="abc"), "expected sha1 must be 40 hex digits"),
+    (dict(sha1="0" * 40, sha256="0" * 64), "the expected sha256 or sha1, not both"),
+])
+def test_a_malformed_or_doubled_digest_is_an_input_error(server, tmp_path, digests, named):
+    with pytest.raises(InputError, match=named):
+        download(server.url(), tmp_path / "file.zip", **digests, **FAST)
+    assert server.ranges == []
