@@ -553,7 +553,8 @@ def test_an_unreachable_url_names_the_manual_route(tmp_path, monkeypatch, capsys
     assert rc == 2 and "\n" not in err
     assert "connection refused by 127.0.0.1:1" in err
     assert err.endswith(f"or download ADEChallengeData2016.zip yourself (another address: "
-                        f"--url) and place it at {dest}")
+                        f"--url, in the workflow presets.<preset>.ade20k.url) and place it at "
+                        f"{dest}")
 
 
 def test_module_import_is_light():

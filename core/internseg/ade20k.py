@@ -252,8 +252,9 @@ def fetch_zip(dest: Path, *, url: str | None, sha1: str | None, size: int | None
     try:
         download(url, dest, sha1=sha1, size=size, progress=progress, report=report)
     except DownloadError as err:
-        raise DownloadError(f"{err}; or download {TOP}.zip yourself (another address: --url) "
-                            f"and place it at {dest}") from None
+        raise DownloadError(f"{err}; or download {TOP}.zip yourself (another address: --url, "
+                            f"in the workflow presets.<preset>.ade20k.url) and place it at "
+                            f"{dest}") from None
 
 
 def download_args(settings: dict) -> list[str]:
