@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from http_server import serving
 from PIL import Image
 
-from internseg import ade20k, archives
+from internseg import ade20k, archives, download
 from internseg.ade20k import TOP, DatasetError, prepare_ade20k
+from internseg.download import part_path
+from internseg.errors import InputError
 
 N_TRAIN, N_VAL = 6, 2
 COUNTS = dict(train_count=N_TRAIN, val_count=N_VAL)
@@ -227,7 +230,7 @@ def test_sha1_mismatch_extracts_nothing(good_zip, data_root):
 
 
 def test_malformed_expected_sha1_is_an_error(good_zip, data_root):
-    with pytest.raises(DatasetError, match="40 hex"):
+    with pytest.raises(InputError, match="expected SHA-1 must be 40 hex"):
         prepare(good_zip, data_root, sha1="abc")
 
 
@@ -469,7 +472,89 @@ def test_cli_data_error_returns_2_naming_the_file(tmp_path, data_root, capsys):
 def test_cli_missing_source(tmp_path, data_root, capsys):
     rc = run_cli(["prepare-ade20k", "--source", str(tmp_path / "nope.zip"),
                   "--data-root", str(data_root)])
-    assert rc == 2 and "nope.zip: source not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.zip: source not found; place ADEChallengeData2016.zip" in err
+    assert "--download" in err
+
+
+def test_cli_url_needs_download(tmp_path, data_root, capsys):
+    rc = run_cli(["prepare-ade20k", "--source", str(tmp_path / "nope.zip"),
+                  "--data-root", str(data_root), "--url", "http://127.0.0.1:1/x.zip"])
+    assert rc == 2
+    assert "--url and --size are only used with --download" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- download
+
+
+@pytest.fixture
+def mirror(good_zip):
+    """The synthetic zip served over HTTP with Range support (tests/http_server.py)."""
+    with serving(good_zip.read_bytes()) as srv:
+        yield srv
+
+
+def fetched(tmp_path, mirror, **kwargs):
+    dest = tmp_path / "downloads" / "ADEChallengeData2016.zip"
+    lines = []
+    data_root = tmp_path / "fetched-data"
+    result = prepare(dest, data_root, download=True, url=mirror.url(), report=lines.append,
+                     **kwargs)
+    return dest, result, lines
+
+
+def test_download_resumes_dropped_connections_with_range(tmp_path, good_zip, mirror):
+    size = good_zip.stat().st_size
+    mirror.cut = size // 2 + 1  # every response stops half way
+    dest, result, lines = fetched(tmp_path, mirror, sha1=sha1(good_zip), size=size)
+    assert result.action == "extracted"
+    assert result.manifest["source_sha1"] == sha1(good_zip)
+    assert dest.read_bytes() == good_zip.read_bytes() and not part_path(dest).exists()
+    assert mirror.ranges == [None, f"bytes={size // 2 + 1}-"]
+    assert any(line.startswith(f"downloading {mirror.url()}") for line in lines)
+
+
+def test_download_resumes_a_killed_runs_part(tmp_path, good_zip, mirror):
+    dest = tmp_path / "downloads" / "ADEChallengeData2016.zip"
+    dest.parent.mkdir()
+    part_path(dest).write_bytes(good_zip.read_bytes()[:1000])
+    _, result, lines = fetched(tmp_path, mirror, sha1=sha1(good_zip))
+    assert result.action == "extracted"
+    assert mirror.ranges == ["bytes=1000-"]
+    assert any("resuming" in line and "1000" in line for line in lines)
+
+
+def test_a_downloaded_different_file_is_refused_naming_both_checksums(tmp_path, good_zip,
+                                                                      mirror):
+    wrong = "0" * 40
+    with pytest.raises(InputError) as err:
+        fetched(tmp_path, mirror, sha1=wrong)
+    message = str(err.value)
+    assert message.startswith("ADEChallengeData2016.zip: sha1 mismatch: ")
+    assert f"expected {wrong}, actual {sha1(good_zip)}" in message
+    assert not (tmp_path / "downloads" / "ADEChallengeData2016.zip").exists()
+    assert not (tmp_path / "fetched-data" / TOP).exists()
+
+
+def test_a_server_with_another_size_is_refused_before_downloading(tmp_path, good_zip, mirror):
+    with pytest.raises(InputError, match=f"serves {good_zip.stat().st_size} bytes, "
+                                           "expected 123"):
+        fetched(tmp_path, mirror, size=123)
+    assert mirror.ranges == [None]
+
+
+def test_an_unreachable_url_names_the_manual_route(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
+    dest = tmp_path / "ADEChallengeData2016.zip"
+    rc = run_cli(["prepare-ade20k", "--source", str(dest), "--data-root", str(tmp_path / "d"),
+                  "--download", "--url", "http://127.0.0.1:1/ADEChallengeData2016.zip",
+                  "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "connection refused by 127.0.0.1:1" in err
+    assert err.endswith(f"or download ADEChallengeData2016.zip yourself (another address: "
+                        f"--url, in the workflow presets.<preset>.ade20k.url) and place it at "
+                        f"{dest}")
 
 
 def test_module_import_is_light():
@@ -481,3 +566,43 @@ def test_module_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "[]"
+
+
+def test_official_address_and_sha1_are_the_recorded_ones(reference):
+    assert (ade20k.OFFICIAL_URL, ade20k.EXPECTED_SHA1) == (reference["ade20k"]["url"],
+                                                           reference["ade20k"]["sha1"])
+
+
+def test_the_presets_settings_become_the_download_commands_options():
+    import yaml
+
+    from internseg.cli import build_parser
+
+    presets = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
+    assert ade20k.download_args(presets["demo"]["ade20k"]) == []
+    paper = presets["paper"]["ade20k"]
+    assert ade20k.download_args(paper) == ["--sha1", ade20k.EXPECTED_SHA1]
+    given = dict(paper, url="http://mirror.example/ADE.zip", size=5)
+    args = build_parser().parse_args(["download-ade20k", "--out", "z.zip",
+                                      *ade20k.download_args(given)])
+    assert (args.sha1, args.url, args.size) == (ade20k.EXPECTED_SHA1,
+                                                "http://mirror.example/ADE.zip", 5)
+
+
+def test_download_command_resumes_checks_and_leaves_a_placed_zip_alone(tmp_path, good_zip,
+                                                                        mirror, capsys):
+    out = tmp_path / "dl" / "ADEChallengeData2016.zip"
+    out.parent.mkdir()
+    part_path(out).write_bytes(good_zip.read_bytes()[:500])
+    argv = ["download-ade20k", "--out", str(out), "--url", mirror.url(), "--sha1",
+            sha1(good_zip), "--no-progress"]
+    assert run_cli(argv) == 0
+    assert out.read_bytes() == good_zip.read_bytes() and mirror.ranges == ["bytes=500-"]
+    assert run_cli(argv) == 0  # there already: nothing fetched
+    assert mirror.ranges == ["bytes=500-"]
+    assert "already there" in capsys.readouterr().out
+    out.unlink()
+    assert run_cli([*argv[:-2], "0" * 40, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"sha1 mismatch: expected {'0' * 40}, actual {sha1(good_zip)}" in err
+    assert not out.exists()

@@ -1,15 +1,14 @@
-"""download(): resumable HTTP against a local server on 127.0.0.1 that misbehaves on request."""
+"""download(): resumable HTTP against a local server on 127.0.0.1 that misbehaves on request
+(tests/http_server.py)."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import http.server
-import re
 import socket
-import threading
 
 import pytest
+from http_server import serving
 
 from internseg.download import DownloadError, download, part_path
 from internseg.errors import InputError
@@ -19,65 +18,10 @@ SHA = hashlib.sha256(BODY).hexdigest()
 FAST = dict(progress=False, backoff=0.0, chunk=4096)
 
 
-class Server(http.server.ThreadingHTTPServer):
-    """Serves BODY at every path. ``cut``: bytes sent per response before the connection is
-    closed (the headers still announce the whole rest); ``honour_range``: False answers every
-    request with the whole file; ``status``: answer every request with this error."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.cut: int | None = None
-        self.honour_range = True
-        self.status: int | None = None
-        self.ranges: list[str | None] = []
-
-    def url(self, name: str = "file.zip") -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        srv = self.server
-        asked = self.headers.get("Range")
-        srv.ranges.append(asked)
-        if srv.status:
-            self.send_error(srv.status)
-            return
-        start = int(re.fullmatch(r"bytes=(\d+)-", asked)[1]) if asked else 0
-        if asked and srv.honour_range:
-            if start >= len(BODY):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(BODY)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
-        else:
-            start = 0
-            self.send_response(200)
-        piece = BODY[start:]
-        self.send_header("Content-Length", str(len(piece)))
-        self.end_headers()
-        if srv.cut is not None:
-            piece = piece[:srv.cut]
-            self.close_connection = True
-        self.wfile.write(piece)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = Server()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(BODY) as srv:
+        yield srv
 
 
 def test_full_download_is_checked_and_renamed(server, tmp_path):
@@ -206,4 +150,24 @@ def test_a_second_downloader_is_refused(server, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(DownloadError, match="another process is downloading"):
             download(server.url(), dest, **FAST)
+    assert server.ranges == []
+
+
+def test_a_sha1_is_checked_like_a_sha256(server, tmp_path):
+    dest = tmp_path / "file.zip"
+    sha1 = hashlib.sha1(BODY).hexdigest()
+    with pytest.raises(DownloadError, match=f"file.zip: sha1 mismatch: expected {'0' * 40}, "
+                                            f"actual {sha1};"):
+        download(server.url(), dest, sha1="0" * 40, **FAST)
+    assert not dest.exists() and not part_path(dest).exists()
+    assert download(server.url(), dest, sha1=sha1.upper(), **FAST).read_bytes() == BODY
+
+
+@pytest.mark.parametrize("digests,named", [
+    (dict(sha1="abc"), "expected sha1 must be 40 hex digits"),
+    (dict(sha1="0" * 40, sha256="0" * 64), "the expected sha256 or sha1, not both"),
+])
+def test_a_malformed_or_doubled_digest_is_an_input_error(server, tmp_path, digests, named):
+    with pytest.raises(InputError, match=named):
+        download(server.url(), tmp_path / "file.zip", **digests, **FAST)
     assert server.ranges == []

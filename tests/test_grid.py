@@ -105,6 +105,24 @@ def test_coco_stuff_runs_on_the_forks_dataset_and_pipeline():
     assert steps["RandomCrop"].crop_size == (504, 504) and steps["RandomCrop"].cat_max_ratio == 0.75
 
 
+def test_a_config_moved_to_a_dataset_reads_that_datasets_folder():
+    """Without --data-root, a moved config must not read one dataset's class from the other's
+    folder: every dataloader takes the dataset's own root, and moving back restores it."""
+    from internseg.config import load_config, move_to_dataset
+    from internseg.datasets import DATASETS
+
+    written = load_config("paper/head_tuning", import_modules=False)
+    ade = written.train_dataloader.dataset.data_root
+    assert ade == DATASETS["ade20k"].data_root
+    assert ade.endswith("/ADEChallengeData2016")
+    moved = load_config("paper/head_tuning", dataset="coco_stuff164k", import_modules=False)
+    roots = {moved[f"{split}_dataloader"].dataset.data_root for split in ("train", "val", "test")}
+    assert roots == {"resources/coco_stuff164k"} and "ade" not in roots.pop()
+    back = move_to_dataset(moved, DATASETS["ade20k"])
+    assert {back[f"{split}_dataloader"].dataset.data_root
+            for split in ("train", "val", "test")} == {ade}
+
+
 def test_the_grid_is_every_trunk_and_dataset_of_table15():
     grid = table15_runs(experiments("paper"))
     assert len(grid) == len(CELLS) == 30
@@ -124,5 +142,7 @@ def test_inspect_shows_a_cells_resolved_settings(capsys):
     assert (resolved["out_indices"], resolved["depth"], resolved["num_classes"]) == ([44], 45, 171)
     assert (resolved["iterations"], resolved["lr"]) == (80000, 4e-5)
     assert resolved["trunk"] == "intern_vit_6b_448px_v1_0" and resolved["pretrain_size"] == 448
+    assert (resolved["dataset_class"], resolved["data_root"]) == ("COCOStuffDataset",
+                                                                  "resources/coco_stuff164k")
     # a linear probe: the head's BN and 1x1 conv to 171 classes on 3200 channels
     assert info["trainable_params"] == 2 * 3200 + 3200 * 171 + 171

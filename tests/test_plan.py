@@ -8,9 +8,9 @@ from conftest import REPO
 from internseg.cli import main
 from internseg.config import load_config
 from internseg.plan import (A100_BF16_PEAK, ASSUMED_UTILISATION, FIRST_JOB_HOURS,
-                            MAX_JOB_HOURS, STOP_WARNING_S, Bandwidth, Events, job_seconds,
+                            MAX_JOB_HOURS, STOP_WARNING_S, Bandwidth, Events, Units, job_seconds,
                             measured_step_seconds, plan, published_iteration_seconds,
-                            resized_for_test, slide_windows, timeline,
+                            resized_for_test, slide_windows, timeline, to_markdown,
                             trunk_flops_per_image)
 from internseg.registry import experiments, plan_runs
 
@@ -313,3 +313,39 @@ def test_binary_results_are_one_line_naming_the_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"internseg plan: error: --results {results}: not a text file (byte 0 is "
                    "not UTF-8)")
+
+
+def table_columns(markdown: str) -> dict[str, list[str]]:
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("| ")]
+    return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
+
+
+def test_the_demos_plan_reads_in_seconds_and_megabytes_not_zeros():
+    demo = plan_runs(list(experiments("demo")), experiments("demo"), None, None, None)
+    markdown = to_markdown(plan(demo.values(), "demo", 1))
+    columns = table_columns(markdown)
+    assert "train_s" in columns and "wall_s" in columns and "train_hours" not in columns
+    assert "checkpoint_mb" in columns and "work_dir_mb" in columns
+    for name, cells in columns.items():
+        if name not in ("run", "regime", "sources", "starts"):
+            assert any(float(cell) > 0 for cell in cells), f"{name}: {cells}"
+    total = next(line for line in markdown.splitlines() if line.startswith("9 runs:"))
+    assert " GPU-seconds (" in total and " MB of work dirs" in total and " 0.0 " not in total
+
+
+def test_the_paper_plan_keeps_hours_and_gigabytes():
+    markdown = to_markdown(plan(runs("fewshot_1of16"), "paper", 8))
+    columns = table_columns(markdown)
+    assert columns["train_hours"] == ["1.45"] and columns["checkpoint_gb"] == ["70.9"]
+    assert "1 runs: 12.8 GPU-hours (1.6 h if run one after another" in markdown
+
+
+@pytest.mark.parametrize("wall_hours,unit", [(2.0, "hours"), (0.5, "min"), (0.001, "s")])
+def test_the_time_unit_is_the_longest_runs(wall_hours, unit):
+    from dataclasses import replace
+
+    (cost,) = plan(runs("fewshot_1of16"), "paper", 8)
+    assert Units.fitting([replace(cost, wall_hours=wall_hours)]).time == unit
+    assert Units.fitting([replace(cost, wall_hours=wall_hours)]).hours(0.5) == {
+        "hours": "0.5", "min": "30", "s": "1800"}[unit]

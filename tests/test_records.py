@@ -101,7 +101,7 @@ def test_records_json_lists_every_cell_with_its_source(capsys):
 def _metafile(**entry):
     base = dict(trunk="intern_vit_6b_224px", experiment="head_tuning", dataset="ade20k",
                 mIoU=54.9, sources=[dict(source="s", cell="HT")])
-    return dict(sources=dict(s=dict(short="S", title="T", where="W")),
+    return dict(sources=dict(s=dict(short="S", title="T", where="W", reports="log")),
                 records=[base | entry])
 
 
@@ -129,3 +129,25 @@ def test_one_cell_has_one_number():
 
 def test_the_metafile_is_package_data():
     assert METAFILE.name == "metafile.yaml" and METAFILE.is_file()
+
+
+def test_which_number_each_source_reports(reference):
+    """Table 15's grid has no logs and its fork's configs keep the best validation; InternVL
+    1.0's logs are published (its records name them) and show both."""
+    assert "save_best auto" in reference["ablation_448"]["common"]["evaluation"]
+    assert "no 448px or COCO-Stuff checkpoints or logs" in reference["table15"][
+        "no_released_files"]
+    for record in records().values():
+        first = record.sources[0].source
+        if first == "internvl_2_5_table15":
+            assert record.reports == "best_validation" and record.published_log is None
+        else:
+            assert record.reports == "log" and record.published_log, record.key
+
+
+def test_a_source_without_a_known_reports_rule_is_refused():
+    data = _metafile()
+    data["sources"]["s"]["reports"] = "final"
+    with pytest.raises(InputError, match="sources.s.reports is 'final', not one of log, "
+                                         "best_validation"):
+        parse_records(data, "meta.yaml", {"head_tuning"})

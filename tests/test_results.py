@@ -40,7 +40,8 @@ def test_markdown_has_a_row_per_run_and_dashes_for_missing():
                                   record("full_tuning", None, 58.9)]))
     lines = md.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| run | dataset | experiment |")
-    assert "| 54.90 | – | 50.00 | -4.90 |" in lines[2]  # no released mIoU given
+    # no released mIoU, no validation: compared with the final weights
+    assert "| 54.90 | – | 50.00 | – | – | final | 50.00 | -4.90 |" in lines[2]
     assert "–" in lines[3]
 
 
@@ -216,10 +217,16 @@ def test_aggregate_reports_final_and_best_validation(tmp_path):
     assert (row.setting, row.paper_mIoU, row["head"], row.trunk, row.trunk_mode) == (
         "few-shot", 46.5, "LinearHead", "intern_vit_6b_224px", "trained")
     assert row.dataset == "ade20k" and row.paper_source == "InternVL 1.0, Sec. 4.2.2: few-shot 1/16"
-    assert (row.our_mIoU, row.difference) == (44.0, -2.5)
     assert (row.best_val_mIoU, row.best_val_iter) == (45.25, 3000)
     assert (row.published_final_mIoU, row.published_best_mIoU, row.published_best_iter) == (
         43.98, 45.12, 1000)
+    # neither of the log's numbers is the printed 46.5: the configs kept the best validation
+    assert (row.our_mIoU, row.compared, row.compared_mIoU, row.difference) == (
+        44.0, "best validation", 45.25, -1.25)
+    summary = pd.read_csv(tmp_path / "s.csv").iloc[0]
+    assert (summary.final_mIoU, summary.best_val_mIoU, summary.our_mIoU) == (44.0, 45.25, 45.25)
+    markdown = (tmp_path / "t.md").read_text()
+    assert "- best validation: its published log not read here (or neither" in markdown
     assert (row.published_s_per_iter, row.published_memory_MB) == (2.001, 61234)
 
 
@@ -407,3 +414,47 @@ def test_the_table_tells_not_measured_from_no_log(tmp_path, caplog):
     assert f"{log}: final validation not measured: no validation (Iter(val)) line" in caplog.text
     assert main(["aggregate", str(run), *outputs(tmp_path)]) == 0
     assert pd.isna(pd.read_csv(tmp_path / "t.csv").iloc[0].published_final_mIoU)
+
+
+def judged(experiment, final, best, *, trunk=TRUNK, dataset="ade20k", log=None):
+    """A run's record with its final and best validation mIoU and, if given, the original's
+    published log's (last, best) validation."""
+    from internseg.records import record_of
+    from internseg.results.published import PublishedLog, PublishedValidation
+
+    rec = record_of(trunk, experiment, dataset)
+    published = None if log is None else PublishedLog(
+        summary=PublishedValidation(final_miou=log[0], best_miou=log[1], best_iter=7000))
+    return RunRecord(run=f"{dataset}/{trunk}/{experiment}", dataset=dataset,
+                     experiment=experiment, setting="s", head="UPerHead", trunk=trunk,
+                     trunk_mode="frozen", fraction=1, iterations=80000, train_images=1,
+                     subset_seed=None, train_seed=None, seed_source="none",
+                     paper_miou=rec.miou, paper_reports=rec.reports,
+                     metrics={"mIoU": final, "mAcc": 1.0, "aAcc": 1.0},
+                     best_validation=None if best is None else (best, 6000), published=published)
+
+
+@pytest.mark.parametrize("case,compared,value,why", [
+    # Table 15's grid: no logs; the fork's configs set save_best='auto'
+    (dict(experiment="linear_probing", final=40.0, best=41.0, trunk="intern_vit_6b_448px_v2_5"),
+     "best validation", 41.0, "the configs that produced it kept the best validation"),
+    # InternVL 1.0 (54.9 printed): its log's last validation is the printed number
+    (dict(experiment="head_tuning", final=53.0, best=54.0, log=(54.93, 55.3)),
+     "final", 53.0, "the published log's last validation is the printed number"),
+    # ... its log's best validation is
+    (dict(experiment="head_tuning", final=53.0, best=54.0, log=(54.5, 54.87)),
+     "best validation", 54.0, "the published log's best validation is the printed number"),
+    # ... no log read (the demo, or before the logs are fetched)
+    (dict(experiment="head_tuning", final=53.0, best=54.0),
+     "best validation", 54.0, "its published log not read here"),
+    # a run that validated nothing has only its final weights
+    (dict(experiment="linear_probing", final=40.0, best=None, trunk="intern_vit_6b_448px_v2_5"),
+     "final", 40.0, "no validation recorded during training"),
+])
+def test_the_verdict_compares_the_number_its_source_reports(case, compared, value, why):
+    row = build_table([judged(**case)]).iloc[0]
+    assert (row.compared, row.compared_mIoU) == (compared, value)
+    assert row.compared_why.startswith(why)
+    assert row.difference == pytest.approx(value - row.paper_mIoU)
+    summary = summarize(build_table([judged(**case)])).iloc[0]
+    assert (summary.final_mIoU, summary.our_mIoU) == (case["final"], value)

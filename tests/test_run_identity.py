@@ -8,6 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+import internseg
 from internseg.cli import main
 from internseg.engine.identity import (IDENTITY_FILE, make_identity, settle_work_dir,
                                        training_config, work_dir_lock)
@@ -43,18 +44,24 @@ def superseded(work):
     return sorted(work.parent.glob(f"{work.name}.superseded-*"))
 
 
-def test_same_inputs_resume_and_record_the_identity(demo_assets, tmp_path, caplog):
+def test_same_inputs_resume_and_record_the_identity(demo_assets, tmp_path, caplog,
+                                                    monkeypatch):
     work = tmp_path / "work"
     first = train(demo_assets, tmp_path, work)
     recorded = json.loads((work / IDENTITY_FILE).read_text())
     assert first["meta"]["run_identity"] == recorded["digest"]
+    assert first["meta"]["versions"]["internseg"] == internseg.__version__
     saved = torch.load(work / f"iter_{ITERS}.pth", weights_only=True)
     assert saved["meta"]["run_identity"] == recorded["digest"]
     caplog.clear()
     caplog.set_level(logging.INFO, logger="internseg")
+    # a new release of the same code: recorded, but the finished run is kept, not retrained
+    monkeypatch.setattr(internseg, "__version__", "99.0.0")
     again = train(demo_assets, tmp_path, work)
     assert f"auto-resume: from {work / f'iter_{ITERS}.pth'}" in caplog.text
     assert superseded(work) == []
+    assert again["meta"]["run_identity"] == first["meta"]["run_identity"]
+    assert again["meta"]["versions"]["internseg"] == "99.0.0"
     assert_bitwise_equal(again["state_dict"], first["state_dict"])
 
 

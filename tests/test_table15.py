@@ -60,7 +60,7 @@ def test_a_dataset_not_run_says_so_and_gives_no_average():
     for column in ("LP_avg", "HT_avg", "FT_avg", "delta1", "delta2", "FT_ade20k"):
         assert cell(long, trunk, column).verdict == "not run", column
     md = table15_markdown(long)
-    assert "not run / 42.8" in md and "47.00 (n=1) / 47.2 within" in md
+    assert "not run / 42.8" in md and "final 47.00 (n=1; best val –) / 47.2 within" in md
 
 
 def test_seeds_give_a_mean_with_its_spread_and_n():
@@ -68,7 +68,7 @@ def test_seeds_give_a_mean_with_its_spread_and_n():
         run("head_tuning", "ade20k", 54.0, seed=1), run("head_tuning", "ade20k", 56.0, seed=2)])))
     ht = cell(long, "intern_vit_6b_224px", "HT_ade20k")
     assert (ht.our_mIoU, ht.our_mIoU_std, ht.n) == (55.0, 1.41, 2)
-    assert "55.00 ± 1.41 (n=2) / 54.9 within" in table15_markdown(long)
+    assert "final 55.00 ± 1.41 (n=2; best val –) / 54.9 within" in table15_markdown(long)
 
 
 def test_rows_are_trunks_in_the_reports_layout_and_a_demo_trunk_stands_for_its_counterpart():
@@ -92,3 +92,66 @@ def test_no_grid_run_is_said_not_made_up():
     long = table15(summarize(build_table([run("fewshot_1of16", "ade20k", 40.0)])))
     assert long.empty
     assert "No run of linear probing" in table15_markdown(long)
+
+
+def test_a_cell_shows_final_and_best_and_says_which_it_compares():
+    record = run("linear_probing", "ade20k", 40.0, trunk="intern_vit_6b_448px_v2_5")
+    from dataclasses import replace
+
+    record = replace(record, paper_reports="best_validation", best_validation=(41.5, 7000))
+    long = table15(summarize(build_table([record])))
+    lp = cell(long, "intern_vit_6b_448px_v2_5", "LP_ade20k")
+    assert (lp.final_mIoU, lp.best_val_mIoU, lp.compared, lp.our_mIoU) == (
+        40.0, 41.5, "best validation", 41.5)
+    md = table15_markdown(long)
+    v25 = dict(zip(TABLE15["columns"], TABLE15["rows"]["448px_v2_5"]))
+    assert f"best val 41.50 (n=1; final 40.00) / {v25['LP_ade20k']:.1f}" in md
+    note = md.split("\n\n")[-1]
+    assert note.startswith("- best validation: the configs that produced it kept the best "
+                           "validation (save_best='auto') (1 row)")
+
+
+def grid(skip=()):
+    """Every cell of two trunks, ours 1 point under the report's, but ``skip``."""
+    from internseg.records import record_of
+
+    records = []
+    for trunk in ("intern_vit_6b_224px", "intern_vit_6b_448px_v2_5"):
+        for experiment in REGIME:
+            for dataset in ("ade20k", "coco_stuff164k"):
+                if (trunk, experiment, dataset) not in skip:
+                    records.append(run(experiment, dataset,
+                                       record_of(trunk, experiment, dataset).miou - 1.5,
+                                       trunk=trunk))
+    return table15(summarize(build_table(records)))
+
+
+def test_the_figure_pairs_ours_with_the_reports_per_cell_both_datasets_and_averages():
+    from internseg.results.plots import table15_points
+
+    missing = ("intern_vit_6b_448px_v2_5", "full_tuning", "coco_stuff164k")
+    long = grid(skip=(missing,))
+    points = table15_points(long)
+    assert len(points) == 3 * 3 * 2  # ADE20K, COCO-Stuff, average x LP, HT, FT x trunks
+    for p in points:
+        shown = cell(long, p["trunk"], f"{p['regime']}_{p['panel']}")
+        assert p["paper"] == shown.paper_mIoU and p["verdict"] == shown.verdict
+        if p["ours"] is not None:
+            assert p["gap"] == pytest.approx(p["ours"] - p["paper"], abs=0.01)
+    by = {(p["trunk"], p["regime"], p["panel"]): p for p in points}
+    v25 = "intern_vit_6b_448px_v2_5"
+    assert by[(v25, "FT", "coco_stuff164k")]["ours"] is None  # not run: the report's alone
+    assert by[(v25, "FT", "avg")]["verdict"] == "not run"
+    assert by[(v25, "LP", "ade20k")]["gap"] == -1.5
+    assert by[(v25, "LP", "ade20k")]["verdict"] == "outside"
+    # a regime's trunks side by side, in the table's order, inside the regime's slot
+    lp = [by[(t, "LP", "ade20k")]["x"] for t in ("intern_vit_6b_224px", v25)]
+    assert -0.5 < lp[0] < lp[1] < 0.5
+
+
+def test_the_figure_is_written(tmp_path):
+    from internseg.results.plots import plot_table15
+
+    for name, long in (("grid.png", grid()), ("empty.png", table15(summarize(build_table([]))))):
+        out = plot_table15(long, tmp_path / name)
+        assert out.read_bytes()[:4] == b"\x89PNG"

@@ -62,6 +62,9 @@ def test_provenance_names_the_code_inputs_and_hardware_of_the_weights(linear_pro
         assert record["git_commit"].startswith(head)
     assert record["device"].startswith("cpu") and record["world_size"] == 1
     assert record["iterations"] == 4 and record["versions"]["torch"].startswith("2.13")
+    from internseg import __version__
+
+    assert record["versions"]["internseg"] == __version__
 
 
 def test_work_dir_checkpoints_carry_versions_and_classes(linear_probe_run):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,7 @@ from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, locked
 from .archives import discard as _discard
 from .archives import list_files as _list_files
 from .datasets import DATASETS
+from .download import DownloadError, download, normalize_sha1
 from .errors import InputError
 from .io import hash_file, read_json, write_json
 
@@ -34,6 +34,9 @@ log = logging.getLogger("internseg")
 ADE20K = DATASETS["ade20k"]
 TOP = ADE20K.tree
 EXPECTED_SHA1 = "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
+# The MIT Scene Parsing benchmark's own address; unreachable at times, hence `--url` (a mirror)
+# and the zip placed by hand stay possible.
+OFFICIAL_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 TRAIN_COUNT = ADE20K.train_count
 VAL_COUNT = ADE20K.val_count
 MAX_LABEL = ADE20K.num_classes  # 0 is "other" (ignored), 1..150 the classes
@@ -71,21 +74,12 @@ def sha1_file(path: str | Path, chunk: int = 1 << 20, progress: bool = True) -> 
     return hash_file(path, "sha1", chunk=chunk, progress=progress)
 
 
-def normalize_sha1(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{40}", value):
-        raise DatasetError(f"expected SHA-1 must be 40 hex digits, got {value!r}")
-    return value
-
-
 def check_sha1(path: str | Path, expected: str | None, progress: bool = True) -> str:
     """The SHA-1 of ``path``, verified against ``expected`` when given (a warning when not).
 
     Always computed: the prepared tree is tied to the archive it came from by this digest.
     """
-    expected = normalize_sha1(expected)
+    expected = normalize_sha1(expected, "expected SHA-1")
     actual = sha1_file(path, progress=progress)
     if expected is None:
         log.warning("%s: no expected SHA-1 given, archive not verified (SHA-1 %s; the "
@@ -249,14 +243,41 @@ def _link_into_place(tree: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def fetch_zip(dest: Path, *, url: str | None, sha1: str | None, size: int | None,
+              progress: bool, report: Report) -> None:
+    """Download the zip to ``dest`` (resuming a ``.part`` a killed run left), checked against
+    ``size`` and ``sha1`` before it is renamed into place; a failure names the manual route."""
+    url = url or OFFICIAL_URL
+    report(f"downloading {url} -> {dest}")
+    try:
+        download(url, dest, sha1=sha1, size=size, progress=progress, report=report)
+    except DownloadError as err:
+        raise DownloadError(f"{err}; or download {TOP}.zip yourself (another address: --url, "
+                            f"in the workflow presets.<preset>.ade20k.url) and place it at "
+                            f"{dest}") from None
+
+
+def download_args(settings: dict) -> list[str]:
+    """``internseg download-ade20k`` options for a preset's ``ade20k`` settings (config.yaml):
+    where from, and the sha1 and size the file is checked against."""
+    words = ["--sha1", settings["sha1"]] if settings["sha1"] else []
+    if settings["url"]:
+        words += ["--url", settings["url"]]
+    if settings["size"]:
+        words += ["--size", str(settings["size"])]
+    return words
+
+
 def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | None = None,
+                   download: bool = False, url: str | None = None, size: int | None = None,
                    manifest_path: str | Path | None = None, train_count: int = TRAIN_COUNT,
                    val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
                    workers: int | None = None, progress: bool = True,
                    report: Report = log.info) -> Prepared:
     """Make ``<data_root>/ADEChallengeData2016`` a validated ADE20K tree and write its manifest.
 
-    ``source`` is the official zip or an extracted folder.  ``manifest_path`` defaults to
+    ``source`` is the official zip or an extracted folder; with ``download``, a missing zip is
+    first fetched from ``url`` (default: the official address).  ``manifest_path`` defaults to
     ``<data_root>/ADEChallengeData2016.manifest.json``.  Idempotent: when the manifest still
     describes the tree, nothing is read or written.
     """
@@ -264,11 +285,14 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
     data_root = Path(data_root).absolute()
     target = data_root / TOP
     manifest_path = Path(manifest_path or data_root / f"{TOP}.manifest.json")
-    sha1 = normalize_sha1(sha1)
+    sha1 = normalize_sha1(sha1, "expected SHA-1")
     checks = dict(train_count=train_count, val_count=val_count, max_errors=max_errors,
                   workers=workers, progress=progress, report=report)
+    if not source.exists() and download:
+        fetch_zip(source, url=url, sha1=sha1, size=size, progress=progress, report=report)
     if not source.exists():
-        raise DatasetError(f"{source}: source not found")
+        raise DatasetError(f"{source}: source not found; place {TOP}.zip there or pass "
+                           "--download")
     data_root.mkdir(parents=True, exist_ok=True)
 
     with locked(data_root):

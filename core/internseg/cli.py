@@ -210,8 +210,9 @@ def cmd_inspect(args) -> int:
         return 0
     r, groups = info["resolved"], info["param_groups"]
     print(f"{args.config} on {r['trunk']} (depth {r['depth']}), {r['dataset']} "
-          f"({r['num_classes']} classes): blocks {r['out_indices']}, {r['iterations']} "
-          f"iterations at lr {r['lr']:g}, layer decay {r['layer_decay_rate']}")
+          f"({r['num_classes']} classes, {r['dataset_class']} at {r['data_root']}): blocks "
+          f"{r['out_indices']}, {r['iterations']} iterations at lr {r['lr']:g}, layer decay "
+          f"{r['layer_decay_rate']}")
     print(f"trainable / total {info['summary']} ({info['summary_without_auxiliary_head']} "
           f"without the auxiliary head) (backbone {info['backbone_params']:,}); "
           f"{groups['count']} optimizer groups, lr scale "
@@ -293,7 +294,7 @@ def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
 
 
 def add_prepare_ade20k(sub) -> None:
-    from .ade20k import EXPECTED_SHA1, TOP
+    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
 
     p = sub.add_parser("prepare-ade20k", help="verify, extract and validate ADE20K; write its "
                        "manifest")
@@ -302,6 +303,10 @@ def add_prepare_ade20k(sub) -> None:
                         "(or its parent), validated in place and symlinked into --data-root")
     p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
                                   "omitted = not verified")
+    p.add_argument("--download", action="store_true",
+                   help="download the zip to --source when it is missing (resumable; its "
+                        "size and --sha1 are checked before it is used)")
+    add_download_options(p, f"where --download fetches it (default {OFFICIAL_URL})")
     add_preparation_options(p, "ade20k", TOP, "threads for decoding label maps")
     p.set_defaults(func=cmd_prepare_ade20k)
 
@@ -309,10 +314,44 @@ def add_prepare_ade20k(sub) -> None:
 def cmd_prepare_ade20k(args) -> int:
     from .ade20k import prepare_ade20k
 
-    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, manifest_path=args.manifest,
+    if (args.url or args.size) and not args.download:
+        raise InputError("--url and --size are only used with --download")
+    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, download=args.download,
+                   url=args.url, size=args.size, manifest_path=args.manifest,
                    train_count=args.train_count, val_count=args.val_count,
                    max_errors=args.max_errors, workers=args.workers,
                    progress=not args.no_progress, report=print)
+    return 0
+
+
+def add_download_options(p, url_help: str) -> None:
+    p.add_argument("--url", help=url_help)
+    p.add_argument("--size", type=int_at_least(1), metavar="BYTES",
+                   help="expected size of the downloaded zip (default: the length the server "
+                        "announces)")
+
+
+def add_download_ade20k(sub) -> None:
+    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
+
+    p = sub.add_parser("download-ade20k", help=f"download {TOP}.zip (resumable), checked "
+                       "before it is put in place")
+    p.add_argument("--out", required=True, type=Path, help=f"where the zip goes ({TOP}.zip)")
+    p.add_argument("--sha1", help=f"expected SHA-1 (official: {EXPECTED_SHA1}); omitted = "
+                                  "not verified")
+    add_download_options(p, f"where it is fetched from (default {OFFICIAL_URL})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download_ade20k)
+
+
+def cmd_download_ade20k(args) -> int:
+    from .ade20k import fetch_zip
+
+    if args.out.exists():
+        print(f"{args.out}: already there; not downloaded again")
+        return 0
+    fetch_zip(args.out, url=args.url, sha1=args.sha1, size=args.size,
+              progress=not args.no_progress, report=print)
     return 0
 
 
@@ -582,6 +621,8 @@ def add_aggregate(sub) -> None:
                    "input sha256s, hardware (from each run's provenance.json)")
     p.add_argument("--fraction-plot")
     p.add_argument("--trunk-plot", help="trunk x regime bars, one panel per dataset")
+    p.add_argument("--table15-plot", help="Table 15, ours beside the report's per cell: both "
+                   "datasets and the averages, and each cell's gap")
     p.add_argument("--curves-plot")
     p.set_defaults(func=cmd_aggregate)
 
@@ -603,13 +644,14 @@ def parse_pairs(pairs: list[str], option: str, convert=Path, what: str = "PATH",
 
 def cmd_aggregate(args) -> int:
     from .io import write_text
-    from .results.plots import plot_miou_vs_fraction, plot_training_curves, plot_trunk_regimes
+    from .results.plots import (plot_miou_vs_fraction, plot_table15, plot_training_curves,
+                                plot_trunk_regimes)
     from .results.table import (build_table, load_record, provenance_table, report_markdown,
                                 summarize)
     from .results.table15 import table15, table15_markdown
 
     outputs = ("csv", "summary_csv", "markdown", "table15_csv", "table15_markdown",
-               "provenance_csv", "fraction_plot", "trunk_plot", "curves_plot")
+               "provenance_csv", "fraction_plot", "trunk_plot", "table15_plot", "curves_plot")
     if not any(getattr(args, name) for name in outputs):
         raise InputError("aggregate: nothing to write; give at least one output option")
     logs = parse_pairs(args.published_log, "--published-log", key="RUN")
@@ -649,6 +691,8 @@ def cmd_aggregate(args) -> int:
         plot_miou_vs_fraction(summary, args.fraction_plot)
     if args.trunk_plot:
         plot_trunk_regimes(summary, args.trunk_plot)
+    if args.table15_plot:
+        plot_table15(table15(summary, args.tolerance), args.table15_plot)
     if args.curves_plot:
         plot_training_curves(scalars, args.curves_plot,
                              {r.run: r.published for r in records if r.published})
@@ -692,7 +736,7 @@ def cmd_clean(args) -> int:
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
-               add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
+               add_download_ade20k, add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
                add_make_demo_released, add_aggregate, add_clean)
 
 
@@ -704,8 +748,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="internseg", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    # the docstring's first paragraph, whole: its first line alone stopped mid-sentence
+    summary = " ".join(__doc__.split("\n\n")[0].split())
+    parser = OneLineParser(prog="internseg", description=summary)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"internseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

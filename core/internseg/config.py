@@ -290,13 +290,13 @@ def move_to_trunk(cfg: Config, trunk: Trunk, given: set[str], source) -> Config:
 
 def move_to_dataset(cfg: Config, dataset: Dataset) -> Config:
     """The config written for its dataset, run on ``dataset``: each dataloader's dataset class,
-    folders and label handling, and every head's class count; pipelines, schedule and model
-    stay (the fork's ADE20K and COCO-Stuff configs differ in nothing else)."""
+    data root, folders and label handling, and every head's class count; pipelines, schedule
+    and model stay (the fork's ADE20K and COCO-Stuff configs differ in nothing else)."""
     for name, split in (("train_dataloader", "train"), ("val_dataloader", "val"),
                         ("test_dataloader", "val")):
         loader = cfg.get(name)
         if loader:
-            loader.dataset.update(type=dataset.mmseg_type,
+            loader.dataset.update(type=dataset.mmseg_type, data_root=dataset.data_root,
                                   reduce_zero_label=dataset.reduce_zero_label,
                                   data_prefix=dataset.data_prefix(split))
     for name in ("decode_head", "auxiliary_head"):

@@ -23,6 +23,8 @@ class Dataset:
 
     mmseg_type: mmseg's dataset class (its class names and palette are used as they are).
     tree: the folder, under the prepared data root, that the dataloaders' ``data_root`` is.
+    data_root: where a config written for it reads the tree when no ``--data-root`` is given
+      (mmseg's ``data/`` layout under ``resources/``); a config moved here reads it too.
     train / val: the (images, annotations) folders of each split inside ``tree``.
     train_count / val_count: the official split sizes (a preset may expect fewer: the demo).
     reduce_zero_label: label 0 is "other" and ignored (ADE20K), else labels are train ids.
@@ -34,6 +36,7 @@ class Dataset:
     num_classes: int
     reduce_zero_label: bool
     tree: str
+    data_root: str
     train: tuple[str, str]
     val: tuple[str, str]
     train_count: int
@@ -73,6 +76,7 @@ def dataset_of_type(mmseg_type: str) -> Dataset:
 register_dataset(Dataset(
     name="ade20k", title="ADE20K", mmseg_type="ADE20KDataset", num_classes=150,
     reduce_zero_label=True, tree="ADEChallengeData2016",
+    data_root="resources/ade/ADEChallengeData2016",
     train=("images/training", "annotations/training"),
     val=("images/validation", "annotations/validation"), train_count=20210, val_count=2000))
 
@@ -80,6 +84,7 @@ register_dataset(Dataset(
 register_dataset(Dataset(
     name="coco_stuff164k", title="COCO-Stuff-164K", mmseg_type="COCOStuffDataset",
     num_classes=171, reduce_zero_label=False, tree="coco_stuff164k",
+    data_root="resources/coco_stuff164k",
     train=("images/train2017", "annotations/train2017"),
     val=("images/val2017", "annotations/val2017"), train_count=118287, val_count=5000))
 

@@ -1,9 +1,10 @@
 """Resumable HTTP(S) downloads that are checked before anyone can use them.
 
 The body streams into ``<dest>.part``; only once the whole file is there, of the pinned size and
-sha256, is it renamed to ``dest``.  A dropped connection is resumed with a ``Range`` request
-inside the same call, and a ``.part`` left by a killed process is resumed by the next call, so a
-20 GB archive never starts over because of one hiccup.  Plain ``urllib``: dataset hosts need no
+digest (sha256, or the sha1 that is all ADE20K publishes), is it renamed to ``dest``.  A dropped
+connection is resumed with a ``Range`` request inside the same call, and a ``.part`` left by a
+killed process is resumed by the next call, so a 20 GB archive never starts over because of one
+hiccup.  Plain ``urllib``: dataset hosts need no
 more, and the project takes no new dependency for it.
 """
 
@@ -30,6 +31,7 @@ from .io import hash_file
 log = logging.getLogger("internseg")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHA1 = re.compile(r"[0-9a-f]{40}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIABLE = re.compile(r"bytes \*/(\d+)")
 
@@ -59,24 +61,36 @@ def normalize_sha256(value: str | None, what: str = "sha256") -> str | None:
     return value
 
 
+def normalize_sha1(value: str | None, what: str = "sha1") -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not _SHA1.fullmatch(value):
+        raise InputError(f"{what} must be 40 hex digits, got {value!r}")
+    return value
+
+
 def part_path(dest: str | Path) -> Path:
     dest = Path(dest)
     return dest.with_name(dest.name + ".part")
 
 
-def download(url: str, dest: str | Path, *, sha256: str | None = None, size: int | None = None,
-             progress: bool = True, retries: int = 4, backoff: float = 1.0,
+def download(url: str, dest: str | Path, *, sha256: str | None = None, sha1: str | None = None,
+             size: int | None = None, progress: bool = True, retries: int = 4, backoff: float = 1.0,
              timeout: float = 60.0, chunk: int = 1 << 20,
              report: Callable[[str], None] = log.info) -> Path:
     """Download ``url`` to ``dest``, resuming whatever ``<dest>.part`` holds; returns ``dest``.
 
     ``retries`` counts attempts in a row that add no byte (waiting ``backoff``, doubled each
-    time): a connection that drops after every few megabytes still completes.  ``size`` and
-    ``sha256`` are checked, in that order, before the rename; a file failing either is deleted.
-    Raises DownloadError naming the file and the failure.
+    time): a connection that drops after every few megabytes still completes.  ``size`` and the
+    digest (``sha256`` or ``sha1``, at most one) are checked, in that order, before the rename;
+    a file failing either is deleted.  Raises DownloadError naming the file and the failure.
     """
     dest = Path(dest)
-    sha256 = normalize_sha256(sha256, f"{dest.name}: expected sha256")
+    if sha256 is not None and sha1 is not None:
+        raise InputError(f"{dest.name}: give the expected sha256 or sha1, not both")
+    digest = (("sha1", normalize_sha1(sha1, f"{dest.name}: expected sha1")) if sha1 is not None
+              else ("sha256", normalize_sha256(sha256, f"{dest.name}: expected sha256")))
     part = part_path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(part) as fh, _bar(dest.name, size, fh.tell(), progress) as bar:
@@ -90,7 +104,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, size: int
                 part.unlink()  # nothing to resume: leave no empty file behind
             raise
         # still under the lock: nobody appends between the check and the rename
-        _check_and_place(part, dest, sha256, size, progress)
+        _check_and_place(part, dest, digest, size, progress)
     return dest
 
 
@@ -114,20 +128,22 @@ def _attempts(url: str, name: str, part: Path, fh: BinaryIO, *, size, retries, b
             time.sleep(wait)
 
 
-def _check_and_place(part: Path, dest: Path, sha256, size, progress) -> None:
+def _check_and_place(part: Path, dest: Path, digest: tuple[str, str | None], size,
+                     progress) -> None:
     got = part.stat().st_size
     if size is not None and got != size:
         part.unlink()
         raise DownloadError(f"{dest.name}: downloaded {got} bytes, expected {size}; "
                             "the partial file was deleted")
-    actual = hash_file(part, "sha256", progress=progress)
-    if sha256 is not None and actual != sha256:
+    algorithm, expected = digest
+    actual = hash_file(part, algorithm, progress=progress)
+    if expected is not None and actual != expected:
         part.unlink()
-        raise DownloadError(f"{dest.name}: sha256 mismatch: expected {sha256}, actual {actual}; "
-                            "the downloaded file was deleted")
-    if sha256 is None:
-        log.warning("%s: no sha256 to check the download against; it has sha256 %s",
-                    dest.name, actual)
+        raise DownloadError(f"{dest.name}: {algorithm} mismatch: expected {expected}, actual "
+                            f"{actual}; the downloaded file was deleted")
+    if expected is None:
+        log.warning("%s: no %s to check the download against; it has %s %s",
+                    dest.name, algorithm, algorithm, actual)
     os.replace(part, dest)
 
 

@@ -7,12 +7,17 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("internseg", "torch", "onedl-mmengine", "onedl-mmcv", "onedl-mmsegmentation",
-            "numpy", "huggingface_hub")
+PACKAGES = ("torch", "onedl-mmengine", "onedl-mmcv", "onedl-mmsegmentation", "numpy",
+            "huggingface_hub")
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    """Python's, ours and the libraries'. Ours is the package's constant, not the installed
+    distribution's metadata, which an editable install leaves at the version it was installed
+    with. Never part of a run's identity: a new release does not retrain finished runs."""
+    from . import __version__
+
+    out = {"python": platform.python_version(), "internseg": __version__}
     for name in PACKAGES:
         try:
             out[name] = version(name)

@@ -449,14 +449,19 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     wall = times.total_s / 3600
     return RunCost(
         run.id, run.experiment, run.trunk, run.dataset, regime, gpus, iterations,
-        round(seconds, 3), source, round(times.train_s / 3600, 2), times.validations,
-        round(validation, 1), validation_source, round(times.validation_s / 3600, 2),
-        times.checkpoints, round(times.checkpoint_s / 3600, 2), times.starts,
-        round(times.load_s / 3600, 2), io_source, round(wall, 2), round(wall * gpus, 2),
-        round(gpu_memory, 1), round(host_memory, 1), round(checkpoint, 1),
-        round(work_dir, 1),
-        {name: round((times.total_s - alt.total_s) * gpus / 3600, 1)
+        _sig(seconds), source, _sig(times.train_s / 3600), times.validations,
+        _sig(validation), validation_source, _sig(times.validation_s / 3600),
+        times.checkpoints, _sig(times.checkpoint_s / 3600), times.starts,
+        _sig(times.load_s / 3600), io_source, _sig(wall), _sig(wall * gpus),
+        _sig(gpu_memory), _sig(host_memory), _sig(checkpoint), _sig(work_dir),
+        {name: _sig((times.total_s - alt.total_s) * gpus / 3600)
          for name, alt in what_ifs.items()})
+
+
+def _sig(value: float, digits: int = 6) -> float:
+    """Rounded to significant digits, not decimals: the demo's tiny runs take fractions of a
+    second and megabytes, which two decimals of hours and gigabytes made 0.0."""
+    return float(f"{value:.{digits}g}")
 
 
 def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = None,
@@ -520,13 +525,13 @@ def totals(costs: list[RunCost]) -> dict:
         for name, hours in c.saved_gpu_hours.items():
             saved[name] = saved.get(name, 0.0) + hours
     return dict(runs=len(costs),
-                **{k: round(sum(getattr(c, k) for c in costs), 2) for k in HOURS},
-                wall_hours=round(sum(c.wall_hours for c in costs), 1),
-                gpu_hours=round(sum(c.gpu_hours for c in costs), 1),
+                **{k: _sig(sum(getattr(c, k) for c in costs)) for k in HOURS},
+                wall_hours=_sig(sum(c.wall_hours for c in costs)),
+                gpu_hours=_sig(sum(c.gpu_hours for c in costs)),
                 peak_gpu_memory_gb=max((c.gpu_memory_gb for c in costs), default=0),
                 peak_host_memory_gb=max((c.host_memory_gb for c in costs), default=0),
-                work_dir_gb=round(sum(c.work_dir_gb for c in costs), 1),
-                saved_gpu_hours={k: round(v, 1) for k, v in saved.items()})
+                work_dir_gb=_sig(sum(c.work_dir_gb for c in costs)),
+                saved_gpu_hours={k: _sig(v) for k, v in saved.items()})
 
 
 def assumptions(bandwidth: Bandwidth) -> dict:
@@ -553,24 +558,87 @@ COLUMNS = ["run", "regime", "gpus", "iterations", "seconds_per_iteration", "trai
            "checkpoint_gb", "work_dir_gb", "sources"]
 
 
+def _digits(value: float) -> str:
+    """Three significant digits, without an exponent from 100 up."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+SIZES = ("gpu_memory_gb", "host_memory_gb", "checkpoint_gb", "work_dir_gb")
+
+
+@dataclass(frozen=True)
+class Units:
+    """The units a table reads in: hours and GB for the paper's runs; minutes or seconds, and
+    MB per size column, where every run is that small (the demo's), instead of columns of 0.0.
+    One time unit for the table, so that its columns add up."""
+
+    time: str  # "hours" | "min" | "s"
+    time_scale: float  # hours per unit
+    megabytes: frozenset  # the size columns that read in MB
+
+    @classmethod
+    def fitting(cls, costs: list[RunCost]) -> Units:
+        longest = max((c.wall_hours for c in costs), default=1.0)
+        time = (("hours", 1.0) if longest >= 1 else ("min", 1 / 60) if longest * 60 >= 1
+                else ("s", 1 / 3600))
+        small = frozenset(k for k in SIZES if max((getattr(c, k) for c in costs), default=1) < 1)
+        return cls(*time, small)
+
+    def column(self, key: str) -> str:
+        if key.endswith("_hours"):
+            return key.removesuffix("hours") + self.time
+        return key.removesuffix("gb") + "mb" if key in self.megabytes else key
+
+    def hours(self, value: float, decimals: int = 2) -> str:
+        """``value`` hours in the table's unit: as many decimals of hours as the paper's tables
+        have always had, else 3 significant digits."""
+        return (f"{round(value, decimals)}" if self.time == "hours"
+                else _digits(value / self.time_scale))
+
+    def size(self, key: str, value: float) -> str:
+        """``value`` GB as column ``key`` reads it."""
+        return _digits(value * 1e3) if key in self.megabytes else f"{round(value, 1)}"
+
+    def size_unit(self, key: str) -> str:
+        return "MB" if key in self.megabytes else "GB"
+
+    def time_words(self, gpu: bool = False) -> str:
+        if gpu:
+            return "GPU-" + {"hours": "hours", "min": "minutes", "s": "seconds"}[self.time]
+        return {"hours": "h", "min": "min", "s": "s"}[self.time]
+
+
 def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str:
     starts = "--starts" if bandwidth.starts is not None else "job limits"
+    units = Units.fitting(costs)
 
     def cell(c: RunCost, key: str):
         if key == "sources":
             return (f"step: {_short(c.source)}; validation: {_short(c.validation_source)}; "
                     f"checkpoints, loads: assumed; starts: {starts}")
-        return getattr(c, key)
+        value = getattr(c, key)
+        if key.endswith("_hours"):
+            return units.hours(value)
+        if key in SIZES:
+            return units.size(key, value)
+        if key == "seconds_per_iteration":
+            return f"{round(value, 3)}" if value >= 0.01 else _digits(value)
+        return value
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(map(units.column, COLUMNS)) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(cell(c, k)) for k in COLUMNS) + " |" for c in costs]
-    t = totals(costs)
-    lines.append(f"\n{t['runs']} runs: {t['gpu_hours']} GPU-hours ({t['wall_hours']} h if run "
-                 f"one after another: {t['train_hours']} h training, "
-                 f"{t['validation_hours']} h validation, {t['checkpoint_hours']} h writing "
-                 f"checkpoints, {t['load_hours']} h loading), peak "
-                 f"{t['peak_gpu_memory_gb']} GB per GPU and {t['peak_host_memory_gb']} GB host "
-                 f"memory per node, {t['work_dir_gb']} GB of work dirs.")
+    t, h = totals(costs), units.time_words()
+    hours = {k: units.hours(t[k]) for k in HOURS}
+    peak = {k: f"{units.size(k, t[f'peak_{k}'])} {units.size_unit(k)}"
+            for k in ("gpu_memory_gb", "host_memory_gb")}
+    lines.append(f"\n{t['runs']} runs: {units.hours(t['gpu_hours'], 1)} "
+                 f"{units.time_words(gpu=True)} ({units.hours(t['wall_hours'], 1)} {h} if run "
+                 f"one after another: {hours['train_hours']} {h} training, "
+                 f"{hours['validation_hours']} {h} validation, {hours['checkpoint_hours']} {h} "
+                 f"writing checkpoints, {hours['load_hours']} {h} loading), peak "
+                 f"{peak['gpu_memory_gb']} per GPU and {peak['host_memory_gb']} host memory per "
+                 f"node, {units.size('work_dir_gb', t['work_dir_gb'])} "
+                 f"{units.size_unit('work_dir_gb')} of work dirs.")
     flops = any(_short(c.source) == "FLOPs" for c in costs)
     flops_validation = any(_short(c.validation_source) == "FLOPs" for c in costs)
     sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
@@ -591,7 +659,7 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
                            "limit: profiles/slurm); each later start also writes a checkpoint "
                            "at the stop and reads it back (--starts N to set it)")]
     lines.append("\nAssumed, not measured: " + "; ".join(n for n in notes if n) + ".")
-    saved = {k: v for k, v in t["saved_gpu_hours"].items() if v > 0}
+    saved = {k: units.hours(v, 1) for k, v in t["saved_gpu_hours"].items() if v > 0}
     if saved:
         what = {f"val_interval={WHAT_IF_INTERVAL}": f"validating every {WHAT_IF_INTERVAL} "
                 f"iterations (`--val-interval {WHAT_IF_INTERVAL}`)",
@@ -599,5 +667,6 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
                 f"{WHAT_IF_INTERVAL} iterations (`--checkpoint-interval {WHAT_IF_INTERVAL}`; a "
                 "crash then redoes up to that many iterations, a time-limit stop still saves)"}
         lines.append("\nSame trained weights for less: " + "; ".join(
-            f"{what[k]} saves {v} GPU-hours" for k, v in saved.items()) + ".")
+            f"{what[k]} saves {v} {units.time_words(gpu=True)}" for k, v in saved.items())
+            + ".")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,9 @@ RECORD_KEYS = {"trunk", "experiment", "dataset", "mIoU", "sources", "published_l
 # Table 15's regimes: its columns, the experiment each is, and the derived columns.
 TABLE15_REGIMES = {"LP": "linear_probing", "HT": "head_tuning", "FT": "full_tuning"}
 TABLE15_DERIVED = ("LP_avg", "HT_avg", "FT_avg", "delta1", "delta2")
+# What a source's printed numbers are, and so which of ours they are compared with (the
+# metafile's `reports`): what its published logs show, or its configs' best validation.
+REPORTS = ("log", "best_validation")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Source:
     title: str
     where: str
     cell: str
+    reports: str  # one of REPORTS
 
     def __str__(self) -> str:
         return f"{self.short}: {self.cell}"
@@ -63,12 +67,17 @@ class Record:
     def key(self) -> tuple[str, str, str]:
         return self.trunk, self.experiment, self.dataset
 
+    @property
+    def reports(self) -> str:
+        """What the printed number is (REPORTS), by the record's first source."""
+        return self.sources[0].reports
+
     def as_json(self) -> dict:
         pin = self.released_checkpoint
         return dict(trunk=self.trunk, experiment=self.experiment, dataset=self.dataset,
                     mIoU=self.miou, source="; ".join(map(str, self.sources)),
                     sources=[dict(source=s.source, short=s.short, title=s.title,
-                                  where=s.where, cell=s.cell)
+                                  where=s.where, cell=s.cell, reports=s.reports)
                              for s in self.sources],
                     published_log=self.published_log,
                     released_checkpoint=None if pin is None else dict(
@@ -117,8 +126,11 @@ def parse_records(data, path: Path | str, experiments: set[str]) -> dict[tuple, 
                 raise InputError(f"{where}: source {name!r} is not one of the metafile's "
                                  f"sources ({', '.join(sources)})")
             known = sources[name]
+            if known.get("reports") not in REPORTS:
+                raise InputError(f"{path}: sources.{name}.reports is {known.get('reports')!r}, "
+                                 f"not one of {', '.join(REPORTS)}")
             cited.append(Source(name, known["short"], known["title"], known["where"],
-                                str(cite.get("cell", ""))))
+                                str(cite.get("cell", "")), known["reports"]))
         if not cited:
             raise InputError(f"{where}: a published number needs its source")
         record = Record(entry["trunk"], entry["experiment"], entry["dataset"], float(miou),

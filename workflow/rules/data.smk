@@ -7,6 +7,15 @@ localrules:
     prepare_coco_stuff,
 
 
+# The demo makes its zips (demo.smk); any other preset brings them or downloads them. A zip
+# that is missing is refused here, when the workflow is parsed, in one line that says where it
+# goes or which setting downloads it, not as a missing input deep in the DAG.
+if PRESET != "demo":
+    MISSING = missing_data(PRESET, SETTINGS, {run.dataset for run in RUN_OF.values()})
+    if MISSING:
+        raise WorkflowError(MISSING)
+
+
 rule prepare_ade20k:
     input:
         SETTINGS["ade20k"]["archive"],
@@ -29,6 +38,27 @@ rule prepare_ade20k:
         "internseg prepare-ade20k --source {input} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"
         " {params.sha1} > {log} 2>&1"
+
+
+# With `download`, the zip is a rule's output of its own, so that the preparation above stays
+# the same job with or without it (a changed command would rerun it and every job after it).
+if SETTINGS["ade20k"]["download"]:
+
+    localrules:
+        download_ade20k,
+
+    rule download_ade20k:
+        """The zip fetched (resumable) and checked (size, sha1) before it is put in place."""
+        output:
+            SETTINGS["ade20k"]["archive"],
+        log:
+            f"{RES}/logs/download_ade20k.log",
+        conda:
+            ENV
+        params:
+            options=shlex.join(ade20k_download_args(SETTINGS["ade20k"])),
+        shell:
+            "internseg download-ade20k --out {output} {params.options} > {log} 2>&1"
 
 
 COCO = SETTINGS["coco_stuff164k"]

@@ -69,9 +69,9 @@ rule aggregate_table15:
         csv=report(
             f"{OUT}/table15.csv", caption="../report/table15.rst", category="Table 15"
         ),
-        trunk_plot=report(
-            f"{OUT}/table15_regimes.png",
-            caption="../report/trunk_regimes.rst",
+        plot=report(
+            f"{OUT}/table15.png",
+            caption="../report/table15_plot.rst",
             category="Table 15",
         ),
     log:
@@ -85,7 +85,7 @@ rule aggregate_table15:
         f"internseg aggregate {{params.runs}} --runs-root {RUNS_DIR}"
         " --published-log {params.published} --released-metrics {params.released}"
         " {params.tolerance} --table15-markdown {output.markdown}"
-        " --table15-csv {output.csv} --trunk-plot {output.trunk_plot} > {log} 2>&1"
+        " --table15-csv {output.csv} --table15-plot {output.plot} > {log} 2>&1"
 
 
 rule table15:

@@ -16,12 +16,16 @@ from .published import PublishedLog, read_published_log
 
 COLUMNS = ["run", "dataset", "experiment", "setting", "head", "trunk", "trunk_mode", "fraction",
            "train_images", "subset_seed", "train_seed", "seed_source", "iterations",
-           "paper_mIoU", "released_mIoU", "our_mIoU", "difference", "mAcc", "aAcc",
-           "best_val_mIoU", "best_val_iter", "published_final_mIoU", "published_best_mIoU",
-           "published_best_iter", "published_s_per_iter", "published_memory_MB", "paper_source"]
+           "paper_mIoU", "released_mIoU", "our_mIoU", "best_val_mIoU", "best_val_iter",
+           "compared", "compared_mIoU", "difference", "compared_why", "mAcc", "aAcc",
+           "published_final_mIoU", "published_best_mIoU", "published_best_iter",
+           "published_s_per_iter", "published_memory_MB", "paper_source"]
 SUMMARY_COLUMNS = ["dataset", "trunk", "experiment", "setting", "fraction", "n", "varied",
-                   "our_mIoU", "our_mIoU_std", "paper_mIoU", "difference", "tolerance",
-                   "verdict", "released_mIoU", "mAcc", "aAcc", "runs", "paper_source"]
+                   "final_mIoU", "best_val_mIoU", "compared", "our_mIoU", "our_mIoU_std",
+                   "paper_mIoU", "difference", "tolerance", "verdict", "released_mIoU", "mAcc",
+                   "aAcc", "runs", "compared_why", "paper_source"]
+# Which of a run's two numbers its published cell is compared with (compared_with).
+FINAL, BEST = "final", "best validation"
 # A value that was looked for and is not there (a published log whose last validation is
 # not a number, or that has none), where "–" means nothing was looked for.
 NOT_MEASURED = "not measured"
@@ -51,6 +55,8 @@ class RunRecord:
     metrics: dict
     # where the paper's number was printed (internseg.records), "" without a record
     paper_source: str = ""
+    # what the printed number is (internseg.records.REPORTS), "" without a record
+    paper_reports: str = ""
     best_validation: tuple[float, int] | None = None
     published: PublishedLog | None = None
     # mIoU of the original's released checkpoint, evaluated here with the same `internseg test`
@@ -81,12 +87,45 @@ def best_validation(scalars: list[dict], accumulation: int = 1) -> tuple[float, 
     return miou, step // accumulation
 
 
+def _printed(value: float | None, paper: float) -> bool:
+    """``value`` (a log's mIoU) is the printed one-decimal ``paper`` number."""
+    return value is not None and abs(round(value, 1) - paper) < 1e-9
+
+
+def compared_with(r: RunRecord) -> tuple[str, str]:
+    """Which of the run's two numbers, the final weights' mIoU or the best validation mIoU
+    during training, its published cell is compared with, and why: what the cell's source
+    reports (the metafile's ``reports``). A source whose training logs are published is
+    compared like with like, with the one of the log's last and best validation that the
+    printed number equals; otherwise the original's configs kept the best validation
+    checkpoint (``save_best='auto'``), so the best validation."""
+    if r.paper_miou is None:
+        return FINAL, "no published number"
+    summary = r.published.summary if r.published else None
+    if r.paper_reports == "log" and summary is not None:
+        if _printed(summary.final_miou, r.paper_miou):
+            return FINAL, "the published log's last validation is the printed number"
+        if _printed(summary.best_miou, r.paper_miou):
+            return ((BEST, "the published log's best validation is the printed number")
+                    if r.best_validation else
+                    (FINAL, "the printed number is the log's best validation, but this run "
+                            "recorded no validation"))
+    if r.best_validation is None:
+        return FINAL, "no validation recorded during training"
+    if r.paper_reports == "log":
+        return BEST, ("its published log not read here (or neither of its numbers is the "
+                      "printed one): the configs kept the best validation (save_best='auto')")
+    return BEST, "the configs that produced it kept the best validation (save_best='auto')"
+
+
 def build_table(records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         ours = r.metrics.get("mIoU")
-        diff = None if ours is None or r.paper_miou is None else round(ours - r.paper_miou, 2)
         best_miou, best_iter = r.best_validation or (None, None)
+        compared, why = compared_with(r)
+        value = best_miou if compared == BEST else ours
+        diff = None if value is None or r.paper_miou is None else round(value - r.paper_miou, 2)
         published = r.published or PublishedLog()
         summary = published.summary
         rows.append(dict(
@@ -95,9 +134,10 @@ def build_table(records: list[RunRecord]) -> pd.DataFrame:
             trunk=r.trunk, trunk_mode=r.trunk_mode, fraction=f"1/{r.fraction}",
             train_images=r.train_images, subset_seed=r.subset_seed, train_seed=r.train_seed,
             seed_source=r.seed_source, iterations=r.iterations,
-            paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours, difference=diff,
+            paper_mIoU=r.paper_miou, released_mIoU=r.released_miou, our_mIoU=ours,
+            best_val_mIoU=best_miou, best_val_iter=best_iter, compared=compared,
+            compared_mIoU=value, difference=diff, compared_why=why,
             mAcc=r.metrics.get("mAcc"), aAcc=r.metrics.get("aAcc"),
-            best_val_mIoU=best_miou, best_val_iter=best_iter,
             published_final_mIoU=(NOT_MEASURED if r.published and summary.final_missing
                                   else summary.final_miou),
             published_best_mIoU=summary.best_miou,
@@ -126,7 +166,9 @@ def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFra
     rows = []
     for (dataset, trunk, experiment), runs in table.groupby(["dataset", "trunk", "experiment"],
                                                             sort=False):
-        ours = runs["our_mIoU"].astype(float)
+        # the verdict's number: each run's compared one (the runs of a row share their record
+        # and log, so they compare the same one)
+        ours = runs["compared_mIoU"].astype(float)
         n = int(ours.notna().sum())
         mean = round(float(ours.mean()), 2) if n else None
         std = round(float(ours.std(ddof=1)), 2) if n > 1 else None
@@ -139,12 +181,34 @@ def summarize(table: pd.DataFrame, tolerance: float | None = None) -> pd.DataFra
         rows.append(dict(
             dataset=dataset, trunk=trunk, experiment=experiment, setting=runs["setting"].iloc[0],
             fraction=runs["fraction"].iloc[0], n=n, varied=varied_seeds(runs),
+            final_mIoU=_mean(runs["our_mIoU"]), best_val_mIoU=_mean(runs["best_val_mIoU"]),
+            compared=runs["compared"].iloc[0], compared_why=runs["compared_why"].iloc[0],
             our_mIoU=mean, our_mIoU_std=std, paper_mIoU=paper, difference=difference,
             tolerance=round(allowed, 2), verdict=verdict_of(difference, allowed),
             released_mIoU=float(released.iloc[0]) if len(released) else None,
             mAcc=round(float(runs["mAcc"].mean()), 2), aAcc=round(float(runs["aAcc"].mean()), 2),
             runs=" ".join(runs["run"]), paper_source=runs["paper_source"].iloc[0]))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = values.astype(float).dropna()
+    return round(float(values.mean()), 2) if len(values) else None
+
+
+def compared_note(rows: pd.DataFrame) -> str:
+    """Under a table: which number each verdict compares, and the rule that chose it
+    (``rows``: the summary's, or Table 15's cells)."""
+    rules = rows[rows["compared_why"].notna() & (rows["compared_why"] != "")]
+    lines = [f"- {compared}: {why} ({n} {'row' if n == 1 else 'rows'})"
+             for (compared, why), n in rules.groupby(["compared", "compared_why"],
+                                                     sort=False).size().items()]
+    if not lines:
+        return ""
+    return ("The verdict compares the published number with ours as the rule for its source "
+            "chooses (the metafile's `reports`; docs/results.md): our final weights' mIoU "
+            "(final) or the best validation mIoU during training (best validation).\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def verdict_of(difference: float | None, tolerance: float) -> str:
@@ -170,8 +234,9 @@ def mean_and_spread(mean, std) -> str:
     return f"{mean:.2f}" if std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-SHOWN = ["experiment", "setting", "fraction", "n", "varied", "mIoU", "paper_mIoU",
-         "difference", "verdict", "released_mIoU", "mAcc", "aAcc"]
+SHOWN = ["experiment", "setting", "fraction", "n", "varied", "final_mIoU", "best_val_mIoU",
+         "compared", "mIoU", "paper_mIoU", "difference", "verdict", "released_mIoU", "mAcc",
+         "aAcc"]
 
 
 def report_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -183,7 +248,8 @@ def report_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
             mIoU=[mean_and_spread(m, s) for m, s in zip(rows["our_mIoU"], rows["our_mIoU_std"])],
             verdict=[v if v == "–" else f"{v} ±{t:.2f}"
                      for v, t in zip(rows["verdict"], rows["tolerance"])])
-        parts.append(f"## {dataset}, {trunk}\n\n" + to_markdown(shown[SHOWN]))
+        parts.append(f"## {dataset}, {trunk}\n\n" + to_markdown(shown[SHOWN]) + "\n"
+                     + compared_note(rows))
     for dataset, rows in summary.groupby("dataset", sort=False):
         grid = regimes(rows)
         if not grid.empty:
@@ -315,6 +381,7 @@ def _load_record(run, config_file, metrics_file, split_record, provenance_file, 
         seed_source=split.get("seed_source", "none"),
         paper_miou=record.miou if record else None,
         paper_source="; ".join(map(str, record.sources)) if record else "",
+        paper_reports=record.reports if record else "",
         metrics=metrics,
         best_validation=best_validation(scalars, accumulation),
         published=read_published_log(published_log) if published_log else None,

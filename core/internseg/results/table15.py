@@ -14,13 +14,15 @@ import pandas as pd
 
 from ..datasets import DATASETS
 from ..records import TABLE15_REGIMES, printed_table15, record_of
-from .table import DEFAULT_TOLERANCE, mean_and_spread, to_markdown, verdict_of
+from .table import (BEST, DEFAULT_TOLERANCE, compared_note, mean_and_spread, to_markdown,
+                    verdict_of)
 
 TABLE15_DATASETS = ("ade20k", "coco_stuff164k")
 COLUMNS = [f"{regime}_{dataset}" for regime in TABLE15_REGIMES
            for dataset in (*TABLE15_DATASETS, "avg")] + ["delta1", "delta2"]
-LONG_COLUMNS = ["trunk", "column", "our_mIoU", "our_mIoU_std", "n", "paper_mIoU",
-                "difference", "tolerance", "verdict"]
+LONG_COLUMNS = ["trunk", "column", "final_mIoU", "best_val_mIoU", "compared", "our_mIoU",
+                "our_mIoU_std", "n", "paper_mIoU", "difference", "tolerance", "verdict",
+                "compared_why"]
 NOT_RUN = "not run"
 
 
@@ -35,9 +37,15 @@ def _cell(summary: pd.DataFrame, trunk: str, regime: str, dataset: str) -> dict:
                     tolerance=None, verdict=NOT_RUN)
     row = rows.iloc[0]
     std = None if pd.isna(row["our_mIoU_std"]) else float(row["our_mIoU_std"])
-    return dict(our_mIoU=float(row["our_mIoU"]), our_mIoU_std=std, n=int(row["n"]),
+    return dict(final_mIoU=_number(row["final_mIoU"]), best_val_mIoU=_number(row["best_val_mIoU"]),
+                compared=row["compared"], compared_why=row["compared_why"],
+                our_mIoU=float(row["our_mIoU"]), our_mIoU_std=std, n=int(row["n"]),
                 paper_mIoU=paper, difference=row["difference"], tolerance=row["tolerance"],
                 verdict=row["verdict"])
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _derived(value: float | None, parts: list[dict], paper: float | None,
@@ -89,6 +97,11 @@ def _shown(cell: pd.Series) -> str:
         return f"{NOT_RUN} / {paper}"
     ours = mean_and_spread(cell["our_mIoU"], cell["our_mIoU_std"])
     verdict = "" if cell["verdict"] == "–" else f" {cell['verdict']}"
+    if isinstance(cell["compared"], str):  # a measured cell: its two numbers, the compared first
+        other = (f"final {cell['final_mIoU']:.2f}" if cell["compared"] == BEST
+                 else "best val " + mean_and_spread(cell["best_val_mIoU"], None))
+        shown = "best val" if cell["compared"] == BEST else "final"
+        return f"{shown} {ours} (n={cell['n']}; {other}) / {paper}{verdict}"
     return f"{ours} (n={cell['n']}) / {paper}{verdict}"
 
 
@@ -101,10 +114,13 @@ def table15_markdown(long: pd.DataFrame) -> str:
     wide = [dict(trunk=trunk, **{header[c]: _shown(cells.set_index("column").loc[c])
                                  for c in COLUMNS})
             for trunk, cells in long.groupby("trunk", sort=False)]
-    intro = ("Ours (mean ± std over training seeds, n runs) / the InternVL 2.5 report's "
-             "Table 15, and the verdict (within or outside the tolerance). avg: the mean of a "
-             "regime's two datasets; Δ from the unrounded averages.\n\n")
+    intro = ("Ours (mean ± std over training seeds, n runs; the number compared first, the "
+             "other in brackets) / the InternVL 2.5 report's Table 15, and the verdict (within "
+             "or outside the tolerance). avg: the mean of a regime's two datasets' compared "
+             "numbers; Δ from the unrounded averages.\n\n")
     if not wide:
         return intro + "No run of linear probing, head tuning or full tuning.\n"
-    return intro + to_markdown(pd.DataFrame(wide))
+    cells = long[long["column"].isin([f"{r}_{d}" for r in TABLE15_REGIMES
+                                      for d in TABLE15_DATASETS])]
+    return intro + to_markdown(pd.DataFrame(wide)) + "\n" + compared_note(cells)
 

@@ -1,0 +1,34 @@
+"""Whether a preset's dataset files are there before anything runs.
+
+A zip that is neither in place nor downloaded by its preparation would otherwise surface as
+Snakemake's missing-input error naming a path deep in the DAG; the workflow asks this module
+when it is parsed, and refuses with one line that says where to put the file or which setting
+downloads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def missing_data(preset: str, settings: dict, datasets: set[str]) -> str | None:
+    """One line naming every dataset file of ``datasets`` the preset neither has nor downloads
+    (config.yaml's ``presets.<preset>``), or None when nothing is missing."""
+    from .ade20k import TOP
+    from .coco_stuff import SOURCES
+
+    problems = []
+    if "ade20k" in datasets:
+        ade = settings["ade20k"]
+        if not ade["download"] and not Path(ade["archive"]).exists():
+            problems.append(f"{ade['archive']} not found: place {TOP}.zip there "
+                            f"(presets.{preset}.ade20k.archive), or set "
+                            f"presets.{preset}.ade20k.download: true to download it")
+    if "coco_stuff164k" in datasets:
+        coco = settings["coco_stuff164k"]
+        absent = [name for name in SOURCES if not (Path(coco["zips"]) / name).is_file()]
+        if absent and not coco["download"]:
+            problems.append(f"{', '.join(absent)} not found in {coco['zips']}/: place them "
+                            f"there (presets.{preset}.coco_stuff164k.zips), or set "
+                            f"presets.{preset}.coco_stuff164k.download: true to download them")
+    return f"config.yaml: {'; '.join(problems)}" if problems else None
