@@ -29,6 +29,7 @@ def test_nothing_placed_names_both_datasets_in_one_line(paper, tmp_path):
     assert (f"{', '.join(COCO_ZIPS)} not found in {tmp_path}/zips/: place them there "
             "(presets.paper.coco_stuff164k.zips), or set "
             "presets.paper.coco_stuff164k.download: true") in line
+    assert "leave it out of presets.paper.table15.datasets" in line
 
 
 def test_only_the_missing_files_of_the_datasets_used_are_named(paper, tmp_path):

@@ -30,5 +30,7 @@ def missing_data(preset: str, settings: dict, datasets: set[str]) -> str | None:
         if absent and not coco["download"]:
             problems.append(f"{', '.join(absent)} not found in {coco['zips']}/: place them "
                             f"there (presets.{preset}.coco_stuff164k.zips), or set "
-                            f"presets.{preset}.coco_stuff164k.download: true to download them")
+                            f"presets.{preset}.coco_stuff164k.download: true to download them "
+                            f"(or, to run without COCO-Stuff, leave it out of "
+                            f"presets.{preset}.table15.datasets)")
     return f"config.yaml: {'; '.join(problems)}" if problems else None
