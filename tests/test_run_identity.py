@@ -161,6 +161,27 @@ def test_the_sha256_verified_at_fetch_is_trusted_until_the_file_changes(tmp_path
     assert recorded_sha256(trunk) == hashlib.sha256(b"other weights").hexdigest()
 
 
+def test_a_superseded_link_of_the_identity_starting_comes_back_as_the_work_dir(tmp_path):
+    """Versions that did not follow a linked work dir moved the link itself aside and trained
+    the next identity in a real folder: undoing that change brings the link back."""
+    scratch = tmp_path / "scratch" / "work"
+    scratch.mkdir(parents=True)
+    (scratch / "iter_2.pth").write_bytes(b"run a")
+    run_a, run_b = (dict(digest=c * 64, components={"seed": i}) for i, c in enumerate("ab"))
+    (scratch / IDENTITY_FILE).write_text(json.dumps(run_a))
+    work = tmp_path / "work"
+    work.with_name(f"work.superseded-{'a' * 12}-20240101-120000").symlink_to(scratch)
+    work.mkdir()
+    (work / "iter_2.pth").write_bytes(b"run b")
+    (work / IDENTITY_FILE).write_text(json.dumps(run_b))
+    moved = settle_work_dir(work, run_a)
+    assert work.is_symlink() and work.readlink() == scratch
+    assert (work / "iter_2.pth").read_bytes() == b"run a"
+    assert moved == tmp_path / f"work.superseded-{'b' * 12}-{moved.name[-15:]}"
+    assert (moved / "iter_2.pth").read_bytes() == b"run b"
+    assert superseded(work) == [moved]
+
+
 # ---------------------------------------------------------------- through the workflow
 
 RUN = f"results/demo/runs/ade20k/{DEMO_TRUNK}/linear_probing"

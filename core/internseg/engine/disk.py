@@ -1,4 +1,4 @@
-"""What a run leaves on disk, and giving back what nothing will use again.
+"""What a run leaves on disk, and giving back what the current runs do not use.
 
 A run's work dir holds its resumable checkpoints (``iter_N.pth``, the newest
 ``max_keep_ckpts``), mmengine's per-launch log folders and ``run_identity.json``. A work dir

@@ -2,8 +2,9 @@
 
 A work dir holds the checkpoints of one identity (``run_identity.json``). Resuming continues
 only that identity: a changed seed, lr, split, pretrained file or dataset starts from
-iteration 0, and the old work dir is moved aside, never deleted. The digest is also stored in
-every checkpoint's meta and in ``final.pth``.
+iteration 0, and the old work dir is moved aside; changed back, that identity's own work dir
+is brought back and resumes. The digest is also stored in every checkpoint's meta and in
+``final.pth``.
 
 What does not decide the weights stays out: paths (their contents are hashed instead), the
 work dir, validation and checkpoint settings, the launcher. The batch layout stays in: with
