@@ -34,6 +34,7 @@ from internseg.archives import HOLDER_RECORD
 from internseg.coco_stuff import MAPS_ZIP, TOP, prepare_coco_stuff
 from internseg.demo import write_demo_coco_stuff
 from internseg.errors import InputError
+from internseg.locks import LockHeld, exclusive
 
 E = re.escape
 N_TRAIN, N_VAL = 8, 4
@@ -767,6 +768,36 @@ def test_a_wait_for_the_data_root_says_at_once_which_process_it_waits_for(source
     assert done["result"].action == "extracted"
     assert lines[1].startswith(f"data root {data_root}: lock taken after ")
     assert listing(data_root) == [TOP, MANIFEST, RECORD]  # the killed holder's record too
+
+
+ORPHAN_HOLDS_THE_DATA_ROOT = """
+import os, sys, time
+from pathlib import Path
+from internseg.archives import locked
+
+with locked(Path(sys.argv[1])):
+    child = os.fork()
+    if child == 0:  # shares the lock, outlives its parent
+        time.sleep(120)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)  # as if killed: the lock is not released, the record stays
+"""
+
+
+def test_a_lock_left_to_the_child_of_a_killed_holder_says_the_holder_is_gone(data_root):
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_HOLDS_THE_DATA_ROOT, str(data_root)],
+                              stdout=subprocess.PIPE, text=True, env=core_env())
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.wait() == 0
+        with pytest.raises(LockHeld) as refused:
+            with exclusive(data_root, what="it", record=data_root / HOLDER_RECORD, wait=False):
+                pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert f"(pid {parent.pid} on {socket.gethostname()}), which is no longer running: a " \
+           "process it started still holds the lock; stop it" in str(refused.value)
 
 
 def test_a_killed_conversion_from_other_zips_starts_over(sources, data_root, monkeypatch):
