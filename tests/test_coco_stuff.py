@@ -6,6 +6,7 @@ tests/facts/experiments.yaml, never taken from the module under test.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import http.server
@@ -798,6 +799,21 @@ def test_a_lock_left_to_the_child_of_a_killed_holder_says_the_holder_is_gone(dat
         os.kill(child, signal.SIGKILL)
     assert f"(pid {parent.pid} on {socket.gethostname()}), which is no longer running: a " \
            "process it started still holds the lock; stop it" in str(refused.value)
+
+
+def test_a_prepared_read_only_data_root_is_checked_without_a_holder_record(
+        sources, data_root, monkeypatch):
+    prepare(sources, data_root)
+    write_text = Path.write_text
+
+    def read_only(path, *args, **kwargs):
+        if path.parent == data_root:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert prepare(sources, data_root).action == "up-to-date"
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
 
 
 def test_a_killed_conversion_from_other_zips_starts_over(sources, data_root, monkeypatch):

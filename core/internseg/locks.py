@@ -121,18 +121,24 @@ def exclusive(lock: str | Path, *, what: str, record: str | Path | None = None,
             report(f"{what}: lock taken after {time.monotonic() - started:.0f} s of waiting")
         entry = json.dumps(dict(pid=os.getpid(), host=HOST, command=this_command(),
                                 since=time.strftime("%Y-%m-%d %H:%M:%S")))
+        recorded = True
         if own_file:
             os.ftruncate(fd, 0)
             os.pwrite(fd, entry.encode(), 0)
         else:
-            record.write_text(entry)
+            try:
+                record.write_text(entry)
+            except OSError:
+                # a read-only folder that only needs reading (a shared, prepared data root):
+                # a waiter then says that the holder left no record
+                recorded = False
         try:
             yield
         finally:
             # cleared while still held: no waiter reads the record of a holder that let go
             if own_file:
                 os.ftruncate(fd, 0)
-            else:
+            elif recorded:
                 record.unlink(missing_ok=True)
     finally:
         os.close(fd)  # also releases the lock
