@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import re
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
