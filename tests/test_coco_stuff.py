@@ -6,6 +6,7 @@ tests/facts/experiments.yaml, never taken from the module under test.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import http.server
@@ -14,10 +15,13 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 import types
 import zipfile
 from pathlib import Path
@@ -27,9 +31,11 @@ import pytest
 from PIL import Image
 
 from internseg import coco_stuff
+from internseg.archives import HOLDER_RECORD
 from internseg.coco_stuff import MAPS_ZIP, TOP, prepare_coco_stuff
 from internseg.demo import write_demo_coco_stuff
 from internseg.errors import InputError
+from internseg.locks import LockHeld, exclusive
 
 E = re.escape
 N_TRAIN, N_VAL = 8, 4
@@ -614,13 +620,18 @@ coco_stuff.prepare_coco_stuff(sys.argv[1], sys.argv[2], pins={"train2017.zip": N
 """
 
 
-def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypatch, facts):
+def core_env() -> dict[str, str]:
+    """The environment of a subprocess that imports the package under test."""
     core = str(Path(coco_stuff.__file__).parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([core, os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([core, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypatch, facts):
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_CONVERSION, str(sources),
-                             str(data_root)], env=env, capture_output=True, text=True)
+                             str(data_root)], env=core_env(), capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
-    (partial,) = listing(data_root)
+    # the killed holder's record of the lock stays until the next run takes the lock
+    (partial,) = [name for name in listing(data_root) if name != HOLDER_RECORD]
     assert partial.startswith(coco_stuff.PARTIAL_PREFIX)
     assert not (data_root / TOP).exists() and not (data_root / MANIFEST).exists()
     finished = sorted((data_root / partial / TOP / "annotations").rglob("*_labelTrainIds.png"))
@@ -649,6 +660,160 @@ def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypat
             np.testing.assert_array_equal(
                 np.asarray(Image.open(annotations / split / f"{stem}_labelTrainIds.png")),
                 apply_facts(mapping, map_like(sources, split, stem)))
+
+
+SLOW_CONVERSION = """
+import sys, time
+from internseg import coco_stuff
+
+convert_map = coco_stuff.convert_map
+
+def slow(*args):  # what the workers run: they are forked with the module as patched here
+    time.sleep(1)
+    return convert_map(*args)
+
+coco_stuff.convert_map = slow
+coco_stuff.prepare_coco_stuff(sys.argv[1], sys.argv[2], pins={"train2017.zip": None,
+    "val2017.zip": None}, train_count=8, val_count=4, workers=2, progress=False)
+"""
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie (an orphan that the container's init does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_conversion_workers_die_with_their_killed_parent_and_the_rerun_resumes(sources,
+                                                                               data_root):
+    """An out-of-memory kill takes the main process alone: its workers shared the data
+    root's lock and, left running, held it until someone found them, while the rerun waited
+    without a word."""
+    main = subprocess.Popen([sys.executable, "-c", SLOW_CONVERSION, str(sources),
+                             str(data_root)], env=core_env())
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        pattern = f"{coco_stuff.PARTIAL_PREFIX}*/{TOP}/annotations/*/*_labelTrainIds.png"
+        while not list(data_root.glob(pattern)):  # converting
+            assert main.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        workers = children(main.pid)
+        assert len(workers) == 2
+        main.kill()  # SIGKILL, to the main process only
+        main.wait()
+        deadline = time.monotonic() + 5
+        while not all(ended(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their parent"
+            time.sleep(0.05)
+    finally:
+        main.kill()
+        for pid in workers:
+            if not ended(pid):
+                os.kill(pid, signal.SIGKILL)
+    lines = []
+    result = prepare(sources, data_root, report=lines.append)
+    assert result.action == "resumed", lines
+    assert 0 < result.manifest["conversion"]["already_converted"] < N_TRAIN + N_VAL
+    assert not [line for line in lines if line.startswith("waiting")]
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
+
+
+HOLD_THE_DATA_ROOT = """
+import sys, time
+from pathlib import Path
+from internseg.archives import locked
+
+with locked(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_wait_for_the_data_root_says_at_once_which_process_it_waits_for(sources, data_root):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_DATA_ROOT, str(data_root)],
+                              stdout=subprocess.PIPE, text=True, env=core_env())
+    lines, done = [], {}
+    waiter = threading.Thread(target=lambda: done.update(
+        result=prepare(sources, data_root, report=lines.append)))
+    try:
+        assert holder.stdout.readline() == "held\n"
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not lines:
+            assert time.monotonic() < deadline, "a silent wait"
+            time.sleep(0.05)
+        python = Path(sys.executable).name
+        assert lines == [f"waiting for data root {data_root}: it is in use by `{python} -c "
+                         f"{data_root}` (pid {holder.pid} on {socket.gethostname()})"]
+        assert waiter.is_alive() and not (data_root / TOP).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    waiter.join(timeout=120)
+    assert done["result"].action == "extracted"
+    assert lines[1].startswith(f"data root {data_root}: lock taken after ")
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]  # the killed holder's record too
+
+
+ORPHAN_HOLDS_THE_DATA_ROOT = """
+import os, sys, time
+from pathlib import Path
+from internseg.archives import locked
+
+with locked(Path(sys.argv[1])):
+    child = os.fork()
+    if child == 0:  # shares the lock, outlives its parent
+        time.sleep(120)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)  # as if killed: the lock is not released, the record stays
+"""
+
+
+def test_a_lock_left_to_the_child_of_a_killed_holder_says_the_holder_is_gone(data_root):
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_HOLDS_THE_DATA_ROOT, str(data_root)],
+                              stdout=subprocess.PIPE, text=True, env=core_env())
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.wait() == 0
+        with pytest.raises(LockHeld) as refused:
+            with exclusive(data_root, what="it", record=data_root / HOLDER_RECORD, wait=False):
+                pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert f"(pid {parent.pid} on {socket.gethostname()}), which is no longer running: a " \
+           "process it started still holds the lock; stop it" in str(refused.value)
+
+
+def test_a_prepared_read_only_data_root_is_checked_without_a_holder_record(
+        sources, data_root, monkeypatch):
+    prepare(sources, data_root)
+    write_text = Path.write_text
+
+    def read_only(path, *args, **kwargs):
+        if path.parent == data_root:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert prepare(sources, data_root).action == "up-to-date"
+    assert listing(data_root) == [TOP, MANIFEST, RECORD]
 
 
 def test_a_killed_conversion_from_other_zips_starts_over(sources, data_root, monkeypatch):

@@ -4,6 +4,7 @@ that a second trainer cannot truncate."""
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from internseg.cli import main
+from internseg.engine import disk
 from internseg.engine.identity import work_dir_lock
 from internseg.io import TEMP_NAME, _HOST, check_output_file, stale_temp_files
+from internseg.locks import HOST
 
 BIN = Path(sys.executable).parent
 
@@ -93,7 +96,8 @@ def test_a_run_gives_back_what_killed_writers_and_old_superseded_runs_left_and_s
     assert f"work dir {work} " in said[0] and "iter_1.pth " in said[0] and " kB" in said[0]
     assert f"{tmp_path / 'final.pth'} " in said[0]
     assert f"superseded {aside[2]} 1.0 kB" in said[0] and "total " in said[0]
-    assert all(f"removed {p} (1.0 kB)" in caplog.text for p in aside[:2])
+    assert all(f"removing {p} (1.0 kB): superseded work dir beyond the newest 1" in caplog.text
+               for p in aside[:2])
 
 
 def test_clean_lists_then_removes_superseded_work_dirs_and_stale_temporary_files(tmp_path,
@@ -124,6 +128,73 @@ def test_clean_lists_then_removes_superseded_work_dirs_and_stale_temporary_files
     assert main(["clean", "--work-root", str(tmp_path / "nowhere")]) == 2
 
 
+def test_retention_spares_the_run_starting_says_what_goes_first_and_never_follows_a_link(
+        tmp_path, monkeypatch, capsys, caplog):
+    work = tmp_path / "work"
+    own = superseded(work, "a" * 12, "20240101-120000", 1000)  # the identity starting, oldest
+    older, newer = (superseded(work, tag * 12, f"2024010{day}-120000", 1000)
+                    for tag, day in (("b", 2), ("c", 3)))
+    # what versions that did not follow a linked work dir left: the link itself moved aside
+    scratch = tmp_path / "scratch" / "work"
+    scratch.mkdir(parents=True)
+    (scratch / "iter_4.pth").write_bytes(b"\0" * 1000)
+    linked = work.with_name(f"{work.name}.superseded-{'d' * 12}-20231231-120000")
+    linked.symlink_to(scratch)
+    said_first = []
+    rmtree = shutil.rmtree
+    monkeypatch.setattr(disk.shutil, "rmtree", lambda path: (
+        said_first.append(f"removing {path} (1.0 kB): superseded work dir" in caplog.text),
+        rmtree(path)))
+    caplog.set_level(logging.INFO, logger="internseg")
+    assert disk.prune_superseded(work, 1, "a" * 64) == [older, linked]
+    assert own.is_dir() and newer.is_dir() and not older.exists() and said_first == [True]
+    assert not os.path.lexists(linked) and (scratch / "iter_4.pth").is_file()
+    assert f"removing {linked}, a link to {scratch} (left where it is" in caplog.text
+
+    # `internseg clean --remove` unlinks such a link too, and lists it first as one
+    linked.symlink_to(scratch)
+    assert main(["clean", "--work-root", str(tmp_path)]) == 0
+    assert f"superseded {linked}: a link to {scratch}, " in capsys.readouterr().out
+    assert main(["clean", "--work-root", str(tmp_path), "--remove"]) == 0
+    assert not os.path.lexists(linked) and (scratch / "iter_4.pth").is_file()
+    assert not own.exists() and not newer.exists()
+
+
+CLEAN_SLOWLY = """
+import sys, time
+from internseg.cli import main
+from internseg.engine import disk
+from internseg.engine import disk
+
+def slowly(path, why, report):
+    print("removing", path, flush=True)
+    time.sleep(120)
+
+disk.remove_entry = slowly
+sys.argv = sys.argv[1:]  # as the console script sees them
+main(sys.argv[1:])
+"""
+
+
+def test_a_trainer_refused_beside_internseg_clean_says_it_is_internseg_clean(
+        demo_assets, tmp_path, capsys):
+    work = tmp_path / "work"
+    superseded(work, "b" * 12, "20240101-120000", 1000)
+    clean = subprocess.Popen([sys.executable, "-c", CLEAN_SLOWLY, str(BIN / "internseg"),
+                              "clean", "--work-root", str(tmp_path), "--remove"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert clean.stdout.readline().startswith("removing ")  # holding the work dir's lock
+        assert main(train_args(demo_assets, tmp_path)) == 2
+    finally:
+        clean.kill()
+        clean.wait()
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == (f"internseg train: error: {work} is in use by `internseg clean --work-root "
+                    f"{tmp_path} --remove` (pid {clean.pid} on {HOST}) (lock "
+                    f"{tmp_path / '.work.lock'}); wait for it or stop it")
+
+
 def test_a_second_trainer_on_a_running_run_leaves_its_log_intact(demo_assets, tmp_path):
     """The trainer opens its log only once it holds the work dir; a shell's `> train.log`
     truncated it before the second trainer was even refused."""
@@ -144,7 +215,9 @@ def test_a_second_trainer_on_a_running_run_leaves_its_log_intact(demo_assets, tm
         before = log.read_text()
         second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert second.returncode == 2
-        assert "is in use by another trainer" in second.stderr.splitlines()[-1]
+        said = second.stderr.splitlines()[-1]
+        assert f"{tmp_path / 'work'} is in use by `internseg train demo/linear_probing " in said
+        assert f"(pid {first.pid} on " in said
         assert log.read_text().startswith(before), "the first trainer's log was cut"
         assert log.read_text().count("==== ") == 1 and "is in use" not in log.read_text()
         while "Iter(train)" not in log.read_text():

@@ -3,15 +3,20 @@ start from iteration 0 with the old work dir moved aside; one trainer per work d
 
 import json
 import logging
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 
 import internseg
 from internseg.cli import main
 from internseg.engine.identity import (IDENTITY_FILE, make_identity, settle_work_dir,
                                        training_config, work_dir_lock)
+from test_workflow import BIN, DEMO_TRUNK, snakemake, workflow_copy
 
 ITERS = 4
 
@@ -89,7 +94,7 @@ def test_a_second_trainer_on_a_work_dir_is_refused(demo_assets, tmp_path, capsys
     with work_dir_lock(work):
         assert main(train_args(demo_assets, tmp_path, work)[1]) != 0
     err = capsys.readouterr().err
-    assert str(work) in err and "in use by another trainer" in err
+    assert f"{work} is in use by `" in err and f"(pid {os.getpid()} on " in err
     assert not (work / IDENTITY_FILE).exists()
 
 
@@ -161,3 +166,117 @@ def test_the_sha256_verified_at_fetch_is_trusted_until_the_file_changes(tmp_path
     replacement.write_bytes(b"other weights")
     os.replace(replacement, trunk)  # replacing the file changes its inode's ctime
     assert recorded_sha256(trunk) == hashlib.sha256(b"other weights").hexdigest()
+
+
+def test_a_superseded_link_of_the_identity_starting_comes_back_as_the_work_dir(tmp_path):
+    """Versions that did not follow a linked work dir moved the link itself aside and trained
+    the next identity in a real folder: undoing that change brings the link back."""
+    scratch = tmp_path / "scratch" / "work"
+    scratch.mkdir(parents=True)
+    (scratch / "iter_2.pth").write_bytes(b"run a")
+    run_a, run_b = (dict(digest=c * 64, components={"seed": i}) for i, c in enumerate("ab"))
+    (scratch / IDENTITY_FILE).write_text(json.dumps(run_a))
+    work = tmp_path / "work"
+    work.with_name(f"work.superseded-{'a' * 12}-20240101-120000").symlink_to(scratch)
+    work.mkdir()
+    (work / "iter_2.pth").write_bytes(b"run b")
+    (work / IDENTITY_FILE).write_text(json.dumps(run_b))
+    moved = settle_work_dir(work, run_a)
+    assert work.is_symlink() and work.readlink() == scratch
+    assert (work / "iter_2.pth").read_bytes() == b"run a"
+    assert moved == tmp_path / f"work.superseded-{'b' * 12}-{moved.name[-15:]}"
+    assert (moved / "iter_2.pth").read_bytes() == b"run b"
+    assert superseded(work) == [moved]
+
+
+# ---------------------------------------------------------------- through the workflow
+
+RUN = f"results/demo/runs/ade20k/{DEMO_TRUNK}/linear_probing"
+WORK = f"work/demo/ade20k/{DEMO_TRUNK}/linear_probing"
+CONFIG = "core/internseg/configs/demo/linear_probing.py"
+LR_LINE = "optim_wrapper = dict(optimizer=dict(lr={}))\n"
+
+
+def tiny_workflow(dest: Path) -> Path:
+    """The demo workflow and its package on one run of 2 iterations: a job takes seconds."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wf = workflow_copy(dest, with_package=True)
+    config = yaml.safe_load((wf / "config.yaml").read_text())
+    config["run"] = ["linear_probing"]
+    config["presets"]["demo"]["cfg_options"] = {"train_cfg.max_iters": 2}
+    config["presets"]["demo"]["ade20k"].update(train_count=8, val_count=2)
+    (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return wf
+
+
+def with_lr(wf: Path, lr: str) -> dict:
+    """Edit the experiment's config to this lr and ask the workflow for the run's weights."""
+    config = wf / CONFIG
+    text = config.read_text()
+    (current,) = [line for line in text.splitlines(keepends=True)
+                  if line.startswith(LR_LINE.split("{")[0])]
+    config.write_text(text.replace(current, LR_LINE.format(lr)))
+    result = snakemake(wf, "--cores", "2", f"{RUN}/final.pth")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule train:" in result.stdout + result.stderr
+    return torch.load(wf / RUN / "final.pth", weights_only=True)
+
+
+def last_start(wf: Path) -> str:
+    """What the trainer's log holds of its last start (a header line begins each)."""
+    return (wf / RUN / "train.log").read_text().split("==== ")[-1]
+
+
+def test_undoing_a_config_edit_resumes_the_finished_run_through_the_workflow(tmp_path):
+    """The undo brought back nothing: the trainer moved the edited run aside, removed the
+    finished one as beyond the newest superseded, and trained it again from iteration 0."""
+    wf = tiny_workflow(tmp_path)
+    work = wf / WORK
+    finished = with_lr(wf, "2e-3")
+    edited = with_lr(wf, "1e-3")
+    (aside,) = superseded(work)
+    undone = with_lr(wf, "2e-3")
+    assert_bitwise_equal(undone["state_dict"], finished["state_dict"])
+    assert undone["meta"]["run_identity"] == finished["meta"]["run_identity"]
+    assert json.loads((work / IDENTITY_FILE).read_text())["digest"] == (
+        finished["meta"]["run_identity"])
+    (edit_aside,) = superseded(work)  # the edited run, kept for its own undo
+    assert json.loads((edit_aside / IDENTITY_FILE).read_text())["digest"] == (
+        edited["meta"]["run_identity"])
+    said = last_start(wf)
+    assert f"brought back {aside.relative_to(wf)}, this run's own work dir" in said
+    assert f"auto-resume: from {WORK}/iter_2.pth" in said
+    assert "from iteration 0" not in said and "removing" not in said
+
+
+def test_a_work_dir_linked_to_scratch_stays_there_through_the_workflow(tmp_path):
+    """The first change renamed the link aside and trained in a new folder off scratch; from
+    the second on, every start died on `rmtree` of that link."""
+    wf = tiny_workflow(tmp_path / "wf")
+    scratch = tmp_path / "scratch" / "linear_probing"
+    scratch.mkdir(parents=True)
+    work = wf / WORK
+    work.parent.mkdir(parents=True)
+    work.symlink_to(scratch)
+    runs = {lr: with_lr(wf, lr)["meta"]["run_identity"] for lr in ("2e-3", "1e-3", "5e-4")}
+    # every run on scratch, moved aside there; the oldest aside removed by retention
+    assert work.is_symlink() and work.readlink() == scratch
+    assert sorted(p.name for p in work.parent.iterdir()) == [".linear_probing.lock",
+                                                             "linear_probing"]
+    (kept,) = superseded(scratch)
+    assert json.loads((kept / IDENTITY_FILE).read_text())["digest"] == runs["1e-3"]
+    assert f"removing {scratch}.superseded-{runs['2e-3'][:12]}-" in last_start(wf)
+
+    undone = with_lr(wf, "1e-3")  # brought back on scratch
+    assert undone["meta"]["run_identity"] == runs["1e-3"]
+    assert work.readlink() == scratch and not kept.exists()
+    assert json.loads((scratch / IDENTITY_FILE).read_text())["digest"] == runs["1e-3"]
+    assert f"auto-resume: from {WORK}/iter_2.pth" in last_start(wf)
+    (aside,) = superseded(scratch)
+    assert json.loads((aside / IDENTITY_FILE).read_text())["digest"] == runs["5e-4"]
+
+    cleaned = subprocess.run([str(BIN / "internseg"), "clean", "--remove"], cwd=wf,
+                             capture_output=True, text=True)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"removing {aside} (" in cleaned.stdout and not aside.exists()
+    assert (scratch / "iter_2.pth").is_file() and work.readlink() == scratch

@@ -295,7 +295,7 @@ def prepare_ade20k(source: str | Path, data_root: str | Path, *, sha1: str | Non
                            "--download")
     data_root.mkdir(parents=True, exist_ok=True)
 
-    with locked(data_root):
+    with locked(data_root, report):
         for stale in remove_stale_partials(data_root):
             report(f"removed {stale}, left by an interrupted run")
         manifest = _current_manifest(manifest_path, target, train_count, val_count)

@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
+from .locks import exclusive
 
 MAX_ERRORS = 20
+# Who holds a data root's lock, while it is held (locks.exclusive)
+HOLDER_RECORD = ".internseg-lock-holder.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 Report = Callable[[str], None]
@@ -157,18 +160,12 @@ def remove_partials(data_root: Path, prefix: str, keep: Iterable[Path] = ()) -> 
     return stale
 
 
-@contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
+def locked(folder: Path, report: Report | None = None):
     """Exclusive lock on the folder itself: no lock file is left behind (as ``filelock``'s
-    would be), and two concurrent runs cannot delete each other's partial folder."""
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
+    would be), and two concurrent runs cannot delete each other's partial folder. A second
+    run waits, saying at once which process it waits for."""
+    return exclusive(folder, what=f"data root {folder}", record=folder / HOLDER_RECORD,
+                     report=report)
 
 
 # ---------------------------------------------------------------- reporting and listing

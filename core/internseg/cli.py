@@ -67,8 +67,9 @@ def add_train(sub) -> None:
                         "start begins with a header line")
     p.add_argument("--keep-superseded", type=int_at_least(0), default=None, metavar="N",
                    help="superseded work dirs of this run (moved aside when its inputs "
-                        "changed) to keep at the start, the newest; older ones are removed "
-                        "(default 1)")
+                        "changed; brought back and resumed when they are changed back) to "
+                        "keep at the start, the newest, besides those of the run starting; "
+                        "older ones are removed, each named first (default 1)")
     p.add_argument("--load-from", help="initialise from this checkpoint (no resume)")
     p.add_argument("--resume-from", help="resume optimizer, schedule and iteration from it")
     p.add_argument("--auto-resume", action="store_true",
@@ -706,13 +707,15 @@ def cmd_aggregate(args) -> int:
 
 def add_clean(sub) -> None:
     p = sub.add_parser(
-        "clean", help="list (or remove) what no run will use again: superseded work dirs, "
-        "temporary files of killed writers; with their sizes",
+        "clean", help="list (or remove) superseded work dirs, used again only if their "
+        "run's inputs come back, and temporary files of killed writers; with their sizes",
         description="A work dir whose run changed is moved aside to "
-        "<run>.superseded-<identity>-<time>; `internseg train` keeps the newest "
-        "(--keep-superseded, default 1). This lists every one under --work-root with its size "
-        "and age, and the temporary files of writers that are no longer running; --remove "
-        "deletes them. A run being trained is skipped.")
+        "<run>.superseded-<identity>-<time> (beside its target, for a work dir that is a "
+        "link); `internseg train` brings it back when the run's inputs are changed back, and "
+        "keeps the newest (--keep-superseded, default 1). This lists every one under "
+        "--work-root with its size and age, and the temporary files of writers that are no "
+        "longer running; --remove deletes them (a superseded entry that is a link is "
+        "unlinked, its target left). A run being trained is skipped.")
     p.add_argument("--work-root", type=Path, default=Path("work"),
                    help="where the work dirs are (default: work)")
     p.add_argument("--remove", action="store_true", help="delete what is listed")

@@ -36,6 +36,7 @@ from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
 from .io import hash_file, read_json, read_sidecar, write_json, write_sidecar
+from .locks import die_with_parent
 
 log = logging.getLogger("internseg")
 
@@ -297,7 +298,9 @@ def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = 
         if workers > 1 and len(tasks) > 1:
             from concurrent.futures import ProcessPoolExecutor
 
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            # the workers share the data root's lock: they must not outlive this process
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)))
             # an interruption must not wait for every queued map to be converted
             stack.callback(pool.shutdown, cancel_futures=True)
             chunk = max(1, min(64, len(tasks) // (8 * workers)))
@@ -549,7 +552,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
                   progress=progress, report=report)
     data_root.mkdir(parents=True, exist_ok=True)
 
-    with locked(data_root):
+    with locked(data_root, report):
         paths = locate_sources(sources, download=download, base_url=base_url, pins=pinned,
                                progress=progress, report=report)
         record = record_path(data_root)

@@ -1,33 +1,34 @@
-"""What a run leaves on disk, and giving back what nothing will use again.
+"""What a run leaves on disk, and giving back what the current runs do not use.
 
 A run's work dir holds its resumable checkpoints (``iter_N.pth``, the newest
 ``max_keep_ckpts``), mmengine's per-launch log folders and ``run_identity.json``. A work dir
 of a changed run is moved aside to ``<run>.superseded-<identity>-<time>``
-(:func:`internseg.engine.identity.settle_work_dir`): nothing resumes from it again, so the
-newest :data:`KEEP_SUPERSEDED` of each run are kept for inspection and older ones are removed
-when the run starts. A writer killed mid-file leaves a temporary file
+(:func:`internseg.engine.identity.settle_work_dir`), and brought back to resume when the
+run's inputs are changed back. When a run starts, the newest :data:`KEEP_SUPERSEDED` of its
+superseded work dirs are kept, and those of the identity starting; older ones are removed,
+each said before it goes. A writer killed mid-file leaves a temporary file
 (:func:`internseg.io.atomic_path`); those of dead writers are removed too. ``internseg clean``
-lists all of it with its size and removes it on request.
+lists all of it with its size and removes it on request. A superseded entry that is a link
+(moved aside by versions that did not follow a linked work dir) is unlinked: removing never
+follows a link out of what is removed.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..io import remove_stale_temp_files, stale_temp_files
-from .identity import WorkDirBusy, work_dir_lock
+from ..locks import LockHeld
+from .identity import SUPERSEDED, superseded_dirs, superseded_identity, work_dir_lock
 
 log = logging.getLogger("internseg")
 
 # Superseded work dirs kept per run when it starts (the newest ones); `--keep-superseded`.
 KEEP_SUPERSEDED = 1
-SUPERSEDED = re.compile(r"^(?P<run>.+)\.superseded-(?P<identity>[0-9a-f]+|unknown)-"
-                        r"(?P<time>\d{8}-\d{6})$")
 
 
 def size_of(path: Path) -> int:
@@ -50,36 +51,39 @@ def human(n: float) -> str:
     return f"{n / 1000:.1f} GB"
 
 
-def superseded_dirs(work_dir: str | Path) -> list[Path]:
-    """The superseded work dirs of the run at ``work_dir``, newest first."""
-    work_dir = Path(work_dir)
-    found = [p for p in work_dir.parent.glob(f"{work_dir.name}.superseded-*")
-             if p.is_dir() and (m := SUPERSEDED.match(p.name)) and m["run"] == work_dir.name]
-    return sorted(found, key=lambda p: SUPERSEDED.match(p.name)["time"], reverse=True)
-
-
-def remove_tree(path: Path, why: str) -> int:
+def remove_entry(path: Path, why: str, report=log.info) -> int:
+    """Remove a superseded work dir, saying so first. A link is unlinked, never followed:
+    its target is outside what is being removed."""
+    if path.is_symlink():
+        target = path.readlink()
+        report(f"removing {path}, a link to {target} (left where it is: remove it yourself if "
+               f"no run needs it): {why}")
+        path.unlink()
+        return 0
     size = size_of(path)
+    report(f"removing {path} ({human(size)}): {why}")
     shutil.rmtree(path)
-    log.info("removed %s (%s): %s", path, human(size), why)
     return size
 
 
-def prune_superseded(work_dir: str | Path, keep: int = KEEP_SUPERSEDED) -> list[Path]:
-    """Remove all but the newest ``keep`` superseded work dirs of a run; the caller holds
-    the run's work-dir lock (no trainer renames or reads them meanwhile)."""
-    old = superseded_dirs(work_dir)[keep:]
+def prune_superseded(work_dir: str | Path, keep: int, starting: str) -> list[Path]:
+    """Remove all but the newest ``keep`` superseded work dirs of a run, never one of the
+    identity ``starting`` (a digest): that is the run being started. The caller holds the
+    run's work-dir lock (no trainer renames or reads them meanwhile)."""
+    old = [p for p in superseded_dirs(work_dir)
+           if superseded_identity(p) != starting[:12]][keep:]
     for path in old:
-        remove_tree(path, f"superseded work dir beyond the newest {keep} (--keep-superseded)")
+        remove_entry(path, f"superseded work dir beyond the newest {keep} (--keep-superseded)")
     return old
 
 
-def tidy_at_start(work_dir: str | Path, keep_superseded: int) -> None:
+def tidy_at_start(work_dir: str | Path, keep_superseded: int, starting: str) -> None:
     """What a trainer gives back before it starts, holding the work-dir lock: temporary files
     of killed writers in the work dir (every one is dead: writers there hold the lock) and
-    superseded work dirs beyond the newest ``keep_superseded``."""
+    superseded work dirs beyond the newest ``keep_superseded`` (of identities other than the
+    one ``starting``)."""
     remove_stale_temp_files(work_dir, no_live_writer=True)
-    prune_superseded(work_dir, keep_superseded)
+    prune_superseded(work_dir, keep_superseded, starting)
 
 
 def disk_report(work_dir: str | Path, outputs: Iterable[str | Path]) -> str:
@@ -108,13 +112,17 @@ def _age_days(path: Path) -> float:
 
 
 def _runs_with_superseded(root: Path) -> list[Path]:
-    """The work dirs (existing or not) under ``root`` that have superseded work dirs."""
+    """The work dirs (existing or not) under ``root`` that have superseded work dirs: beside
+    them, or, for a work dir that is a link, beside its target (on other storage)."""
     runs = []
-    for path in sorted(root.rglob("*.superseded-*")):
-        match = SUPERSEDED.match(path.name)
-        if match and path.is_dir() and not any(SUPERSEDED.match(p.name) for p in path.parents):
+    for path in sorted(root.rglob("*")):
+        if any(SUPERSEDED.match(p.name) for p in path.relative_to(root).parents):
+            continue  # inside a superseded work dir
+        if match := SUPERSEDED.match(path.name):
             runs.append(path.with_name(match["run"]))
-    return list(dict.fromkeys(runs))
+        elif path.is_symlink() and path.is_dir():
+            runs.append(path)
+    return [run for run in dict.fromkeys(runs) if superseded_dirs(run)]
 
 
 def clean(root: str | Path, *, remove: bool, keep: int = 0,
@@ -132,13 +140,17 @@ def clean(root: str | Path, *, remove: bool, keep: int = 0,
                     age = _age_days(path)
                     if older_than is not None and age < older_than:
                         continue
+                    if remove:
+                        total += remove_entry(path, f"{age:.1f} days old", report)
+                        continue
+                    if path.is_symlink():
+                        report(f"superseded {path}: a link to {path.readlink()}, {age:.1f} "
+                               "days old")
+                        continue
                     size = size_of(path)
                     total += size
-                    report(f"{'removing' if remove else 'superseded'} {path}: {human(size)}, "
-                           f"{age:.1f} days old")
-                    if remove:
-                        shutil.rmtree(path)
-        except WorkDirBusy as err:
+                    report(f"superseded {path}: {human(size)}, {age:.1f} days old")
+        except LockHeld as err:
             report(f"skipping {run}: {err}")
     folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
     for folder in folders:

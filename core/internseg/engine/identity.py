@@ -2,8 +2,9 @@
 
 A work dir holds the checkpoints of one identity (``run_identity.json``). Resuming continues
 only that identity: a changed seed, lr, split, pretrained file or dataset starts from
-iteration 0, and the old work dir is moved aside, never deleted. The digest is also stored in
-every checkpoint's meta and in ``final.pth``.
+iteration 0, and the old work dir is moved aside; changed back, that identity's own work dir
+is brought back and resumes. The digest is also stored in every checkpoint's meta and in
+``final.pth``.
 
 What does not decide the weights stays out: paths (their contents are hashed instead), the
 work dir, validation and checkpoint settings, the launcher. The batch layout stays in: with
@@ -13,22 +14,22 @@ mean the same point of training in another.
 
 from __future__ import annotations
 
-import fcntl
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from mmengine.hooks import Hook
 
 from mmseg.registry import HOOKS
 
-from ..errors import InputError, MissingFileError
+from ..errors import MissingFileError
 from ..io import hash_file, read_json, recorded_sha256, write_json
+from ..locks import exclusive
 from ..splits import checked_sha256
 
 log = logging.getLogger("internseg")
@@ -42,12 +43,11 @@ WEIGHT_DECIDING_KEYS = ("model", "optim_wrapper", "param_scheduler", "train_data
 OBSERVING_HOOKS = {"PreemptionHook", "RunIdentityHook", "GatheredValidationHook",
                    "VersionsMetaHook", "PlainMessageHubHook", "FiniteLossHook",
                    "BestWeightsHook", "DriftHook", "DriftStopHook"}
+# A work dir moved aside: <run>.superseded-<first 12 digits of its identity>-<time>
+SUPERSEDED = re.compile(r"^(?P<run>.+)\.superseded-(?P<identity>[0-9a-f]+|unknown)-"
+                        r"(?P<time>\d{8}-\d{6})$")
 # How long ranks other than 0 wait for rank 0 to settle the work dir.
 SETTLE_TIMEOUT_S = 600
-
-
-class WorkDirBusy(InputError):
-    """Another trainer holds the work dir."""
 
 
 def training_config(cfg) -> dict:
@@ -111,19 +111,62 @@ def holds_a_run(work_dir: Path) -> bool:
     return work_dir.is_dir() and any(work_dir.glob("iter_*.pth"))
 
 
+def location(work_dir: str | Path) -> Path:
+    """Where a work dir's files are: the target of a work dir that is a link (to scratch
+    storage, say), which is moved aside and brought back on its own file system, so that the
+    run never leaves it and the link keeps pointing at the run's folder; else the work dir."""
+    work_dir = Path(work_dir)
+    return work_dir.resolve() if work_dir.is_symlink() else work_dir
+
+
+def superseded_dirs(work_dir: str | Path) -> list[Path]:
+    """The superseded work dirs of the run at ``work_dir``, newest first: beside its
+    :func:`location`, and, for a link, beside the link itself, where versions before the
+    link was followed moved the link aside (such an entry is a link too)."""
+    work_dir = Path(work_dir)
+    found = set()
+    for place in {location(work_dir), work_dir}:
+        for path in place.parent.glob(f"{glob.escape(place.name)}.superseded-*"):
+            match = SUPERSEDED.match(path.name)
+            if match and match["run"] == place.name and (path.is_dir() or path.is_symlink()):
+                found.add(path)
+    return sorted(found, key=lambda p: (SUPERSEDED.match(p.name)["time"], p.name), reverse=True)
+
+
+def superseded_identity(path: Path) -> str:
+    """The identity (its first 12 digits, or "unknown") a superseded work dir's name gives."""
+    return SUPERSEDED.match(path.name)["identity"]
+
+
+def own_superseded(work_dir: Path, digest: str) -> Path | None:
+    """The newest superseded work dir of this very identity: the run an undone edit asks
+    for again. Its name gives the identity's first digits; its record, all of them."""
+    for path in superseded_dirs(work_dir):
+        if (superseded_identity(path) == digest[:12]
+                and (read_identity(path) or {}).get("digest") == digest):
+            return path
+    return None
+
+
 def settle_work_dir(work_dir: str | Path, identity: dict, keep: bool = False) -> Path | None:
-    """Make ``work_dir`` this identity's: keep it if it holds the same run, else move it
-    aside (returns where to) so that training starts from iteration 0. Records the identity.
-    ``keep``: an explicit --resume-from, whose file may be in the work dir, keeps it."""
+    """Make ``work_dir`` this identity's: keep it if it holds the same run; else move it aside
+    (returns where to) and bring back this identity's own superseded work dir, which then
+    resumes, or start from iteration 0. Records the identity. ``keep``: an explicit
+    --resume-from, whose file may be in the work dir, keeps it as it is."""
     work_dir = Path(work_dir)
     recorded = read_identity(work_dir)
-    moved = None
     if recorded and recorded.get("digest") == identity["digest"]:
         return None
-    if keep and (recorded or holds_a_run(work_dir)):
-        log.warning("work dir %s holds another run; resuming from the given checkpoint as run "
-                    "%s all the same", work_dir, identity["digest"][:12])
-    elif recorded or holds_a_run(work_dir):
+    place, moved, said = location(work_dir), None, f"work dir {work_dir}: "
+    holds = bool(recorded) or holds_a_run(work_dir)
+    if keep:
+        if holds:
+            log.warning("work dir %s holds another run; resuming from the given checkpoint as "
+                        "run %s all the same", work_dir, identity["digest"][:12])
+        back = None
+    else:
+        back = own_superseded(work_dir, identity["digest"])
+    if not keep and (holds or (back and place.is_dir() and any(place.iterdir()))):
         if recorded:
             old = recorded.get("components", {})
             changed = sorted(k for k in {**old, **identity["components"]}
@@ -132,11 +175,22 @@ def settle_work_dir(work_dir: str | Path, identity: dict, keep: bool = False) ->
             tag = recorded.get("digest", "unknown")[:12]
         else:
             why, tag = "it records no run identity", "unknown"
-        moved = work_dir.with_name(f"{work_dir.name}.superseded-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
-        work_dir.rename(moved)
-        log.warning("work dir %s: %s; moved it to %s and training from iteration 0",
-                    work_dir, why, moved)
-    work_dir.mkdir(parents=True, exist_ok=True)
+        moved = place.with_name(f"{place.name}.superseded-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+        place.rename(moved)
+        said += f"{why}; moved it to {moved} and "
+    if back:
+        # back where it was moved aside from: the link's target, or, for an entry that is
+        # itself a link, the work dir's own name (a link there is replaced)
+        home = back.with_name(SUPERSEDED.match(back.name)["run"])
+        if home.is_dir() and not home.is_symlink():
+            home.rmdir()  # empty, so it was not moved aside
+        os.replace(back, home)
+        log.warning("%sbrought back %s, this run's own work dir from before its inputs "
+                    "changed: resuming it", said, back)
+        return moved
+    if moved:
+        log.warning("%straining from iteration 0", said)
+    place.mkdir(parents=True, exist_ok=True)
     write_json(work_dir / IDENTITY_FILE, identity)
     return moved
 
@@ -151,30 +205,15 @@ def wait_for_identity(work_dir: str | Path, digest: str, timeout: float = SETTLE
         time.sleep(0.5)
 
 
-@contextmanager
-def work_dir_lock(work_dir: str | Path) -> Iterator[None]:
-    """Exclusive lock on a work dir for the life of a trainer. The lock file sits beside the
-    work dir, not in it, because a superseded work dir is renamed; it holds the trainer's pid
-    for the message a second trainer gets (``filelock`` records no holder)."""
+def work_dir_lock(work_dir: str | Path):
+    """Exclusive lock on a work dir for the life of a trainer (and of ``internseg clean``
+    removing its superseded work dirs). The lock file sits beside the work dir, not in it,
+    because a superseded work dir is renamed; it records its holder for the message a second
+    one gets: it is refused at once, naming the holder's pid and command."""
     work_dir = Path(work_dir)
     work_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = work_dir.with_name(f".{work_dir.name}.lock")
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise WorkDirBusy(f"{work_dir} is in use by another trainer (pid {holder}, lock "
-                              f"{lock_path}); wait for it or stop it") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(work_dir.with_name(f".{work_dir.name}.lock"), what=str(work_dir),
+                     wait=False)
 
 
 @HOOKS.register_module()

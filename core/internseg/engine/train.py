@@ -25,7 +25,8 @@ from ..safe_load import check_local, verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
 from .hooks import refuse_if_stopped
-from .identity import make_identity, settle_work_dir, wait_for_identity, work_dir_lock
+from .identity import (location, make_identity, settle_work_dir, wait_for_identity,
+                       work_dir_lock)
 from .resilience import InternSegRunner, latest_valid_checkpoint
 from .segmentor import trainable_state
 
@@ -208,7 +209,7 @@ def run_training(opts: TrainOptions):
         ("--provenance-out", opts.provenance_out)) if out}
     for what, out in outputs.items():
         check_output_file(out, what)
-    check_writable(cfg.work_dir, "work dir")
+    check_writable(location(cfg.work_dir), "work dir")  # a link's target, made if missing
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)
@@ -222,7 +223,7 @@ def run_training(opts: TrainOptions):
                                  f"{cfg.work_dir}, run {identity['digest'][:12]}")
             settle_work_dir(cfg.work_dir, identity, keep=bool(opts.resume_from))
             tidy_at_start(cfg.work_dir, KEEP_SUPERSEDED if opts.keep_superseded is None
-                          else opts.keep_superseded)
+                          else opts.keep_superseded, identity["digest"])
         else:
             wait_for_identity(cfg.work_dir, identity["digest"])
         try:
