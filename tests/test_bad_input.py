@@ -1,6 +1,10 @@
 """Bad input and faults on the demo: one line naming the culprit (exit 2), never a silent
 acceptance; anything unexpected keeps its traceback."""
 
+import errno
+import io
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -393,3 +397,84 @@ def test_a_broken_run_identity_is_named(demo_assets, tmp_path, capsys):
     assert main(train_args(demo_assets, tmp_path)) == 2
     line = only_line(capsys)
     assert f"{tmp_path / 'work' / 'run_identity.json'}: run identity must be a JSON object" in line
+
+
+class FillingDisk(io.FileIO):
+    """A file on a disk that fills after ``room`` bytes: a write past them fails as the
+    system's does, naming no file."""
+
+    room = 4096
+
+    def write(self, data):
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def fill_the_disk_under_the_final_checkpoint(monkeypatch, demo_assets, tmp_path):
+    import internseg.io as io_module
+
+    # torch.save meets the full disk part-way and raises a RuntimeError over the OSError
+    monkeypatch.setattr(io_module, "open", lambda path, mode="r", **kwargs: FillingDisk(
+        path, "w") if "w" in mode else open(path, mode, **kwargs), raising=False)
+    return main(train_args(demo_assets, tmp_path)), tmp_path / "final.pth"
+
+
+def fill_the_disk_under_the_test_log(monkeypatch, demo_assets, tmp_path):
+    # mmengine's log in test_work/ beside --out: logging printed a traceback per record
+    monkeypatch.setattr(logging.FileHandler, "_open", lambda self: io.TextIOWrapper(
+        FillingDisk(self.baseFilename, "a"), encoding=self.encoding))
+    code = main(["test", "demo/head_tuning", str(released_head(tmp_path, lambda s: None)),
+                 "--out", str(tmp_path / "metrics.json"), "--data-root",
+                 str(demo_assets["data_root"]), "--pretrained", str(demo_assets["weights"])])
+    logs = list((tmp_path / "test_work").glob("*/*.log"))
+    assert not (tmp_path / "metrics.json").exists()
+    return code, logs[0]
+
+
+def fill_the_disk_while_converting_maps(monkeypatch, demo_assets, tmp_path):
+    from PIL import Image
+
+    from internseg.demo import write_demo_coco_stuff
+
+    sources = tmp_path / "sources"
+    write_demo_coco_stuff(sources, n_train=4, n_val=2)
+    written = []
+
+    def half_then_full(self, fp, *args, **kwargs):
+        written.append(Path(fp))
+        Path(fp).write_bytes(b"\x89PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as PIL's close raises it
+
+    monkeypatch.setattr(Image.Image, "save", half_then_full)
+    code = main(["prepare-coco-stuff", "--source", str(sources), "--data-root",
+                 str(tmp_path / "data"), "--unpinned", "--train-count", "4", "--val-count", "2",
+                 "--workers", "1", "--no-progress"])
+    assert not written[0].exists()
+    return code, written[0].with_name(written[0].name.split(".")[1] + ".png")
+
+
+@pytest.mark.parametrize("fill", [fill_the_disk_under_the_final_checkpoint,
+                                  fill_the_disk_under_the_test_log,
+                                  fill_the_disk_while_converting_maps])
+def test_a_full_disk_names_the_file_being_written(demo_assets, tmp_path, capsys, monkeypatch,
+                                                  fill):
+    code, path = fill(monkeypatch, demo_assets, tmp_path)
+    line = only_line(capsys)
+    assert code == 2 and f"{path}: no space left on the device" in line, line
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name], "a half-written file"
+
+
+@pytest.mark.parametrize("command", [["records", "--json"], ["records"], ["plan", "--json"],
+                                     ["inspect", "demo/head_tuning", "--json"]])
+def test_a_reader_that_closes_early_ends_the_output_quietly(command):
+    """`internseg records | head -1`: the reader has what it wanted; no BrokenPipeError."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "core")}
+    writer = subprocess.Popen([sys.executable, "-m", "internseg", *command], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer.stdout.close()  # before the first byte: what `head -1` does, only sooner
+    err = writer.stderr.read().decode()
+    assert writer.wait() == 141 and "Traceback" not in err and "Broken" not in err, err

@@ -724,14 +724,50 @@ def expected_os_error(err: OSError) -> str | None:
     return None
 
 
+def _log_file_error(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+    """logging prints a traceback for every record a full disk keeps out of a log file
+    (mmengine's, in a work dir) and goes on: stop instead, naming the file."""
+    from .io import full_disk_cause
+
+    full = full_disk_cause(sys.exc_info()[1])
+    if full is None:
+        logging.Handler.handleError(handler, record)
+        return
+    raise OSError(full.errno, full.strerror, handler.baseFilename) from None
+
+
+# 128 + SIGPIPE: what the shell reports for a tool that the signal ended
+EXIT_READER_CLOSED = 141
+
+
+def stdout_is_closed() -> bool:
+    """Whether our stdout's reader went away (a broken pipe elsewhere, a socket, is a fault):
+    the write end of a pipe without a reader polls as an error."""
+    import select
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.FileHandler.handleError = _log_file_error
     try:
-        return args.func(args)
+        code = args.func(args)
+        # a reader that closed early (`| head -1`) fails the flush at exit, outside this handler
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not stdout_is_closed():
+            raise
+        # the reader has what it wanted: stop quietly, as a Unix tool SIGPIPE ends does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_CLOSED
     except InputError as err:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)

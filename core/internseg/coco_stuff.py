@@ -35,7 +35,7 @@ from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
-from .io import hash_file, read_json, read_sidecar, write_json, write_sidecar
+from .io import hash_file, naming_full_disk, read_json, read_sidecar, write_json, write_sidecar
 
 log = logging.getLogger("internseg")
 
@@ -258,8 +258,9 @@ def convert_map(raw: Path, out: Path, image: Path, name: str) -> str | None:
                 f"({int(unmapped.sum())} pixels)")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(converted).save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with naming_full_disk(out, temporary=tmp):
+            Image.fromarray(converted).save(tmp, format="PNG")
+            os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return None

@@ -9,7 +9,7 @@ from ..config import apply_run_options, building_model, load_config
 from ..datasets import check_data_root, manifest_beside
 from ..env import versions
 from ..errors import InputError
-from ..io import write_json
+from ..io import naming_full_disk, write_json
 from ..models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
                                 load_checkpoint_file, released_name)
 from ..safe_load import check_local
@@ -79,14 +79,16 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     check_data_root(cfg, ("test_dataloader",), given=bool(data_root))
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
-    with building_model(cfg, config):
+    # mmengine's own writes there (its config dump, scalars) name no file on a full disk
+    with naming_full_disk(cfg.work_dir), building_model(cfg, config):
         runner = Runner.from_cfg(cfg)
     check_image_count(len(runner.test_loop.dataloader.dataset), cfg.test_dataloader.dataset)
     if load_segmentor_weights(runner.model, checkpoint) and pretrained:
         log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
                     "of a trained-trunk run is its own, not the pretrained file's)",
                     pretrained, checkpoint)
-    summary_metrics = runner.test()
+    with naming_full_disk(cfg.work_dir):
+        summary_metrics = runner.test()
 
     metric = next(m for m in runner.test_evaluator.metrics
                   if isinstance(m, PerClassIoUMetric))
