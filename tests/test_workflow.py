@@ -126,6 +126,18 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
 
 
+def test_a_read_only_results_folder_is_refused_before_any_job(tmp_path):
+    """Snakemake made the first job's output folder only after earlier jobs ran, and then
+    died with its PermissionError traceback."""
+    wf = workflow_copy(tmp_path)
+    (wf / "results").symlink_to("/sys")  # not writable, even for root
+    result = snakemake(wf, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out[-2000:]
+    assert f"output folder results/demo: cannot write in {wf / 'results'} (" in out, out[-2000:]
+    assert "Building DAG" not in out
+
+
 def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path):
     """Snakemake deletes the manifest (the rule's output) before preparing again: the tree's
     own record of its zip makes the new zip's images replace the old ones, not a validation

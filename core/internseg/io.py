@@ -253,6 +253,21 @@ def check_writable(folder: str | Path, what: str) -> Path:
     return folder
 
 
+def check_creatable(folder: str | Path, what: str) -> Path:
+    """``folder`` can be made and written later, checked without leaving anything (a dry run
+    must not create it): a probe folder is made and removed in the nearest part of its path
+    that exists (``os.access`` says yes to root on a read-only mount). A read-only results
+    folder then fails before any job, not when the first job's output folder is made."""
+    folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test.", dir=existing))
+    except OSError as err:
+        raise InputError(f"{what} {folder}: cannot write in {existing} "
+                         f"({err.strerror or err})") from None
+    return folder
+
+
 def check_output_file(path: str | Path, what: str) -> Path:
     """An output file named on the command line: not a directory, in a writable folder. What
     killed writers of this output left there is removed."""

@@ -12,6 +12,7 @@ from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.datasets import DATASETS
 from internseg.errors import InputError
+from internseg.io import check_creatable
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
@@ -47,6 +48,12 @@ COCO_STUFF_ZIPS = [*IMAGE_ZIPS.values(), MAPS_ZIP]
 OUT = f"results/{PRESET}"
 RUNS_DIR = f"{OUT}/runs"
 ENV = "../../envs/internseg.yaml"
+# before any job: Snakemake fails on a read-only one only when a job's output folder is made
+try:
+    for folder in (OUT, f"work/{PRESET}", RES):
+        check_creatable(folder, "output folder")
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
 
 if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
