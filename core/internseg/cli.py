@@ -119,13 +119,15 @@ def cmd_train(args) -> int:
 def train_in_this_process(args) -> int:
     from .config import load_config
     from .engine.launch import launch_command
-    from .engine.train import (TrainOptions, configure_threads, require_cuda_for_ranks,
+    from .engine.train import (TrainOptions, check_before_the_ranks, configure_threads,
                                run_training)
 
+    fields = TrainOptions.__dataclass_fields__
+    opts = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
     if args.gpus > 1 and args.launcher == "none":
         # before the ranks start: each would fail on its own, with a traceback
-        require_cuda_for_ranks(load_config(args.config, args.cfg_options, trunk=args.trunk,
-                                           dataset=args.dataset), args.config)
+        check_before_the_ranks(load_config(args.config, args.cfg_options, trunk=args.trunk,
+                                           dataset=args.dataset), opts)
     command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
                              os.environ)
     if command:
@@ -133,10 +135,9 @@ def train_in_this_process(args) -> int:
         os.execvp(command[0], command)
 
     configure_threads(args.threads)
-    if args.seed is None and args.seed_record:
-        args.seed = read_seed_record(args.seed_record)
-    fields = TrainOptions.__dataclass_fields__
-    run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
+    if opts.seed is None and args.seed_record:
+        opts.seed = read_seed_record(args.seed_record)
+    run_training(opts)
     return 0
 
 

@@ -79,10 +79,7 @@ def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
         # one process: nothing to shard over
         cfg.pop("strategy", None)
     elif cfg.get("strategy"):
-        if any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
-            raise InputError(f"{opts.config}: --ema-momentum on a sharded trunk: mmengine's "
-                             "EMAHook keeps a whole copy of the model on every rank; run it "
-                             "on one GPU or without EMA")
+        refuse_ema_on_a_sharded_trunk(cfg, opts.config)
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
                       world_size_from_env(opts.launcher, os.environ))
@@ -152,6 +149,21 @@ def choose_start(cfg: Config, opts: TrainOptions) -> None:
         if opts.load_from:
             verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
+
+
+def refuse_ema_on_a_sharded_trunk(cfg: Config, config: str) -> None:
+    if cfg.get("strategy") and any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
+        raise InputError(f"{config}: --ema-momentum on a sharded trunk: mmengine's EMAHook "
+                         "keeps a whole copy of the model on every rank; run it on one GPU or "
+                         "without EMA")
+
+
+def check_before_the_ranks(cfg: Config, opts: TrainOptions) -> None:
+    """What every rank would refuse, said once by the process that starts them: after a
+    rank's own line, torchrun ends with its ChildFailedError traceback."""
+    add_option_hooks(cfg, opts)
+    require_cuda_for_ranks(cfg, opts.config)
+    refuse_ema_on_a_sharded_trunk(cfg, opts.config)
 
 
 def require_cuda_for_ranks(cfg: Config, config: str) -> None:
