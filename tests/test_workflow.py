@@ -126,6 +126,16 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
 
 
+def test_a_contradiction_in_the_coco_stuff_settings_is_named_by_its_keys(tmp_path):
+    wf = workflow_copy(tmp_path)
+    (wf / "dl.yaml").write_text("presets:\n  demo:\n    coco_stuff164k:\n      download: true\n")
+    result = snakemake(wf, "-n", "--configfile", "dl.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("config.yaml: presets.demo.coco_stuff164k: pinned: false (synthetic stand-ins, no "
+            "official pins) and download: true (the official zips) contradict") in out, out
+
+
 def test_a_read_only_results_folder_is_refused_before_any_job(tmp_path):
     """Snakemake made the first job's output folder only after earlier jobs ran, and then
     died with its PermissionError traceback."""

@@ -333,7 +333,9 @@ def add_prepare_coco_stuff(sub) -> None:
                    help=f"expected sha256 of {MAPS_ZIP} (none is published; without it the "
                         "digest of the first file that prepared successfully is the reference)")
     p.add_argument("--unpinned", action="store_true",
-                   help="check no official size or sha256 (synthetic stand-ins: the demo)")
+                   help="check the image zips against no official size or sha256 (synthetic "
+                        f"stand-ins: the demo); {MAPS_ZIP}, which has none, is still checked "
+                        "against --stuffthingmaps-sha256 or the digest recorded at its first use")
     add_preparation_options(p, "coco_stuff164k", TOP, "processes converting maps, threads "
                             "validating (default: the cores)")
     p.set_defaults(func=cmd_prepare_coco_stuff)
@@ -344,11 +346,11 @@ def cmd_prepare_coco_stuff(args) -> int:
 
     if args.base_url and not args.download:
         raise InputError("--base-url is only used with --download")
-    if args.unpinned and args.stuffthingmaps_sha256:
-        raise InputError("--unpinned and --stuffthingmaps-sha256 contradict each other")
-    pins = ({name: None for name in SOURCES} if args.unpinned else
-            {MAPS_ZIP: {"sha256": args.stuffthingmaps_sha256}} if args.stuffthingmaps_sha256
-            else None)
+    # --unpinned drops the official pins, which the maps zip has none of: its own pin (the
+    # advice of a refusal of a changed maps zip) applies either way
+    pins = {name: None for name in SOURCES if name != MAPS_ZIP} if args.unpinned else {}
+    if args.stuffthingmaps_sha256:
+        pins[MAPS_ZIP] = {"sha256": args.stuffthingmaps_sha256}
     prepare_coco_stuff(args.source, args.data_root, pins=pins, download=args.download,
                        base_url=args.base_url, manifest_path=args.manifest,
                        train_count=args.train_count, val_count=args.val_count,
