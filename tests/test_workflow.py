@@ -92,6 +92,20 @@ def test_an_unknown_key_is_one_line_naming_it_and_what_may_go_there(tmp_path):
     assert len(out.splitlines()) < 10, out  # Snakemake's `validate` prints the whole schema
 
 
+@pytest.mark.parametrize("setting,named", [
+    ("drift:\n  tolerance: .nan\n", "drift.tolerance: nan"),
+    ("presets:\n  demo:\n    train:\n      mem_mb: .inf\n", "presets.demo.train.mem_mb: inf"),
+])
+def test_a_number_that_is_not_finite_is_refused_at_parse(tmp_path, setting, named):
+    """NaN passes every bound of the schema: every paper train job was then refused."""
+    wf = workflow_copy(tmp_path)
+    (wf / "nan.yaml").write_text(setting)
+    result = snakemake(wf, "-n", "--configfile", "nan.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config.yaml: {named} is not a finite number" in out, out[-2000:]
+
+
 def test_an_unregistered_experiment_is_named_with_the_registered_ones(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "run=[fewshot_1of3]")
     out = result.stdout + result.stderr
