@@ -313,3 +313,17 @@ def test_binary_results_are_one_line_naming_the_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"internseg plan: error: --results {results}: not a text file (byte 0 is "
                    "not UTF-8)")
+
+
+@pytest.mark.parametrize("option,given,named", [
+    ("--results", "folder", "is a directory; give the file, e.g. "),
+    ("--gpu-check", "missing.json", "no such file (the default is benchmarks/gpu_check.json)"),
+    ("--results", "missing.md", "no such file (the default is benchmarks/RESULTS.md)"),
+])
+def test_measurements_named_but_not_there_are_refused(tmp_path, capsys, option, given, named):
+    """They were ignored: the plan came from its assumptions without a word."""
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / given
+    assert main(["plan", "--experiments", "head_tuning", option, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} {path}: {named}" in err, err

@@ -421,6 +421,21 @@ def cmd_seed_from_log(args) -> int:
 # ---------------------------------------------------------------- plan
 
 
+# what `internseg plan` reads when they are there; a file named on the command line must be
+PLAN_RESULTS, PLAN_GPU_CHECK = Path("benchmarks/RESULTS.md"), Path("benchmarks/gpu_check.json")
+
+
+def measurements_to_read(option: str, given: Path | None, default: Path) -> Path:
+    if given is None:
+        return default
+    if given.is_dir():
+        raise InputError(f"{option} {given}: is a directory; give the file, e.g. "
+                         f"{given / default.name}")
+    if not given.is_file():
+        raise InputError(f"{option} {given}: no such file (the default is {default})")
+    return given
+
+
 def add_plan(sub) -> None:
     from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
@@ -441,10 +456,10 @@ def add_plan(sub) -> None:
                         "tuning and full tuning on every trunk and dataset it has records of")
     p.add_argument("--gpus", type=int_at_least(1), default=PAPER_GPUS,
                    help="GPUs per training run")
-    p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
-                   help="measured step times (benchmarks/RESULTS.md)")
-    p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
-                   help="benchmarks/gpu_check.sh's output, preferred to --results")
+    p.add_argument("--results", type=Path, help="measured step times (default "
+                   f"{PLAN_RESULTS}, if there)")
+    p.add_argument("--gpu-check", type=Path, help="benchmarks/gpu_check.sh's output, preferred "
+                   f"to --results (default {PLAN_GPU_CHECK}, if there)")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
     p.add_argument("--fs-write-gbps", type=argtypes.positive_float,
                    default=ASSUMED_FS_WRITE_GBPS, metavar="GB_S",
@@ -486,8 +501,11 @@ def cmd_plan(args) -> int:
         runs |= table15_runs(registered, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
     bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
-    costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
-                 gpu_check=args.gpu_check, published_logs=logs, bandwidth=bandwidth,
+    # a file named but not there was ignored, and the plan made from assumptions
+    results = measurements_to_read("--results", args.results, PLAN_RESULTS)
+    gpu_check = measurements_to_read("--gpu-check", args.gpu_check, PLAN_GPU_CHECK)
+    costs = plan(runs.values(), args.preset, args.gpus, results_md=results,
+                 gpu_check=gpu_check, published_logs=logs, bandwidth=bandwidth,
                  val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
     markdown = to_markdown(costs, bandwidth)
     if args.out:
