@@ -71,6 +71,8 @@ def test_max_iters_option_lengthens_the_schedule_too():
     ("optim_wrapper.optimizer.lr=fast", "optim_wrapper.optimizer.lr='fast': expected float"),
     ("model.backbone.freeze_trunk=1", "expected bool"),
     ("model.backbone.depth=12", "fixed by the trunk"),
+    # the lr at the poly decay's end (0) for 155 of 160 iterations
+    ("param_scheduler.1.end=5", "the schedule ends at iteration 5 of train_cfg.max_iters=160"),
 ])
 def test_bad_cfg_options_are_refused_by_name(capsys, option, named):
     assert main(["inspect", "demo/head_tuning"]) == 0

@@ -106,6 +106,7 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
         options = checked_options(cfg, cfg_options, path)
         follow_loop_length(cfg, options)
         cfg.merge_from_dict(options)
+        check_schedule_lasts(cfg, options)
     check_fits_trunk(cfg, path)
     return cfg
 
@@ -215,6 +216,22 @@ def follow_loop_length(cfg: Config, options: dict) -> None:
         key = f"param_scheduler.{index}.end"
         if step.get("end") == old + 1 and key not in options:
             options[key] = new + 1
+
+
+def check_schedule_lasts(cfg: Config, options: dict) -> None:
+    """Options that end the schedule before the loop are refused: mmengine then holds the
+    last scheduler's final value (the poly decay's eta_min, 0) for the rest of the run."""
+    steps, iters = cfg.get("param_scheduler") or [], cfg.train_cfg.get("max_iters")
+    ends = [step.get("end") for step in steps if isinstance(step.get("end"), int)]
+    if not ends or not isinstance(iters, int) or max(ends) >= iters:
+        return
+    given = [f"{key}={value}" for key, value in options.items()
+             if key == "train_cfg.max_iters" or key.startswith("param_scheduler.")]
+    if given:
+        raise InputError(f"--cfg-options {' '.join(given)}: the schedule ends at iteration "
+                         f"{max(ends)} of train_cfg.max_iters={iters}, and the lr would stay at "
+                         f"its last value for the other {iters - max(ends)}; to shorten the "
+                         "run, set train_cfg.max_iters alone (the schedule's end follows it)")
 
 
 # Top-level keys the Runner takes that a config may leave out (mmengine's defaults apply).
