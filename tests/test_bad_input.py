@@ -73,6 +73,9 @@ def test_max_iters_option_lengthens_the_schedule_too():
     ("model.backbone.depth=12", "fixed by the trunk"),
     # the lr at the poly decay's end (0) for 155 of 160 iterations
     ("param_scheduler.1.end=5", "the schedule ends at iteration 5 of train_cfg.max_iters=160"),
+    # recorded in the dumped config, read by nothing: the pipelines hold copies of the value
+    ("crop_size=(448,448)", "crop_size=(448, 448): a variable of the config file"),
+    ("data_root=elsewhere", "it would be recorded and change nothing; set --data-root"),
 ])
 def test_bad_cfg_options_are_refused_by_name(capsys, option, named):
     assert main(["inspect", "demo/head_tuning"]) == 0

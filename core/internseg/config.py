@@ -172,6 +172,17 @@ TRUNK_KEYS = {f"model.backbone.{k}" for k in
               ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth")}
 
 
+# Variables of the config files (configs/_base_/datasets/): the sections that use them took
+# copies of their values when the file was read, so an option on one would be recorded in the
+# dumped config and change nothing. What to set instead:
+READ_TIME_VARIABLES = {
+    "crop_size": "the train pipeline's RandomCrop crop_size "
+                 "(train_dataloader.dataset.pipeline.<i>.crop_size) and model.test_cfg.crop_size",
+    "data_root": "--data-root",
+    "dataset_type": "--dataset",
+}
+
+
 def checked_options(cfg: Config, options: dict, source: Path) -> dict:
     """``--cfg-options`` with every key verified to exist in ``cfg`` and every value to have
     the type the config gives it (an int where a float is expected is fine)."""
@@ -180,6 +191,10 @@ def checked_options(cfg: Config, options: dict, source: Path) -> dict:
         if key in TRUNK_KEYS:
             raise InputError(f"--cfg-options {key}: fixed by the trunk "
                              f"({cfg.model.backbone.get('trunk')}); choose another with --trunk")
+        if key in READ_TIME_VARIABLES:
+            raise InputError(f"--cfg-options {key}={value}: a variable of the config file, "
+                             "copied where the file uses it when it is read: it would be "
+                             f"recorded and change nothing; set {READ_TIME_VARIABLES[key]}")
         out[key] = value
         *parents, leaf = key.split(".")
         node = cfg.to_dict()
