@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import apply_run_options, building_model, load_config
+from ..config import apply_run_options, building_model, dataset_of, load_config
 from ..datasets import check_data_root, manifest_beside
 from ..env import versions
 from ..errors import InputError
@@ -96,6 +96,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     result = dict(
         config=str(config),
         checkpoint=str(checkpoint),
+        dataset=dataset_of(cfg, config).name,  # what the table checks against the run's
         num_images=len(runner.test_dataloader.dataset),
         inference=dict(cfg.model.test_cfg),
         **metric.last_summary,
