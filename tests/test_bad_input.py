@@ -390,6 +390,28 @@ def test_evaluating_fewer_images_than_the_manifest_lists_is_refused(demo_assets,
     assert not out.exists()
 
 
+def test_evaluating_a_copy_of_the_tree_without_its_manifest_missing_an_image_is_refused(
+        demo_assets, tmp_path, capsys, caplog):
+    """A copy of the data root leaves its manifest behind: the count was never checked."""
+    import shutil
+
+    tree = tmp_path / "copy" / "ADEChallengeData2016"
+    shutil.copytree(demo_assets["data_root"], tree)
+    out = tmp_path / "metrics.json"
+    head = released_head(tmp_path, lambda s: None)
+    command = ["test", "demo/head_tuning", str(head), "--out", str(out), "--data-root",
+               str(tree), "--pretrained", str(demo_assets["weights"])]
+    assert main(command) == 0
+    assert f"{tree}: no manifest beside the tree" in caplog.text
+    out.unlink()
+    next((tree / "images" / "validation").iterdir()).unlink()
+    assert main(command) == 2
+    line = only_line(capsys)
+    assert (f"{tree}: 3 validation images to evaluate, but 4 label maps in "
+            f"{tree / 'annotations' / 'validation'}") in line, line
+    assert not out.exists()
+
+
 def test_a_full_disk_while_checkpointing_names_the_checkpoint(demo_assets, tmp_path, capsys,
                                                                monkeypatch):
     """mmengine writes a checkpoint's bytes with a plain write, whose ENOSPC names no file."""

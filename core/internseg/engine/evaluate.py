@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import apply_run_options, building_model, dataset_of, load_config
-from ..datasets import check_data_root, manifest_beside
+from ..datasets import MANIFEST_NAMES, check_data_root, manifest_beside
 from ..env import versions
 from ..errors import InputError
 from ..io import naming_full_disk, write_json
@@ -48,12 +48,24 @@ def load_segmentor_weights(model, path: str | Path) -> bool:
     return has_trunk
 
 
-def check_image_count(found: int, dataset) -> None:
+def check_image_count(dataset) -> None:
     """An evaluation covers the whole validation split its tree's manifest lists: one on
     fewer images (a folder emptied by hand, a tree being replaced) is a number of another
-    test set."""
+    test set. A tree without its manifest (a copy of the data root) is held to its own
+    label maps: an image lost on the way leaves its map behind."""
+    found = len(dataset)
     manifest = manifest_beside(dataset.data_root)
     if manifest is None:
+        folder = Path(dataset.data_prefix["seg_map_path"])
+        maps = sum(1 for p in folder.iterdir() if p.name.endswith(dataset.seg_map_suffix))
+        if maps != found:
+            raise InputError(f"{dataset.data_root}: {found} validation images to evaluate, but "
+                             f"{maps} label maps in {folder}: images are missing from the tree "
+                             "(a copy of it?); prepare it again, or copy it whole")
+        log.warning("%s: no manifest beside the tree (%s): its %d validation images are not "
+                    "checked against the count it was prepared with", dataset.data_root,
+                    " or ".join(name.format(tree=Path(dataset.data_root).name)
+                                for name in MANIFEST_NAMES), found)
         return
     expected = manifest.get("val_count")
     if found != expected:
@@ -82,7 +94,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     # mmengine's own writes there (its config dump, scalars) name no file on a full disk
     with naming_full_disk(cfg.work_dir), building_model(cfg, config):
         runner = Runner.from_cfg(cfg)
-    check_image_count(len(runner.test_loop.dataloader.dataset), cfg.test_dataloader.dataset)
+    check_image_count(runner.test_loop.dataloader.dataset)
     if load_segmentor_weights(runner.model, checkpoint) and pretrained:
         log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
                     "of a trained-trunk run is its own, not the pretrained file's)",
