@@ -205,15 +205,21 @@ def test_ranks_without_cuda_on_a_ddp_config_are_refused(monkeypatch, capsys):
     assert "demo/head_tuning" in line and "need CUDA GPUs" in line, line
 
 
-def test_what_every_rank_would_refuse_is_said_before_they_start(monkeypatch, capsys):
+@pytest.mark.parametrize("options,named", [
+    (["--ema-momentum", "0.5"], "demo/full_tuning: --ema-momentum on a sharded trunk: "
+                                "mmengine's EMAHook keeps a whole copy of the model on every rank"),
+    (["--data-root", "/nowhere"], "--data-root /nowhere: no such folder"),
+])
+def test_what_every_rank_would_refuse_is_said_before_they_start(monkeypatch, capsys, tmp_path,
+                                                                options, named):
     """Each rank printed its line, then torchrun its ChildFailedError traceback."""
     import internseg.cli
 
     monkeypatch.setattr(internseg.cli.os, "execvp", lambda *command: pytest.fail(
         f"the ranks were started: {command}"))
-    assert main(["train", "demo/full_tuning", "--gpus", "2", "--ema-momentum", "0.5"]) == 2
-    assert ("demo/full_tuning: --ema-momentum on a sharded trunk: mmengine's EMAHook keeps a "
-            "whole copy of the model on every rank") in last_line(capsys)
+    assert main(["train", "demo/full_tuning", "--gpus", "2", "--work-dir", str(tmp_path / "w"),
+                 *options]) == 2
+    assert named in last_line(capsys)
 
 
 

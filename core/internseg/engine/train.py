@@ -160,10 +160,13 @@ def refuse_ema_on_a_sharded_trunk(cfg: Config, config: str) -> None:
 
 def check_before_the_ranks(cfg: Config, opts: TrainOptions) -> None:
     """What every rank would refuse, said once by the process that starts them: after a
-    rank's own line, torchrun ends with its ChildFailedError traceback."""
+    rank's own line, torchrun ends with its ChildFailedError traceback. ``cfg`` is the
+    config file with the options; the ranks' own resolution drops the sharding strategy
+    here, in one process, after the hooks are checked against it."""
     add_option_hooks(cfg, opts)
     require_cuda_for_ranks(cfg, opts.config)
     refuse_ema_on_a_sharded_trunk(cfg, opts.config)
+    check_what_the_command_names(build_train_config(opts, with_start=False), opts)
 
 
 def require_cuda_for_ranks(cfg: Config, config: str) -> None:
@@ -206,21 +209,7 @@ def run_training(opts: TrainOptions):
     cfg = build_train_config(opts, with_start=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
-    # what the command names is checked before anything is built (minutes for 6B) or trained
-    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
-                       ("--pretrained", opts.pretrained)):
-        if path:
-            check_local(path, what)
-    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
-    if opts.split:
-        check_split_images(opts.split, cfg.train_dataloader.dataset)
-    outputs = {what: out for what, out in (
-        ("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
-        ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
-        ("--provenance-out", opts.provenance_out)) if out}
-    for what, out in outputs.items():
-        check_output_file(out, what)
-    check_writable(cfg.work_dir, "work dir")
+    outputs = check_what_the_command_names(cfg, opts)
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)
@@ -254,6 +243,26 @@ def run_training(opts: TrainOptions):
             if leader:  # finished, stopped or failed: what stays on disk is said
                 log.info(disk_report(cfg.work_dir, outputs.values()))
     return runner
+
+
+def check_what_the_command_names(cfg: Config, opts: TrainOptions) -> dict[str, str]:
+    """The files and folders of the command, checked before anything is built (minutes for
+    6B) or trained; returns the output files by option."""
+    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
+                       ("--pretrained", opts.pretrained)):
+        if path:
+            check_local(path, what)
+    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
+    if opts.split:
+        check_split_images(opts.split, cfg.train_dataloader.dataset)
+    outputs = {what: out for what, out in (
+        ("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
+        ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
+        ("--provenance-out", opts.provenance_out)) if out}
+    for what, out in outputs.items():
+        check_output_file(out, what)
+    check_writable(cfg.work_dir, "work dir")
+    return outputs
 
 
 def provenance(runner, cfg: Config, identity: dict) -> dict:
