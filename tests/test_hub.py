@@ -451,5 +451,6 @@ def test_a_malformed_repo_id_is_one_line_before_the_hub_is_asked(hub, tmp_path, 
                     "--revision", COMMIT])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"internseg fetch: error: --repo-id {repo_id!r}: not a Hub repo id ("), err
+    said = f"internseg fetch: error: --repo-id {repo_id!r}: not a Hub repo id ("
+    assert err.startswith(said), err
     assert hub.requests == []
