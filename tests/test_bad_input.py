@@ -464,6 +464,16 @@ def fill_the_disk_under_the_final_checkpoint(monkeypatch, demo_assets, tmp_path)
     return main(train_args(demo_assets, tmp_path)), tmp_path / "final.pth"
 
 
+def fill_the_disk_under_the_work_dir(monkeypatch, demo_assets, tmp_path):
+    from mmengine.visualization.vis_backend import LocalVisBackend
+
+    def full(self, *args, **kwargs):  # mmengine's scalars.json, written without its name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LocalVisBackend, "add_scalars", full)
+    return main(train_args(demo_assets, tmp_path)), tmp_path / "work"
+
+
 def fill_the_disk_under_the_test_log(monkeypatch, demo_assets, tmp_path):
     # mmengine's log in test_work/ beside --out: logging printed a traceback per record
     monkeypatch.setattr(logging.FileHandler, "_open", lambda self: io.TextIOWrapper(
@@ -499,6 +509,7 @@ def fill_the_disk_while_converting_maps(monkeypatch, demo_assets, tmp_path):
 
 
 @pytest.mark.parametrize("fill", [fill_the_disk_under_the_final_checkpoint,
+                                  fill_the_disk_under_the_work_dir,
                                   fill_the_disk_under_the_test_log,
                                   fill_the_disk_while_converting_maps])
 def test_a_full_disk_names_the_file_being_written(demo_assets, tmp_path, capsys, monkeypatch,

@@ -20,7 +20,8 @@ from ..config import apply_run_options, building_model, load_config
 from ..datasets import check_data_root, check_split_images
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
+from ..io import (atomic_path, check_output_file, check_writable, naming_full_disk, save_torch,
+                  write_json)
 from ..safe_load import check_local, verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
@@ -232,7 +233,9 @@ def run_training(opts: TrainOptions):
             choose_start(cfg, opts)
             # a "strategy" in the config (trained-trunk runs on several GPUs) selects
             # sharding, whose Runner builds the model in train()
-            with building_model(cfg, opts.config):
+            # mmengine's own writes in the work dir (config dump, scalars) name no file on a
+            # full disk; our checkpoints name theirs
+            with naming_full_disk(cfg.work_dir), building_model(cfg, opts.config):
                 runner = (FlexibleRunner if cfg.get("strategy") else
                           InternSegRunner).from_cfg(cfg)
                 runner.train()
