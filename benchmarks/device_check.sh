@@ -10,9 +10,23 @@ python=${PYTHON:-python3}
 site=${SITE:-/tmp/site}
 wheels=${WHEELS:-.whl}
 out=${OUT:?set OUT to the folder the results go to}
+# what is missing, in one line each, where pip said "Invalid wheel filename '*'" and python
+# raised ModuleNotFoundError
+shopt -s nullglob
+carried=("$wheels"/*.whl)
+if ((${#carried[@]} == 0)); then
+    echo "device_check.sh: no wheels in $wheels/: run \`make device-wheels\` here and carry" \
+        ".whl to the device" >&2
+    exit 2
+fi
+if ! "$python" -c 'import torch' 2>/dev/null; then
+    echo "device_check.sh: $python has no torch: run this on the device, whose image holds" \
+        "it, or set PYTHON to an interpreter that has it" >&2
+    exit 2
+fi
 # --ignore-requires-python: internseg declares the project's 3.11; the device has 3.12
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --ignore-requires-python --target "$site" "$wheels"/*.whl
+    --ignore-requires-python --target "$site" "${carried[@]}"
 export PYTHONPATH="$site"
 "$python" - <<'PY'
 import filecmp

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -448,6 +449,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     parser.add_argument("--markdown", type=Path, help="summary (default: --out with .md)")
     args = parser.parse_args()
+    if not torch.cuda.is_available() and not args.tiny:
+        # the full-size parts on a CPU take minutes and measure nothing a plan can use
+        parser.exit(2, f"gpu_check.py: no CUDA GPU on {socket.gethostname()} (torch "
+                       f"{torch.__version__}, CUDA {torch.version.cuda}): run it on a GPU "
+                       "machine, or pass --tiny for the CPU smoke test\n")
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from mmengine.logging import MMLogger

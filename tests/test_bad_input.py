@@ -1,6 +1,10 @@
 """Bad input and faults on the demo: one line naming the culprit (exit 2), never a silent
 acceptance; anything unexpected keeps its traceback."""
 
+import errno
+import io
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -67,6 +71,11 @@ def test_max_iters_option_lengthens_the_schedule_too():
     ("optim_wrapper.optimizer.lr=fast", "optim_wrapper.optimizer.lr='fast': expected float"),
     ("model.backbone.freeze_trunk=1", "expected bool"),
     ("model.backbone.depth=12", "fixed by the trunk"),
+    # the lr at the poly decay's end (0) for 155 of 160 iterations
+    ("param_scheduler.1.end=5", "the schedule ends at iteration 5 of train_cfg.max_iters=160"),
+    # recorded in the dumped config, read by nothing: the pipelines hold copies of the value
+    ("crop_size=(448,448)", "crop_size=(448, 448): a variable of the config file"),
+    ("data_root=elsewhere", "it would be recorded and change nothing; set --data-root"),
 ])
 def test_bad_cfg_options_are_refused_by_name(capsys, option, named):
     assert main(["inspect", "demo/head_tuning"]) == 0
@@ -194,6 +203,23 @@ def test_ranks_without_cuda_on_a_ddp_config_are_refused(monkeypatch, capsys):
     assert main(["train", "demo/head_tuning", "--gpus", "2"]) == 2
     line = last_line(capsys)
     assert "demo/head_tuning" in line and "need CUDA GPUs" in line, line
+
+
+@pytest.mark.parametrize("options,named", [
+    (["--ema-momentum", "0.5"], "demo/full_tuning: --ema-momentum on a sharded trunk: "
+                                "mmengine's EMAHook keeps a whole copy of the model on every rank"),
+    (["--data-root", "/nowhere"], "--data-root /nowhere: no such folder"),
+])
+def test_what_every_rank_would_refuse_is_said_before_they_start(monkeypatch, capsys, tmp_path,
+                                                                options, named):
+    """Each rank printed its line, then torchrun its ChildFailedError traceback."""
+    import internseg.cli
+
+    monkeypatch.setattr(internseg.cli.os, "execvp", lambda *command: pytest.fail(
+        f"the ranks were started: {command}"))
+    assert main(["train", "demo/full_tuning", "--gpus", "2", "--work-dir", str(tmp_path / "w"),
+                 *options]) == 2
+    assert named in last_line(capsys)
 
 
 
@@ -370,6 +396,28 @@ def test_evaluating_fewer_images_than_the_manifest_lists_is_refused(demo_assets,
     assert not out.exists()
 
 
+def test_evaluating_a_copy_of_the_tree_without_its_manifest_missing_an_image_is_refused(
+        demo_assets, tmp_path, capsys, caplog):
+    """A copy of the data root leaves its manifest behind: the count was never checked."""
+    import shutil
+
+    tree = tmp_path / "copy" / "ADEChallengeData2016"
+    shutil.copytree(demo_assets["data_root"], tree)
+    out = tmp_path / "metrics.json"
+    head = released_head(tmp_path, lambda s: None)
+    command = ["test", "demo/head_tuning", str(head), "--out", str(out), "--data-root",
+               str(tree), "--pretrained", str(demo_assets["weights"])]
+    assert main(command) == 0
+    assert f"{tree}: no manifest beside the tree" in caplog.text
+    out.unlink()
+    next((tree / "images" / "validation").iterdir()).unlink()
+    assert main(command) == 2
+    line = only_line(capsys)
+    assert (f"{tree}: 3 validation images to evaluate, but 4 label maps in "
+            f"{tree / 'annotations' / 'validation'}") in line, line
+    assert not out.exists()
+
+
 def test_a_full_disk_while_checkpointing_names_the_checkpoint(demo_assets, tmp_path, capsys,
                                                                monkeypatch):
     """mmengine writes a checkpoint's bytes with a plain write, whose ENOSPC names no file."""
@@ -393,3 +441,95 @@ def test_a_broken_run_identity_is_named(demo_assets, tmp_path, capsys):
     assert main(train_args(demo_assets, tmp_path)) == 2
     line = only_line(capsys)
     assert f"{tmp_path / 'work' / 'run_identity.json'}: run identity must be a JSON object" in line
+
+
+class FillingDisk(io.FileIO):
+    """A file on a disk that fills after ``room`` bytes: a write past them fails as the
+    system's does, naming no file."""
+
+    room = 4096
+
+    def write(self, data):
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def fill_the_disk_under_the_final_checkpoint(monkeypatch, demo_assets, tmp_path):
+    import internseg.io as io_module
+
+    # torch.save meets the full disk part-way and raises a RuntimeError over the OSError
+    monkeypatch.setattr(io_module, "open", lambda path, mode="r", **kwargs: FillingDisk(
+        path, "w") if "w" in mode else open(path, mode, **kwargs), raising=False)
+    return main(train_args(demo_assets, tmp_path)), tmp_path / "final.pth"
+
+
+def fill_the_disk_under_the_work_dir(monkeypatch, demo_assets, tmp_path):
+    from mmengine.visualization.vis_backend import LocalVisBackend
+
+    def full(self, *args, **kwargs):  # mmengine's scalars.json, written without its name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LocalVisBackend, "add_scalars", full)
+    return main(train_args(demo_assets, tmp_path)), tmp_path / "work"
+
+
+def fill_the_disk_under_the_test_log(monkeypatch, demo_assets, tmp_path):
+    # mmengine's log in test_work/ beside --out: logging printed a traceback per record
+    monkeypatch.setattr(logging.FileHandler, "_open", lambda self: io.TextIOWrapper(
+        FillingDisk(self.baseFilename, "a"), encoding=self.encoding))
+    code = main(["test", "demo/head_tuning", str(released_head(tmp_path, lambda s: None)),
+                 "--out", str(tmp_path / "metrics.json"), "--data-root",
+                 str(demo_assets["data_root"]), "--pretrained", str(demo_assets["weights"])])
+    logs = list((tmp_path / "test_work").glob("*/*.log"))
+    assert not (tmp_path / "metrics.json").exists()
+    return code, logs[0]
+
+
+def fill_the_disk_while_converting_maps(monkeypatch, demo_assets, tmp_path):
+    from PIL import Image
+
+    from internseg.demo import write_demo_coco_stuff
+
+    sources = tmp_path / "sources"
+    write_demo_coco_stuff(sources, n_train=4, n_val=2)
+    written = []
+
+    def half_then_full(self, fp, *args, **kwargs):
+        written.append(Path(fp))
+        Path(fp).write_bytes(b"\x89PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as PIL's close raises it
+
+    monkeypatch.setattr(Image.Image, "save", half_then_full)
+    code = main(["prepare-coco-stuff", "--source", str(sources), "--data-root",
+                 str(tmp_path / "data"), "--unpinned", "--train-count", "4", "--val-count", "2",
+                 "--workers", "1", "--no-progress"])
+    assert not written[0].exists()
+    return code, written[0].with_name(written[0].name.split(".")[1] + ".png")
+
+
+@pytest.mark.parametrize("fill", [fill_the_disk_under_the_final_checkpoint,
+                                  fill_the_disk_under_the_work_dir,
+                                  fill_the_disk_under_the_test_log,
+                                  fill_the_disk_while_converting_maps])
+def test_a_full_disk_names_the_file_being_written(demo_assets, tmp_path, capsys, monkeypatch,
+                                                  fill):
+    code, path = fill(monkeypatch, demo_assets, tmp_path)
+    line = only_line(capsys)
+    assert code == 2 and f"{path}: no space left on the device" in line, line
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name], "a half-written file"
+
+
+@pytest.mark.parametrize("command", [["records", "--json"], ["records"], ["plan", "--json"],
+                                     ["inspect", "demo/head_tuning", "--json"]])
+def test_a_reader_that_closes_early_ends_the_output_quietly(command):
+    """`internseg records | head -1`: the reader has what it wanted; no BrokenPipeError."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "core")}
+    writer = subprocess.Popen([sys.executable, "-m", "internseg", *command], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer.stdout.close()  # before the first byte: what `head -1` does, only sooner
+    err = writer.stderr.read().decode()
+    assert writer.wait() == 141 and "Traceback" not in err and "Broken" not in err, err

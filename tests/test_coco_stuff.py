@@ -553,7 +553,8 @@ def test_another_maps_zip_than_the_recorded_one(sources, data_root):
         prepare(sources, data_root)
     message = (f"{sources / MAPS_ZIP}: sha256 {new} differs from {first}, recorded in "
                f"{data_root / RECORD} when it was first used; pass --stuffthingmaps-sha256 {new} "
-               "to accept this file")
+               f"to accept this file (in the workflow: stuffthingmaps_sha256: {new} in "
+               "config.yaml's coco_stuff164k settings)")
     assert str(err.value) == message
     result = prepare(sources, data_root, pins={**UNPINNED, MAPS_ZIP: {"sha256": new}})
     assert result.action == "re-extracted"
@@ -954,3 +955,35 @@ def test_the_presets_settings_become_the_prepare_commands_options():
     args = build_parser().parse_args(["prepare-coco-stuff", "--source", "zips", "--data-root",
                                       "data", *coco_stuff.prepare_args(given)])
     assert (args.download, args.unpinned, args.stuffthingmaps_sha256) == (True, False, "ab" * 32)
+    # the official zips fetched, none of their digests checked
+    with pytest.raises(InputError, match="pinned: false .* and download: true .* contradict"):
+        coco_stuff.prepare_args(dict(presets["demo"]["coco_stuff164k"], download=True))
+
+
+def test_the_advice_for_a_changed_maps_zip_works_under_the_demo_settings(sources, data_root,
+                                                                         capsys):
+    """The demo's `pinned: false` gave --unpinned, which refused the --stuffthingmaps-sha256
+    that the refusal asks for, naming two options the user never typed."""
+    import yaml
+
+    from internseg.cli import main
+
+    demo = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())[
+        "presets"]["demo"]["coco_stuff164k"]
+
+    def prepare_as_the_rule_does(settings) -> int:
+        return main(["prepare-coco-stuff", "--source", str(sources), "--data-root",
+                     str(data_root), "--train-count", str(N_TRAIN), "--val-count", str(N_VAL),
+                     "--workers", "1", "--no-progress", *coco_stuff.prepare_args(settings)])
+
+    assert prepare_as_the_rule_does(demo) == 0
+    rewrite(sources, MAPS_ZIP, lambda e: e.pop("val2017/"))
+    new = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert prepare_as_the_rule_does(demo) == 2
+    assert f"stuffthingmaps_sha256: {new} in config.yaml" in capsys.readouterr().err
+    assert prepare_as_the_rule_does(dict(demo, stuffthingmaps_sha256=new)) == 0
+    assert (data_root / RECORD).read_text().split()[0] == new
+    # the image zips stay unpinned: a wrong maps digest is still refused
+    assert prepare_as_the_rule_does(dict(demo, stuffthingmaps_sha256="0" * 64)) == 2
+    assert f"{sources / MAPS_ZIP}: sha256 mismatch" in capsys.readouterr().err

@@ -217,8 +217,13 @@ def test_the_schedulers_that_end_with_the_loop_follow_its_length():
     assert cfg.train_cfg.max_iters == 300
     assert [s.end for s in cfg.param_scheduler] == [101, 301]  # the warmup keeps its length
     given = load_config("paper/fewshot_1of16", {"train_cfg.max_iters": 300,
-                                                 "param_scheduler.1.end": 200})
-    assert [s.end for s in given.param_scheduler] == [101, 200]  # a given end wins
+                                                 "param_scheduler.1.end": 350})
+    assert [s.end for s in given.param_scheduler] == [101, 350]  # a given end wins
+    # one before the loop's end left the lr at 0 for the rest of the run
+    with pytest.raises(InputError, match="the schedule ends at iteration 200 of "
+                                         "train_cfg.max_iters=300"):
+        load_config("paper/fewshot_1of16", {"train_cfg.max_iters": 300,
+                                            "param_scheduler.1.end": 200})
 
 
 def test_dumped_config_reloads_unchanged(tmp_path):

@@ -198,3 +198,32 @@ def test_gpu_check_smoke_runs_every_part_and_checks_every_variant(smoke):
     assert set(report["part_seconds"]) == {"sdpa", "trunk", "slide_inference", "adapter_amp",
                                            "compile", "sharded_fewshot"}
     assert "## Decisions" in summary and "adapter_amp/fp16" in summary
+
+
+def test_the_device_command_says_what_is_missing_at_once(tmp_path):
+    """No wheels carried (pip: "Invalid wheel filename '*'"), an interpreter without torch
+    (ModuleNotFoundError), no GPU (the full-size parts ran 391 s on the CPU, then exit 0):
+    one line each, exit 2, before anything runs."""
+    import os
+
+    no_torch = tmp_path / "python"
+    no_torch.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    no_torch.chmod(0o755)
+    (tmp_path / "whl").mkdir()
+    (tmp_path / "whl" / "internseg-0-py3-none-any.whl").touch()
+    env = {**os.environ, "OUT": str(tmp_path)}
+    for changes, said in (
+            (dict(WHEELS=str(tmp_path)), f"no wheels in {tmp_path}/: run `make device-wheels`"),
+            (dict(WHEELS=str(tmp_path / "whl"), PYTHON=str(no_torch)),
+             f"{no_torch} has no torch: run this on the device")):
+        done = subprocess.run(["bash", str(REPO / "benchmarks/device_check.sh")], timeout=60,
+                              capture_output=True, text=True, env={**env, **changes})
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert said in done.stderr, done.stderr
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--out",
+                           str(tmp_path / "gpu_check.json")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2 and "gpu_check.py: no CUDA GPU on " in done.stderr, done.stderr
+    assert "pass --tiny for the CPU smoke test" in done.stderr
+    assert time.perf_counter() - started < 60 and not (tmp_path / "gpu_check.json").exists()

@@ -374,6 +374,24 @@ class FailingHub(FakeHub):
         h.end_headers()
 
 
+class CuttingHub(FakeHub):
+    """Promises the whole file, then closes the connection after 1000 bytes of it, every time
+    (resumed requests too): a proxy that cuts long bodies."""
+
+    def _answer(self, h: BaseHTTPRequestHandler, body: bool) -> None:
+        if not body:
+            return super()._answer(h, body)
+        self.requests.append((h.command, h.path, {}))
+        start = int(re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "bytes=0-")[1])
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(DATA) - 1}/{len(DATA)}")
+        h.send_header("Content-Length", str(len(DATA) - start))
+        h.end_headers()
+        h.wfile.write(DATA[start:start + 1000])
+        h.close_connection = True
+
+
 def closed_port() -> str:
     import socket
 
@@ -382,7 +400,7 @@ def closed_port() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it closes
 
 
-@pytest.mark.parametrize("failure", ["http 500", "connection refused", "offline"])
+@pytest.mark.parametrize("failure", ["http 500", "connection refused", "offline", "cut bodies"])
 def test_each_way_the_hub_fails_is_its_own_line(hf_env, tmp_path, monkeypatch, capsys,
                                                   failure):
     """huggingface_hub folds these into one "check your connection"; what to do differs:
@@ -391,14 +409,17 @@ def test_each_way_the_hub_fails_is_its_own_line(hf_env, tmp_path, monkeypatch, c
     import types
 
     from huggingface_hub import constants
+    from huggingface_hub import file_download
     from huggingface_hub.utils import _http
 
-    # its five retries, without their 23 s of backoff
-    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    # its five retries, without their 23 s of backoff (5 s for a cut body)
+    for module in (_http, file_download):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=lambda seconds: None))
     # log handlers on this test's stderr, not on an earlier test's (closed) one
     for name in (None, "huggingface_hub"):
         monkeypatch.setattr(logging.getLogger(name), "handlers", [])
-    server = FailingHub({}) if failure == "http 500" else None
+    server = (FailingHub({}) if failure == "http 500" else
+              CuttingHub({NAME: DATA}) if failure == "cut bodies" else None)
     if server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
     elif failure == "connection refused":
@@ -416,7 +437,20 @@ def test_each_way_the_hub_fails_is_its_own_line(hf_env, tmp_path, monkeypatch, c
     assert code == 2 and "Traceback" not in err, err[-2000:]
     expected = {"http 500": "HTTP 500 from http://127.0.0.1:",
                 "connection refused": "connection refused by http://127.0.0.1:",
-                "offline": "offline (HF_HUB_OFFLINE is set)"}[failure]
+                "offline": "offline (HF_HUB_OFFLINE is set)",
+                "cut bodies": "the connection closed before the end of the file"}[failure]
     assert lines[-1].startswith(f"internseg fetch: error: {NAME} from {REPO} at {COMMIT}: "
                                 f"{expected}"), lines[-1]
     assert not (tmp_path / NAME).exists()
+
+
+@pytest.mark.parametrize("repo_id", ["OpenGVLab InternVL", "OpenGVLab/InternVL/extra", ""])
+def test_a_malformed_repo_id_is_one_line_before_the_hub_is_asked(hub, tmp_path, capsys,
+                                                                  repo_id):
+    code = run_cli(["fetch", NAME, "--out", str(tmp_path / NAME), "--repo-id", repo_id,
+                    "--revision", COMMIT])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    said = f"internseg fetch: error: --repo-id {repo_id!r}: not a Hub repo id ("
+    assert err.startswith(said), err
+    assert hub.requests == []

@@ -349,3 +349,17 @@ def test_the_time_unit_is_the_longest_runs(wall_hours, unit):
     assert Units.fitting([replace(cost, wall_hours=wall_hours)]).time == unit
     assert Units.fitting([replace(cost, wall_hours=wall_hours)]).hours(0.5) == {
         "hours": "0.5", "min": "30", "s": "1800"}[unit]
+
+
+@pytest.mark.parametrize("option,given,named", [
+    ("--results", "folder", "is a directory; give the file, e.g. "),
+    ("--gpu-check", "missing.json", "no such file (the default is benchmarks/gpu_check.json)"),
+    ("--results", "missing.md", "no such file (the default is benchmarks/RESULTS.md)"),
+])
+def test_measurements_named_but_not_there_are_refused(tmp_path, capsys, option, given, named):
+    """They were ignored: the plan came from its assumptions without a word."""
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / given
+    assert main(["plan", "--experiments", "head_tuning", option, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} {path}: {named}" in err, err

@@ -371,6 +371,13 @@ def other_runs_metrics(run):
     ("metrics.json", other_runs_metrics, "'checkpoint' is "),
     ("metrics.json", lambda run: json.dumps({"mIoU": 1.0, "mAcc": 1.0, "aAcc": 1.0}),
      "key 'checkpoint' must be str, found missing"),
+    # the run's own weights tested on another dataset (`internseg test --dataset`)
+    ("metrics.json", lambda run: evaluated(run, mIoU=30.0, mAcc=1.0, aAcc=2.0,
+                                           dataset="coco_stuff164k"),
+     "an evaluation on 'coco_stuff164k', but the run is on ade20k (150 classes)"),
+    ("metrics.json", lambda run: evaluated(run, mIoU=30.0, mAcc=1.0, aAcc=2.0, per_class={
+        f"class{i}": {"IoU": 1.0, "Acc": 1.0} for i in range(171)}),
+     "an evaluation of 171 classes, but the run is on ade20k (150 classes)"),
 ])
 def test_a_run_file_that_is_not_what_it_should_be_is_named(tmp_path, capsys, name, content,
                                                             named):

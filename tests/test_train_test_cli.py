@@ -95,7 +95,7 @@ def test_test_reproduces_validation_and_writes_per_class(linear_probe_run, demo_
                  "--pretrained", str(demo_assets["weights"]), "--threads", "2"]) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) >= {"mIoU", "mAcc", "aAcc", "per_class", "num_images", "inference"}
-    assert metrics["num_images"] == 4
+    assert metrics["num_images"] == 4 and metrics["dataset"] == "ade20k"
     assert metrics["inference"]["mode"] == "slide"
     assert len(metrics["per_class"]) == 150
     per_class = metrics["per_class"]

@@ -92,6 +92,20 @@ def test_an_unknown_key_is_one_line_naming_it_and_what_may_go_there(tmp_path):
     assert len(out.splitlines()) < 10, out  # Snakemake's `validate` prints the whole schema
 
 
+@pytest.mark.parametrize("setting,named", [
+    ("drift:\n  tolerance: .nan\n", "drift.tolerance: nan"),
+    ("presets:\n  demo:\n    train:\n      mem_mb: .inf\n", "presets.demo.train.mem_mb: inf"),
+])
+def test_a_number_that_is_not_finite_is_refused_at_parse(tmp_path, setting, named):
+    """NaN passes every bound of the schema: every paper train job was then refused."""
+    wf = workflow_copy(tmp_path)
+    (wf / "nan.yaml").write_text(setting)
+    result = snakemake(wf, "-n", "--configfile", "nan.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config.yaml: {named} is not a finite number" in out, out[-2000:]
+
+
 def test_an_unregistered_experiment_is_named_with_the_registered_ones(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "run=[fewshot_1of3]")
     out = result.stdout + result.stderr
@@ -124,6 +138,28 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert result.returncode != 0
     assert "hub.revision is null" in result.stdout + result.stderr
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
+
+
+def test_a_contradiction_in_the_coco_stuff_settings_is_named_by_its_keys(tmp_path):
+    wf = workflow_copy(tmp_path)
+    (wf / "dl.yaml").write_text("presets:\n  demo:\n    coco_stuff164k:\n      download: true\n")
+    result = snakemake(wf, "-n", "--configfile", "dl.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("config.yaml: presets.demo.coco_stuff164k: pinned: false (synthetic stand-ins, no "
+            "official pins) and download: true (the official zips) contradict") in out, out
+
+
+def test_a_read_only_results_folder_is_refused_before_any_job(tmp_path):
+    """Snakemake made the first job's output folder only after earlier jobs ran, and then
+    died with its PermissionError traceback."""
+    wf = workflow_copy(tmp_path)
+    (wf / "results").symlink_to("/sys")  # not writable, even for root
+    result = snakemake(wf, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out[-2000:]
+    assert f"output folder results/demo: cannot write in {wf / 'results'} (" in out, out[-2000:]
+    assert "Building DAG" not in out
 
 
 def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path):

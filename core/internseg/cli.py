@@ -120,13 +120,15 @@ def cmd_train(args) -> int:
 def train_in_this_process(args) -> int:
     from .config import load_config
     from .engine.launch import launch_command
-    from .engine.train import (TrainOptions, configure_threads, require_cuda_for_ranks,
+    from .engine.train import (TrainOptions, check_before_the_ranks, configure_threads,
                                run_training)
 
+    fields = TrainOptions.__dataclass_fields__
+    opts = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
     if args.gpus > 1 and args.launcher == "none":
         # before the ranks start: each would fail on its own, with a traceback
-        require_cuda_for_ranks(load_config(args.config, args.cfg_options, trunk=args.trunk,
-                                           dataset=args.dataset), args.config)
+        check_before_the_ranks(load_config(args.config, args.cfg_options, trunk=args.trunk,
+                                           dataset=args.dataset), opts)
     command = launch_command(strip_option(args.argv, "--gpus"), args.gpus, args.launcher,
                              os.environ)
     if command:
@@ -134,10 +136,9 @@ def train_in_this_process(args) -> int:
         os.execvp(command[0], command)
 
     configure_threads(args.threads)
-    if args.seed is None and args.seed_record:
-        args.seed = read_seed_record(args.seed_record)
-    fields = TrainOptions.__dataclass_fields__
-    run_training(TrainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
+    if opts.seed is None and args.seed_record:
+        opts.seed = read_seed_record(args.seed_record)
+    run_training(opts)
     return 0
 
 
@@ -372,7 +373,9 @@ def add_prepare_coco_stuff(sub) -> None:
                    help=f"expected sha256 of {MAPS_ZIP} (none is published; without it the "
                         "digest of the first file that prepared successfully is the reference)")
     p.add_argument("--unpinned", action="store_true",
-                   help="check no official size or sha256 (synthetic stand-ins: the demo)")
+                   help="check the image zips against no official size or sha256 (synthetic "
+                        f"stand-ins: the demo); {MAPS_ZIP}, which has none, is still checked "
+                        "against --stuffthingmaps-sha256 or the digest recorded at its first use")
     add_preparation_options(p, "coco_stuff164k", TOP, "processes converting maps, threads "
                             "validating (default: the cores)")
     p.set_defaults(func=cmd_prepare_coco_stuff)
@@ -383,11 +386,11 @@ def cmd_prepare_coco_stuff(args) -> int:
 
     if args.base_url and not args.download:
         raise InputError("--base-url is only used with --download")
-    if args.unpinned and args.stuffthingmaps_sha256:
-        raise InputError("--unpinned and --stuffthingmaps-sha256 contradict each other")
-    pins = ({name: None for name in SOURCES} if args.unpinned else
-            {MAPS_ZIP: {"sha256": args.stuffthingmaps_sha256}} if args.stuffthingmaps_sha256
-            else None)
+    # --unpinned drops the official pins, which the maps zip has none of: its own pin (the
+    # advice of a refusal of a changed maps zip) applies either way
+    pins = {name: None for name in SOURCES if name != MAPS_ZIP} if args.unpinned else {}
+    if args.stuffthingmaps_sha256:
+        pins[MAPS_ZIP] = {"sha256": args.stuffthingmaps_sha256}
     prepare_coco_stuff(args.source, args.data_root, pins=pins, download=args.download,
                        base_url=args.base_url, manifest_path=args.manifest,
                        train_count=args.train_count, val_count=args.val_count,
@@ -458,6 +461,21 @@ def cmd_seed_from_log(args) -> int:
 # ---------------------------------------------------------------- plan
 
 
+# what `internseg plan` reads when they are there; a file named on the command line must be
+PLAN_RESULTS, PLAN_GPU_CHECK = Path("benchmarks/RESULTS.md"), Path("benchmarks/gpu_check.json")
+
+
+def measurements_to_read(option: str, given: Path | None, default: Path) -> Path:
+    if given is None:
+        return default
+    if given.is_dir():
+        raise InputError(f"{option} {given}: is a directory; give the file, e.g. "
+                         f"{given / default.name}")
+    if not given.is_file():
+        raise InputError(f"{option} {given}: no such file (the default is {default})")
+    return given
+
+
 def add_plan(sub) -> None:
     from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
@@ -478,10 +496,10 @@ def add_plan(sub) -> None:
                         "tuning and full tuning on every trunk and dataset it has records of")
     p.add_argument("--gpus", type=int_at_least(1), default=PAPER_GPUS,
                    help="GPUs per training run")
-    p.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"),
-                   help="measured step times (benchmarks/RESULTS.md)")
-    p.add_argument("--gpu-check", type=Path, default=Path("benchmarks/gpu_check.json"),
-                   help="benchmarks/gpu_check.sh's output, preferred to --results")
+    p.add_argument("--results", type=Path, help="measured step times (default "
+                   f"{PLAN_RESULTS}, if there)")
+    p.add_argument("--gpu-check", type=Path, help="benchmarks/gpu_check.sh's output, preferred "
+                   f"to --results (default {PLAN_GPU_CHECK}, if there)")
     p.add_argument("--published-log", nargs="*", default=[], metavar="EXPERIMENT=PATH")
     p.add_argument("--fs-write-gbps", type=argtypes.positive_float,
                    default=ASSUMED_FS_WRITE_GBPS, metavar="GB_S",
@@ -523,8 +541,11 @@ def cmd_plan(args) -> int:
         runs |= table15_runs(registered, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
     bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
-    costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
-                 gpu_check=args.gpu_check, published_logs=logs, bandwidth=bandwidth,
+    # a file named but not there was ignored, and the plan made from assumptions
+    results = measurements_to_read("--results", args.results, PLAN_RESULTS)
+    gpu_check = measurements_to_read("--gpu-check", args.gpu_check, PLAN_GPU_CHECK)
+    costs = plan(runs.values(), args.preset, args.gpus, results_md=results,
+                 gpu_check=gpu_check, published_logs=logs, bandwidth=bandwidth,
                  val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
     markdown = to_markdown(costs, bandwidth)
     if args.out:
@@ -776,14 +797,53 @@ def expected_os_error(err: OSError) -> str | None:
     return None
 
 
+def _log_file_error(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+    """logging prints a traceback for every record a full disk keeps out of a log file
+    (mmengine's, in a work dir) and goes on: stop instead, naming the file."""
+    from .io import full_disk_cause
+
+    full = full_disk_cause(sys.exc_info()[1])
+    if full is None:
+        logging.Handler.handleError(handler, record)
+        return
+    raise OSError(full.errno, full.strerror, handler.baseFilename) from None
+
+
+# 128 + SIGPIPE: what the shell reports for a tool that the signal ended
+EXIT_READER_CLOSED = 141
+
+
+def stdout_is_closed() -> bool:
+    """Whether our stdout's reader went away (a broken pipe elsewhere, a socket, is a fault):
+    the write end of a pipe without a reader polls as an error."""
+    import select
+
+    poller = select.poll()
+    try:
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (OSError, ValueError):  # not a file (a test's capture): not ours to judge
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.FileHandler.handleError = _log_file_error
     try:
-        return args.func(args)
+        code = args.func(args)
+        # a reader that closed early (`| head -1`) fails the flush at exit, outside this handler
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not stdout_is_closed():
+            raise
+        # the reader has what it wanted: stop quietly, as a Unix tool SIGPIPE ends does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_CLOSED
     except InputError as err:
         # expected problems: one line naming the culprit; anything else keeps its traceback
         print(f"internseg {args.command}: error: {err}", file=sys.stderr)

@@ -35,7 +35,7 @@ from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
-from .io import hash_file, read_json, read_sidecar, write_json, write_sidecar
+from .io import hash_file, naming_full_disk, read_json, read_sidecar, write_json, write_sidecar
 from .locks import die_with_parent
 
 log = logging.getLogger("internseg")
@@ -190,7 +190,8 @@ def check_sources(paths: dict[str, Path], pins: dict[str, Source], record: Path,
                 raise DatasetError(
                     f"{path}: sha256 {actual} differs from {recorded}, recorded in {record} "
                     f"when it was first used; pass --stuffthingmaps-sha256 {actual} to accept "
-                    "this file")
+                    f"this file (in the workflow: stuffthingmaps_sha256: {actual} in config.yaml's "
+                    "coco_stuff164k settings)")
         elif pin.sha256 is None:
             log.warning("%s: not pinned, not verified (sha256 %s)", path, actual)
         checked[name] = dict(path=str(path), size=size, sha256=actual,
@@ -259,8 +260,9 @@ def convert_map(raw: Path, out: Path, image: Path, name: str) -> str | None:
                 f"({int(unmapped.sum())} pixels)")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(converted).save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with naming_full_disk(out, temporary=tmp):
+            Image.fromarray(converted).save(tmp, format="PNG")
+            os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return None
@@ -324,6 +326,11 @@ def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = 
 def prepare_args(settings: dict) -> list[str]:
     """``internseg prepare-coco-stuff`` options for a preset's ``coco_stuff164k`` settings
     (config.yaml): fetch what is missing, check no pins (synthetic zips), the maps' sha256."""
+    if settings["download"] and not settings["pinned"]:
+        # the job would fetch the official zips and check none of their recorded digests
+        raise InputError("pinned: false (synthetic stand-ins, no official pins) and download: "
+                         "true (the official zips) contradict each other: set pinned: true to "
+                         "download and check them")
     words = ["--download"] if settings["download"] else []
     if not settings["pinned"]:
         words.append("--unpinned")

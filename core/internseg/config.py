@@ -106,6 +106,7 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
         options = checked_options(cfg, cfg_options, path)
         follow_loop_length(cfg, options)
         cfg.merge_from_dict(options)
+        check_schedule_lasts(cfg, options)
     check_fits_trunk(cfg, path)
     return cfg
 
@@ -171,6 +172,17 @@ TRUNK_KEYS = {f"model.backbone.{k}" for k in
               ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth")}
 
 
+# Variables of the config files (configs/_base_/datasets/): the sections that use them took
+# copies of their values when the file was read, so an option on one would be recorded in the
+# dumped config and change nothing. What to set instead:
+READ_TIME_VARIABLES = {
+    "crop_size": "the train pipeline's RandomCrop crop_size "
+                 "(train_dataloader.dataset.pipeline.<i>.crop_size) and model.test_cfg.crop_size",
+    "data_root": "--data-root",
+    "dataset_type": "--dataset",
+}
+
+
 def checked_options(cfg: Config, options: dict, source: Path) -> dict:
     """``--cfg-options`` with every key verified to exist in ``cfg`` and every value to have
     the type the config gives it (an int where a float is expected is fine)."""
@@ -179,6 +191,10 @@ def checked_options(cfg: Config, options: dict, source: Path) -> dict:
         if key in TRUNK_KEYS:
             raise InputError(f"--cfg-options {key}: fixed by the trunk "
                              f"({cfg.model.backbone.get('trunk')}); choose another with --trunk")
+        if key in READ_TIME_VARIABLES:
+            raise InputError(f"--cfg-options {key}={value}: a variable of the config file, "
+                             "copied where the file uses it when it is read: it would be "
+                             f"recorded and change nothing; set {READ_TIME_VARIABLES[key]}")
         out[key] = value
         *parents, leaf = key.split(".")
         node = cfg.to_dict()
@@ -215,6 +231,22 @@ def follow_loop_length(cfg: Config, options: dict) -> None:
         key = f"param_scheduler.{index}.end"
         if step.get("end") == old + 1 and key not in options:
             options[key] = new + 1
+
+
+def check_schedule_lasts(cfg: Config, options: dict) -> None:
+    """Options that end the schedule before the loop are refused: mmengine then holds the
+    last scheduler's final value (the poly decay's eta_min, 0) for the rest of the run."""
+    steps, iters = cfg.get("param_scheduler") or [], cfg.train_cfg.get("max_iters")
+    ends = [step.get("end") for step in steps if isinstance(step.get("end"), int)]
+    if not ends or not isinstance(iters, int) or max(ends) >= iters:
+        return
+    given = [f"{key}={value}" for key, value in options.items()
+             if key == "train_cfg.max_iters" or key.startswith("param_scheduler.")]
+    if given:
+        raise InputError(f"--cfg-options {' '.join(given)}: the schedule ends at iteration "
+                         f"{max(ends)} of train_cfg.max_iters={iters}, and the lr would stay at "
+                         f"its last value for the other {iters - max(ends)}; to shorten the "
+                         "run, set train_cfg.max_iters alone (the schedule's end follows it)")
 
 
 # Top-level keys the Runner takes that a config may leave out (mmengine's defaults apply).

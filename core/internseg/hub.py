@@ -45,6 +45,19 @@ def check_revision(revision: str | None) -> None:
     )
 
 
+def check_repo_id(repo_id: str) -> None:
+    """huggingface_hub's own rule, before anything is asked of the Hub (it raised it as a
+    traceback from deep inside the download)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise PinError(f"--repo-id {repo_id!r}: not a Hub repo id ({str(err).split(': ')[0]})"
+                       ) from None
+
+
 def fetch_file(
     filename: str,
     *,
@@ -72,6 +85,7 @@ def fetch_file(
         if not _SHA256.fullmatch(sha256):
             raise PinError(f"{filename}: pinned sha256 {sha256!r} is not 64 hex digits")
     if local_dir is None:
+        check_repo_id(repo_id)
         check_revision(revision)
 
     # Re-verifying an existing dest costs one read; re-downloading it costs 12 GB when the cache was pruned.
@@ -181,6 +195,9 @@ def hub_failure(err: BaseException, endpoint: str) -> str | None:
             return f"cannot resolve the host of {endpoint}: this machine looks offline"
         if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
             return f"connection refused by {endpoint}"
+        if type(cause).__name__ == "RemoteProtocolError":  # httpx's, however it is packaged
+            return (f"the connection closed before the end of the file, on every retry "
+                    f"({cause}): {endpoint} or a proxy cuts the download")
         if "timed out" in str(cause).lower() or type(cause).__name__.endswith("Timeout"):
             return f"{endpoint} did not answer in time"
     if isinstance(err, LocalEntryNotFoundError):

@@ -142,10 +142,37 @@ def refuse_directory(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_cause(err: BaseException | None) -> OSError | None:
+    """The full-disk OSError that ``err`` is, or that it was raised while handling: torch.save
+    reports a full disk as a RuntimeError about stream positions, raised over the OSError."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in FULL_DISK:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def naming_full_disk(path: str | Path, *, temporary: str | Path | None = None) -> Iterator[None]:
+    """A full disk while writing ``path`` (a file, or the folder a library writes into) is an
+    OSError naming ``path``: a write error carries no file name. One that names another file
+    (or ``temporary``, ours for ``path``) is left as it is."""
+    try:
+        yield
+    except Exception as err:
+        full = full_disk_cause(err)
+        if full is None or full.filename not in (None, str(temporary)):
+            raise
+        raise OSError(full.errno, full.strerror, str(path)) from None
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place only on success. A full
-    disk while writing it names ``path`` (a write error carries no file name)."""
+    disk while writing it names ``path``."""
     path = refuse_directory(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the suffix: some writers (mmengine Config.dump) pick the format from it
@@ -158,12 +185,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, str(tmp)):
-            raise OSError(err.errno, err.strerror, str(path)) from None
-        raise
+        with naming_full_disk(path, temporary=tmp):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -226,6 +250,21 @@ def check_writable(folder: str | Path, what: str) -> Path:
         os.unlink(probe)
     except OSError as err:
         raise InputError(f"{what} {folder}: not writable ({err.strerror or err})") from None
+    return folder
+
+
+def check_creatable(folder: str | Path, what: str) -> Path:
+    """``folder`` can be made and written later, checked without leaving anything (a dry run
+    must not create it): a probe folder is made and removed in the nearest part of its path
+    that exists (``os.access`` says yes to root on a read-only mount). A read-only results
+    folder then fails before any job, not when the first job's output folder is made."""
+    folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test.", dir=existing))
+    except OSError as err:
+        raise InputError(f"{what} {folder}: cannot write in {existing} "
+                         f"({err.strerror or err})") from None
     return folder
 
 

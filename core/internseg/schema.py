@@ -6,6 +6,7 @@ check runs first and names the key, where it is and what may go there.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .errors import InputError
@@ -34,11 +35,31 @@ def describe(error) -> str:
     return f"{at}{error.message}"
 
 
+def non_finite(value, where: str = "") -> str | None:
+    """``<key path>: <value>`` of the first NaN or infinity in ``value``: YAML's ``.nan``
+    passes every bound of a schema (a comparison with NaN is never true), and ``.inf`` is no
+    setting."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}: {value}"
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def check_config(config: dict, schema_file: str | Path, source: str = "config.yaml") -> None:
     """Raise one :class:`InputError` line for the most relevant error of ``config`` against
-    the schema (jsonschema's ``best_match``); nothing when it is valid."""
+    the schema (jsonschema's ``best_match``), or for a NaN or infinity anywhere in it;
+    nothing when it is valid."""
     from jsonschema.exceptions import best_match
     from jsonschema.validators import validator_for
+
+    found = non_finite(config)
+    if found is not None:
+        raise InputError(f"{source}: {found} is not a finite number")
 
     schema = read_yaml(schema_file, "JSON schema")
     validator = validator_for(schema)(schema)

@@ -14,6 +14,7 @@ from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
 from internseg.datasets import DATASETS
 from internseg.errors import InputError
+from internseg.io import check_creatable
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
@@ -49,6 +50,12 @@ COCO_STUFF_ZIPS = [*IMAGE_ZIPS.values(), MAPS_ZIP]
 OUT = f"results/{PRESET}"
 RUNS_DIR = f"{OUT}/runs"
 ENV = "../../envs/internseg.yaml"
+# before any job: Snakemake fails on a read-only one only when a job's output folder is made
+try:
+    for folder in (OUT, f"work/{PRESET}", RES):
+        check_creatable(folder, "output folder")
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
 
 if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:

@@ -62,6 +62,13 @@ if SETTINGS["ade20k"]["download"]:
 
 
 COCO = SETTINGS["coco_stuff164k"]
+# at parse, named by its config keys: in the job it would name the options built from them
+try:
+    COCO_OPTIONS = shlex.join(prepare_args(COCO))
+except InputError as err:
+    raise WorkflowError(
+        f"config.yaml: presets.{PRESET}.coco_stuff164k: {err}"
+    ) from None
 
 
 rule prepare_coco_stuff:
@@ -87,7 +94,7 @@ rule prepare_coco_stuff:
         data_root=lambda wildcards, output: os.path.dirname(output[0]),
         train=COCO["train_count"],
         val=COCO["val_count"],
-        options=shlex.join(prepare_args(COCO)),
+        options=COCO_OPTIONS,
     shell:
         "internseg prepare-coco-stuff --source {params.zips} --data-root {params.data_root}"
         " --manifest {output} --train-count {params.train} --val-count {params.val}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import apply_run_options, building_model, load_config
-from ..datasets import check_data_root, manifest_beside
+from ..config import apply_run_options, building_model, dataset_of, load_config
+from ..datasets import MANIFEST_NAMES, check_data_root, manifest_beside
 from ..env import versions
 from ..errors import InputError
-from ..io import write_json
+from ..io import naming_full_disk, write_json
 from ..models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
                                 load_checkpoint_file, released_name)
 from ..safe_load import check_local
@@ -48,12 +48,24 @@ def load_segmentor_weights(model, path: str | Path) -> bool:
     return has_trunk
 
 
-def check_image_count(found: int, dataset) -> None:
+def check_image_count(dataset) -> None:
     """An evaluation covers the whole validation split its tree's manifest lists: one on
     fewer images (a folder emptied by hand, a tree being replaced) is a number of another
-    test set."""
+    test set. A tree without its manifest (a copy of the data root) is held to its own
+    label maps: an image lost on the way leaves its map behind."""
+    found = len(dataset)
     manifest = manifest_beside(dataset.data_root)
     if manifest is None:
+        folder = Path(dataset.data_prefix["seg_map_path"])
+        maps = sum(1 for p in folder.iterdir() if p.name.endswith(dataset.seg_map_suffix))
+        if maps != found:
+            raise InputError(f"{dataset.data_root}: {found} validation images to evaluate, but "
+                             f"{maps} label maps in {folder}: images are missing from the tree "
+                             "(a copy of it?); prepare it again, or copy it whole")
+        log.warning("%s: no manifest beside the tree (%s): its %d validation images are not "
+                    "checked against the count it was prepared with", dataset.data_root,
+                    " or ".join(name.format(tree=Path(dataset.data_root).name)
+                                for name in MANIFEST_NAMES), found)
         return
     expected = manifest.get("val_count")
     if found != expected:
@@ -79,14 +91,16 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     check_data_root(cfg, ("test_dataloader",), given=bool(data_root))
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
-    with building_model(cfg, config):
+    # mmengine's own writes there (its config dump, scalars) name no file on a full disk
+    with naming_full_disk(cfg.work_dir), building_model(cfg, config):
         runner = Runner.from_cfg(cfg)
-    check_image_count(len(runner.test_loop.dataloader.dataset), cfg.test_dataloader.dataset)
+    check_image_count(runner.test_loop.dataloader.dataset)
     if load_segmentor_weights(runner.model, checkpoint) and pretrained:
         log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
                     "of a trained-trunk run is its own, not the pretrained file's)",
                     pretrained, checkpoint)
-    summary_metrics = runner.test()
+    with naming_full_disk(cfg.work_dir):
+        summary_metrics = runner.test()
 
     metric = next(m for m in runner.test_evaluator.metrics
                   if isinstance(m, PerClassIoUMetric))
@@ -94,6 +108,7 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     result = dict(
         config=str(config),
         checkpoint=str(checkpoint),
+        dataset=dataset_of(cfg, config).name,  # what the table checks against the run's
         num_images=len(runner.test_dataloader.dataset),
         inference=dict(cfg.model.test_cfg),
         **metric.last_summary,

@@ -20,7 +20,8 @@ from ..config import apply_run_options, building_model, load_config
 from ..datasets import check_data_root, check_split_images
 from ..env import git_commit, hardware, versions
 from ..errors import InputError
-from ..io import atomic_path, check_output_file, check_writable, save_torch, write_json
+from ..io import (atomic_path, check_output_file, check_writable, naming_full_disk, save_torch,
+                  write_json)
 from ..safe_load import check_local, verify_checkpoint
 from .batching import apply_batch_plan, plan_batch, process_rank, world_size_from_env
 from .disk import KEEP_SUPERSEDED, disk_report, tidy_at_start
@@ -80,10 +81,7 @@ def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
         # one process: nothing to shard over
         cfg.pop("strategy", None)
     elif cfg.get("strategy"):
-        if any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
-            raise InputError(f"{opts.config}: --ema-momentum on a sharded trunk: mmengine's "
-                             "EMAHook keeps a whole copy of the model on every rank; run it "
-                             "on one GPU or without EMA")
+        refuse_ema_on_a_sharded_trunk(cfg, opts.config)
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
                       world_size_from_env(opts.launcher, os.environ))
@@ -155,6 +153,24 @@ def choose_start(cfg: Config, opts: TrainOptions) -> None:
         cfg.resume, cfg.load_from = False, opts.load_from
 
 
+def refuse_ema_on_a_sharded_trunk(cfg: Config, config: str) -> None:
+    if cfg.get("strategy") and any(hook.get("type") == "EMAHook" for hook in cfg.custom_hooks):
+        raise InputError(f"{config}: --ema-momentum on a sharded trunk: mmengine's EMAHook "
+                         "keeps a whole copy of the model on every rank; run it on one GPU or "
+                         "without EMA")
+
+
+def check_before_the_ranks(cfg: Config, opts: TrainOptions) -> None:
+    """What every rank would refuse, said once by the process that starts them: after a
+    rank's own line, torchrun ends with its ChildFailedError traceback. ``cfg`` is the
+    config file with the options; the ranks' own resolution drops the sharding strategy
+    here, in one process, after the hooks are checked against it."""
+    add_option_hooks(cfg, opts)
+    require_cuda_for_ranks(cfg, opts.config)
+    refuse_ema_on_a_sharded_trunk(cfg, opts.config)
+    check_what_the_command_names(build_train_config(opts, with_start=False), opts)
+
+
 def require_cuda_for_ranks(cfg: Config, config: str) -> None:
     """Several ranks without CUDA work for sharded configs only (gloo, as the tests run
     them); plain data parallelism uses NCCL, which needs GPUs."""
@@ -195,21 +211,7 @@ def run_training(opts: TrainOptions):
     cfg = build_train_config(opts, with_start=False)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
-    # what the command names is checked before anything is built (minutes for 6B) or trained
-    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
-                       ("--pretrained", opts.pretrained)):
-        if path:
-            check_local(path, what)
-    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
-    if opts.split:
-        check_split_images(opts.split, cfg.train_dataloader.dataset)
-    outputs = {what: out for what, out in (
-        ("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
-        ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
-        ("--provenance-out", opts.provenance_out)) if out}
-    for what, out in outputs.items():
-        check_output_file(out, what)
-    check_writable(location(cfg.work_dir), "work dir")  # a link's target, made if missing
+    outputs = check_what_the_command_names(cfg, opts)
     log.info("internseg train %s; versions %s", opts.config, versions())
     identity = make_identity(cfg, split=opts.split, pretrained=cfg.model.backbone.get("pretrained"),
                              load_from=opts.load_from, data_root=opts.data_root)
@@ -232,7 +234,9 @@ def run_training(opts: TrainOptions):
             choose_start(cfg, opts)
             # a "strategy" in the config (trained-trunk runs on several GPUs) selects
             # sharding, whose Runner builds the model in train()
-            with building_model(cfg, opts.config):
+            # mmengine's own writes in the work dir (config dump, scalars) name no file on a
+            # full disk; our checkpoints name theirs
+            with naming_full_disk(cfg.work_dir), building_model(cfg, opts.config):
                 runner = (FlexibleRunner if cfg.get("strategy") else
                           InternSegRunner).from_cfg(cfg)
                 runner.train()
@@ -243,6 +247,26 @@ def run_training(opts: TrainOptions):
             if leader:  # finished, stopped or failed: what stays on disk is said
                 log.info(disk_report(cfg.work_dir, outputs.values()))
     return runner
+
+
+def check_what_the_command_names(cfg: Config, opts: TrainOptions) -> dict[str, str]:
+    """The files and folders of the command, checked before anything is built (minutes for
+    6B) or trained; returns the output files by option."""
+    for what, path in (("--load-from", opts.load_from), ("--resume-from", opts.resume_from),
+                       ("--pretrained", opts.pretrained)):
+        if path:
+            check_local(path, what)
+    check_data_root(cfg, ("train_dataloader", "val_dataloader"), given=bool(opts.data_root))
+    if opts.split:
+        check_split_images(opts.split, cfg.train_dataloader.dataset)
+    outputs = {what: out for what, out in (
+        ("--log-file", opts.log), ("--final-checkpoint", opts.final_checkpoint),
+        ("--scalars-out", opts.scalars_out), ("--config-out", opts.config_out),
+        ("--provenance-out", opts.provenance_out)) if out}
+    for what, out in outputs.items():
+        check_output_file(out, what)
+    check_writable(location(cfg.work_dir), "work dir")  # a link's target, made if missing
+    return outputs
 
 
 def provenance(runner, cfg: Config, identity: dict) -> dict:

@@ -326,6 +326,21 @@ def evaluated_this_run(metrics: dict, run: str, path: str | Path) -> None:
                              "run's final.pth (`internseg test`) instead")
 
 
+def evaluated_on_the_runs_dataset(metrics: dict, dataset, path: str | Path) -> None:
+    """A run's metrics.json must be an evaluation on the run's dataset: ``internseg test
+    --dataset`` (or another tree) scores the run's own weights on another test set, whose
+    number would fill this row. Named by the dataset metrics.json records, else by the
+    class count of its per-class IoU."""
+    named, classes = metrics.get("dataset", dataset.name), metrics.get("per_class")
+    count = len(classes) if isinstance(classes, dict) else dataset.num_classes
+    problem = (f"an evaluation on {named!r}" if named != dataset.name else
+               f"an evaluation of {count} classes" if count != dataset.num_classes else None)
+    if problem:
+        raise InputError(f"{path}: {problem}, but the run is on {dataset.name} "
+                         f"({dataset.num_classes} classes): evaluate this run's final.pth on "
+                         "its own dataset (`internseg test`) instead")
+
+
 def load_record(run: str, *, config_file: str | Path, metrics_file: str | Path,
                 split_record: str | Path, provenance_file: str | Path,
                 scalars_file: str | Path | None = None,
@@ -361,7 +376,9 @@ def _load_record(run, config_file, metrics_file, split_record, provenance_file, 
     json_field(provenance, "run_identity", provenance_file, str)
     accumulation = cfg.get("batch_plan", {}).get("accumulation", 1)
     experiment, trunk = parse_run_id(run).experiment, trunk_of(cfg, config_file).name
-    dataset = dataset_of(cfg, config_file).name
+    registered = dataset_of(cfg, config_file)
+    evaluated_on_the_runs_dataset(metrics, registered, metrics_file)
+    dataset = registered.name
     record = record_of(trunk, experiment, dataset)
     return RunRecord(
         run=run,
