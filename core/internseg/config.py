@@ -26,12 +26,20 @@ from .trunks import Trunk, get_trunk
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PRESETS = ("paper", "demo")
 
+
+def config_files(preset: str) -> list[Path]:
+    """The experiments of a preset: its config files (``_``-prefixed ones are parts)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
+    return sorted((CONFIG_ROOT / preset).glob("[!_]*.py"))
+
+
 def config_path(preset: str, experiment: str) -> Path:
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
     path = CONFIG_ROOT / preset / f"{experiment}.py"
     if not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
+        known = sorted(p.stem for p in config_files(preset))
         raise MissingFileError(f"no {preset} config for experiment {experiment!r} "
                                f"(known: {', '.join(known)})")
     return path

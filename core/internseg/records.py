@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .config import CONFIG_ROOT
+from .config import CONFIG_ROOT, config_files
 from .datasets import DATASETS
 from .errors import InputError
 from .io import read_yaml
@@ -146,8 +146,6 @@ def parse_records(data, path: Path | str, experiments: set[str]) -> dict[tuple, 
 @cache
 def records() -> dict[tuple[str, str, str], Record]:
     """Every record, by (trunk, experiment, dataset)."""
-    from .registry import config_files
-
     experiments = {p.stem for p in config_files("paper")}
     return parse_records(read_yaml(METAFILE, "records"), METAFILE, experiments)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CONFIG_ROOT, PRESETS, dataset_of, load_config, trunk_of
+from .config import config_files, dataset_of, load_config, trunk_of
 from .datasets import Dataset, get_dataset
 from .errors import InputError
 from .trunks import Trunk, get_trunk
@@ -33,12 +33,6 @@ class Experiment:
     head: str
     trunk_mode: str
     setting: str
-
-
-def config_files(preset: str) -> list[Path]:
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
-    return sorted((CONFIG_ROOT / preset).glob("[!_]*.py"))
 
 
 def setting_of(cfg) -> str:
