@@ -584,7 +584,7 @@ def test_a_new_experiment_is_one_file(tmp_path):
     # no published log, no released checkpoint: nothing to fetch for it but its trunk
     assert "rule fetch_log:" not in out and "rule fetch_released:" not in out
     assert "internseg fetch intern_vit_6b_224px.pth" in out
-    # the demo overlay the page writes is one the demo runs, and what the page says it is
+    # the row runs in the demo with no demo file, and is what the page says it is
     demo = snakemake(wf, "-n", "--configfile", "new.yaml")
     assert demo.returncode == 0, demo.stderr[-3000:]
     env = dict(os.environ, PYTHONPATH=str(wf / "core"))
