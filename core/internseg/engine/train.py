@@ -61,9 +61,11 @@ class TrainOptions:
     stop_on_drift: bool = False
 
 
-def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
+def build_train_config(opts: TrainOptions, with_start: bool = True,
+                       world_size: int | None = None) -> Config:
     """The config a run trains with: file, then CLI options, in the original's precedence;
-    with ``with_start``, also where it starts (see :func:`choose_start`)."""
+    with ``with_start``, also where it starts (see :func:`choose_start`). ``world_size``: the
+    processes it runs on (None: the launcher's environment says; the rehearsal names it)."""
     cfg = load_config(opts.config, opts.cfg_options, trunk=opts.trunk, dataset=opts.dataset)
     add_option_hooks(cfg, opts)
     # work dir: CLI, else config, else derived from the config's name
@@ -84,8 +86,9 @@ def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
                              "EMAHook keeps a whole copy of the model on every rank; run it "
                              "on one GPU or without EMA")
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
-    plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
-                      world_size_from_env(opts.launcher, os.environ))
+    if world_size is None:
+        world_size = world_size_from_env(opts.launcher, os.environ)
+    plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size, world_size)
     apply_batch_plan(cfg, plan)
     log.info("batch: %d process(es) x %d per GPU x %d accumulation = %d", plan.world_size,
              plan.per_gpu, plan.accumulation, plan.effective)
