@@ -419,6 +419,7 @@ def cmd_seed_from_log(args) -> int:
 
 
 def add_plan(sub) -> None:
+    from .engine.rehearse import DEFAULT_GPU_MEMORY_GB
     from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
@@ -460,6 +461,13 @@ def add_plan(sub) -> None:
     p.add_argument("--checkpoint-interval", type=int_at_least(1), metavar="ITERS",
                    help="what-if: checkpoint every ITERS iterations instead of the configs' "
                         "(the trained weights stay the same)")
+    p.add_argument("--traces", type=Path, metavar="DIR",
+                   help="rehearsal traces (internseg rehearse), read for the runs whose shape "
+                        "has one (default: benchmarks/rehearsal/<preset>)")
+    p.add_argument("--gpu-memory-gb", type=argtypes.positive_float,
+                   default=DEFAULT_GPU_MEMORY_GB, metavar="GB",
+                   help="refuse a run whose traced peak per GPU exceeds this (default "
+                        f"{DEFAULT_GPU_MEMORY_GB:g}, an A100/H100-80GB)")
     p.add_argument("--json", action="store_true",
                    help="machine-readable rows, totals, assumptions")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
@@ -470,6 +478,7 @@ def cmd_plan(args) -> int:
     from dataclasses import asdict
 
     from .io import write_text
+    from .engine.rehearse import traces_dir
     from .plan import Bandwidth, assumptions, plan, to_markdown, totals
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
@@ -485,7 +494,8 @@ def cmd_plan(args) -> int:
     bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
     costs = plan(runs.values(), args.preset, args.gpus, results_md=args.results,
                  gpu_check=args.gpu_check, published_logs=logs, bandwidth=bandwidth,
-                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
+                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval,
+                 traces=args.traces or traces_dir(args.preset), gpu_memory_gb=args.gpu_memory_gb)
     markdown = to_markdown(costs, bandwidth)
     if args.out:
         write_text(args.out, markdown)

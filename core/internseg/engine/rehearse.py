@@ -193,6 +193,14 @@ STAND_INS = (
     ("torch.amp.grad_scaler", "GradScaler.step", lambda orig: _answering(orig, 0.0),
      "the fp16 loss scaler (adapter row) reads whether the gradients overflowed before it "
      "steps; answered 'no', the optimizer steps as on a GPU (its state: one scalar)"),
+    # Not a stand-in: what eager does. DTensor works out an op's output shape on
+    # global-shaped fake tensors, in the fake mode already active if there is one, else in
+    # one of its own; in a rehearsal that is ours, whose tracker then counts them (20 GB of
+    # "activations" for the gradient norm of full tuning). In its own mode, as on a GPU,
+    # the tracker skips them.
+    ("torch.distributed.tensor._sharding_prop", "detect_fake_mode",
+     lambda orig: lambda *args, **kwargs: None,
+     "DTensor's sharding propagation runs in a fake mode of its own, as in eager"),
 )
 
 
@@ -300,6 +308,33 @@ def _peak(tracker) -> dict[str, int]:
     return _by_kind(next(iter(snaps.values()))) if snaps else {}
 
 
+# ---------------------------------------------------------------- FLOPs
+
+
+class _Everywhere:
+    """A module tracker that places every op in the whole model ("Global")."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+def flop_counter():
+    """torch's FlopCounterMode without its per-module attribution: the attribution wraps
+    every module's outputs for the backward, which keeps activations alive (at full size
+    46 GB instead of 6 GB, full tuning) and would make the memory traced beside it wrong.
+    Only the total is read."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Everywhere()
+    return counter
+
+
 # ---------------------------------------------------------------- the rehearsal
 
 
@@ -370,7 +405,6 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
 
     from .. import plugin  # noqa: F401  (the registries a config's custom_imports fill)
     from .segmentor import build_segmentor
@@ -408,7 +442,7 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
         tracker = (_fsdp_tracker(model, optim_wrapper.optimizer) if sharded else _tracker())
         if not sharded:
             tracker.track_external(model, optim_wrapper.optimizer)
-        flops = FlopCounterMode(display=False)
+        flops = flop_counter()
         with tracker, flops:
             model.train_step(data, optim_wrapper)
         train_kinds = _peak(tracker)
@@ -421,7 +455,7 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
         val_tracker = _tracker()
         val_tracker.track_external(model, optim_wrapper.optimizer)
         hook_runner = SimpleNamespace(model=model)
-        val_flops = FlopCounterMode(display=False)
+        val_flops = flop_counter()
         with val_tracker:
             if sharded:
                 GatheredValidationHook().before_val(hook_runner)
@@ -543,9 +577,9 @@ def refuse_unfit(traces: dict[str, Trace], gpu_memory_gb: float) -> None:
     over = [(run, t) for run, t in traces.items() if t.peak_bytes > gpu_memory_gb * 1e9]
     if over:
         raise InputError("; ".join(
-            f"run {run} does not fit its GPUs: traced peak {gb(t.peak_bytes)} GB per GPU "
-            f"({t.peak_phase}) > {gpu_memory_gb:g} GB, biggest {t.biggest_kind} "
-            f"{gb(t.peak_by_kind[t.biggest_kind])} GB" for run, t in over))
+            f"run {run} does not fit its GPUs: traced peak {t.peak_bytes / 1e9:.3g} GB per "
+            f"GPU ({t.peak_phase}) > {gpu_memory_gb:g} GB, biggest {t.biggest_kind} "
+            f"{t.peak_by_kind[t.biggest_kind] / 1e9:.3g} GB" for run, t in over))
 
 
 def stored_traces(preset: str, runs, gpus: int, directory: Path) -> dict[str, Trace]:
@@ -558,3 +592,9 @@ def stored_traces(preset: str, runs, gpus: int, directory: Path) -> dict[str, Tr
         if trace is not None:
             found[run.id] = trace
     return found
+
+
+def check_traced_fit(preset: str, runs, gpus: int, directory: Path,
+                     gpu_memory_gb: float) -> None:
+    """The workflow's check when it starts: every run with a stored trace fits its GPUs."""
+    refuse_unfit(stored_traces(preset, runs, gpus, directory), gpu_memory_gb)

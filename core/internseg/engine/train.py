@@ -90,8 +90,6 @@ def build_train_config(opts: TrainOptions, with_start: bool = True,
         world_size = world_size_from_env(opts.launcher, os.environ)
     plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size, world_size)
     apply_batch_plan(cfg, plan)
-    log.info("batch: %d process(es) x %d per GPU x %d accumulation = %d", plan.world_size,
-             plan.per_gpu, plan.accumulation, plan.effective)
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
     if with_start:
@@ -195,6 +193,9 @@ def append_output_to(path: str | Path, what: str) -> None:
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
     cfg = build_train_config(opts, with_start=False)
+    # said by the trainer only: the plan and the rehearsal build every run's config
+    log.info("batch: %(world_size)d process(es) x %(per_gpu)d per GPU x %(accumulation)d "
+             "accumulation = %(effective)d", cfg.batch_plan)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
     # what the command names is checked before anything is built (minutes for 6B) or trained
