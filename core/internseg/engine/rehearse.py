@@ -120,8 +120,9 @@ def shape_key(cfg, gpus: int, val_image: tuple[int, int]) -> str:
     model = cfg.model.to_dict()
     backbone = dict(model["backbone"])
     backbone.update(backbone_architecture(cfg.model.backbone))
-    backbone.pop("trunk", None)
-    backbone.pop("pretrained", None)
+    # which file, and how many blocks it holds beyond those built, decide only the loading
+    for key in ("trunk", "pretrained", "pretrained_depth"):
+        backbone.pop(key, None)
     optim = cfg.optim_wrapper.to_dict()
     optim.pop("accumulative_counts", None)
     what = dict(model={**model, "backbone": backbone}, optim=optim, batch=cfg.batch_plan,
@@ -170,6 +171,11 @@ def _answering(method, value):
     return wrapped
 
 
+def _cpu_autocast(device_type=None, dtype=None, enabled=True, cache_enabled=None):
+    return torch.autocast("cpu", dtype=dtype, enabled=enabled,
+                          cache_enabled=cache_enabled)
+
+
 def _fake_accuracy(pred, target, *args, **kwargs):
     return pred.new_zeros(())
 
@@ -190,9 +196,13 @@ STAND_INS = (
      lambda orig: _answering(orig, 0.0),
      "mmengine's log record turns each logged scalar (losses, the gradient norm) into a "
      "Python number; a 0-dim value, nothing held"),
-    ("torch.amp.grad_scaler", "GradScaler.step", lambda orig: _answering(orig, 0.0),
-     "the fp16 loss scaler (adapter row) reads whether the gradients overflowed before it "
-     "steps; answered 'no', the optimizer steps as on a GPU (its state: one scalar)"),
+    ("mmengine.optim.optimizer.amp_optimizer_wrapper", "is_cuda_available",
+     lambda orig: lambda: True,
+     "mmengine's AmpOptimWrapper (adapter row) refuses to be built without CUDA; built, its "
+     "loss scaler finds no CUDA and turns itself off (its state on a GPU: a few scalars)"),
+    ("mmengine.runner.amp", "autocast", lambda orig: _cpu_autocast,
+     "mmengine's autocast allows only bf16 on a CPU; torch's CPU autocast runs the fp16 "
+     "the adapter row asks for, casting the same matmul and convolution ops to it"),
     # Not a stand-in: what eager does. DTensor works out an op's output shape on
     # global-shaped fake tensors, in the fake mode already active if there is one, else in
     # one of its own; in a rehearsal that is ours, whose tracker then counts them (20 GB of
@@ -338,18 +348,19 @@ def flop_counter():
 # ---------------------------------------------------------------- the rehearsal
 
 
-def _fake_batch(batch: int, crop: tuple[int, int], num_classes: int):
+def _batch(batch: int, crop: tuple[int, int], num_classes: int):
     """One training batch as the dataloader hands it to the model: uint8 images at the crop,
-    label maps with the ignore index among the classes."""
+    label maps of the classes and the ignore index (random: fake where a fake mode is on)."""
     from mmengine.structures import PixelData
 
     from mmseg.structures import SegDataSample
 
     inputs, samples = [], []
     for _ in range(batch):
-        inputs.append(torch.empty((3, *crop), dtype=torch.uint8))
+        inputs.append(torch.randint(0, 256, (3, *crop), dtype=torch.uint8))
+        labels = torch.randint(0, num_classes + 1, (1, *crop))
         sample = SegDataSample()
-        sample.gt_sem_seg = PixelData(data=torch.empty((1, *crop), dtype=torch.int64))
+        sample.gt_sem_seg = PixelData(data=labels.masked_fill(labels == num_classes, 255))
         sample.set_metainfo(dict(img_shape=tuple(crop), ori_shape=tuple(crop),
                                  pad_shape=tuple(crop), scale_factor=(1.0, 1.0), flip=False,
                                  reduce_zero_label=True))
@@ -357,26 +368,47 @@ def _fake_batch(batch: int, crop: tuple[int, int], num_classes: int):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _fake_val_image(size: tuple[int, int]):
+def _val_image(size: tuple[int, int]):
     from mmseg.structures import SegDataSample
 
     sample = SegDataSample()
     sample.set_metainfo(dict(img_shape=tuple(size), ori_shape=tuple(size),
                              pad_shape=tuple(size), scale_factor=(1.0, 1.0), flip=False,
                              reduce_zero_label=True))
-    return dict(inputs=[torch.empty((3, *size), dtype=torch.uint8)], data_samples=[sample])
+    return dict(inputs=[torch.randint(0, 256, (3, *size), dtype=torch.uint8)],
+                data_samples=[sample])
 
 
 def _state_bytes(model, optimizer) -> dict[str, int]:
-    def local(t):
-        t = t.to_local() if hasattr(t, "to_local") else t
-        return t.numel() * t.element_size()
-
-    opt = sum(local(v) for s in optimizer.state.values() for v in s.values()
+    opt = sum(_local_bytes(v) for s in optimizer.state.values() for v in s.values()
               if isinstance(v, torch.Tensor))
-    return dict(weights=sum(local(p) for p in model.parameters()),
-                buffers=sum(local(b) for b in model.buffers()),
+    return dict(weights=sum(_local_bytes(p) for p in model.parameters()),
+                buffers=sum(_local_bytes(b) for b in model.buffers()),
                 optimizer_state=opt)
+
+
+class _GradBytes:
+    """The gradient bytes the optimizer steps on (local shards under sharding): every
+    gradient of the iteration exists then."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.bytes = optimizer, 0
+
+    def _count(self, optimizer, args, kwargs) -> None:
+        self.bytes = sum(_local_bytes(p.grad) for group in optimizer.param_groups
+                         for p in group["params"] if p.grad is not None)
+
+    def __enter__(self):
+        self._handle = self.optimizer.register_step_pre_hook(self._count)
+        return self
+
+    def __exit__(self, *args):
+        self._handle.remove()
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    t = t.to_local() if hasattr(t, "to_local") else t
+    return t.numel() * t.element_size()
 
 
 def host_build_bytes(cfg) -> int:
@@ -399,17 +431,34 @@ def _initialise_optimizer_state(optim_wrapper, model) -> None:
     optim_wrapper.optimizer.zero_grad(set_to_none=True)
 
 
-def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Trace:
+def _last_micro_batch(optim_wrapper, model, accumulation: int) -> None:
+    """With gradient accumulation, the iteration that peaks is the one that updates: its
+    backward adds to the gradients of the micro-batches before it, then the optimizer
+    steps. The traced one is that one: gradients held, the wrapper's count one short."""
+    if accumulation == 1:
+        return
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    optim_wrapper._inner_count = accumulation - 1
+
+
+def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None, *,
+             fake: bool = True) -> Trace:
     """One training iteration and one validation image of ``run`` on ``gpus`` fake ranks
-    (``cfg_options``: as ``internseg train --cfg-options``)."""
+    (``cfg_options``: as ``internseg train --cfg-options``). ``fake`` False: the same on
+    real tensors, random weights and data, one process (what the tests compare with)."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .. import plugin  # noqa: F401  (the registries a config's custom_imports fill)
+    from ..plan import slide_windows
     from .segmentor import build_segmentor
     from .sharding import GatheredValidationHook, shard_model
 
+    if not fake and gpus > 1:
+        raise InputError("a real (not fake) rehearsal runs one process: --gpus 1")
     started = time.monotonic()
     cfg = rehearsal_config(preset, run, gpus, cfg_options)
     val_image = val_image_size(cfg, run.dataset)
@@ -417,13 +466,12 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
     sharded = bool(cfg.get("strategy")) and gpus > 1
     crop = tuple(cfg.model.data_preprocessor.size)
     test = cfg.model.test_cfg
-    from ..plan import slide_windows
-
     windows = slide_windows(*val_image, test.crop_size, test.stride)
     host = host_build_bytes(cfg)
     with ExitStack() as stack:
         stack.enter_context(DefaultScope.overwrite_default_scope("mmseg"))
-        stack.enter_context(stand_ins())
+        if fake:
+            stack.enter_context(stand_ins())
         if gpus > 1:
             stack.enter_context(fake_ranks(gpus))
         model = build_segmentor(cfg, device="meta")
@@ -431,23 +479,28 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
             from torch.distributed.device_mesh import init_device_mesh
 
             shard_model(model, init_device_mesh("cpu", (gpus,)))
-        fake = stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+        if fake:
+            stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
         model.to_empty(device="cpu")
+        if not fake:  # values a real iteration can compute with
+            model.init_weights()
         buckets = ddp_bucket_bytes(model) if gpus > 1 and not sharded else 0
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
         _initialise_optimizer_state(optim_wrapper, model)
+        _last_micro_batch(optim_wrapper, model, plan["accumulation"])
         model.train()
-        data = _fake_batch(plan["per_gpu"], crop, cfg.model.decode_head.num_classes)
+        data = _batch(plan["per_gpu"], crop, cfg.model.decode_head.num_classes)
 
         tracker = (_fsdp_tracker(model, optim_wrapper.optimizer) if sharded else _tracker())
         if not sharded:
             tracker.track_external(model, optim_wrapper.optimizer)
         flops = flop_counter()
-        with tracker, flops:
+        grads = _GradBytes(optim_wrapper.optimizer)
+        with tracker, flops, grads:
             model.train_step(data, optim_wrapper)
         train_kinds = _peak(tracker)
         step_flops = flops.get_total_flops()
-        state = _state_bytes(model, optim_wrapper.optimizer)
+        state = _state_bytes(model, optim_wrapper.optimizer) | dict(grads=grads.bytes)
 
         # validation: as the Runner validates (the sharded run gathers the whole model
         # first, GatheredValidationHook), the optimizer state held beside it
@@ -461,11 +514,10 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
                 GatheredValidationHook().before_val(hook_runner)
             # mmengine's ValLoop runs each batch without a graph
             with val_flops, torch.no_grad():
-                model.val_step(_fake_val_image(val_image))
+                model.val_step(_val_image(val_image))
             if sharded:
                 GatheredValidationHook().after_val(hook_runner)
         val_kinds = _peak(val_tracker)
-        del fake
     if buckets:
         for kinds in (train_kinds, val_kinds):
             kinds["gather_scatter_buffers"] = kinds.get("gather_scatter_buffers", 0) + buckets
@@ -484,6 +536,21 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None) -> Tr
         flops_per_iteration=step_flops * gpus * plan["accumulation"],
         flops_per_val_image=val_flops.get_total_flops(), host_bytes=host,
         trace_seconds=round(time.monotonic() - started, 1))
+
+
+def traced_peak(model, step, device) -> dict[str, int]:
+    """Bytes by kind at the peak of ``step(model)`` traced on fake tensors: ``model``, built
+    on the meta device, gets fake storage on ``device`` (the GPU check traces its trunk
+    steps on the GPU's device type, so that attention picks the kernels it picks there)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model.to_empty(device=device)
+        tracker = _tracker()
+        tracker.track_external(model)
+        with tracker:
+            step(model)
+    return _peak(tracker)
 
 
 # ---------------------------------------------------------------- where traces live
