@@ -600,13 +600,15 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
                  f"checkpoints, {t['load_hours']} h loading), peak "
                  f"{t['peak_gpu_memory_gb']} GB per GPU and {t['peak_host_memory_gb']} GB host "
                  f"memory per node, {t['work_dir_gb']} GB of work dirs.")
-    flops = any(_short(c.source) == "FLOPs" for c in costs)
-    flops_validation = any(_short(c.validation_source) == "FLOPs" for c in costs)
+    # traced FLOPs are counted, but their speed is assumed as much as the trunk's
+    flops = any(_short(c.source) in ("FLOPs", "traced") for c in costs)
+    flops_validation = any(_short(c.validation_source) in ("FLOPs", "traced") for c in costs)
     sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
                       if any(c.dataset == d for c in costs))
-    notes = [f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
-             f"{'steps and ' if flops else ''}validation passes with no GPU measurement "
-             "(heads not counted)" if flops or flops_validation else None,
+    notes = [f"FLOPs (traced: the whole model; else the trunk's, heads not counted) at "
+             f"{ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
+             f"{'steps and ' if flops else ''}validation passes with no GPU measurement"
+             if flops or flops_validation else None,
              f"mean validation image (height x width, px): {sizes}, which sets the slide "
              "windows per image",
              f"checkpoints (and final.pth) written at {bandwidth.write_gbps:g} GB/s "
