@@ -40,8 +40,8 @@ def test_a_rehearsal_counts_the_flops_and_state_of_a_real_run(traced_and_real):
 def test_a_rehearsal_peaks_where_a_real_run_peaks(traced_and_real):
     traced, real = traced_and_real
     for key in ("train_peak_by_kind", "validation_peak_by_kind"):
-        fake_acts, real_acts = getattr(traced, key)["activations"], getattr(real, key)["activations"]
-        assert abs(fake_acts - real_acts) <= ACTIVATION_MARGIN * real_acts, key
+        fake, real_ = getattr(traced, key)["activations"], getattr(real, key)["activations"]
+        assert abs(fake - real_) <= ACTIVATION_MARGIN * real_, key
     assert abs(traced.peak_bytes - real.peak_bytes) <= ACTIVATION_MARGIN * real.peak_bytes
     assert traced.peak_by_kind["weights"] == real.peak_by_kind["weights"]
 

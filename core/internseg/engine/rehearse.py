@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import InputError
 
-GIB = 2**30
 # The memory kinds a trace reports, per GPU; torch's tracker's names map onto them (KINDS_OF).
 KINDS = ("weights", "gathered_weights", "grads", "optimizer_state", "activations",
          "gather_scatter_buffers", "temporaries", "inputs", "buffers")
@@ -47,8 +45,8 @@ KINDS_OF = {
     "All Gather": "gather_scatter_buffers", "Reduce Scatter": "gather_scatter_buffers",
     "Inputs": "inputs",
 }
-# Where a run's validation image size comes from: the plan's assumed mean image, through
-# the run's own test pipeline (internseg.plan.ASSUMED_VAL_IMAGE).
+# Part of every shape key: a change to what a trace holds or how it is traced makes the stored
+# traces unread (traced again) rather than wrong.
 TRACE_VERSION = 1
 
 
