@@ -195,10 +195,13 @@ def trunk_regimes(args, device, report: dict) -> None:
         model = build(regime, args.tiny, device, args.img_size)
         images = torch.randn(2, 3, args.img_size, args.img_size, device=device)
         seconds, peak = timed(lambda: step(model, images, regime), device, args.iters)
+        traced = traced_step_gib(regime, args, device)
         passes = 1 if regime == "frozen" else 4  # forward; + backward + recompute
         report["trunk"].append(dict(
             regime=regime, batch=2, seconds_per_iter=round(seconds, 4),
             images_per_s=round(2 / seconds, 2), peak_memory_gib=peak,
+            traced_peak_memory_gib=traced,
+            traced_minus_measured_gib=None if peak is None else round(traced - peak, 2),
             activation_checkpointing=model.with_cp,
             params=sum(p.numel() for p in model.parameters()),
             weight_dtype=str(model.weight_dtype).removeprefix("torch."),
@@ -211,6 +214,19 @@ def trunk_regimes(args, device, report: dict) -> None:
             print(json.dumps(report["checkpointing"][-1]), flush=True)
         del model
         release(device)
+
+
+def traced_step_gib(regime: str, args, device) -> float:
+    """The same step's peak as `internseg rehearse` traces it on fake tensors (weights, then
+    the step's activations and gradients): what the rehearsal's figures are checked by."""
+    from internseg.engine.rehearse import traced_peak
+
+    def run(model):
+        step(model, torch.randn(2, 3, args.img_size, args.img_size, device=device), regime)
+
+    model = build(regime, args.tiny, torch.device("meta"), args.img_size)
+    # four significant figures: the tiny trunk's peak is far below a GiB
+    return float(f"{sum(traced_peak(model, run, device).values()) / 2**30:.4g}")
 
 
 def without_checkpointing(model, images, regime: str, device, iters: int) -> dict:

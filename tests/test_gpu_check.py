@@ -173,6 +173,11 @@ def test_gpu_check_smoke_runs_on_cpu_and_writes_what_plan_reads(smoke):
     assert [r["regime"] for r in report["trunk"]] == ["frozen", "trained_master",
                                                      "trained_bf16"]
     assert all(r["seconds_per_iter"] > 0 and r["tflops_per_s"] > 0 for r in report["trunk"])
+    # the rehearsal's trace of each step beside the GPU's measured peak (none on a CPU)
+    assert all(r["traced_peak_memory_gib"] > 0 and r["traced_minus_measured_gib"] is None
+               for r in report["trunk"])
+    traced = {r["regime"]: r["traced_peak_memory_gib"] for r in report["trunk"]}
+    assert traced["trained_master"] > traced["frozen"]  # fp32 masters, gradients
     checks = {c["check"]: c for c in report["checks"]}
     assert checks["sharded_fewshot_step"]["seconds_per_step"] > 0
     assert checks["slide_inference"]["images_per_s"] > 0

@@ -124,6 +124,20 @@ def test_a_run_that_cannot_move_to_a_chosen_trunk_is_refused_before_any_job(tmp_
     assert "interaction ranges" in out
 
 
+def test_a_run_whose_traced_peak_exceeds_the_gpus_is_refused_before_any_job(tmp_path):
+    from internseg.engine.rehearse import rehearse_runs
+    from internseg.registry import Run
+
+    wf = workflow_copy(tmp_path, with_package=True)
+    run = Run("head_tuning", "intern_vit_tiny_demo", "ade20k")
+    [trace] = rehearse_runs("demo", [run], 1, wf / "benchmarks/rehearsal/demo").values()
+    result = snakemake(wf, "-n", "--config", "run=[head_tuning]", "gpu_memory_gb=0.001")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"run {run.id} does not fit its GPUs: traced peak {trace.peak_bytes / 1e9:.3g} GB "
+            f"per GPU (train) > 0.001 GB, biggest {trace.biggest_kind}") in out
+
+
 def test_unpinned_hub_revision_is_refused_by_the_schema(tmp_path):
     result = snakemake(workflow_copy(tmp_path), "-n", "--config", "hub={'revision': 'main'}")
     assert result.returncode != 0

@@ -477,6 +477,7 @@ def measurements_to_read(option: str, given: Path | None, default: Path) -> Path
 
 
 def add_plan(sub) -> None:
+    from .engine.rehearse import DEFAULT_GPU_MEMORY_GB
     from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
@@ -518,6 +519,13 @@ def add_plan(sub) -> None:
     p.add_argument("--checkpoint-interval", type=int_at_least(1), metavar="ITERS",
                    help="what-if: checkpoint every ITERS iterations instead of the configs' "
                         "(the trained weights stay the same)")
+    p.add_argument("--traces", type=Path, metavar="DIR",
+                   help="rehearsal traces (internseg rehearse), read for the runs whose shape "
+                        "has one (default: benchmarks/rehearsal/<preset>)")
+    p.add_argument("--gpu-memory-gb", type=argtypes.positive_float,
+                   default=DEFAULT_GPU_MEMORY_GB, metavar="GB",
+                   help="refuse a run whose traced peak per GPU exceeds this (default "
+                        f"{DEFAULT_GPU_MEMORY_GB:g}, an A100/H100-80GB)")
     p.add_argument("--json", action="store_true",
                    help="machine-readable rows, totals, assumptions")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
@@ -528,6 +536,7 @@ def cmd_plan(args) -> int:
     from dataclasses import asdict
 
     from .io import write_text
+    from .engine.rehearse import traces_dir
     from .plan import Bandwidth, assumptions, plan, to_markdown, totals
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
@@ -546,7 +555,8 @@ def cmd_plan(args) -> int:
     gpu_check = measurements_to_read("--gpu-check", args.gpu_check, PLAN_GPU_CHECK)
     costs = plan(runs.values(), args.preset, args.gpus, results_md=results,
                  gpu_check=gpu_check, published_logs=logs, bandwidth=bandwidth,
-                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval)
+                 val_interval=args.val_interval, checkpoint_interval=args.checkpoint_interval,
+                 traces=args.traces or traces_dir(args.preset), gpu_memory_gb=args.gpu_memory_gb)
     markdown = to_markdown(costs, bandwidth)
     if args.out:
         write_text(args.out, markdown)
@@ -555,6 +565,66 @@ def cmd_plan(args) -> int:
                               assumptions=assumptions(bandwidth)), indent=2))
     else:
         print(markdown, end="")
+    return 0
+
+
+# ---------------------------------------------------------------- rehearse
+
+
+def add_rehearse(sub) -> None:
+    p = sub.add_parser("rehearse", help="each run at its true size on fake tensors: peak "
+                       "memory per GPU by kind, FLOPs, host memory (no GPU needed)")
+    p.add_argument("--preset", choices=["paper", "demo"], default="demo")
+    p.add_argument("--runs", nargs="+", metavar="RUN",
+                   help="run ids <dataset>/<trunk>/<experiment>[/seed<N>]; else every "
+                        "experiment of the preset on its own trunk and dataset")
+    p.add_argument("--experiments", nargs="+", help="default: every experiment of the preset")
+    p.add_argument("--table15", action="store_true",
+                   help="also the Table 15 grid (every trunk, dataset and regime it has)")
+    p.add_argument("--gpus", type=int_at_least(1),
+                   help="GPUs (fake ranks) per run (default: 8 for paper, 1 for demo)")
+    p.add_argument("--traces", type=Path, help="where traces are stored and read, one per "
+                   "shape (default: benchmarks/rehearsal/<preset>)")
+    p.add_argument("--force", action="store_true", help="trace again where a trace is stored")
+    p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={},
+                   help="as for train (the traces of a changed run are not stored)")
+    p.add_argument("--json", action="store_true", help="every run's figures as JSON")
+    p.set_defaults(func=cmd_rehearse)
+
+
+def cmd_rehearse(args) -> int:
+    from .engine.rehearse import default_gpus, rehearse_runs, summary, traces_dir
+    from .registry import experiments, parse_run_id, plan_runs, table15_runs
+
+    registered = experiments(args.preset)
+    if args.runs:
+        runs = {r: parse_run_id(r) for r in args.runs}
+    else:
+        runs = plan_runs(args.experiments or list(registered), registered)
+    if args.table15:
+        runs |= table15_runs(registered)
+    gpus = args.gpus or default_gpus(args.preset)
+    directory = args.traces or traces_dir(args.preset)
+
+    def progress(run_id, trace):
+        log.info("rehearsed %s: peak %.2f GB per GPU (%s), %.3g FLOPs per iteration",
+                 run_id, trace.peak_bytes / 1e9, trace.peak_phase, trace.flops_per_iteration)
+
+    traces = rehearse_runs(args.preset, runs.values(), gpus, directory, force=args.force,
+                           cfg_options=args.cfg_options, progress=progress)
+    rows = [summary(run_id, trace) for run_id, trace in traces.items()]
+    if args.json:
+        print(json.dumps(dict(preset=args.preset, gpus=gpus, traces=str(directory), runs=rows),
+                         indent=2))
+    else:
+        print("| run | GPUs | peak GB/GPU | biggest kind | train / validation GB | "
+              "TFLOP/iteration | TFLOP/val image | host GB/rank |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['run']} | {r['gpus']} | {r['peak_gb']} | {r['biggest_kind']} | "
+                  f"{r['train_peak_gb']} / {r['validation_peak_gb']} | "
+                  f"{r['flops_per_iteration'] / 1e12:.3g} | "
+                  f"{r['flops_per_val_image'] / 1e12:.3g} | {r['host_gb_per_rank']} |")
     return 0
 
 
@@ -760,7 +830,8 @@ def cmd_clean(args) -> int:
 
 
 SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
-               add_download_ade20k, add_prepare_coco_stuff, add_split, add_plan, add_make_demo,
+               add_download_ade20k, add_prepare_coco_stuff, add_split, add_plan, add_rehearse,
+               add_make_demo,
                add_make_demo_released, add_aggregate, add_clean)
 
 

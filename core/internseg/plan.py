@@ -20,8 +20,10 @@ A validation pass takes the GPU check's slide-inference images/s where it ran on
 the trunk FLOPs of the slide windows an (assumed) average validation image is cut into.
 Checkpoint writes and file reads take assumed file-system bandwidths, and a run starts as
 often as the Slurm profile's job limits make it (or ``--starts``). Every assumption is named
-in the output (:func:`assumptions`). Memory and disk are arithmetic from the parameter counts
-and the dtypes the config stores.
+in the output (:func:`assumptions`). Memory per GPU and per node comes from the run's
+rehearsal where its shape has a trace (``internseg rehearse``: the real model on fake
+tensors; the step's FLOPs then count the whole model), else it is arithmetic from the
+parameter counts and the dtypes the config stores; disk is arithmetic.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class RunCost:
     checkpoint_gb: float
     work_dir_gb: float
     saved_gpu_hours: dict  # what-if -> GPU-hours it saves (see WHAT_IF_INTERVAL)
+    memory_source: str = "arithmetic"  # "traced": gpu and host memory from its rehearsal
 
 
 def regime_of(cfg) -> str:
@@ -276,10 +279,12 @@ def slide_windows(height: int, width: int, crop, stride) -> int:
 
 
 def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
-                    measured_flops: float | None, where: str) -> tuple[float, str]:
+                    measured_flops: float | None, where: str,
+                    trace=None) -> tuple[float, str]:
     """Seconds of one validation (every image of the run's dataset, shared by its GPUs) and
     where the figure comes from. ``measured_flops``: the trunk FLOPs of one window of the
-    segmentor the GPU check timed; ``where``: the run, for errors."""
+    segmentor the GPU check timed; ``where``: the run, for errors; ``trace``: its rehearsal,
+    which ran the same assumed image through the whole segmentor."""
     from .datasets import get_dataset
 
     images = get_dataset(dataset).val_count
@@ -294,6 +299,10 @@ def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
         per_image = scale / slide.images_per_s
         source = (f"measured slide inference (linear head), x{scale:.3f} windows and trunk "
                   f"FLOPs ({windows} per assumed {size[0]}x{size[1]} image)")
+    elif trace is not None:
+        per_image = trace.flops_per_val_image / (A100_BF16_PEAK * ASSUMED_UTILISATION)
+        source = (f"traced FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak, {windows} "
+                  f"windows per assumed {size[0]}x{size[1]} image")
     else:
         per_image = windows * window_flops / (A100_BF16_PEAK * ASSUMED_UTILISATION)
         source = (f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak, {windows} "
@@ -381,11 +390,13 @@ def timeline(iterations: int, events: Events, val_interval: int, checkpoint_inte
 def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
              published_seconds: float | None, trunk_scale: float = 1.0,
              slide: SlideSpeed | None = None, slide_flops: float | None = None,
-             bandwidth: Bandwidth = Bandwidth()) -> RunCost:
+             bandwidth: Bandwidth = Bandwidth(), trace=None) -> RunCost:
     """The cost of ``run`` (an :class:`internseg.registry.Run`). Measured and published
     times are of the 224px trunk the paper's rows start from; ``trunk_scale`` (the ratio of
     trunk FLOPs, 1 on that trunk) carries them to another trunk. ``slide`` and
-    ``slide_flops``: the GPU check's slide inference and the trunk FLOPs of its window."""
+    ``slide_flops``: the GPU check's slide inference and the trunk FLOPs of its window.
+    ``trace``: the run's rehearsal (:class:`internseg.engine.rehearse.Trace`), whose memory
+    and whole-model FLOPs replace the arithmetic ones."""
     from .trunks import TRUNKS
 
     regime = regime_of(cfg)
@@ -398,6 +409,9 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     elif published_seconds is not None:
         seconds = published_seconds * PAPER_GPUS / gpus * trunk_scale
         source = "published log" + scaled
+    elif trace is not None:
+        seconds = trace.flops_per_iteration / (gpus * A100_BF16_PEAK * ASSUMED_UTILISATION)
+        source = f"traced FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
     else:
         seconds = flops_seconds_per_iteration(cfg, gpus)
         source = f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak"
@@ -412,6 +426,9 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
         regime if regime in WORKING_SET_GB else "trained"]
     # every rank builds the model in fp32 in host memory before sharding or casting
     host_memory = gpus * total * 4 / GB
+    if trace is not None:
+        gpu_memory = trace.peak_bytes / GB
+        host_memory = gpus * trace.host_bytes / GB
     checkpoint = (trainable * size.checkpoint + frozen * 2) / GB
     # final.pth: the trained weights (a frozen trunk is left out of it: it is the
     # pretrained file)
@@ -422,7 +439,7 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
                 (counts["backbone_params"] - counts["adapter_params"]) * 2) / GB
 
     validation, validation_source = validation_pass(cfg, run.dataset, gpus, slide,
-                                                    slide_flops, f"run {run.id}")
+                                                    slide_flops, f"run {run.id}", trace)
     write, read = bandwidth.write_gbps, bandwidth.read_gbps
     events = Events(step=seconds, validation=validation, checkpoint_write=checkpoint / write,
                     final_write=final / write, trunk_read=trunk_gb / read,
@@ -455,7 +472,8 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
         _sig(times.load_s / 3600), io_source, _sig(wall), _sig(wall * gpus),
         _sig(gpu_memory), _sig(host_memory), _sig(checkpoint), _sig(work_dir),
         {name: _sig((times.total_s - alt.total_s) * gpus / 3600)
-         for name, alt in what_ifs.items()})
+         for name, alt in what_ifs.items()},
+        "traced" if trace is not None else "arithmetic")
 
 
 def _sig(value: float, digits: int = 6) -> float:
@@ -467,14 +485,23 @@ def _sig(value: float, digits: int = 6) -> float:
 def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = None,
          gpu_check: Path | None = None, published_logs: dict[str, Path] | None = None,
          bandwidth: Bandwidth = Bandwidth(), val_interval: int | None = None,
-         checkpoint_interval: int | None = None) -> list[RunCost]:
+         checkpoint_interval: int | None = None, traces: Path | None = None,
+         gpu_memory_gb: float | None = None) -> list[RunCost]:
     """One cost per run (:class:`internseg.registry.Run`, as ``plan_runs`` makes them).
     ``published_logs`` are keyed by experiment: the original's run on the config's own trunk
     and dataset. ``val_interval`` and ``checkpoint_interval`` replace the configs' (what-ifs:
-    neither changes the trained weights)."""
+    neither changes the trained weights). ``traces``: the folder of rehearsal traces
+    (``internseg rehearse``), read where a run's shape has one; a run whose traced peak per
+    GPU exceeds ``gpu_memory_gb`` is refused (InputError naming it) before anything else."""
     from .config import load_config
     from .engine.inspect import describe
+    from .engine.rehearse import refuse_unfit, stored_traces
     from .registry import experiments as registered, resolve_run
+
+    runs = list(runs)
+    traced = stored_traces(preset, runs, gpus, traces) if traces else {}
+    if gpu_memory_gb is not None:
+        refuse_unfit(traced, gpu_memory_gb)
 
     measured = (measured_step_seconds(read_text(results_md, "--results"))
                 if results_md and results_md.is_file() else {})
@@ -511,7 +538,8 @@ def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = No
                  / trunk_flops_per_image(own.model.backbone))
         per_cell[key] = run_cost(run, cfg, describe(cfg), gpus, measured=measured,
                                  published_seconds=published, trunk_scale=round(scale, 6),
-                                 slide=slide, slide_flops=slide_flops, bandwidth=bandwidth)
+                                 slide=slide, slide_flops=slide_flops, bandwidth=bandwidth,
+                                 trace=traced.get(run.id))
         costs.append(per_cell[key])
     return costs
 
@@ -548,8 +576,8 @@ def assumptions(bandwidth: Bandwidth) -> dict:
 
 
 def _short(source: str) -> str:
-    return next((kind for kind in ("measured", "published log") if source.startswith(kind)),
-                "FLOPs")
+    return next((kind for kind in ("measured", "published log", "traced")
+                 if source.startswith(kind)), "FLOPs")
 
 
 COLUMNS = ["run", "regime", "gpus", "iterations", "seconds_per_iteration", "train_hours",
@@ -615,7 +643,8 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
     def cell(c: RunCost, key: str):
         if key == "sources":
             return (f"step: {_short(c.source)}; validation: {_short(c.validation_source)}; "
-                    f"checkpoints, loads: assumed; starts: {starts}")
+                    f"memory: {c.memory_source}; checkpoints, loads: assumed; "
+                    f"starts: {starts}")
         value = getattr(c, key)
         if key.endswith("_hours"):
             return units.hours(value)
@@ -639,13 +668,15 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
                  f"{peak['gpu_memory_gb']} per GPU and {peak['host_memory_gb']} host memory per "
                  f"node, {units.size('work_dir_gb', t['work_dir_gb'])} "
                  f"{units.size_unit('work_dir_gb')} of work dirs.")
-    flops = any(_short(c.source) == "FLOPs" for c in costs)
-    flops_validation = any(_short(c.validation_source) == "FLOPs" for c in costs)
+    # traced FLOPs are counted, but their speed is assumed as much as the trunk's
+    flops = any(_short(c.source) in ("FLOPs", "traced") for c in costs)
+    flops_validation = any(_short(c.validation_source) in ("FLOPs", "traced") for c in costs)
     sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
                       if any(c.dataset == d for c in costs))
-    notes = [f"trunk FLOPs at {ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
-             f"{'steps and ' if flops else ''}validation passes with no GPU measurement "
-             "(heads not counted)" if flops or flops_validation else None,
+    notes = [f"FLOPs (traced: the whole model; else the trunk's, heads not counted) at "
+             f"{ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
+             f"{'steps and ' if flops else ''}validation passes with no GPU measurement"
+             if flops or flops_validation else None,
              f"mean validation image (height x width, px): {sizes}, which sets the slide "
              "windows per image",
              f"checkpoints (and final.pth) written at {bandwidth.write_gbps:g} GB/s "

@@ -13,6 +13,7 @@ from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
 from internseg.datasets import DATASETS
+from internseg.engine.rehearse import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
 from internseg.records import hub_pins, record_of
@@ -41,6 +42,14 @@ try:
     )
     RUN_OF = ROW_RUNS | GRID_RUNS
     check_moves(PRESET, RUN_OF, EXPERIMENTS)
+    # a run whose rehearsal does not fit its GPUs fails here, not after a day in the queue
+    check_traced_fit(
+        PRESET,
+        RUN_OF.values(),
+        max(SETTINGS["train"]["gpus"], 1),
+        traces_dir(PRESET),
+        config["gpu_memory_gb"],
+    )
 except InputError as err:
     raise WorkflowError(
         f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"

@@ -110,6 +110,7 @@ rule plan:
         preset=PRESET,
         runs=list(RUN_OF),
         gpus=max(SETTINGS["train"]["gpus"], 1),
+        gpu_memory_gb=config["gpu_memory_gb"],
         published=[
             f"{e}={seed_log(e)}"
             for e in dict.fromkeys(run.experiment for run in RUN_OF.values())
@@ -117,4 +118,4 @@ rule plan:
         ],
     shell:
         "internseg plan --preset {params.preset} --runs {params.runs} --gpus {params.gpus}"
-        " --published-log {params.published} --out {output} 2> {log}"
+        " --gpu-memory-gb {params.gpu_memory_gb} --published-log {params.published} --out {output} 2> {log}"

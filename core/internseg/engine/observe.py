@@ -16,15 +16,17 @@ from ..errors import InputError
 GRAD_NORM = "train/grad_norm"
 
 
-def total_grad_norm(params) -> float:
-    """L2 norm over all gradients; sharded (DTensor) gradients are reduced over the ranks."""
+def total_grad_norm(params) -> torch.Tensor | float:
+    """L2 norm over all gradients; sharded (DTensor) gradients are reduced over the ranks.
+    A 0-dim tensor, not a number: the message hub reads its value when it records it, so
+    the norm itself needs no value (a rehearsal on fake tensors computes it as it is)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
-    return float(norm)
+    return norm
 
 
 def window_stats(values) -> tuple[float, float]:

@@ -63,9 +63,11 @@ class TrainOptions:
     stop_on_drift: bool = False
 
 
-def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
+def build_train_config(opts: TrainOptions, with_start: bool = True,
+                       world_size: int | None = None) -> Config:
     """The config a run trains with: file, then CLI options, in the original's precedence;
-    with ``with_start``, also where it starts (see :func:`choose_start`)."""
+    with ``with_start``, also where it starts (see :func:`choose_start`). ``world_size``: the
+    processes it runs on (None: the launcher's environment says; the rehearsal names it)."""
     cfg = load_config(opts.config, opts.cfg_options, trunk=opts.trunk, dataset=opts.dataset)
     add_option_hooks(cfg, opts)
     # work dir: CLI, else config, else derived from the config's name
@@ -83,11 +85,10 @@ def build_train_config(opts: TrainOptions, with_start: bool = True) -> Config:
     elif cfg.get("strategy"):
         refuse_ema_on_a_sharded_trunk(cfg, opts.config)
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type="GatheredValidationHook")]
-    plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size,
-                      world_size_from_env(opts.launcher, os.environ))
+    if world_size is None:
+        world_size = world_size_from_env(opts.launcher, os.environ)
+    plan = plan_batch(cfg.total_batch_size, cfg.train_dataloader.batch_size, world_size)
     apply_batch_plan(cfg, plan)
-    log.info("batch: %d process(es) x %d per GPU x %d accumulation = %d", plan.world_size,
-             plan.per_gpu, plan.accumulation, plan.effective)
     if opts.seed is not None or opts.deterministic:
         cfg.randomness = dict(seed=opts.seed, deterministic=opts.deterministic)
     if with_start:
@@ -209,6 +210,9 @@ def append_output_to(path: str | Path, what: str) -> None:
 def run_training(opts: TrainOptions):
     """Train; then write the final checkpoint, the scalars and the config, atomically."""
     cfg = build_train_config(opts, with_start=False)
+    # said by the trainer only: the plan and the rehearsal build every run's config
+    log.info("batch: %(world_size)d process(es) x %(per_gpu)d per GPU x %(accumulation)d "
+             "accumulation = %(effective)d", cfg.batch_plan)
     if opts.launcher != "none":
         require_cuda_for_ranks(cfg, opts.config)
     outputs = check_what_the_command_names(cfg, opts)
