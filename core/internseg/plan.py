@@ -37,23 +37,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import InputError
+from .sizing import ASSUMED_VAL_IMAGE, PAPER_GPUS, resized_for_test, slide_windows
 
 GB = 1e9
 A100_BF16_PEAK = 312e12
 # Share of peak that large ViT training reaches with checkpointing; an assumption, stated.
 # Slide inference without a measurement is priced at the same share.
 ASSUMED_UTILISATION = 0.4
-PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
 PER_GPU_BATCH = 2
 # Activations, gathered shards and allocator slack per GPU beyond the stored state: the
 # per-regime arithmetic in docs/cluster.md (one gathered block with its grads twice with prefetch,
 # checkpointed block inputs, one block's recompute). The adapter's is the trained figure, not
 # worked out: a guess until a GPU measures it (its 1/4 map alone is 0.2 GB per image in fp32).
 WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0, "adapter": 6.0}
-# Assumed mean size (height, width) of a validation image, which decides how many slide
-# windows the test pipeline cuts it into: ADE20K's are about 512 x 683 (mostly 4:3 landscape,
-# short side around 512), COCO's 480 x 640. Assumptions, not measurements.
-ASSUMED_VAL_IMAGE = {"ade20k": (512, 683), "coco_stuff164k": (480, 640)}
 # Assumed file-system bandwidths of a shared cluster file system: one writer (rank 0 writes a
 # checkpoint while the other ranks wait) and one reader per node (the ranks memory-map the
 # trunk file and a resumed checkpoint, so a node's ranks share one read through the page
@@ -245,37 +241,6 @@ def published_iteration_seconds(log_text: str) -> float | None:
     """Median per-iteration `time:` of an mmcv 1.x training log (8 GPUs), None if absent."""
     times = [float(t) for t in _ITER_TIME.findall(log_text)]
     return statistics.median(times) if times else None
-
-
-def resized_for_test(pipeline, height: int, width: int, where: str) -> tuple[int, int]:
-    """The size an image of ``height`` x ``width`` reaches through a test pipeline, with the
-    rounding of mmcv's ``imrescale`` (what the resize steps our configs use hand it)."""
-    for step in pipeline:
-        kind = step["type"]
-        if kind == "ShortSideResize":
-            factor = step["short_side"] / min(height, width)
-        elif kind == "Resize" and step.get("keep_ratio"):
-            factor = min(max(step["scale"]) / max(height, width),
-                         min(step["scale"]) / min(height, width))
-        elif kind == "ResizeToMultiple":
-            d = step["size_divisor"]
-            height, width = -(-height // d) * d, -(-width // d) * d
-            continue
-        elif "Resize" in kind:
-            raise InputError(f"{where}: the plan cannot size the test pipeline's {kind} step "
-                             "(it knows ShortSideResize, Resize with keep_ratio and "
-                             "ResizeToMultiple)")
-        else:
-            continue
-        height, width = int(height * factor + 0.5), int(width * factor + 0.5)
-    return height, width
-
-
-def slide_windows(height: int, width: int, crop, stride) -> int:
-    """How many windows mmseg's slide inference runs on an image of that size."""
-    rows = max(height - crop[0] + stride[0] - 1, 0) // stride[0] + 1
-    cols = max(width - crop[1] + stride[1] - 1, 0) // stride[1] + 1
-    return rows * cols
 
 
 def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
