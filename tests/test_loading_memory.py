@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO
 from internseg.demo import DEMO_TRUNK
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 from internseg.models.pretrained import load_checkpoint_file
 from internseg.trunks import TRUNKS
 
@@ -32,10 +32,10 @@ def test_a_frozen_trunk_is_built_without_an_fp32_copy_of_it():
     # 24 blocks of 512: 302 MB in fp32, 151 MB in bf16, one fp32 block 12.6 MB
     grown = run("""
 import torch
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 Path("/proc/self/clear_refs").write_text("5")
 base = kib("VmRSS")
-model = InternViT6B(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,),
+model = InternViT(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,),
                     freeze_trunk=True)
 assert all(p.dtype == torch.bfloat16 for p in model.parameters())
 print(kib("VmHWM") - base)
@@ -47,9 +47,9 @@ print(kib("VmHWM") - base)
 def test_a_frozen_trunk_holds_the_values_of_its_fp32_init():
     args = dict(img_size=56, out_indices=(3,), **TRUNKS[DEMO_TRUNK].architecture)
     torch.manual_seed(0)
-    frozen = InternViT6B(freeze_trunk=True, trunk_dtype="bfloat16", **args)
+    frozen = InternViT(freeze_trunk=True, trunk_dtype="bfloat16", **args)
     torch.manual_seed(0)
-    fp32 = InternViT6B(trunk_dtype="float32", **args)
+    fp32 = InternViT(trunk_dtype="float32", **args)
     for (name, value), reference in zip(frozen.state_dict().items(), fp32.state_dict().values()):
         assert torch.equal(value, reference.to(torch.bfloat16)), name
 
@@ -83,7 +83,7 @@ def test_the_startup_benchmarks_trunk_file_fits_the_6b_trunk():
 
     shapes = trunk_shapes(48)
     with torch.device("meta"):
-        model = InternViT6B(img_size=224, out_indices=(47,))
+        model = InternViT(img_size=224, out_indices=(47,))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     projector = {k for k in shapes if k.startswith("clip_projector.")}
     assert len(projector) == 14

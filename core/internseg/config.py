@@ -259,10 +259,9 @@ def trunk_of(cfg: Config, source: Path | str = "config") -> Trunk:
 
 def backbone_architecture(backbone) -> dict:
     """Width, depth, heads, patch and pretrain grid of a backbone config: its registered
-    trunk's, with the patch it states (InternViT6B builds the same)."""
-    return get_trunk(backbone.trunk).architecture_with(
-        {key: backbone.get(key) for key in ("embed_dim", "depth", "num_heads", "patch_size",
-                                            "pretrain_size", "pretrained_depth")})
+    trunk's, with the patch it states (InternViT builds the same)."""
+    trunk = get_trunk(backbone.trunk)
+    return trunk.architecture_with({key: backbone.get(key) for key in trunk.architecture})
 
 
 def dataset_of(cfg: Config, source: Path | str = "config") -> Dataset:
@@ -288,7 +287,9 @@ def check_fits_trunk(cfg: Config, source: Path | str = "config") -> None:
 
 # Backbone arguments a registered trunk fixes: a config chooses another trunk instead.
 TRUNK_KEYS = {f"model.backbone.{k}" for k in
-              ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth")}
+              ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth",
+               "mlp_ratio", "norm", "qkv_bias", "qk_normalization", "layerscale_init",
+               "norm_eps")}
 
 
 # Variables of the config files (configs/_base_/datasets/): the sections that use them took
@@ -406,6 +407,8 @@ def move_to_trunk(cfg: Config, trunk: Trunk, given: set[str], source) -> Config:
     one. Where the trunk is another width, so are the resamplers and the heads' inputs."""
     old, backbone = trunk_of(cfg, source), cfg.model.backbone
     backbone.trunk = trunk.name
+    # a config written for one trunk states its block (norm, qkv bias, ...): the new trunk's
+    backbone.update({key: value for key, value in trunk.block.items() if key in backbone})
 
     def moved(block):
         try:

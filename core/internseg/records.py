@@ -175,7 +175,12 @@ def printed_table15(trunk: str) -> dict[str, float]:
 def hub_pins() -> dict[str, Pin]:
     """Every Hub file the workflow may fetch that has pins: the trunks' files and the
     released checkpoints of the records."""
-    pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.sha256}
+    unpinned = [t.name for t in TRUNKS.values() if not t.synthetic and not t.pinned]
+    if unpinned:
+        raise InputError(f"trunk {unpinned[0]} is registered without its file's pins (size "
+                         "and sha256 in internseg/trunks.py): pins are verified (a preset's "
+                         "verify_hub_pins), so its file could not be checked")
+    pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.pinned}
     for record in records().values():
         if record.released_checkpoint:
             pins[record.released_checkpoint.file] = record.released_checkpoint

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..safe_load import CheckpointError, safe_load
+from ..trunks import get_trunk
 
 log = logging.getLogger("internseg")
 
@@ -86,7 +87,7 @@ def checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module,
                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """An outside checkpoint's tensors mapped onto ``model``, as timm's
     ``checkpoint_filter_fn`` does for its variants: the pretrained trunk file onto a trunk
-    (``InternViT6B``), a released segmentor onto a segmentor (its trunk under ``backbone.``).
+    (``InternViT``), a released segmentor onto a segmentor (its trunk under ``backbone.``).
 
     - the CLIP projector the 224px file carries beside the trunk is dropped;
     - the original's resamplers (``backbone.upN.``) become our neck (``neck.upN.``);
@@ -161,16 +162,23 @@ def to_released_layout(state: dict, with_trunk: bool) -> dict:
     return out
 
 
+# The key filters a trunk's file can be read with, by the name its entry gives (``key_filter``
+# in internseg.trunks): a family whose files name their keys otherwise adds its own.
+KEY_FILTERS = {"internvit": checkpoint_filter}
+
+
 def load_pretrained_backbone(model: nn.Module, path: str | Path,
                              pretrain_size: int = 224) -> tuple[list[str], list[str]]:
-    """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT6B.
+    """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT.
 
     Every trunk tensor must come from the file, and every tensor of the file (but the known
     projector) must go into the trunk: a file with other key names (e.g. a ``backbone.``
     prefix) would otherwise train on a random trunk. Raises :class:`CheckpointError` naming
     the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
-    state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
+    trunk = getattr(model, "trunk", None)
+    key_filter = KEY_FILTERS[get_trunk(trunk).key_filter] if trunk else checkpoint_filter
+    state = key_filter(load_checkpoint_file(path), model, source=str(path))
     check_fits(state, model.state_dict(), path)
     result = model.load_state_dict(state, strict=False)
     # a backbone with parts of its own (the adapter) says which keys the file must fill
