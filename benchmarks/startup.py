@@ -4,6 +4,7 @@ memory (RSS) of each step: head tuning (``paper/head_tuning``, frozen trunk) on 
     python benchmarks/startup.py --work /tmp/startup              # full size (writes 12 GB)
     python benchmarks/startup.py --work /tmp/startup --depth 12   # the first 12 blocks only
     python benchmarks/startup.py --checkpoint FILE ...            # reuse a written trunk file
+    python benchmarks/startup.py --work /tmp/startup --tiny       # the demo trunk (smoke run)
 
 The job runs through `internseg train`'s own functions and mmengine's Runner, as
 :func:`internseg.engine.train.run_training` calls them, and stops when the first iteration
@@ -19,6 +20,13 @@ MLP 12800, patch 14, a 16x16 position grid and a cls token), plus the 14 ``clip_
 keys that loading drops. Their names are the demo's record (``internseg.demo``); their shapes
 are our inference (InternVL-C's attention-pooling projector: q/k/v 3200 -> 3200, output
 3200 -> 768), not a recorded fact. The file is deleted afterwards unless ``--keep``.
+
+Beside the job, the same file is read cold (dropped from the page cache first) with plain
+sequential reads: the disk's limit for this file, the floor of any start that loads it. The
+report gives the start (imports + the job's steps) over that read time.
+
+``--tiny`` runs the same job on the demo's tiny trunk (the config moved to it as
+``--trunk intern_vit_tiny_demo`` moves it): a smoke run of every step, not a measurement.
 
 On a GPU the Runner moves the model to the device before it initialises the weights, so the
 random initialisation and the copy out of the file run there; every other step is host work,
@@ -157,6 +165,24 @@ def write_trunk_file(path: Path, depth: int) -> dict:
                 file_gib=round(path.stat().st_size / GIB, 2))
 
 
+def cold_read(path: Path, chunk: int = 64 * 2**20) -> dict:
+    """The whole file read from disk (its pages dropped from the cache first), in large
+    sequential reads into one reused buffer: how fast this disk delivers this file."""
+    drop_from_page_cache(path)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    started = time.perf_counter()
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            total += n
+    seconds = time.perf_counter() - started
+    drop_from_page_cache(path)
+    return dict(step="cold read of the trunk file (the disk's limit; not part of the job)",
+                seconds=round(seconds, 3), bytes=total, gib=round(total / GIB, 2),
+                gib_per_s=round(total / GIB / max(seconds, 1e-9), 2))
+
+
 def drop_from_page_cache(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -211,7 +237,7 @@ class FirstIteration(Exception):
     """Raised when the first iteration begins: startup is over."""
 
 
-def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
+def job(checkpoint: Path, work: Path, depth: int, steps: Steps, trunk: str | None) -> None:
     """`internseg train` (run_training) of paper/head_tuning on one rank, up to its first
     iteration, with a step boundary at each phase."""
     from mmengine.hooks import Hook
@@ -223,9 +249,10 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
 
     steps.begin("config load")
     opts = train.TrainOptions(config="paper/head_tuning", work_dir=str(work / "job"),
-                              data_root=str(demo_data(work)), pretrained=str(checkpoint))
-    cfg = train.build_train_config(opts, choose=False)
-    if depth != 48:
+                              data_root=str(demo_data(work)), pretrained=str(checkpoint),
+                              trunk=trunk)
+    cfg = train.build_train_config(opts, with_start=False)
+    if trunk is None and depth != 48:
         shallower(cfg, depth)
     steps.begin("run identity (sidecar present, as `internseg fetch` leaves it)")
     identity = make_identity(cfg, split=None, pretrained=str(checkpoint), load_from=None,
@@ -297,6 +324,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=48, help="trunk blocks (48: full size)")
     parser.add_argument("--checkpoint", type=Path, help="a trunk file written before "
                         "(with --depth blocks); default: write one and delete it after")
+    parser.add_argument("--tiny", action="store_true", help="the demo's tiny trunk "
+                        "(a smoke run of every step; --depth is ignored)")
     parser.add_argument("--keep", action="store_true", help="keep the written trunk file")
     parser.add_argument("--out", type=Path, help="JSON to write")
     args = parser.parse_args()
@@ -307,24 +336,35 @@ def main() -> None:
     import torch
 
     import internseg.plugin  # noqa: F401  (what the config's custom_imports load)
+    from internseg.demo import DEMO_TRUNK, write_tiny_checkpoint
 
     report = dict(machine=f"{os.cpu_count()} CPUs, "
                           f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB",
                   torch=torch.__version__, threads=torch.get_num_threads(), depth=args.depth,
                   imports=dict(seconds=round(time.perf_counter() - START, 2), **memory.peaks()))
     print(json.dumps(report), flush=True)
-    report["meta_builds"] = meta_builds()
-    checkpoint = args.checkpoint or args.work / "intern_vit_6b_224px.pth"
+    report["meta_builds"] = [] if args.tiny else meta_builds()
+    trunk = DEMO_TRUNK if args.tiny else None
+    checkpoint = args.checkpoint or args.work / f"{trunk or 'intern_vit_6b_224px'}.pth"
     written = args.checkpoint is None
     try:
-        if written:
+        if written and args.tiny:
+            write_tiny_checkpoint(checkpoint)
+        elif written:
             report["written"] = write_trunk_file(checkpoint, args.depth)
             print(json.dumps(report["written"]), flush=True)
+        report["cold_read"] = cold_read(checkpoint)
+        print(json.dumps(report["cold_read"]), flush=True)
         report["identity_without_sidecar"] = identity_without_sidecar(checkpoint)
         print(json.dumps(report["identity_without_sidecar"]), flush=True)
         steps = Steps(memory)
-        job(checkpoint, args.work, args.depth, steps)
+        job(checkpoint, args.work, args.depth, steps, trunk)
         report["job"] = steps.rows
+        start = report["imports"]["seconds"] + sum(row["seconds"] for row in steps.rows)
+        report["start_s"] = round(start, 2)
+        report["start_over_read"] = round(start / max(report["cold_read"]["seconds"], 1e-9), 2)
+        print(json.dumps(dict(start_s=report["start_s"],
+                              start_over_read=report["start_over_read"])), flush=True)
     finally:
         if written and not args.keep:
             checkpoint.unlink(missing_ok=True)
