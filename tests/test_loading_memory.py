@@ -4,6 +4,7 @@ trunk, in the dtype it is stored in (benchmarks/startup.py measures the full siz
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -88,3 +89,96 @@ def test_the_startup_benchmarks_trunk_file_fits_the_6b_trunk():
     projector = {k for k in shapes if k.startswith("clip_projector.")}
     assert len(projector) == 14
     assert {k: v for k, v in shapes.items() if k not in projector} == expected
+
+
+# ---------------------------------------------------------------- the trunk built from its file
+
+
+def old_path(path, **args):
+    """What the trunk was before it was built from its file: built with storage and random
+    values, initialised at random again, then the file's values copied in."""
+    model = InternViT6B(**args)
+    model.pretrained = str(path)  # named after construction: the copying path
+    model.init_weights()
+    assert not model.loaded_from_file
+    return model
+
+
+@pytest.mark.parametrize("args", [
+    dict(freeze_trunk=True, trunk_dtype="bfloat16"),  # head tuning: the file's fp32 rounded once
+    dict(trunk_dtype="bfloat16"),  # full tuning: fp32 masters from the file
+    dict(trunk_dtype="bfloat16", master_weights=False),  # few-shot: bf16 weights
+    dict(trunk_dtype="float32", img_size=112),  # another grid: the position embedding resized
+], ids=["frozen", "masters", "bf16", "resized"])
+def test_a_trunk_built_from_its_file_equals_the_old_path_bit_for_bit(args, demo_assets):
+    args = dict(img_size=56, out_indices=(3,), **TRUNKS[DEMO_TRUNK].architecture) | args
+    path = demo_assets["weights"]
+    before = old_path(path, **args).state_dict()
+    state = torch.get_rng_state()
+    model = InternViT6B(pretrained=str(path), **args)
+    model.init_weights()
+    # nothing drawn for the values the file overwrites: the heads' draws follow the seed alone
+    assert torch.equal(torch.get_rng_state(), state)
+    assert model.loaded_from_file
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for key, value in after.items():
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    assert [p.requires_grad for p in model.parameters()] == [
+        not args.get("freeze_trunk", False)] * len(after)
+
+
+def test_an_adapter_gets_the_file_for_its_trunk_and_random_values_for_its_own_parts(demo_assets):
+    """Patch 16 on the 14-patch file: the kernel resized as before; the adapter's parts are
+    initialised as the fork does, with the trunk from the file."""
+    from internseg.models.adapter import InternViTAdapter
+
+    args = dict(img_size=64, patch_size=16, out_indices=(0, 1, 2, 3), n_points=2,
+                deform_num_heads=4, interaction_indexes=((0, 0), (1, 1), (2, 2), (3, 3)),
+                **{k: v for k, v in TRUNKS[DEMO_TRUNK].architecture.items() if k != "patch_size"})
+    path = demo_assets["weights"]
+    model = InternViTAdapter(pretrained=str(path), **args)
+    model.init_weights()
+    before = InternViTAdapter(**args)
+    before.pretrained = str(path)
+    before.init_weights()
+    for key, value in model.state_dict().items():
+        if model.is_trunk(key):
+            assert torch.equal(value, before.state_dict()[key]), key
+        else:
+            assert not value.is_meta and value.dtype == torch.float32, key
+    assert model(torch.randn(1, 3, 64, 64))[0].isfinite().all()
+
+
+def test_a_frozen_trunk_from_a_bf16_file_lives_in_the_files_pages(tmp_path):
+    """The trunk's tensors are the memory-mapped file's: building it adds no anonymous memory
+    of the trunk's size (the released file is bf16, as a frozen trunk stores it)."""
+    path = tmp_path / "trunk.pth"
+    args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
+    with torch.device("meta"):
+        shapes = InternViT6B(**args).state_dict()
+    torch.save({k: torch.randn(v.shape).to(torch.bfloat16) for k, v in shapes.items()}, path)
+    bf16 = sum(v.numel() for v in shapes.values()) * 2  # 151 MB
+    grown = run("""
+import torch
+from internseg.models import InternViT6B
+from internseg.models.pretrained import load_checkpoint_file
+args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
+# one-time costs (torch.load's, the first build's), paid before the baseline
+load_checkpoint_file(sys.argv[1])
+with torch.device("meta"):
+    InternViT6B(**args)
+base = kib("RssAnon")
+model = InternViT6B(freeze_trunk=True, pretrained=sys.argv[1], **args)
+model.init_weights()
+grown = kib("RssAnon") - base
+assert model(torch.randn(1, 3, 56, 56))[0].isfinite().all()
+maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()
+        if line.endswith(sys.argv[1])]
+spans = [tuple(int(x, 16) for x in m[0].split("-")) for m in maps]
+outside = [n for n, p in model.named_parameters()
+           if not any(a <= p.data_ptr() < b for a, b in spans)]
+assert not outside, outside
+print(grown)
+""", path)
+    assert grown < bf16 / 1024 / 20
