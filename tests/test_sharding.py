@@ -154,6 +154,7 @@ def test_checkpoints_written_by_2_ranks_resume_on_3_bit_for_bit(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_1.pth", "old", "saved.pt"]
     torchrun(3, "load", tmp_path)
     saved = torch.load(tmp_path / "saved.pt", weights_only=True)
+    assert saved["model"]["decode_head.norm.running_mean"].eq(1).all()  # rank 0's
     for what in ("folder", "file"):
         loaded = torch.load(tmp_path / f"{what}_3.pt", weights_only=True)
         assert_same_state(saved, loaded)

@@ -46,6 +46,9 @@ def save(folder: Path) -> None:
     images, samples = batch(["bf16"])
     train_mode(model)
     step(model, optim, images[rank::world], samples[rank::world])
+    # buffers are not sharded and the ranks' copies differ (BatchNorm statistics follow each
+    # rank's batches): rank 0's are the checkpoint's, as in the gathered file
+    model.decode_head.norm.running_mean.fill_(rank + 1)
     save_sharded_checkpoint(model, optim, EXTRA, folder / "iter_1.pth")
     state = gathered(model, optim)
     if rank == 0:

@@ -203,16 +203,48 @@ class ShardedTrunkStrategy(DDPStrategy):
         save_sharded_checkpoint(self.model, optimizer, checkpoint, filename)
 
 
+# extra.pth's entry for the tensors that are not sharded (buffers, AdamW's step counts)
+UNSHARDED = "unsharded_state"
+
+
 class ShardedOptimizerState(dict):
     """An optimizer state as :func:`get_optimizer_state_dict` gives it without gathering:
     each rank's shards, keyed by parameter name."""
 
 
+def split_sharded(tree: dict) -> tuple[dict, dict]:
+    """A nested state split into its sharded tensors (DTensors) and the rest, same nesting."""
+    from torch.distributed.tensor import DTensor
+
+    sharded, rest = {}, {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            sharded[key], rest[key] = split_sharded(value)
+        elif isinstance(value, DTensor):
+            sharded[key] = value
+        else:
+            rest[key] = value
+    return sharded, rest
+
+
+def merged(tree: dict, rest: dict) -> dict:
+    """``tree`` with ``rest`` put back where :func:`split_sharded` took it from."""
+    out = dict(tree)
+    for key, value in rest.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
 def save_sharded_checkpoint(model: nn.Module, optimizer, extra: dict, path) -> None:
     """Every rank writes its own shards of the model (and optimizer) state in parallel
-    (torch.distributed.checkpoint, one file per rank), rank 0 adds ``extra`` (meta, message
-    hub, schedulers, the optimizer's parameter groups: whatever is not a tensor) as
-    ``extra.pth``. Collective.
+    (torch.distributed.checkpoint, one file per rank); rank 0 adds ``extra.pth``: ``extra``
+    (meta, message hub, schedulers), the optimizer's parameter groups and every tensor that
+    is not sharded, as rank 0 holds it. Collective.
+
+    Unsharded tensors go with rank 0's copy, as the gathered checkpoint had them: the ranks'
+    copies of a buffer differ (BatchNorm's running statistics follow each rank's own
+    batches), and DCP would write whichever copy balances its files, which breaks a
+    bit-for-bit resume.
 
     Atomic like a file: written into a temporary folder (named as :func:`atomic_path` names
     its files, so that a killed writer's is removed at the next start), renamed to ``path``
@@ -226,6 +258,7 @@ def save_sharded_checkpoint(model: nn.Module, optimizer, extra: dict, path) -> N
         optim_state = get_optimizer_state_dict(model, optimizer)
         state["optimizer"] = optim_state["state"]
         extra["param_groups"] = optim_state["param_groups"]
+    state, extra[UNSHARDED] = split_sharded(state)
     tmp = [None]
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,13 +297,13 @@ def load_sharded_checkpoint(model: nn.Module, optimizer, path) -> dict:
     rank's shards) under ``optimizer`` for the Runner's resume. Collective."""
     path = Path(path)
     checkpoint = safe_load(path / DCP_EXTRA)
-    model_state = get_model_state_dict(model)
-    state = dict(model=model_state)
+    state = dict(model=get_model_state_dict(model))
     if optimizer is not None:
-        optim_state = get_optimizer_state_dict(model, optimizer)
-        state["optimizer"] = optim_state["state"]
-    safe_dcp_load(state, path)
-    set_model_state_dict(model, model_state)
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)["state"]
+    sharded, _ = split_sharded(state)
+    safe_dcp_load(sharded, path)
+    state = merged(sharded, checkpoint.pop(UNSHARDED))
+    set_model_state_dict(model, state["model"])
     if optimizer is not None:
         checkpoint["optimizer"] = ShardedOptimizerState(
             state=state["optimizer"], param_groups=checkpoint.pop("param_groups"))
