@@ -1,7 +1,7 @@
 """Every benchmark script runs: each at its smallest size, as a subprocess, as a user runs it.
 
 A benchmark that no test runs rots (benchmarks/startup.py stopped at a renamed argument of
-build_train_config and nobody saw it). The GPU check (gpu_check.sh, gpu_check.py,
+build_train_config and nobody saw it); checkpoint_write.py runs on two gloo ranks. The GPU check (gpu_check.sh, gpu_check.py,
 check_report.py) has its smoke run in tests/test_gpu_check.py; the device command and its
 wheels (device_check.sh, device_wheels.py) need PyPI and run in tests/test_device_wheels.py
 (make test-all).
@@ -45,3 +45,18 @@ def test_backbone_step_runs_every_regime_on_the_tiny_trunk():
     rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert [row.get("regime") for row in rows[1:]] == ["frozen", "trained_master", "trained_bf16"]
     assert all(row["seconds_per_iter"] > 0 for row in rows[1:])
+
+
+def test_checkpoint_write_compares_both_layouts_on_two_ranks(tmp_path):
+    out = tmp_path / "checkpoint_write.json"
+    run_script("benchmarks/checkpoint_write.py", "--work", str(tmp_path / "work"),
+               "--param-mib", "4", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert report["ranks"] == 2
+    rows = {row["variant"]: row for row in report["rows"]}
+    assert set(rows) == {"gathered", "sharded"}
+    # the same state on disk either way: 12 bytes per parameter, and little besides
+    for row in rows.values():
+        assert row["disk_gib"] >= report["state_gib"] and row["seconds"] > 0
+        assert len(row["peak_rss_above_start_gib_per_rank"]) == 2
+    assert not list((tmp_path / "work").iterdir())  # every written checkpoint deleted
