@@ -1,7 +1,8 @@
 """Every benchmark script runs: each at its smallest size, as a subprocess, as a user runs it.
 
 A benchmark that no test runs rots (benchmarks/startup.py stopped at a renamed argument of
-build_train_config and nobody saw it); checkpoint_write.py runs on two gloo ranks. The GPU check (gpu_check.sh, gpu_check.py,
+build_train_config and nobody saw it). Here: startup.py, backbone_step.py and
+checkpoint_write.py (two gloo ranks). The GPU check (gpu_check.sh, gpu_check.py,
 check_report.py) has its smoke run in tests/test_gpu_check.py; the device command and its
 wheels (device_check.sh, device_wheels.py) need PyPI and run in tests/test_device_wheels.py
 (make test-all).
