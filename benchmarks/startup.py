@@ -272,7 +272,7 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps, trunk: str | Non
         priority = "VERY_HIGH"
 
         def before_run(self, runner) -> None:
-            steps.begin("init weights: random initialisation")
+            steps.begin("init weights (random: heads, and the trunk without a file)")
 
         def before_train(self, runner) -> None:
             steps.begin("first batch (data workers start)")
@@ -282,10 +282,12 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps, trunk: str | Non
 
     original = intern_vit.load_pretrained_backbone
 
+    # the trunk's load is timed wherever it happens: in the weight initialisation before
+    # the trunk was built from its file, in the model build since
     def timed_load(*args, **kwargs):
-        steps.begin("init weights: pretrained trunk read and loaded")
+        steps.begin("pretrained trunk read and loaded")
         result = original(*args, **kwargs)
-        steps.begin("init weights: the rest (mmengine's init record, resume check)")
+        steps.begin("after the trunk's load, the rest of its step")
         return result
 
     intern_vit.load_pretrained_backbone = timed_load

@@ -33,7 +33,7 @@ def test_startup_reaches_the_first_iteration_on_the_tiny_trunk(tmp_path):
     report = json.loads(out.read_text())
     steps = [row["step"] for row in report["job"]]
     assert steps[0] == "config load" and steps[-1].startswith("first batch")
-    assert "init weights: pretrained trunk read and loaded" in steps
+    assert "pretrained trunk read and loaded" in steps
     assert report["cold_read"]["bytes"] > 0 and report["start_s"] > 0
     assert report["start_over_read"] > 0
     # the written trunk file is the benchmark's own scratch: gone afterwards

@@ -182,3 +182,91 @@ assert not outside, outside
 print(grown)
 """, path)
     assert grown < bf16 / 1024 / 20
+
+
+@pytest.mark.parametrize("experiment", ["head_tuning", "adapter_tuning"])
+def test_the_trunks_file_tensors_are_left_out_of_mmengines_init_record(experiment,
+                                                                       demo_assets):
+    """mmengine's init_weights takes every parameter's mean twice to log which changed: for a
+    trunk in the file's pages that read the whole file twice. Without the trunk's tensors in
+    sight the model initialises to the same values, and they are all back afterwards."""
+    import copy
+
+    from internseg.config import load_config
+    from internseg.engine.resilience import file_tensors_hidden
+    from internseg.engine.segmentor import build_segmentor
+
+    cfg = load_config(f"demo/{experiment}")
+    cfg.model.backbone.pretrained = str(demo_assets["weights"])
+    model = build_segmentor(cfg)
+    assert model.backbone.loaded_from_file
+    hidden = copy.deepcopy(model)
+    params = list(hidden.parameters())
+    torch.manual_seed(0)
+    model.init_weights()
+    torch.manual_seed(0)
+    with file_tensors_hidden(hidden.backbone):
+        seen = dict(hidden.named_parameters())
+        hidden.init_weights()
+    assert not any(k.startswith("backbone.") and hidden.backbone.is_trunk(k[9:]) for k in seen)
+    assert any(k.startswith("backbone.") for k in seen) == (experiment == "adapter_tuning")
+    assert [id(p) for p in hidden.parameters()] == [id(p) for p in params]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, hidden.state_dict()[key]), key
+
+
+def test_verifying_a_checkpoint_maps_it_rather_than_reading_it_in(tmp_path):
+    """Auto-resume verifies the newest checkpoint (70 GB for a trained trunk) before the model
+    is built: its tensors are mapped, not read into memory (peak RSS, not only what stays)."""
+    path = tmp_path / "iter_4.pth"
+    weight = torch.randn(64 << 20 >> 2)  # 64 MiB
+    torch.save({"state_dict": {"w": weight}}, path)
+    small = tmp_path / "small.pth"
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, small)
+    grown = run("""
+from internseg.safe_load import verify_checkpoint
+verify_checkpoint(sys.argv[2])  # its imports (torch) before the baseline
+Path("/proc/self/clear_refs").write_text("5")
+base = kib("VmHWM")
+verify_checkpoint(sys.argv[1])
+print(kib("VmHWM") - base)
+""", path, small) * 1024
+    assert grown < weight.nbytes / 8
+
+
+def test_a_resume_maps_the_checkpoint_and_copies_no_trunk(tmp_path):
+    """A head-tuning resume: the checkpoint's bf16 trunk becomes the trunk's storage (its
+    pages, shared), nothing of the trunk's size is read into anonymous memory or copied over
+    the pretrained file's pages; the values are the checkpoint's."""
+    args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
+    with torch.device("meta"):
+        shapes = InternViT6B(**args).state_dict()
+    trunk = tmp_path / "trunk.pth"
+    torch.save({k: torch.randn(v.shape).to(torch.bfloat16) for k, v in shapes.items()}, trunk)
+    checkpoint = tmp_path / "iter_4.pth"
+    torch.save({"meta": {"iter": 4}, "state_dict": {
+        k: torch.randn(v.shape).to(torch.bfloat16) for k, v in shapes.items()}}, checkpoint)
+    bf16 = sum(v.numel() for v in shapes.values()) * 2  # 151 MB
+    grown = run("""
+import logging
+from types import SimpleNamespace
+import torch
+from internseg.engine.resilience import InternSegRunner
+from internseg.models import InternViT6B
+args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
+model = InternViT6B(freeze_trunk=True, pretrained=sys.argv[1], **args)
+runner = SimpleNamespace(model=model, call_hook=lambda *a, **k: None,
+                         logger=logging.getLogger("test"))
+torch.load(sys.argv[2], weights_only=True, mmap=True)  # torch.load's one-time costs
+base = kib("RssAnon")
+InternSegRunner.load_checkpoint(runner, sys.argv[2])
+grown = kib("RssAnon") - base
+expected = torch.load(sys.argv[2], weights_only=True)["state_dict"]
+assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()
+        if line.endswith(sys.argv[2])]
+spans = [tuple(int(x, 16) for x in m[0].split("-")) for m in maps]
+assert all(any(a <= p.data_ptr() < b for a, b in spans) for p in model.parameters())
+print(grown)
+""", trunk, checkpoint)
+    assert grown < bf16 / 1024 / 20

@@ -59,7 +59,7 @@ def remote_refused(path, what: str = "checkpoint") -> CheckpointError:
                            "with `internseg fetch` (which verifies it) and pass the path")
 
 
-def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
+def safe_load(path: str | Path, map_location="cpu", *, mmap: bool | None = None):
     """``torch.load(path, weights_only=True)``; any failure is a :class:`CheckpointError`
     naming the file: refused (the pickle wants to build objects or call functions, named in
     the message) or unreadable (truncated, corrupt, not a checkpoint).
@@ -67,9 +67,14 @@ def safe_load(path: str | Path, map_location="cpu", *, mmap: bool = False):
     ``mmap``: the tensors are views of the memory-mapped file, not a copy read into the
     process, for a caller that copies them into a model and lets them go: the pages stay in
     the page cache, shared by the ranks of a node. Files in torch's pre-1.6 format cannot be
-    mapped and are read."""
+    mapped and are read. None: as torch's serialization config says (``config.load.mmap``,
+    which :func:`verify_checkpoint` and the resumes set; a False passed on to torch.load
+    would override it and read a 70 GB checkpoint into memory)."""
     import torch
+    from torch.utils.serialization import config
 
+    if mmap is None:
+        mmap = config.load.mmap
     path = check_local(path)
     if path.is_dir() and (path / DCP_METADATA).is_file():
         raise CheckpointError(f"{path}: a sharded run's checkpoint folder, which only a "

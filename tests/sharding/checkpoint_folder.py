@@ -61,7 +61,7 @@ def save(folder: Path) -> None:
 def load(folder: Path) -> None:
     for name, path in (("folder", folder / "iter_1.pth"), ("file", folder / "old" / "iter_1.pth")):
         model, optim = sharded_model()
-        strategy = ShardedTrunkStrategy()
+        strategy = ShardedTrunkStrategy(work_dir=str(folder / "strategy"))
         strategy.model, strategy.optim_wrapper = model, SimpleNamespace(optimizer=optim)
         # what the Runner's resume does with a checkpoint
         checkpoint = strategy.load_checkpoint(str(path))
