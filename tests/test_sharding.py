@@ -160,3 +160,7 @@ def test_checkpoints_written_by_2_ranks_resume_on_3_bit_for_bit(tmp_path):
         assert_same_state(saved, loaded)
         assert loaded["rest"] == dict(meta=dict(iter=1, seed=0),
                                       message_hub=dict(log_scalars={})), what
+    weights = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert weights["optimizer_entries"] == 0, "--load-from took the optimizer's state too"
+    for key, value in saved["model"].items():
+        assert torch.equal(value, weights["model"][key]), key

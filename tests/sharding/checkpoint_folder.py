@@ -63,13 +63,20 @@ def load(folder: Path) -> None:
         model, optim = sharded_model()
         strategy = ShardedTrunkStrategy(work_dir=str(folder / "strategy"))
         strategy.model, strategy.optim_wrapper = model, SimpleNamespace(optimizer=optim)
-        # what the Runner's resume does with a checkpoint
-        checkpoint = strategy.load_checkpoint(str(path))
-        strategy.load_optim_state_dict(checkpoint.pop("optimizer"))
+        checkpoint = strategy.resume(str(path))  # what the Runner's resume calls
         state = gathered(model, optim)
         if dist.get_rank() == 0:
             checkpoint.pop("state_dict", None)  # the file's, already loaded into the model
             torch.save(dict(state, rest=checkpoint), folder / f"{name}_{dist.get_world_size()}.pt")
+    # --load-from a folder: the weights, and an optimizer that starts afresh
+    model, optim = sharded_model()
+    strategy = ShardedTrunkStrategy(work_dir=str(folder / "strategy"))
+    strategy.model, strategy.optim_wrapper = model, SimpleNamespace(optimizer=optim)
+    strategy.load_checkpoint(str(folder / "iter_1.pth"))
+    fresh = len(optim.state)
+    state = gathered(model, optim)
+    if dist.get_rank() == 0:
+        torch.save(dict(model=state["model"], optimizer_entries=fresh), folder / "weights.pt")
 
 
 if __name__ == "__main__":

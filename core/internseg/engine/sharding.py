@@ -165,11 +165,21 @@ class ShardedTrunkStrategy(DDPStrategy):
         set_optimizer_state_dict(self.model, self.optim_wrapper.optimizer, state_dict,
                                  options=StateDictOptions(full_state_dict=full))
 
+    def resume(self, filename: str, **kwargs) -> dict:
+        self._resuming = True
+        try:
+            return super().resume(filename, **kwargs)
+        finally:
+            self._resuming = False
+
     def load_checkpoint(self, filename: str, **kwargs) -> dict:
         """A checkpoint folder (:func:`save_sharded_checkpoint`) or a single file (a
-        checkpoint written before the folders, or by one process): both resume."""
+        checkpoint written before the folders, or by one process): both resume. From a
+        folder, the optimizer's state is read only for a resume (``--load-from`` takes the
+        weights and starts the optimizer afresh, as from a file)."""
         if Path(filename).is_dir():
-            optimizer = self.optim_wrapper.optimizer if hasattr(self, "optim_wrapper") else None
+            optimizer = (self.optim_wrapper.optimizer
+                         if getattr(self, "_resuming", False) else None)
             checkpoint = load_sharded_checkpoint(self.model, optimizer, filename)
             if kwargs.get("callback") is not None:
                 kwargs["callback"](checkpoint)
