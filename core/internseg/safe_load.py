@@ -246,6 +246,9 @@ def check_dcp_metadata(folder: Path, metadata) -> None:
         if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
             raise UnsafeCheckpointError(f"{folder}: refused: its metadata names a data file "
                                         f"outside the folder ({name!r})")
+        if not (isinstance(info.offset, int) and isinstance(info.length, int)):
+            raise CheckpointError(f"{folder}: its metadata gives {name} a position that is "
+                                  "not a number")
         if name not in sizes:
             try:
                 sizes[name] = (folder / name).stat().st_size
