@@ -60,6 +60,10 @@ ASSUMED_VAL_IMAGE = {"ade20k": (512, 683), "coco_stuff164k": (480, 640)}
 # cache). Change them with --fs-write-gbps / --fs-read-gbps.
 ASSUMED_FS_WRITE_GBPS = 2.0
 ASSUMED_FS_READ_GBPS = 2.0
+# A sharded run's periodic checkpoint is written by every rank at once (distributed
+# checkpoint, a shard each): each rank at the one-writer figure, all of them together capped
+# at this assumed whole-file-system figure (--fs-aggregate-write-gbps).
+ASSUMED_FS_AGGREGATE_WRITE_GBPS = 8.0
 # profiles/slurm/config.yaml: a training job gets min(1440 * attempt, 2880) minutes and
 # SIGURG 600 s before the limit, then saves a checkpoint and is resubmitted (`retries`).
 FIRST_JOB_HOURS = 24
@@ -80,6 +84,11 @@ class Bandwidth:
     write_gbps: float = ASSUMED_FS_WRITE_GBPS
     read_gbps: float = ASSUMED_FS_READ_GBPS
     starts: int | None = None  # None: as many jobs as the profile's time limits need
+    aggregate_write_gbps: float = ASSUMED_FS_AGGREGATE_WRITE_GBPS
+
+    def checkpoint_write_gbps(self, writers: int) -> float:
+        """What ``writers`` ranks writing their shards at once reach together."""
+        return min(writers * self.write_gbps, self.aggregate_write_gbps)
 
 
 @dataclass(frozen=True)
@@ -441,7 +450,10 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     validation, validation_source = validation_pass(cfg, run.dataset, gpus, slide,
                                                     slide_flops, f"run {run.id}", trace)
     write, read = bandwidth.write_gbps, bandwidth.read_gbps
-    events = Events(step=seconds, validation=validation, checkpoint_write=checkpoint / write,
+    # final.pth is one file in the released layout, written by rank 0 alone
+    periodic_write = bandwidth.checkpoint_write_gbps(gpus) if sharded else write
+    events = Events(step=seconds, validation=validation,
+                    checkpoint_write=checkpoint / periodic_write,
                     final_write=final / write, trunk_read=trunk_gb / read,
                     checkpoint_read=checkpoint / read)
     hook = cfg.default_hooks.checkpoint
@@ -568,6 +580,7 @@ def assumptions(bandwidth: Bandwidth) -> dict:
         utilisation_of_a100_bf16_peak=ASSUMED_UTILISATION,
         validation_image_height_width=ASSUMED_VAL_IMAGE,
         fs_write_gbps=bandwidth.write_gbps,
+        fs_aggregate_write_gbps=bandwidth.aggregate_write_gbps,
         fs_read_gbps=bandwidth.read_gbps,
         starts=bandwidth.starts if bandwidth.starts is not None else (
             f"as many jobs as the hours need: {FIRST_JOB_HOURS} h, then {MAX_JOB_HOURS} h "
@@ -679,8 +692,11 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
              if flops or flops_validation else None,
              f"mean validation image (height x width, px): {sizes}, which sets the slide "
              "windows per image",
-             f"checkpoints (and final.pth) written at {bandwidth.write_gbps:g} GB/s "
-             "(--fs-write-gbps) while the other ranks wait",
+             f"a checkpoint written at {bandwidth.write_gbps:g} GB/s per writer "
+             "(--fs-write-gbps): by rank 0 alone while the other ranks wait (final.pth, and "
+             "every checkpoint of an unsharded run), by every rank at once for a sharded run's "
+             f"periodic ones, capped at {bandwidth.aggregate_write_gbps:g} GB/s in all "
+             "(--fs-aggregate-write-gbps)",
              f"the trunk file read at every start and the checkpoint at every resume, once "
              f"per node, at {bandwidth.read_gbps:g} GB/s (--fs-read-gbps)",
              "starts: " + (f"{bandwidth.starts} per run (--starts)"
