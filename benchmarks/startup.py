@@ -4,6 +4,7 @@ memory (RSS) of each step: head tuning (``paper/head_tuning``, frozen trunk) on 
     python benchmarks/startup.py --work /tmp/startup              # full size (writes 12 GB)
     python benchmarks/startup.py --work /tmp/startup --depth 12   # the first 12 blocks only
     python benchmarks/startup.py --checkpoint FILE ...            # reuse a written trunk file
+    python benchmarks/startup.py --work /tmp/startup --tiny       # the demo trunk (smoke run)
 
 The job runs through `internseg train`'s own functions and mmengine's Runner, as
 :func:`internseg.engine.train.run_training` calls them, and stops when the first iteration
@@ -19,6 +20,17 @@ MLP 12800, patch 14, a 16x16 position grid and a cls token), plus the 14 ``clip_
 keys that loading drops. Their names are the demo's record (``internseg.demo``); their shapes
 are our inference (InternVL-C's attention-pooling projector: q/k/v 3200 -> 3200, output
 3200 -> 768), not a recorded fact. The file is deleted afterwards unless ``--keep``.
+
+Beside the job, the same file is read cold (dropped from the page cache first) with plain
+sequential reads: the disk's limit for this file, the floor of any start that loads it. The
+report gives the start (imports + the job's steps) over that read time.
+
+``--save-checkpoint FILE`` saves the job's checkpoint once its first iteration begins (the
+whole model: the bf16 trunk and the heads in fp32, 13 GB at full size); ``--resume-from
+FILE`` then times a resume from it, read cold, against its own cold read time.
+
+``--tiny`` runs the same job on the demo's tiny trunk (the config moved to it as
+``--trunk intern_vit_tiny_demo`` moves it): a smoke run of every step, not a measurement.
 
 On a GPU the Runner moves the model to the device before it initialises the weights, so the
 random initialisation and the copy out of the file run there; every other step is host work,
@@ -157,6 +169,24 @@ def write_trunk_file(path: Path, depth: int) -> dict:
                 file_gib=round(path.stat().st_size / GIB, 2))
 
 
+def cold_read(path: Path, chunk: int = 64 * 2**20) -> dict:
+    """The whole file read from disk (its pages dropped from the cache first), in large
+    sequential reads into one reused buffer: how fast this disk delivers this file."""
+    drop_from_page_cache(path)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    started = time.perf_counter()
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            total += n
+    seconds = time.perf_counter() - started
+    drop_from_page_cache(path)
+    return dict(step=f"cold read of {path.name} (the disk's limit; not part of the job)",
+                seconds=round(seconds, 3), bytes=total, gib=round(total / GIB, 2),
+                gib_per_s=round(total / GIB / max(seconds, 1e-9), 2))
+
+
 def drop_from_page_cache(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -211,7 +241,8 @@ class FirstIteration(Exception):
     """Raised when the first iteration begins: startup is over."""
 
 
-def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
+def job(checkpoint: Path, work: Path, depth: int, steps: Steps, trunk: str | None,
+        resume_from: Path | None = None, save_to: Path | None = None) -> None:
     """`internseg train` (run_training) of paper/head_tuning on one rank, up to its first
     iteration, with a step boundary at each phase."""
     from mmengine.hooks import Hook
@@ -223,18 +254,26 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
 
     steps.begin("config load")
     opts = train.TrainOptions(config="paper/head_tuning", work_dir=str(work / "job"),
-                              data_root=str(demo_data(work)), pretrained=str(checkpoint))
-    cfg = train.build_train_config(opts, choose=False)
-    if depth != 48:
+                              data_root=str(demo_data(work)), pretrained=str(checkpoint),
+                              trunk=trunk, resume_from=resume_from and str(resume_from))
+    cfg = train.build_train_config(opts, with_start=False)
+    if trunk is None and depth != 48:
         shallower(cfg, depth)
     steps.begin("run identity (sidecar present, as `internseg fetch` leaves it)")
     identity = make_identity(cfg, split=None, pretrained=str(checkpoint), load_from=None,
                              data_root=opts.data_root)
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="RunIdentityHook", digest=identity["digest"])]
     settle_work_dir(cfg.work_dir, identity)
+    steps.begin("start chosen (a checkpoint to resume verified: pickle and CRC-32)")
     train.choose_start(cfg, opts)
 
     class TimedRunner(InternSegRunner):
+        def load_checkpoint(self, *args, **kwargs):
+            steps.begin("resume: the checkpoint loaded")
+            loaded = super().load_checkpoint(*args, **kwargs)
+            steps.begin("resume: the rest (optimizer, schedulers)")
+            return loaded
+
         def build_model(self, model):
             steps.begin("Runner: model build")
             built = super().build_model(model)
@@ -245,7 +284,7 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
         priority = "VERY_HIGH"
 
         def before_run(self, runner) -> None:
-            steps.begin("init weights: random initialisation")
+            steps.begin("init weights (random: heads, and the trunk without a file)")
 
         def before_train(self, runner) -> None:
             steps.begin("first batch (data workers start)")
@@ -255,10 +294,12 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
 
     original = intern_vit.load_pretrained_backbone
 
+    # the trunk's load is timed wherever it happens: in the weight initialisation before
+    # the trunk was built from its file, in the model build since
     def timed_load(*args, **kwargs):
-        steps.begin("init weights: pretrained trunk read and loaded")
+        steps.begin("pretrained trunk read and loaded")
         result = original(*args, **kwargs)
-        steps.begin("init weights: the rest (mmengine's init record, resume check)")
+        steps.begin("after the trunk's load, the rest of its step")
         return result
 
     intern_vit.load_pretrained_backbone = timed_load
@@ -270,6 +311,9 @@ def job(checkpoint: Path, work: Path, depth: int, steps: Steps) -> None:
         runner.train()
     except FirstIteration:
         steps.end()
+        if save_to is not None:  # the full-size checkpoint a resume is measured from
+            runner.save_checkpoint(str(save_to.parent), save_to.name, save_optimizer=True,
+                                   save_param_scheduler=True, by_epoch=False)
     else:
         raise RuntimeError("training ended without a first iteration")
 
@@ -297,7 +341,13 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=48, help="trunk blocks (48: full size)")
     parser.add_argument("--checkpoint", type=Path, help="a trunk file written before "
                         "(with --depth blocks); default: write one and delete it after")
+    parser.add_argument("--tiny", action="store_true", help="the demo's tiny trunk "
+                        "(a smoke run of every step; --depth is ignored)")
     parser.add_argument("--keep", action="store_true", help="keep the written trunk file")
+    parser.add_argument("--save-checkpoint", type=Path, help="after the first iteration "
+                        "began, save the job's checkpoint there (what --resume-from reads)")
+    parser.add_argument("--resume-from", type=Path, help="resume the job from this "
+                        "checkpoint (read cold) instead of starting it")
     parser.add_argument("--out", type=Path, help="JSON to write")
     args = parser.parse_args()
     if not 4 <= args.depth <= 48:
@@ -307,24 +357,39 @@ def main() -> None:
     import torch
 
     import internseg.plugin  # noqa: F401  (what the config's custom_imports load)
+    from internseg.demo import DEMO_TRUNK, write_tiny_checkpoint
 
     report = dict(machine=f"{os.cpu_count()} CPUs, "
                           f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB",
                   torch=torch.__version__, threads=torch.get_num_threads(), depth=args.depth,
                   imports=dict(seconds=round(time.perf_counter() - START, 2), **memory.peaks()))
     print(json.dumps(report), flush=True)
-    report["meta_builds"] = meta_builds()
-    checkpoint = args.checkpoint or args.work / "intern_vit_6b_224px.pth"
+    report["meta_builds"] = [] if args.tiny else meta_builds()
+    trunk = DEMO_TRUNK if args.tiny else None
+    checkpoint = args.checkpoint or args.work / f"{trunk or 'intern_vit_6b_224px'}.pth"
     written = args.checkpoint is None
     try:
-        if written:
+        if written and args.tiny:
+            write_tiny_checkpoint(checkpoint)
+        elif written:
             report["written"] = write_trunk_file(checkpoint, args.depth)
             print(json.dumps(report["written"]), flush=True)
+        # the file the start reads the most of: the trunk, or the checkpoint it resumes from
+        report["cold_read"] = cold_read(args.resume_from or checkpoint)
+        print(json.dumps(report["cold_read"]), flush=True)
+        if args.resume_from:
+            drop_from_page_cache(checkpoint)
         report["identity_without_sidecar"] = identity_without_sidecar(checkpoint)
         print(json.dumps(report["identity_without_sidecar"]), flush=True)
         steps = Steps(memory)
-        job(checkpoint, args.work, args.depth, steps)
+        job(checkpoint, args.work, args.depth, steps, trunk, args.resume_from,
+            args.save_checkpoint)
         report["job"] = steps.rows
+        start = report["imports"]["seconds"] + sum(row["seconds"] for row in steps.rows)
+        report["start_s"] = round(start, 2)
+        report["start_over_read"] = round(start / max(report["cold_read"]["seconds"], 1e-9), 2)
+        print(json.dumps(dict(start_s=report["start_s"],
+                              start_over_read=report["start_over_read"])), flush=True)
     finally:
         if written and not args.keep:
             checkpoint.unlink(missing_ok=True)

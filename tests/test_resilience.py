@@ -188,3 +188,30 @@ def test_sharded_training_preempted_on_one_rank_resumes_bit_for_bit(demo_assets,
     # one iteration further than in the one-process case
     assert_saved_at_stop_and_resumes_to(cmd, tmp_path / "work", final, stop_at,
                                         expected["state_dict"], late=2)
+
+
+def test_a_half_written_checkpoint_folder_is_never_the_newest_and_is_removed(tmp_path):
+    """A sharded checkpoint is written into a temporary folder and renamed when every rank has
+    written: a killed job leaves that temporary folder, never a folder under the checkpoint's
+    name; a named folder that lost a file falls back like a damaged file. The temporary
+    folder of a dead writer goes at the next start."""
+    import torch.distributed.checkpoint as dcp
+
+    from internseg.io import remove_stale_temp_files, save_torch
+
+    def folder(name, iteration):
+        path = tmp_path / name
+        dcp.save({"model": {"w": torch.full((3,), float(iteration))}}, checkpoint_id=str(path))
+        save_torch(path / "extra.pth", {"meta": {"iter": iteration}})
+        return path
+
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "iter_4.pth")  # the old layout
+    folder("iter_8.pth", 8)
+    partial = folder(".iter_12.pth.tmp.999999999@host.abcdefgh", 12)
+    (partial / ".metadata").unlink()  # killed before rank 0 wrote the metadata
+    assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_8.pth"
+    (tmp_path / "iter_8.pth" / "__0_0.distcp").unlink()
+    assert not is_readable_checkpoint(tmp_path / "iter_8.pth")
+    assert latest_valid_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
+    assert remove_stale_temp_files(tmp_path, no_live_writer=True) == [partial]
+    assert not partial.exists()

@@ -110,3 +110,57 @@ def test_gather_policy_per_unit(experiment, master):
         assert policies[model.auxiliary_head].param_dtype is None
     else:
         assert policies[model.decode_head].param_dtype is None
+
+
+FOLDER_WORKER = Path(__file__).parent / "sharding" / "checkpoint_folder.py"
+
+
+def torchrun(ranks, *args):
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc-per-node={ranks}", str(FOLDER_WORKER), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def assert_same_state(saved, loaded):
+    assert saved["model"].keys() == loaded["model"].keys()
+    for key, value in saved["model"].items():
+        assert value.dtype == loaded["model"][key].dtype, key
+        assert torch.equal(value, loaded["model"][key]), key
+    moments = saved["optimizer"]["state"]
+    assert moments and moments.keys() == loaded["optimizer"]["state"].keys()
+    for name, values in moments.items():
+        for what, value in values.items():
+            assert torch.equal(value, loaded["optimizer"]["state"][name][what]), (name, what)
+    # the single file's path hands betas back as a list (mmengine's load, as before the
+    # folders); AdamW unpacks either alike
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()}
+              for group in loaded["optimizer"]["param_groups"]]
+    assert saved["optimizer"]["param_groups"] == groups
+
+
+def test_checkpoints_written_by_2_ranks_resume_on_3_bit_for_bit(tmp_path):
+    """Each rank writes its own shards (a folder: metadata, one file per rank, the rest in
+    extra.pth); 3 ranks read them resharded into the same weights and AdamW state. The single
+    file sharded runs wrote before (gathered to rank 0) still resumes."""
+    from internseg.engine.resilience import latest_valid_checkpoint
+
+    torchrun(2, "save", tmp_path)
+    folder = tmp_path / "iter_1.pth"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp", "extra.pth"]
+    assert latest_valid_checkpoint(tmp_path) == folder
+    # the temporary folder it was written in is gone: nothing but the checkpoint is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_1.pth", "old", "saved.pt"]
+    torchrun(3, "load", tmp_path)
+    saved = torch.load(tmp_path / "saved.pt", weights_only=True)
+    assert saved["model"]["decode_head.norm.running_mean"].eq(1).all()  # rank 0's
+    for what in ("folder", "file"):
+        loaded = torch.load(tmp_path / f"{what}_3.pt", weights_only=True)
+        assert_same_state(saved, loaded)
+        assert loaded["rest"] == dict(meta=dict(iter=1, seed=0),
+                                      message_hub=dict(log_scalars={})), what
+    weights = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert weights["optimizer_entries"] == 0, "--load-from took the optimizer's state too"
+    for key, value in saved["model"].items():
+        assert torch.equal(value, weights["model"][key]), key

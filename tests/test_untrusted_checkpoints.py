@@ -246,3 +246,110 @@ def test_a_plain_pickle_is_refused_without_advice_to_load_it_unsafely(tmp_path, 
         safe_load(path)
     assert not marker.exists(), "the pickle's payload ran"
     assert "weights_only" not in str(err.value) and "\n" not in str(err.value), err.value
+
+
+# ---------------------------------------------------------------- sharded checkpoint folders
+
+
+def folder_checkpoint(path: Path, state=None) -> Path:
+    """A checkpoint folder as a sharded run writes it (here by one process): DCP's
+    .metadata and data file, and extra.pth."""
+    import torch.distributed.checkpoint as dcp
+
+    from internseg.io import save_torch
+
+    dcp.save(state or {"model": {"w": torch.arange(6.0)}}, checkpoint_id=str(path))
+    save_torch(path / "extra.pth", {"meta": {"iter": 4}})
+    return path
+
+
+def plant_metadata(folder: Path, marker: Path) -> Path:
+    """torch's FileSystemReader unpickles .metadata with pickle.load: a payload there runs."""
+    import pickle
+
+    with open(folder / ".metadata", "wb") as f:
+        pickle.dump(Payload(marker), f)
+    return folder
+
+
+def test_the_metadata_payload_is_live_under_torchs_own_reader(tmp_path):
+    """Control: torch 2.13's FileSystemReader, which our code must never use, runs it."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    marker = tmp_path / "PWNED"
+    folder = plant_metadata(folder_checkpoint(tmp_path / "iter_4.pth"), marker)
+    FileSystemReader(str(folder)).read_metadata()
+    assert marker.exists()
+
+
+def test_a_checkpoint_folder_with_a_payload_in_its_metadata_is_refused(tmp_path):
+    from internseg.safe_load import safe_dcp_load
+
+    marker = tmp_path / "PWNED"
+    folder = plant_metadata(folder_checkpoint(tmp_path / "work" / "iter_4.pth"), marker)
+    with pytest.raises(UnsafeCheckpointError, match=r"refused: io\.open is not a "
+                                                    r"checkpoint metadata type"):
+        verify_checkpoint(folder)
+    with pytest.raises(UnsafeCheckpointError, match="io.open"):
+        safe_dcp_load({"model": {"w": torch.zeros(6)}}, folder)
+    # auto-resume stops at it rather than skipping it for an older checkpoint
+    with pytest.raises(UnsafeCheckpointError, match=f"move {folder} out of"):
+        latest_valid_checkpoint(folder.parent)
+    assert not marker.exists(), "the metadata's payload ran"
+
+
+def test_train_refuses_a_planted_checkpoint_folder_in_one_line(demo_assets, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    folder = plant_metadata(folder_checkpoint(tmp_path / "iter_4.pth"), marker)
+    code = main([*demo_args(demo_assets, tmp_path), "--resume-from", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists()
+    line = err.strip().splitlines()[-1]
+    assert str(folder) in line and "refused" in line and "io.open" in line, line
+
+
+def test_a_checkpoint_folder_holding_a_pickled_object_is_refused(tmp_path):
+    """torch's load planner unpickles a non-tensor entry of the data files with
+    weights_only=False; our folders hold tensors only, so any other entry is refused before
+    anything is read."""
+    import torch.distributed.checkpoint as dcp
+
+    from internseg.safe_load import safe_dcp_load
+
+    marker = tmp_path / "PWNED"
+    folder = folder_checkpoint(tmp_path / "iter_4.pth",
+                               {"model": {"w": torch.zeros(2)}, "note": Payload(marker)})
+    with pytest.raises(UnsafeCheckpointError, match=r"\['note'\] are not tensors"):
+        verify_checkpoint(folder)
+    with pytest.raises(UnsafeCheckpointError, match="not tensors"):
+        safe_dcp_load({"model": {"w": torch.zeros(2)}, "note": None}, folder)
+    assert not marker.exists()
+    # control: torch's own load runs it
+    dcp.load({"model": {"w": torch.zeros(2)}, "note": None}, checkpoint_id=str(folder))
+    assert marker.exists()
+
+
+def test_a_checkpoint_folder_pointing_outside_itself_is_refused(tmp_path):
+    import pickle
+
+    from internseg.safe_load import read_dcp_metadata
+
+    folder = folder_checkpoint(tmp_path / "iter_4.pth")
+    metadata = read_dcp_metadata(folder / ".metadata")
+    for info in metadata.storage_data.values():
+        info.relative_path = "../../secrets"
+    with open(folder / ".metadata", "wb") as f:
+        pickle.dump(metadata, f)
+    with pytest.raises(UnsafeCheckpointError, match="a data file outside the folder"):
+        verify_checkpoint(folder)
+
+
+def test_a_one_process_run_says_it_cannot_resume_a_checkpoint_folder(demo_assets, tmp_path,
+                                                                      capsys):
+    """A folder is read into shards; one process trains unsharded: refused in one line
+    before the model is built, naming the way that works."""
+    folder = folder_checkpoint(tmp_path / "iter_4.pth")
+    code = main([*demo_args(demo_assets, tmp_path), "--resume-from", str(folder)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and f"{folder}: a sharded run's checkpoint folder" in line, line
+    assert "--gpus 2 or more" in line

@@ -478,7 +478,8 @@ def measurements_to_read(option: str, given: Path | None, default: Path) -> Path
 
 def add_plan(sub) -> None:
     from .engine.rehearse import DEFAULT_GPU_MEMORY_GB
-    from .plan import ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS
+    from .plan import (ASSUMED_FS_AGGREGATE_WRITE_GBPS, ASSUMED_FS_READ_GBPS,
+                       ASSUMED_FS_WRITE_GBPS)
     from .sizing import PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
@@ -507,6 +508,11 @@ def add_plan(sub) -> None:
                    default=ASSUMED_FS_WRITE_GBPS, metavar="GB_S",
                    help="file-system write bandwidth for checkpoints (default: an assumed "
                         f"{ASSUMED_FS_WRITE_GBPS:g} GB/s)")
+    p.add_argument("--fs-aggregate-write-gbps", type=argtypes.positive_float,
+                   default=ASSUMED_FS_AGGREGATE_WRITE_GBPS, metavar="GB_S",
+                   help="what every rank of a sharded run writing its checkpoint shards at "
+                        "once reaches in all (default: an assumed "
+                        f"{ASSUMED_FS_AGGREGATE_WRITE_GBPS:g} GB/s)")
     p.add_argument("--fs-read-gbps", type=argtypes.positive_float,
                    default=ASSUMED_FS_READ_GBPS, metavar="GB_S",
                    help="file-system read bandwidth per node for the trunk file and resumed "
@@ -550,7 +556,8 @@ def cmd_plan(args) -> int:
     if args.table15:
         runs |= table15_runs(registered, train_seeds=args.train_seeds)
     logs = parse_pairs(args.published_log, "--published-log")
-    bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts)
+    bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts,
+                          args.fs_aggregate_write_gbps)
     # a file named but not there was ignored, and the plan made from assumptions
     results = measurements_to_read("--results", args.results, PLAN_RESULTS)
     gpu_check = measurements_to_read("--gpu-check", args.gpu_check, PLAN_GPU_CHECK)

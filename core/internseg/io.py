@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -216,12 +217,25 @@ def stale_temp_files(folder: str | Path, *, name: str | None = None,
         return []
     for entry in entries:
         match = TEMP_NAME.match(entry.name)
-        if not match or not entry.is_file() or name not in (None, match["name"]):
+        # folders too: a sharded checkpoint is written into a temporary folder
+        if not match or entry.is_symlink() or name not in (None, match["name"]):
             continue
         pid, host = match["pid"], match["host"]
         if no_live_writer or (pid and host == _HOST and not writer_alive(int(pid))):
             found.append(entry)
     return sorted(found)
+
+
+def remove_path(path: Path) -> int:
+    """Delete a file or a folder with everything in it; returns the bytes it held. A link is
+    unlinked, never followed: its target is not ours to remove."""
+    if path.is_dir() and not path.is_symlink():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        shutil.rmtree(path)
+        return size
+    size = path.lstat().st_size
+    path.unlink()
+    return size
 
 
 def remove_stale_temp_files(folder: str | Path, *, name: str | None = None,
@@ -230,8 +244,7 @@ def remove_stale_temp_files(folder: str | Path, *, name: str | None = None,
     stale = stale_temp_files(folder, name=name, no_live_writer=no_live_writer)
     for path in stale:
         try:
-            size = path.stat().st_size
-            path.unlink()
+            size = remove_path(path)
         except FileNotFoundError:  # another cleaner was first
             continue
         logging.getLogger("internseg").warning(

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..io import remove_stale_temp_files, stale_temp_files
+from ..io import remove_path, remove_stale_temp_files, stale_temp_files
 from ..locks import LockHeld
 from .identity import SUPERSEDED, superseded_dirs, superseded_identity, work_dir_lock
 
@@ -160,6 +160,6 @@ def clean(root: str | Path, *, remove: bool, keep: int = 0,
             report(f"{'removing' if remove else 'temporary file of a dead writer'} {path}: "
                    f"{human(size)}")
             if remove:
-                path.unlink(missing_ok=True)
+                remove_path(path)
     report(f"{'removed' if remove else 'would remove (--remove)'}: {human(total)} under {root}")
     return total

@@ -17,9 +17,8 @@ from .result import is_trunk_key
 
 log = logging.getLogger("internseg")
 
-def load_segmentor_weights(model, path: str | Path) -> bool:
-    """Load our final checkpoints and the released ones, full or head-only; returns whether
-    the file held the trunk.
+def load_segmentor_weights(model, path: str | Path) -> None:
+    """Load our final checkpoints and the released ones, full or head-only.
 
     A checkpoint without trunk weights (frozen-trunk runs) relies on the trunk's pretrained
     file, loaded by ``init_weights``; anything else missing is an error.
@@ -45,7 +44,6 @@ def load_segmentor_weights(model, path: str | Path) -> bool:
                               f"({len(result.unexpected_keys)})")
     log.info("loaded %s (%d tensors%s)", path, len(state),
              "" if has_trunk else "; trunk from its pretrained file")
-    return has_trunk
 
 
 def check_image_count(dataset) -> None:
@@ -74,6 +72,16 @@ def check_image_count(dataset) -> None:
                          "since it was prepared; prepare it again")
 
 
+def holds_trunk(cfg, path: str | Path) -> bool:
+    """Whether a checkpoint holds the trunk of the segmentor ``cfg`` builds (its keys only:
+    the segmentor is built on the meta device, the file's tensors are memory-mapped)."""
+    from .segmentor import build_segmentor
+
+    model = build_segmentor(cfg, device="meta")
+    state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
+    return any(is_trunk_key(model, k) for k in state)
+
+
 def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = None,
              pretrained: str | None = None, work_dir: str | None = None,
              launcher: str = "none", cfg_options: dict | None = None,
@@ -88,6 +96,10 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
         check_local(pretrained, "--pretrained")
     cfg = load_config(config, cfg_options, trunk=trunk, dataset=dataset)
     apply_run_options(cfg, data_root=data_root, pretrained=pretrained, launcher=launcher)
+    has_trunk = holds_trunk(cfg, checkpoint)
+    if has_trunk:
+        # the trunk is built to be filled from the file it names: this one is not needed
+        cfg.model.backbone.pretrained = None
     check_data_root(cfg, ("test_dataloader",), given=bool(data_root))
     cfg.work_dir = work_dir or str(Path(out).parent / "test_work")
     cfg.load_from = None
@@ -95,7 +107,8 @@ def run_test(config: str, checkpoint: str, out: str, *, data_root: str | None = 
     with naming_full_disk(cfg.work_dir), building_model(cfg, config):
         runner = Runner.from_cfg(cfg)
     check_image_count(runner.test_loop.dataloader.dataset)
-    if load_segmentor_weights(runner.model, checkpoint) and pretrained:
+    load_segmentor_weights(runner.model, checkpoint)
+    if has_trunk and pretrained:
         log.warning("--pretrained %s: not used: %s holds the trunk's weights too (the trunk "
                     "of a trained-trunk run is its own, not the pretrained file's)",
                     pretrained, checkpoint)

@@ -9,15 +9,24 @@ FlexibleRunner as a strategy, so the Runner's loops, hooks, schedulers and resum
 
 Each trunk block is one shard unit, gathered in the dtype it computes in (fp32 masters are
 rounded to bf16 before the gather, the value each layer would round them to), so sharding does
-not change the arithmetic. Grads are reduce-scattered in the stored dtype. Checkpoints hold
-the full, unsharded state in the Runner's layout, so they load anywhere (one GPU, another GPU
-count, ``internseg test``).
+not change the arithmetic. Grads are reduce-scattered in the stored dtype.
+
+Periodic checkpoints are written by every rank in parallel, each its own shards, with
+torch.distributed.checkpoint (:func:`save_sharded_checkpoint`): a folder named like the
+checkpoint file it replaces (``iter_N.pth/``), which a resume on another rank count reshards.
+Gathering the 71-77 GB state to rank 0 instead held all of it in rank 0's host memory while
+the other ranks waited. A single-file checkpoint (written before, or by one process) still
+resumes a sharded run; the final weights stay one file in the released layout.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from mmengine._strategy import DDPStrategy
@@ -41,7 +50,8 @@ from torch.distributed.fsdp import (
 
 from mmseg.registry import HOOKS
 
-from ..io import save_torch
+from ..io import save_torch, temp_prefix
+from ..safe_load import DCP_EXTRA, safe_dcp_load, safe_load
 
 # Shard units besides the trunk blocks: the UperNet resamplers and heads are 0.43B parameters,
 # worth freeing between their forward and backward like a block.
@@ -138,13 +148,9 @@ class ShardedTrunkStrategy(DDPStrategy):
         model = self.convert_model(model)
         return shard_model(model, init_device_mesh(device, (self.world_size,)))
 
-    # Checkpoints: full state, gathered to rank 0 (collective: every rank must call these).
+    # The full weights, gathered to rank 0 (collective): the run's final weights, one file
     def model_state_dict(self) -> dict:
         return get_model_state_dict(self.model, options=self._full)
-
-    def optim_state_dict(self) -> dict:
-        return get_optimizer_state_dict(self.model, self.optim_wrapper.optimizer,
-                                        options=self._full)
 
     def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
                               revise_keys: list = ((r"^module\.", ""),)) -> None:
@@ -154,10 +160,30 @@ class ShardedTrunkStrategy(DDPStrategy):
                              options=StateDictOptions(full_state_dict=True, strict=strict))
 
     def load_optim_state_dict(self, state_dict: dict) -> None:
+        # a checkpoint folder's optimizer state is sharded like the optimizer's own
+        full = not isinstance(state_dict, ShardedOptimizerState)
         set_optimizer_state_dict(self.model, self.optim_wrapper.optimizer, state_dict,
-                                 options=StateDictOptions(full_state_dict=True))
+                                 options=StateDictOptions(full_state_dict=full))
+
+    def resume(self, filename: str, **kwargs) -> dict:
+        self._resuming = True
+        try:
+            return super().resume(filename, **kwargs)
+        finally:
+            self._resuming = False
 
     def load_checkpoint(self, filename: str, **kwargs) -> dict:
+        """A checkpoint folder (:func:`save_sharded_checkpoint`) or a single file (a
+        checkpoint written before the folders, or by one process): both resume. From a
+        folder, the optimizer's state is read only for a resume (``--load-from`` takes the
+        weights and starts the optimizer afresh, as from a file)."""
+        if Path(filename).is_dir():
+            optimizer = (self.optim_wrapper.optimizer
+                         if getattr(self, "_resuming", False) else None)
+            checkpoint = load_sharded_checkpoint(self.model, optimizer, filename)
+            if kwargs.get("callback") is not None:
+                kwargs["callback"](checkpoint)
+            return checkpoint
         kwargs["map_location"] = "cpu"  # each rank copies its own shard to its device
         with mmap_loading():
             return super().load_checkpoint(filename, **kwargs)
@@ -165,16 +191,16 @@ class ShardedTrunkStrategy(DDPStrategy):
     def save_checkpoint(self, filename: str, *, save_optimizer: bool = True,
                         save_param_scheduler: bool = True, extra_ckpt: dict | None = None,
                         callback=None) -> None:
-        """The Runner's checkpoint layout, gathered on every rank and written by rank 0
-        (atomically). Returns once the file is there: a rank that exits right after
-        (preemption) must not take the job down while rank 0 is still writing."""
+        """The Runner's checkpoint as a folder, every rank writing its shards
+        (:func:`save_sharded_checkpoint`). Returns once the folder is there under its name:
+        a rank that exits right after (preemption) must not take the job down while rank 0
+        is still publishing it. The hooks' ``before_save_checkpoint`` see everything but the
+        model and optimizer tensors (ours stamp meta and the message hub)."""
         import time
 
         import mmengine
 
-        checkpoint = dict(state_dict=self.model_state_dict())
-        if save_optimizer and hasattr(self, "optim_wrapper"):
-            checkpoint["optimizer"] = self.optim_state_dict()
+        checkpoint = {}
         if save_param_scheduler and hasattr(self, "param_schedulers"):
             checkpoint["param_schedulers"] = self.scheduler_state_dict()
         checkpoint.update(extra_ckpt or {})
@@ -182,9 +208,116 @@ class ShardedTrunkStrategy(DDPStrategy):
             seed=self.seed, time=time.strftime("%Y%m%d_%H%M%S"), mmengine=mmengine.__version__)
         if callback is not None:
             callback(checkpoint)
-        if is_main_process():
-            save_torch(filename, checkpoint)
-        torch.distributed.barrier()
+        optimizer = (self.optim_wrapper.optimizer
+                     if save_optimizer and hasattr(self, "optim_wrapper") else None)
+        save_sharded_checkpoint(self.model, optimizer, checkpoint, filename)
+
+
+# extra.pth's entry for the tensors that are not sharded (buffers, AdamW's step counts)
+UNSHARDED = "unsharded_state"
+
+
+class ShardedOptimizerState(dict):
+    """An optimizer state as :func:`get_optimizer_state_dict` gives it without gathering:
+    each rank's shards, keyed by parameter name."""
+
+
+def split_sharded(tree: dict) -> tuple[dict, dict]:
+    """A nested state split into its sharded tensors (DTensors) and the rest, same nesting."""
+    from torch.distributed.tensor import DTensor
+
+    sharded, rest = {}, {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            sharded[key], rest[key] = split_sharded(value)
+        elif isinstance(value, DTensor):
+            sharded[key] = value
+        else:
+            rest[key] = value
+    return sharded, rest
+
+
+def merged(tree: dict, rest: dict) -> dict:
+    """``tree`` with ``rest`` put back where :func:`split_sharded` took it from."""
+    out = dict(tree)
+    for key, value in rest.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def save_sharded_checkpoint(model: nn.Module, optimizer, extra: dict, path) -> None:
+    """Every rank writes its own shards of the model (and optimizer) state in parallel
+    (torch.distributed.checkpoint, one file per rank); rank 0 adds ``extra.pth``: ``extra``
+    (meta, message hub, schedulers), the optimizer's parameter groups and every tensor that
+    is not sharded, as rank 0 holds it. Collective.
+
+    Unsharded tensors go with rank 0's copy, as the gathered checkpoint had them: the ranks'
+    copies of a buffer differ (BatchNorm's running statistics follow each rank's own
+    batches), and DCP would write whichever copy balances its files, which breaks a
+    bit-for-bit resume.
+
+    Atomic like a file: written into a temporary folder (named as :func:`atomic_path` names
+    its files, so that a killed writer's is removed at the next start), renamed to ``path``
+    by rank 0 once every rank has written. A folder already at ``path`` is replaced."""
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    state = dict(model=get_model_state_dict(model))
+    extra = dict(extra)
+    if optimizer is not None:
+        optim_state = get_optimizer_state_dict(model, optimizer)
+        state["optimizer"] = optim_state["state"]
+        extra["param_groups"] = optim_state["param_groups"]
+    state, extra[UNSHARDED] = split_sharded(state)
+    tmp = [None]
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp[0] = tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent)
+    torch.distributed.broadcast_object_list(tmp, src=0)
+    tmp = Path(tmp[0])
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=True))
+    # dcp.save returns on rank 0 after every rank's file is written (it gathers their
+    # results before writing .metadata); the others wait here until the folder is named
+    if is_main_process():
+        save_torch(tmp / DCP_EXTRA, extra)
+        publish_folder(tmp, path)
+    torch.distributed.barrier()
+
+
+def publish_folder(tmp: Path, path: Path) -> None:
+    """Rename a completely written folder to ``path``, replacing what is there; the rename is
+    flushed to disk with the folder that holds it."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent))
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def load_sharded_checkpoint(model: nn.Module, optimizer, path) -> dict:
+    """Load a checkpoint folder into a sharded model (and optimizer) in place, whatever
+    rank count wrote it; returns the rest of the checkpoint, with the optimizer state (this
+    rank's shards) under ``optimizer`` for the Runner's resume. Collective."""
+    path = Path(path)
+    checkpoint = safe_load(path / DCP_EXTRA)
+    state = dict(model=get_model_state_dict(model))
+    if optimizer is not None:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)["state"]
+    sharded, _ = split_sharded(state)
+    safe_dcp_load(sharded, path)
+    state = merged(sharded, checkpoint.pop(UNSHARDED))
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None:
+        checkpoint["optimizer"] = ShardedOptimizerState(
+            state=state["optimizer"], param_groups=checkpoint.pop("param_groups"))
+    return checkpoint
 
 
 def fsdp_units(model: nn.Module) -> list[FSDPModule]:

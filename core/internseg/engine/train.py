@@ -152,6 +152,11 @@ def choose_start(cfg: Config, opts: TrainOptions) -> None:
         if opts.load_from:
             verify_checkpoint(opts.load_from)
         cfg.resume, cfg.load_from = False, opts.load_from
+    if cfg.load_from and Path(cfg.load_from).is_dir() and not cfg.get("strategy"):
+        # said before the model is built (minutes for 6B), not by the Runner's load after it
+        raise InputError(f"{cfg.load_from}: a sharded run's checkpoint folder, which only a "
+                         "sharded run resumes (--gpus 2 or more); this run trains in one "
+                         "process")
 
 
 def refuse_ema_on_a_sharded_trunk(cfg: Config, config: str) -> None:

@@ -225,8 +225,7 @@ class InternViTAdapter(InternViT):
             self.patch_embed.eval()
         return self
 
-    def _init_random(self) -> None:
-        super()._init_random()
+    def _init_own(self) -> None:
         for part in (self.spm, self.interactions, self.up):
             init_as_the_fork(part)
         for module in self.interactions.modules():

@@ -8,6 +8,7 @@ checkpoint loads without renaming (see :mod:`internseg.models.pretrained`).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,12 @@ from .pretrained import load_pretrained_backbone, resize_pos_embed
 
 # The architecture without a named trunk: the paper's 224px InternViT-6B.
 SIX_B = get_trunk("intern_vit_6b_224px").architecture
+
+
+def building_on_meta() -> bool:
+    """Whether modules are being built on the meta device (shapes only: `internseg inspect`
+    and `plan`), where no file is read."""
+    return torch.empty(0).device.type == "meta"
 
 
 class RMSNorm(nn.Module):
@@ -176,8 +183,12 @@ class InternViT(BaseModule):
             DeepSpeed bf16 runs: full tuning). ``False`` stores and updates the weights in
             ``trunk_dtype``, optimizer state included (the original's few-shot runs, plain DDP
             on a bf16 trunk).
-        pretrained: path of an ``intern_vit_6b_224px.pth``-format checkpoint loaded by
-            :meth:`init_weights`.
+        pretrained: path of an ``intern_vit_6b_224px.pth``-format checkpoint. The trunk is
+            then built on the meta device and given the file's tensors at construction
+            (memory-mapped, cast once where the stored dtype differs): its random
+            initialisation, overwritten by the file anyway, took 2 minutes at full size, and
+            a bf16 trunk stays in the file's page cache, shared by a node's ranks. Not read
+            when the model is built on the meta device itself (inspect, plan).
         pretrain_size: image size the checkpoint's position embedding was trained at.
         pretrained_depth: blocks in the pretrained file when it has more than ``depth``
             (those past ``depth`` are not loaded); None: the file has ``depth``.
@@ -239,20 +250,31 @@ class InternViT(BaseModule):
         self.pretrained_depth = pretrained_depth
         self.grid = img_size // patch_size
 
-        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
-        # linspace(0, rate, depth) in plain Python: it must also work under a meta device
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        # Each block is cast to its stored dtype as soon as it is built: a bf16 trunk built
-        # whole in fp32 first held 23.6 GB of host memory for 11.8 GB of weights, on every
-        # rank, before the Runner moves it to the GPU. The values are those of the fp32 init.
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, drop_path=rates[i], **block).to(self.weight_dtype)
-            for i in range(depth))
+        # the file fills every trunk tensor: they get no storage (nor random values) before it
+        from_file = bool(pretrained) and not building_on_meta()
+        with torch.device("meta") if from_file else nullcontext():
+            self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
+            # linspace(0, rate, depth) in plain Python: it must also work under a meta device
+            rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+            # Each block is cast to its stored dtype as soon as it is built: a bf16 trunk
+            # built whole in fp32 first held 23.6 GB of host memory for 11.8 GB of weights
+            # (without a file to fill it). The values are those of the fp32 init.
+            self.blocks = nn.ModuleList(
+                Block(embed_dim, num_heads, drop_path=rates[i], **block).to(self.weight_dtype)
+                for i in range(depth))
         # Blocks after the last tap never influence the output: dropping them saves memory
         # and time; they stay in the module so that checkpoints load unchanged.
         self.num_run_blocks = max(self.out_indices) + 1
+        # loaded here, not in init_weights: the Runner moves the model to its device and
+        # builds the optimizer over its parameters before it initialises the weights
+        self.loaded_from_file = from_file
+        if from_file:
+            # the stem in its stored dtype too (free on meta), so that the file's tensors
+            # are cast at most once, and not at all where the file's dtype is already it
+            self.to(self.weight_dtype)
+            load_pretrained_backbone(self, pretrained, pretrain_size=pretrain_size)
         self._store_in_weight_dtype()
 
     def is_trunk(self, name: str) -> bool:
@@ -271,10 +293,19 @@ class InternViT(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        self._init_random()
-        if self.pretrained:
-            load_pretrained_backbone(self, self.pretrained, pretrain_size=self.pretrain_size)
+        """Random values for what the pretrained file does not hold: with a file given at
+        construction (the trunk holds its tensors since), only the parts a subclass adds
+        around the trunk; else the whole trunk, then the file if one was named since."""
+        if self.loaded_from_file:
+            self._init_own()
+        else:
+            self._init_random()
+            if self.pretrained:
+                load_pretrained_backbone(self, self.pretrained, pretrain_size=self.pretrain_size)
         self._store_in_weight_dtype()
+
+    def _init_own(self) -> None:
+        """The random initialisation of the parts around the trunk (none here)."""
 
     def _init_random(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -289,6 +320,7 @@ class InternViT(BaseModule):
                 nn.init.uniform_(m.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        self._init_own()
 
     def _pos_embed_for(self, hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         pos_embed = self.pos_embed.to(dtype)

@@ -162,6 +162,13 @@ def to_released_layout(state: dict, with_trunk: bool) -> dict:
     return out
 
 
+def stored_like(value: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """``value`` in the dtype ``want`` is stored in, and on its device unless that is meta:
+    ``value`` itself where both already agree."""
+    device = value.device if want.device.type == "meta" else want.device
+    return value.to(device=device, dtype=want.dtype)
+
+
 # The key filters a trunk's file can be read with, by the name its entry gives (``key_filter``
 # in internseg.trunks): a family whose files name their keys otherwise adds its own.
 KEY_FILTERS = {"internvit": checkpoint_filter}
@@ -169,7 +176,13 @@ KEY_FILTERS = {"internvit": checkpoint_filter}
 
 def load_pretrained_backbone(model: nn.Module, path: str | Path,
                              pretrain_size: int = 224) -> tuple[list[str], list[str]]:
-    """Load an ``intern_vit_6b_224px.pth``-format file into an InternViT.
+    """Give an InternViT the tensors of an ``intern_vit_6b_224px.pth``-format file.
+
+    A trunk on the meta device (built to be filled by the file) gets the file's tensors
+    themselves (``assign``): one already in the dtype the model stores stays a view of the
+    memory-mapped file (no copy; the pages are shared by a node's ranks), any other is cast
+    once. A trunk with storage of its own has the values copied in, so its parameters stay
+    the objects an optimizer may already hold.
 
     Every trunk tensor must come from the file, and every tensor of the file (but the known
     projector) must go into the trunk: a file with other key names (e.g. a ``backbone.``
@@ -179,8 +192,12 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
     trunk = getattr(model, "trunk", None)
     key_filter = KEY_FILTERS[get_trunk(trunk).key_filter] if trunk else checkpoint_filter
     state = key_filter(load_checkpoint_file(path), model, source=str(path))
-    check_fits(state, model.state_dict(), path)
-    result = model.load_state_dict(state, strict=False)
+    target = model.state_dict()
+    check_fits(state, target, path)
+    on_meta = any(target[k].is_meta for k in state if k in target)
+    if on_meta:
+        state = {k: stored_like(v, target[k]) if k in target else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=on_meta)
     # a backbone with parts of its own (the adapter) says which keys the file must fill
     missing = [k for k in result.missing_keys if model.is_trunk(k)]
     unexpected = list(result.unexpected_keys)

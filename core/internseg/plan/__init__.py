@@ -30,14 +30,16 @@ validation pass), :mod:`.checkpoints` (bytes, bandwidths, starts and the timelin
 :mod:`.runs` (one run's cost and every run's), :mod:`.table` (totals and the markdown).
 """
 
-from .checkpoints import (ASSUMED_FS_READ_GBPS, ASSUMED_FS_WRITE_GBPS, FIRST_JOB_HOURS,
-                          MAX_JOB_HOURS, STOP_WARNING_S, Bandwidth, Events, job_seconds, timeline)
+from .checkpoints import (ASSUMED_FS_AGGREGATE_WRITE_GBPS, ASSUMED_FS_READ_GBPS,
+                          ASSUMED_FS_WRITE_GBPS, FIRST_JOB_HOURS, MAX_JOB_HOURS,
+                          STOP_WARNING_S, Bandwidth, Events, job_seconds, timeline)
 from .runs import RunCost, plan
 from .step import (A100_BF16_PEAK, ASSUMED_UTILISATION, measured_step_seconds,
                    published_iteration_seconds, trunk_flops_per_image)
 from .table import Units, assumptions, to_markdown, totals
 
-__all__ = ["A100_BF16_PEAK", "ASSUMED_FS_READ_GBPS", "ASSUMED_FS_WRITE_GBPS",
+__all__ = ["A100_BF16_PEAK", "ASSUMED_FS_AGGREGATE_WRITE_GBPS", "ASSUMED_FS_READ_GBPS",
+           "ASSUMED_FS_WRITE_GBPS",
            "ASSUMED_UTILISATION", "FIRST_JOB_HOURS", "MAX_JOB_HOURS", "STOP_WARNING_S",
            "Bandwidth", "Events", "RunCost", "Units", "assumptions", "job_seconds",
            "measured_step_seconds", "plan", "published_iteration_seconds",

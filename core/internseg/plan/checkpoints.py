@@ -15,6 +15,10 @@ from dataclasses import dataclass
 ASSUMED_FS_WRITE_GBPS = 2.0
 
 ASSUMED_FS_READ_GBPS = 2.0
+# A sharded run's periodic checkpoint is written by every rank at once (distributed
+# checkpoint, a shard each): each rank at the one-writer figure, all of them together capped
+# at this assumed whole-file-system figure (--fs-aggregate-write-gbps).
+ASSUMED_FS_AGGREGATE_WRITE_GBPS = 8.0
 
 # profiles/slurm/config.yaml: a training job gets min(1440 * attempt, 2880) minutes and
 # SIGURG 600 s before the limit, then saves a checkpoint and is resubmitted (`retries`).
@@ -36,6 +40,11 @@ class Bandwidth:
     write_gbps: float = ASSUMED_FS_WRITE_GBPS
     read_gbps: float = ASSUMED_FS_READ_GBPS
     starts: int | None = None  # None: as many jobs as the profile's time limits need
+    aggregate_write_gbps: float = ASSUMED_FS_AGGREGATE_WRITE_GBPS
+
+    def checkpoint_write_gbps(self, writers: int) -> float:
+        """What ``writers`` ranks writing their shards at once reach together."""
+        return min(writers * self.write_gbps, self.aggregate_write_gbps)
 
 
 @dataclass(frozen=True)

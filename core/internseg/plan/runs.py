@@ -95,7 +95,10 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     validation, validation_source = validation_pass(cfg, run.dataset, gpus, slide,
                                                     slide_flops, f"run {run.id}", trace)
     write, read = bandwidth.write_gbps, bandwidth.read_gbps
-    events = Events(step=seconds, validation=validation, checkpoint_write=checkpoint / write,
+    # final.pth is one file in the released layout, written by rank 0 alone
+    periodic_write = bandwidth.checkpoint_write_gbps(gpus) if sharded else write
+    events = Events(step=seconds, validation=validation,
+                    checkpoint_write=checkpoint / periodic_write,
                     final_write=final / write, trunk_read=trunk_gb / read,
                     checkpoint_read=checkpoint / read)
     hook = cfg.default_hooks.checkpoint

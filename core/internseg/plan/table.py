@@ -35,6 +35,7 @@ def assumptions(bandwidth: Bandwidth) -> dict:
         utilisation_of_a100_bf16_peak=ASSUMED_UTILISATION,
         validation_image_height_width=ASSUMED_VAL_IMAGE,
         fs_write_gbps=bandwidth.write_gbps,
+        fs_aggregate_write_gbps=bandwidth.aggregate_write_gbps,
         fs_read_gbps=bandwidth.read_gbps,
         starts=bandwidth.starts if bandwidth.starts is not None else (
             f"as many jobs as the hours need: {FIRST_JOB_HOURS} h, then {MAX_JOB_HOURS} h "
@@ -144,8 +145,11 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
              if flops or flops_validation else None,
              f"mean validation image (height x width, px): {sizes}, which sets the slide "
              "windows per image",
-             f"checkpoints (and final.pth) written at {bandwidth.write_gbps:g} GB/s "
-             "(--fs-write-gbps) while the other ranks wait",
+             f"a checkpoint written at {bandwidth.write_gbps:g} GB/s per writer "
+             "(--fs-write-gbps): by rank 0 alone while the other ranks wait (final.pth, and "
+             "every checkpoint of an unsharded run), by every rank at once for a sharded run's "
+             f"periodic ones, capped at {bandwidth.aggregate_write_gbps:g} GB/s in all "
+             "(--fs-aggregate-write-gbps)",
              f"the trunk file read at every start and the checkpoint at every resume, once "
              f"per node, at {bandwidth.read_gbps:g} GB/s (--fs-read-gbps)",
              "starts: " + (f"{bandwidth.starts} per run (--starts)"
