@@ -12,18 +12,16 @@ so that every later step finds the data at the same path.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 from .archives import (MAX_ERRORS, DatasetError, Report, extract_members, locked,
-                       remove_partials, validate_pairs, vetted_zip)
+                       listing_matches, remove_partials, stems_sha256, validate_pairs,
+                       vetted_zip)
 from .archives import discard as _discard
-from .archives import list_files as _list_files
 from .datasets import DATASETS
 from .download import DownloadError, download, normalize_sha1
 from .errors import InputError
@@ -33,18 +31,15 @@ log = logging.getLogger("internseg")
 
 ADE20K = DATASETS["ade20k"]
 TOP = ADE20K.tree
-EXPECTED_SHA1 = "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
-# The MIT Scene Parsing benchmark's own address; unreachable at times, hence `--url` (a mirror)
-# and the zip placed by hand stay possible.
-OFFICIAL_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
+SOURCE = ADE20K.sources[0]
+EXPECTED_SHA1 = SOURCE.sha1
+OFFICIAL_URL = SOURCE.url
 TRAIN_COUNT = ADE20K.train_count
 VAL_COUNT = ADE20K.val_count
-MAX_LABEL = ADE20K.num_classes  # 0 is "other" (ignored), 1..150 the classes
 MANIFEST_VERSION = 1
 # Both the extraction folder and the temporary symlink carry this prefix, so that one glob
 # finds whatever a killed run left behind.
 PARTIAL_PREFIX = f".{TOP}.partial-"
-SPLITS = (("training", "train"), ("validation", "val"))  # folder name, manifest key
 # Inside a tree we extracted: the zip it came from. Not the manifest's job alone: the workflow
 # deletes the manifest (its rule's output) before the rule runs, and a changed zip must still
 # be told from the tree's own.
@@ -117,16 +112,6 @@ def extract_zip(zip_path: Path, data_root: Path, *, progress: bool = True,
 # ---------------------------------------------------------------- validation
 
 
-def label_values_problem(pixels) -> str | None:
-    """ADE20K's maps hold 0 (ignored) and the classes 1..150."""
-    import numpy as np
-
-    if pixels.size and (top := int(pixels.max())) > MAX_LABEL:
-        bad = int(np.count_nonzero(pixels > MAX_LABEL))
-        return f"label value {top} outside 0..{MAX_LABEL} ({bad} pixels)"
-    return None
-
-
 def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
                   val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
                   workers: int | None = None, progress: bool = True,
@@ -138,9 +123,8 @@ def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
     root = Path(root)
     where = where or str(root)
     stems, nbytes = validate_pairs(
-        root, SPLITS, ".png", {"training": train_count, "validation": val_count},
-        label_values_problem,
-        title="ADE20K", where=where, max_errors=max_errors, workers=workers,
+        root, ADE20K.layout, {"train": train_count, "val": val_count},
+        ADE20K.label_values_problem, title=ADE20K.title, where=where, max_errors=max_errors, workers=workers,
         progress=progress, report=report)
     extras = {name: (root / name).is_file() for name in EXTRA_FILES}
     for name, present in extras.items():
@@ -152,21 +136,17 @@ def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
 # ---------------------------------------------------------------- manifest
 
 
-def stems_sha256(stems: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(stems).encode()).hexdigest()
-
-
 def build_manifest(root: Path, source: Path, source_kind: str, source_sha1: str | None,
                    facts: TreeFacts) -> dict:
     return {
         "manifest_version": MANIFEST_VERSION,
-        "dataset": "ADE20K",
+        "dataset": ADE20K.title,
         "valid": True,
         "root": str(root),
         "source": str(source),
         "source_kind": source_kind,
         "source_sha1": source_sha1,
-        "num_classes": MAX_LABEL,
+        "num_classes": ADE20K.num_classes,
         "train_count": len(facts.train_stems),
         "val_count": len(facts.val_stems),
         "bytes": facts.bytes,
@@ -175,13 +155,6 @@ def build_manifest(root: Path, source: Path, source_kind: str, source_sha1: str 
         "val_stems_sha256": stems_sha256(facts.val_stems),
         "train_stems": facts.train_stems,
     }
-
-
-def _listed_stems(root: Path, kind: str, split: str, suffix: str) -> list[str] | None:
-    try:
-        return sorted(_list_files(root / kind / split, suffix)[0])
-    except OSError:
-        return None
 
 
 def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) -> dict | None:
@@ -199,13 +172,7 @@ def _current_manifest(path: Path, root: Path, train_count: int, val_count: int) 
             and manifest.get("train_count") == train_count
             and manifest.get("val_count") == val_count and root.is_dir()):
         return None
-    for split, key in SPLITS:
-        want = manifest.get(f"{key}_stems_sha256")
-        for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
-            listed = _listed_stems(root, kind, split, suffix)
-            if listed is None or stems_sha256(listed) != want:
-                return None
-    return manifest
+    return manifest if listing_matches(manifest, root, ADE20K.layout) else None
 
 
 # ---------------------------------------------------------------- orchestration
