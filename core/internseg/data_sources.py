@@ -14,14 +14,15 @@ from pathlib import Path
 def missing_data(preset: str, settings: dict, datasets: set[str]) -> str | None:
     """One line naming every dataset file of ``datasets`` the preset neither has nor downloads
     (config.yaml's ``presets.<preset>``), or None when nothing is missing."""
-    from .ade20k import TOP
+    from .datasets import DATASETS
     from .coco_stuff import SOURCES
 
     problems = []
     if "ade20k" in datasets:
         ade = settings["ade20k"]
         if not ade["download"] and not Path(ade["archive"]).exists():
-            problems.append(f"{ade['archive']} not found: place {TOP}.zip there "
+            zip_name = DATASETS["ade20k"].sources[0].name
+            problems.append(f"{ade['archive']} not found: place {zip_name} there "
                             f"(presets.{preset}.ade20k.archive), or set "
                             f"presets.{preset}.ade20k.download: true to download it")
     if "coco_stuff164k" in datasets:

@@ -4,8 +4,9 @@ A config's dataloaders name mmseg's dataset class (``ADE20KDataset``); a run on 
 registered dataset is the same config moved to it (:func:`internseg.config.move_to_dataset`):
 the dataset class, its folders and label handling, and the heads' class count change, nothing
 else, as the fork's ADE20K and COCO-Stuff configs differ only in their dataset base and
-``num_classes``. Each dataset is prepared by its own command into a tree and a manifest that
-the later steps trust (:mod:`internseg.ade20k`, :mod:`internseg.coco_stuff`).
+``num_classes``. Each dataset is prepared into a tree and a manifest that the later steps
+trust, as its entry says: extracted as it is (:mod:`internseg.preparation`) or extracted and
+converted (:mod:`internseg.coco_stuff`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class Dataset:
     val_image: (height, width) assumed for a validation image, for the plan's pricing.
     sources: the files it is prepared from, with their pins and download URLs.
     convert: how extracted raw maps become the tree's label maps: None (extracted as they
-      are), else the name of the preparation's conversion (see :mod:`internseg.preparation`).
+      are, :mod:`internseg.preparation`), else the name of its conversion
+      (:mod:`internseg.coco_stuff`).
+    extras: files beside the pairs that the tree should hold (a warning when one is missing).
     """
 
     name: str
@@ -85,6 +88,7 @@ class Dataset:
     val_image: tuple[int, int]
     sources: tuple[Source, ...]
     convert: str | None = None
+    extras: tuple[str, ...] = ()
 
     def data_prefix(self, split: str) -> dict:
         folder = self.layout.split_folder(split)
@@ -150,7 +154,8 @@ register_dataset(Dataset(
     # (`--url`) and the zip placed by hand stay possible. No size is published.
     sources=(Source("ADEChallengeData2016.zip",
                     "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
-                    sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"),)))
+                    sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"),),
+    extras=("objectInfo150.txt", "sceneCategories.txt")))
 
 # Table 15's second half, as the fork ran it (COCOStuffDataset, 171 classes, train ids; raw
 # maps converted with the recorded 182 -> 171 mapping). Validation images are about 480 x 640.

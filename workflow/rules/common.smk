@@ -8,7 +8,6 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.ade20k import download_args as ade20k_download_args
 from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
@@ -16,6 +15,7 @@ from internseg.datasets import DATASETS
 from internseg.engine.rehearse import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
+from internseg.preparation import download_args
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs

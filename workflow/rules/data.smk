@@ -56,7 +56,7 @@ if SETTINGS["ade20k"]["download"]:
         conda:
             ENV
         params:
-            options=shlex.join(ade20k_download_args(SETTINGS["ade20k"])),
+            options=shlex.join(download_args(SETTINGS["ade20k"])),
         shell:
             "internseg download-ade20k --out {output} {params.options} > {log} 2>&1"
 
