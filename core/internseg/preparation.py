@@ -227,6 +227,19 @@ def fetch_zip(dataset: Dataset, dest: Path, *, url: str | None, sha1: str | None
                             f"place it at {dest}") from None
 
 
+def workflow_settings(dataset: Dataset, preset: str, settings: dict) -> dict:
+    """A preset's settings of an extracted dataset: its block in config.yaml
+    (``presets.<preset>.<dataset>``) where it has one, else what its entry says: the zip in the
+    preset's resources, checked against the entry's pin, not downloaded, the official split
+    sizes."""
+    if dataset.name in settings:
+        return settings[dataset.name]
+    source = dataset.sources[0]
+    return dict(archive=f"resources/{preset}/{source.name}", sha1=source.sha1, download=False,
+                url=None, size=None, train_count=dataset.train_count,
+                val_count=dataset.val_count)
+
+
 def download_args(settings: dict) -> list[str]:
     """``internseg download-*`` options for a preset's settings of a dataset (config.yaml):
     where from, and the sha1 and size the file is checked against."""

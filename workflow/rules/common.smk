@@ -15,7 +15,7 @@ from internseg.datasets import DATASETS
 from internseg.engine.rehearse import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
-from internseg.preparation import download_args
+from internseg.preparation import download_args, workflow_settings as extracted_settings
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
