@@ -97,6 +97,24 @@ wildcard_constraints:
     stem=r"[^/]+",
 
 
+# The commands of the rules data.smk makes for each extracted dataset, word for word the text
+# ADE20K's rules had before they were made in a loop (Snakemake compares a rule's command text
+# to decide whether its finished jobs are stale). Snakemake evaluates a rule's `shell:`
+# expression twice: when the rule is defined, in the Snakefile's scope, where the loop's NAME
+# is the dataset; and when a job runs, in the job function's scope, whose `rule` is the rule's
+# name (NAME is then the loop's last). `scope` is locals() at either place.
+EXTRACTED_COMMANDS = {
+    "prepare": "--source {input} --data-root {params.data_root} --manifest {output}"
+    " --train-count {params.train} --val-count {params.val} {params.sha1} > {log} 2>&1",
+    "download": "--out {output} {params.options} > {log} 2>&1",
+}
+
+
+def extracted_command(verb, scope):
+    name = scope["rule"].removeprefix(f"{verb}_") if "rule" in scope else scope["NAME"]
+    return f"internseg {verb}-{name.replace('_', '-')} {EXTRACTED_COMMANDS[verb]}"
+
+
 def data_root(dataset):
     return f"{RES}/{dataset}"
 

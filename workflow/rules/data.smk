@@ -16,9 +16,9 @@ if PRESET != "demo":
 
 
 # One rule per registered dataset that is extracted as it is (its entry's convert is None),
-# named prepare_<dataset>, its settings from config.yaml's block or else from its entry. The
-# command is the text ADE20K's rule always had: a changed one would rerun the preparation and
-# every job after it.
+# named prepare_<dataset>, its settings from config.yaml's block or else from its entry. Its
+# command is the text ADE20K's rule always had (extracted_command): a changed one would rerun
+# the preparation and every job after it.
 for NAME, DATASET in DATASETS.items():
     if DATASET.convert is not None:
         continue
@@ -42,10 +42,7 @@ for NAME, DATASET in DATASETS.items():
             train=EXTRACTED["train_count"],
             val=EXTRACTED["val_count"],
         shell:
-            f"internseg prepare-{NAME.replace('_', '-')} --source {{input}}"
-            " --data-root {params.data_root}"
-            " --manifest {output} --train-count {params.train} --val-count {params.val}"
-            " {params.sha1} > {log} 2>&1"
+            extracted_command("prepare", locals())
 
     # With `download`, the zip is a rule's output of its own, so that the preparation above
     # stays the same job with or without it (a changed command would rerun it and every job
@@ -66,8 +63,7 @@ for NAME, DATASET in DATASETS.items():
             params:
                 options=shlex.join(download_args(EXTRACTED)),
             shell:
-                f"internseg download-{NAME.replace('_', '-')}"
-                " --out {output} {params.options} > {log} 2>&1"
+                extracted_command("download", locals())
 
 
 COCO = SETTINGS["coco_stuff164k"]
