@@ -29,13 +29,14 @@ from typing import NamedTuple
 
 from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_members,
                        format_problems, list_files, listing, listing_matches, locked,
-                       progress_bar, remove_partials, stems_sha256, validate_pairs, vetted_zip)
+                       progress_bar, remove_partials, stems_sha256, vetted_zip)
 from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
 from .io import hash_file, naming_full_disk, read_json, read_sidecar, write_json, write_sidecar
 from .locks import die_with_parent
+from .preparation import TreeFacts, partial_prefix, swap_into_place, validate_tree
 
 log = logging.getLogger("internseg")
 
@@ -53,7 +54,7 @@ VAL_COUNT = COCO_STUFF.val_count
 NUM_CLASSES = COCO_STUFF.num_classes
 IGNORE_INDEX = COCO_STUFF.ignore_index
 MANIFEST_VERSION = 1
-PARTIAL_PREFIX = f".{TOP}.partial-"
+PARTIAL_PREFIX = partial_prefix(COCO_STUFF)
 MARKER = "sources.json"  # in a partial folder: the sha256s of the zips it was extracted from
 # The same, inside the tree (renamed into place with it): what it was prepared from when the
 # manifest is gone, as the workflow deletes it (its rule's output) before preparing again.
@@ -79,12 +80,6 @@ RAW_TO_TRAIN_ID: dict[int, int] = {
 }
 # The lookup table's value for raw values outside the mapping; no train id (0..170, 255) is 254.
 _UNMAPPED = 254
-
-
-class TreeFacts(NamedTuple):
-    train_stems: list[str]
-    val_stems: list[str]
-    bytes: dict[str, int]
 
 
 class Prepared(NamedTuple):
@@ -320,23 +315,6 @@ def prepare_args(settings: dict) -> list[str]:
     return words
 
 
-# ---------------------------------------------------------------- validation
-
-
-def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
-                  val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
-                  workers: int | None = None, progress: bool = True, where: str | None = None,
-                  report: Report = log.info) -> TreeFacts:
-    """Check a prepared ``coco_stuff164k`` folder; raise one DatasetError listing every problem."""
-    root = Path(root)
-    stems, nbytes = validate_pairs(
-        root, LAYOUT, {"train": train_count, "val": val_count},
-        COCO_STUFF.label_values_problem,
-        title=DATASET, where=where or str(root), max_errors=max_errors, workers=workers,
-        progress=progress, report=report)
-    return TreeFacts(stems["train"], stems["val"], nbytes)
-
-
 # ---------------------------------------------------------------- extraction
 
 
@@ -517,8 +495,8 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
     manifest_path = Path(manifest_path or data_root / f"{TOP}.manifest.json").absolute()
     pinned = resolve_pins(pins)
     workers = workers or os.cpu_count() or 1
-    checks = dict(train_count=train_count, val_count=val_count, max_errors=max_errors,
-                  progress=progress, report=report)
+    checks = dict(dataset=COCO_STUFF, train_count=train_count, val_count=val_count,
+                  max_errors=max_errors, progress=progress, report=report)
     data_root.mkdir(parents=True, exist_ok=True)
 
     with locked(data_root, report):
@@ -562,16 +540,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
         partial, facts, conversion, resumed = _build(paths, digests, data_root, checks, workers)
         write_json(partial / TOP / SOURCE_RECORD, digests)
         try:
-            if exists:
-                # The stale manifest goes first: a run killed during the swap leaves no
-                # manifest vouching for either tree.
-                manifest_path.unlink(missing_ok=True)
-                old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-", dir=data_root))
-                os.rename(target, old / TOP)
-                os.rename(partial / TOP, target)
-                discard(old)
-            else:
-                os.rename(partial / TOP, target)
+            swap_into_place(COCO_STUFF, partial / TOP, target, manifest_path)
         finally:
             if not (partial / TOP).exists():
                 discard(partial)

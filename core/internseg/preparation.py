@@ -205,6 +205,20 @@ def _tree_in(dataset: Dataset, folder: Path) -> Path:
     return folder / dataset.tree if (folder / dataset.tree).is_dir() else folder
 
 
+def swap_into_place(dataset: Dataset, built: Path, target: Path, manifest_path: Path) -> None:
+    """Rename the validated tree ``built`` to ``target``, in place of a stale tree there. The
+    stale manifest goes first: a run killed midway leaves no manifest that vouches for either
+    tree, and the next run's partial-folder cleanup removes the leftovers."""
+    manifest_path.unlink(missing_ok=True)
+    if not os.path.lexists(target):
+        os.rename(built, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f"{partial_prefix(dataset)}old-", dir=target.parent))
+    os.rename(target, old / dataset.tree)
+    os.rename(built, target)
+    _discard(old)
+
+
 def _link_into_place(dataset: Dataset, tree: Path, target: Path) -> None:
     tmp = target.parent / f"{partial_prefix(dataset)}link-{os.getpid()}"
     _discard(tmp)
@@ -338,7 +352,7 @@ def prepare_extracted(dataset: Dataset, source: str | Path, data_root: str | Pat
             try:
                 facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
                 _record_source(extracted, source, actual)
-                os.rename(extracted, target)
+                swap_into_place(dataset, extracted, target, manifest_path)
             finally:
                 _discard(extracted.parent)
             manifest = build_manifest(dataset, target, source, "zip", actual, facts)
@@ -351,9 +365,7 @@ def prepare_extracted(dataset: Dataset, source: str | Path, data_root: str | Pat
 
 def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Path,
                       checks: dict) -> Prepared:
-    """Extract and validate ``source`` beside the stale ``target``, then swap them. The stale
-    manifest goes first: a run killed midway leaves no manifest that vouches for either tree,
-    and the next run's partial-folder cleanup removes the leftovers."""
+    """Extract and validate ``source`` beside the stale ``target``, then swap them."""
     data_root = target.parent
     report = checks["report"]
     dataset = checks["dataset"]
@@ -362,11 +374,7 @@ def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Pa
     try:
         facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
         _record_source(extracted, source, actual)
-        manifest_path.unlink(missing_ok=True)
-        old = Path(tempfile.mkdtemp(prefix=f"{partial_prefix(dataset)}old-", dir=data_root))
-        os.rename(target, old / dataset.tree)
-        os.rename(extracted, target)
-        _discard(old)
+        swap_into_place(dataset, extracted, target, manifest_path)
     finally:
         _discard(extracted.parent)
     manifest = build_manifest(dataset, target, source, "zip", actual, facts)
