@@ -43,6 +43,65 @@ def test_entry_names_its_sources_and_split_folders(name):
     assert len(dataset.val_image) == 2 and min(dataset.val_image) > 0
 
 
+# ---------------------------------------------------------------- an entry without a config block
+
+
+@pytest.fixture
+def street(monkeypatch):
+    """A dataset registered for this test only (the registry is restored after it)."""
+    from internseg.datasets import Dataset, Layout, Source, register_dataset
+
+    monkeypatch.setattr("internseg.datasets.DATASETS", dict(DATASETS))
+    return register_dataset(Dataset(
+        name="street", title="Street", mmseg_type="CityscapesDataset", num_classes=19,
+        label_ids=(0, 18), ignore_index=255, reduce_zero_label=False, tree="street",
+        data_root="resources/street/street",
+        layout=Layout("leftImg8bit", "gtFine", "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                      "train", "val"),
+        train_count=10, val_count=2, val_image=(64, 128),
+        sources=(Source("street.zip", "http://example.invalid/street.zip", sha1="a" * 40),)))
+
+
+def test_an_entry_without_a_config_block_takes_its_settings_from_the_entry(street):
+    from internseg.preparation import download_args, workflow_settings
+
+    settings = workflow_settings(street, "paper", {"ade20k": {}})
+    assert settings == dict(archive="resources/paper/street.zip", sha1="a" * 40,
+                            download=False, url=None, size=None, train_count=10, val_count=2)
+    assert download_args(settings) == ["--sha1", "a" * 40]
+    given = {"street": dict(settings, archive="elsewhere.zip")}
+    assert workflow_settings(street, "paper", given)["archive"] == "elsewhere.zip"
+
+
+def test_its_missing_zip_is_one_line_naming_where_its_entry_puts_it(street, monkeypatch,
+                                                                      tmp_path):
+    from internseg.data_sources import missing_data
+
+    monkeypatch.chdir(tmp_path)
+    line = missing_data("paper", {}, {"street"})
+    assert line == ("config.yaml: resources/paper/street.zip not found: place street.zip there "
+                    "(where street's entry puts it in preset paper)")
+    (tmp_path / "resources/paper").mkdir(parents=True)
+    (tmp_path / "resources/paper/street.zip").write_bytes(b"")
+    assert missing_data("paper", {}, {"street"}) is None
+
+
+def test_its_commands_come_from_the_entry(street):
+    from internseg.cli import build_parser
+
+    args = build_parser().parse_args(["prepare-street", "--source", "s.zip", "--data-root", "d"])
+    assert (args.dataset, args.train_count, args.val_count) == ("street", 10, 2)
+    args = build_parser().parse_args(["download-street", "--out", "s.zip"])
+    assert args.dataset == "street"
+
+
+def test_the_plan_prices_its_validation_with_its_image_size(street):
+    from internseg.plan import assumed_val_images
+
+    assert assumed_val_images()["street"] == (64, 128)
+    assert assumed_val_images()["ade20k"] == DATASETS["ade20k"].val_image
+
+
 # ---------------------------------------------------------------- a third dataset, end to end
 
 THIRD = '''
