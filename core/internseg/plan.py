@@ -50,10 +50,6 @@ PER_GPU_BATCH = 2
 # checkpointed block inputs, one block's recompute). The adapter's is the trained figure, not
 # worked out: a guess until a GPU measures it (its 1/4 map alone is 0.2 GB per image in fp32).
 WORKING_SET_GB = {"frozen": 4.0, "trained": 6.0, "adapter": 6.0}
-# Assumed mean size (height, width) of a validation image, which decides how many slide
-# windows the test pipeline cuts it into: ADE20K's are about 512 x 683 (mostly 4:3 landscape,
-# short side around 512), COCO's 480 x 640. Assumptions, not measurements.
-ASSUMED_VAL_IMAGE = {"ade20k": (512, 683), "coco_stuff164k": (480, 640)}
 # Assumed file-system bandwidths of a shared cluster file system: one writer (rank 0 writes a
 # checkpoint while the other ranks wait) and one reader per node (the ranks memory-map the
 # trunk file and a resumed checkpoint, so a node's ranks share one read through the page
@@ -298,7 +294,7 @@ def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
 
     images = get_dataset(dataset).val_count
     test = cfg.model.test_cfg
-    size = ASSUMED_VAL_IMAGE[dataset]
+    size = get_dataset(dataset).val_image
     resized = resized_for_test(cfg.val_dataloader.dataset.pipeline, *size, where)
     windows = slide_windows(*resized, test.crop_size, test.stride)
     window_flops = trunk_flops_per_image(cfg.model.backbone)
@@ -574,11 +570,19 @@ def totals(costs: list[RunCost]) -> dict:
                 saved_gpu_hours={k: _sig(v) for k, v in saved.items()})
 
 
+def assumed_val_images() -> dict[str, tuple[int, int]]:
+    """The mean size (height, width) of a validation image each dataset's entry assumes: it
+    decides how many slide windows the test pipeline cuts an image into."""
+    from .datasets import DATASETS
+
+    return {name: dataset.val_image for name, dataset in DATASETS.items()}
+
+
 def assumptions(bandwidth: Bandwidth) -> dict:
     """Every figure the plan assumes rather than measures, with its value."""
     return dict(
         utilisation_of_a100_bf16_peak=ASSUMED_UTILISATION,
-        validation_image_height_width=ASSUMED_VAL_IMAGE,
+        validation_image_height_width=assumed_val_images(),
         fs_write_gbps=bandwidth.write_gbps,
         fs_aggregate_write_gbps=bandwidth.aggregate_write_gbps,
         fs_read_gbps=bandwidth.read_gbps,
@@ -684,7 +688,7 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
     # traced FLOPs are counted, but their speed is assumed as much as the trunk's
     flops = any(_short(c.source) in ("FLOPs", "traced") for c in costs)
     flops_validation = any(_short(c.validation_source) in ("FLOPs", "traced") for c in costs)
-    sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
+    sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in assumed_val_images().items()
                       if any(c.dataset == d for c in costs))
     notes = [f"FLOPs (traced: the whole model; else the trunk's, heads not counted) at "
              f"{ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "
