@@ -16,11 +16,15 @@ import pytest
 from http_server import serving
 from PIL import Image
 
-from internseg import ade20k, archives, download
-from internseg.ade20k import TOP, DatasetError, prepare_ade20k
+from internseg import archives, download, preparation
+from internseg.archives import DatasetError
+from internseg.datasets import DATASETS
+from internseg.preparation import prepare_extracted
 from internseg.download import part_path
 from internseg.errors import InputError
 
+ADE20K = DATASETS["ade20k"]
+TOP = ADE20K.tree
 N_TRAIN, N_VAL = 6, 2
 COUNTS = dict(train_count=N_TRAIN, val_count=N_VAL)
 
@@ -86,7 +90,7 @@ def data_root(tmp_path) -> Path:
 
 
 def prepare(source, data_root, **kwargs):
-    return prepare_ade20k(source, data_root, progress=False, **{**COUNTS, **kwargs})
+    return prepare_extracted(ADE20K, source, data_root, progress=False, **{**COUNTS, **kwargs})
 
 
 # ---------------------------------------------------------------- happy path
@@ -132,8 +136,8 @@ def test_second_run_is_a_no_op(good_zip, data_root, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a rerun must not extract or validate again")
 
-    monkeypatch.setattr(ade20k, "extract_zip", forbidden)
-    monkeypatch.setattr(ade20k, "validate_tree", forbidden)
+    monkeypatch.setattr(preparation, "extract_zip", forbidden)
+    monkeypatch.setattr(preparation, "validate_tree", forbidden)
     # the zip is hashed again: the tree is tied to the archive it came from
     second = prepare(good_zip, data_root, sha1=sha1(good_zip))
     assert second.action == "up-to-date"
@@ -214,7 +218,7 @@ def test_duplicate_zip_entries_are_refused(tmp_path, data_root):
 
 
 def test_sha1_file_matches_hashlib(good_zip):
-    assert ade20k.sha1_file(good_zip, chunk=7) == sha1(good_zip)
+    assert preparation.sha1_file(good_zip, chunk=7) == sha1(good_zip)
 
 
 # ---------------------------------------------------------------- refusing bad archives
@@ -308,11 +312,11 @@ def test_killed_extraction_partial_is_removed_by_next_run(good_zip, data_root, m
     # A hard kill gets no chance to clean up: stop cleanup as well as extraction.
     with monkeypatch.context() as m:
         m.setattr(archives, "_extract_entry", _failing_after(5, archives._extract_entry))
-        m.setattr(ade20k, "_discard", lambda path: None)
+        m.setattr(preparation, "_discard", lambda path: None)
         with pytest.raises(RuntimeError):
             prepare(good_zip, data_root)
     leftovers = listing(data_root)
-    assert len(leftovers) == 1 and leftovers[0].startswith(ade20k.PARTIAL_PREFIX)
+    assert len(leftovers) == 1 and leftovers[0].startswith(preparation.partial_prefix(ADE20K))
     assert any((data_root / leftovers[0]).rglob("*.jpg"))  # it really was half-written
     assert not (data_root / TOP).exists()
 
@@ -353,7 +357,7 @@ def test_all_validation_problems_in_one_error(tmp_path, data_root):
 
 def test_wrong_count_is_an_error(good_zip, data_root):
     with pytest.raises(DatasetError, match="found 6 images and 6 label maps, expected 20210"):
-        prepare_ade20k(good_zip, data_root, progress=False, val_count=N_VAL)
+        prepare_extracted(ADE20K, good_zip, data_root, progress=False, val_count=N_VAL)
     assert listing(data_root) == []
 
 
@@ -374,8 +378,9 @@ def test_validate_tree_reports_throughput(good_zip, tmp_path):
     with zipfile.ZipFile(good_zip) as zf:
         zf.extractall(tmp_path / "src")
     lines = []
-    facts = ade20k.validate_tree(tmp_path / "src" / TOP, progress=False, report=lines.append,
-                                 workers=2, **COUNTS)
+    facts = preparation.validate_tree(tmp_path / "src" / TOP, dataset=ADE20K,
+                                      progress=False, report=lines.append,
+                                      workers=2, **COUNTS)
     assert facts.train_stems[0] == "ADE_train_00000001"
     assert any("files/s" in line and "MB/s" in line for line in lines)
 
@@ -561,7 +566,7 @@ def test_module_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, internseg.ade20k, internseg.splits; "
+    code = ("import sys, internseg.preparation, internseg.splits; "
             "print(sorted({'numpy', 'PIL', 'tqdm', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -569,7 +574,7 @@ def test_module_import_is_light():
 
 
 def test_official_address_and_sha1_are_the_recorded_ones(reference):
-    assert (ade20k.OFFICIAL_URL, ade20k.EXPECTED_SHA1) == (reference["ade20k"]["url"],
+    assert (ADE20K.sources[0].url, ADE20K.sources[0].sha1) == (reference["ade20k"]["url"],
                                                            reference["ade20k"]["sha1"])
 
 
@@ -579,13 +584,13 @@ def test_the_presets_settings_become_the_download_commands_options():
     from internseg.cli import build_parser
 
     presets = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
-    assert ade20k.download_args(presets["demo"]["ade20k"]) == []
+    assert preparation.download_args(presets["demo"]["ade20k"]) == []
     paper = presets["paper"]["ade20k"]
-    assert ade20k.download_args(paper) == ["--sha1", ade20k.EXPECTED_SHA1]
+    assert preparation.download_args(paper) == ["--sha1", ADE20K.sources[0].sha1]
     given = dict(paper, url="http://mirror.example/ADE.zip", size=5)
     args = build_parser().parse_args(["download-ade20k", "--out", "z.zip",
-                                      *ade20k.download_args(given)])
-    assert (args.sha1, args.url, args.size) == (ade20k.EXPECTED_SHA1,
+                                      *preparation.download_args(given)])
+    assert (args.sha1, args.url, args.size) == (ADE20K.sources[0].sha1,
                                                 "http://mirror.example/ADE.zip", 5)
 
 

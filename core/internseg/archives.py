@@ -9,6 +9,7 @@ write is checked once more against its destination.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -244,15 +245,14 @@ def check_pair(root: Path, image: str, label: str, label_values_problem) -> list
     return problems
 
 
-def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: str,
-                   expected: dict[str, int], label_values_problem, *, title: str, where: str,
-                   max_errors: int, workers: int | None, progress: bool,
-                   report: Report) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """The checks every prepared tree gets: ``images/<split>/<stem>.jpg`` beside
-    ``annotations/<split>/<stem><map_suffix>``, the expected count of each, nothing else in
-    the folders, and every pair decoded in full by ``check_pair`` with the dataset's
-    ``label_values_problem``. One DatasetError lists every problem; else the stems and bytes
-    per split (``splits``: folder name, key)."""
+def validate_pairs(root: Path, layout, expected: dict[str, int], label_values_problem, *,
+                   title: str, where: str, max_errors: int, workers: int | None,
+                   progress: bool, report: Report) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The checks every prepared tree gets, over its ``layout`` (:class:`datasets.Layout`):
+    each image beside its label map, the expected count of each (``expected``: split key ->
+    count), nothing else in the folders, and every pair decoded in full by ``check_pair``
+    with the dataset's ``label_values_problem``. One DatasetError lists every problem; else
+    the stems and bytes per split key."""
     from concurrent.futures import ThreadPoolExecutor
 
     if not root.is_dir():
@@ -261,21 +261,23 @@ def validate_pairs(root: Path, splits: tuple[tuple[str, str], ...], map_suffix: 
     stems: dict[str, list[str]] = {}
     nbytes: dict[str, int] = {}
     pairs: list[tuple[str, str]] = []
-    for split, key in splits:
-        images, maps = (listing(root / kind / split, suffix, f"{kind}/{split}", problems)
-                        for kind, suffix in (("images", ".jpg"), ("annotations", map_suffix)))
-        if len(images) != expected[split] or len(maps) != expected[split]:
+    for split, key in layout.splits():
+        image = f"{layout.images}/{split}/{{}}{layout.image_suffix}".format
+        label = f"{layout.labels}/{split}/{{}}{layout.label_suffix}".format
+        images, maps = (listing(root / folder / split, suffix, f"{folder}/{split}", problems)
+                        for folder, suffix in ((layout.images, layout.image_suffix),
+                                               (layout.labels, layout.label_suffix)))
+        if len(images) != expected[key] or len(maps) != expected[key]:
             problems.append(f"{split}: found {len(images)} images and {len(maps)} label maps, "
-                            f"expected {expected[split]} of each")
-        problems += [f"images/{split}/{s}.jpg: no label map annotations/{split}/{s}{map_suffix}"
+                            f"expected {expected[key]} of each")
+        problems += [f"{image(s)}: no label map {label(s)}"
                      for s in sorted(images.keys() - maps.keys())]
-        problems += [f"annotations/{split}/{s}{map_suffix}: no image images/{split}/{s}.jpg"
+        problems += [f"{label(s)}: no image {image(s)}"
                      for s in sorted(maps.keys() - images.keys())]
         both = sorted(images.keys() & maps.keys())
         stems[key] = both
         nbytes[key] = sum(images[s] + maps[s] for s in both)
-        pairs += [(f"images/{split}/{s}.jpg", f"annotations/{split}/{s}{map_suffix}")
-                  for s in both]
+        pairs += [(image(s), label(s)) for s in both]
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     start = time.perf_counter()
     # PIL releases the GIL while decoding, so threads overlap decoding and file reads.
@@ -301,3 +303,22 @@ def listing(folder: Path, suffix: str, what: str, problems: list[str]) -> dict[s
     found, other = list_files(folder, suffix)
     problems += [f"{what}/{name}: unexpected entry (want *{suffix} files)" for name in other]
     return found
+
+
+def stems_sha256(stems: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(stems).encode()).hexdigest()
+
+
+def listing_matches(manifest: dict, root: Path, layout) -> bool:
+    """Whether the tree at ``root`` still holds the pairs its manifest lists; file names only,
+    not decoded (the no-op path of a rerun must stay cheap)."""
+    for split, key in layout.splits():
+        for folder, suffix in ((layout.images, layout.image_suffix),
+                               (layout.labels, layout.label_suffix)):
+            try:
+                listed = sorted(list_files(root / folder / split, suffix)[0])
+            except OSError:
+                return False
+            if stems_sha256(listed) != manifest.get(f"{key}_stems_sha256"):
+                return False
+    return True

@@ -295,34 +295,42 @@ def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_prepare_ade20k(sub) -> None:
-    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
+def add_prepare_extracted(sub) -> None:
+    """``prepare-<dataset>`` for every registered dataset that is extracted as it is (its
+    entry's ``convert`` is None): one command each, read from the entry."""
+    from .datasets import DATASETS
 
-    p = sub.add_parser("prepare-ade20k", help="verify, extract and validate ADE20K; write its "
-                       "manifest")
-    p.add_argument("--source", required=True, type=Path,
-                   help="ADEChallengeData2016.zip, or an extracted ADEChallengeData2016 folder "
-                        "(or its parent), validated in place and symlinked into --data-root")
-    p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {EXPECTED_SHA1}); "
-                                  "omitted = not verified")
-    p.add_argument("--download", action="store_true",
-                   help="download the zip to --source when it is missing (resumable; its "
-                        "size and --sha1 are checked before it is used)")
-    add_download_options(p, f"where --download fetches it (default {OFFICIAL_URL})")
-    add_preparation_options(p, "ade20k", TOP, "threads for decoding label maps")
-    p.set_defaults(func=cmd_prepare_ade20k)
+    for dataset in DATASETS.values():
+        if dataset.convert is not None:
+            continue
+        source = dataset.sources[0]
+        p = sub.add_parser(f"prepare-{dataset.name.replace('_', '-')}",
+                           help=f"verify, extract and validate {dataset.title}; write its "
+                                "manifest")
+        p.add_argument("--source", required=True, type=Path,
+                       help=f"{source.name}, or an extracted {dataset.tree} folder (or its "
+                            "parent), validated in place and symlinked into --data-root")
+        p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {source.sha1}); "
+                                      "omitted = not verified")
+        p.add_argument("--download", action="store_true",
+                       help="download the zip to --source when it is missing (resumable; its "
+                            "size and --sha1 are checked before it is used)")
+        add_download_options(p, f"where --download fetches it (default {source.url})")
+        add_preparation_options(p, dataset.name, dataset.tree, "threads for decoding label maps")
+        p.set_defaults(func=cmd_prepare_extracted, dataset=dataset.name)
 
 
-def cmd_prepare_ade20k(args) -> int:
-    from .ade20k import prepare_ade20k
+def cmd_prepare_extracted(args) -> int:
+    from .datasets import get_dataset
+    from .preparation import prepare_extracted
 
     if (args.url or args.size) and not args.download:
         raise InputError("--url and --size are only used with --download")
-    prepare_ade20k(args.source, args.data_root, sha1=args.sha1, download=args.download,
-                   url=args.url, size=args.size, manifest_path=args.manifest,
-                   train_count=args.train_count, val_count=args.val_count,
-                   max_errors=args.max_errors, workers=args.workers,
-                   progress=not args.no_progress, report=print)
+    prepare_extracted(get_dataset(args.dataset), args.source, args.data_root, sha1=args.sha1,
+                      download=args.download, url=args.url, size=args.size,
+                      manifest_path=args.manifest, train_count=args.train_count,
+                      val_count=args.val_count, max_errors=args.max_errors,
+                      workers=args.workers, progress=not args.no_progress, report=print)
     return 0
 
 
@@ -333,27 +341,35 @@ def add_download_options(p, url_help: str) -> None:
                         "announces)")
 
 
-def add_download_ade20k(sub) -> None:
-    from .ade20k import EXPECTED_SHA1, OFFICIAL_URL, TOP
+def add_download_extracted(sub) -> None:
+    """``download-<dataset>`` for every dataset ``prepare-<dataset>`` extracts as it is."""
+    from .datasets import DATASETS
 
-    p = sub.add_parser("download-ade20k", help=f"download {TOP}.zip (resumable), checked "
-                       "before it is put in place")
-    p.add_argument("--out", required=True, type=Path, help=f"where the zip goes ({TOP}.zip)")
-    p.add_argument("--sha1", help=f"expected SHA-1 (official: {EXPECTED_SHA1}); omitted = "
-                                  "not verified")
-    add_download_options(p, f"where it is fetched from (default {OFFICIAL_URL})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_download_ade20k)
+    for dataset in DATASETS.values():
+        if dataset.convert is not None:
+            continue
+        source = dataset.sources[0]
+        p = sub.add_parser(f"download-{dataset.name.replace('_', '-')}",
+                           help=f"download {source.name} (resumable), checked before it is put "
+                                "in place")
+        p.add_argument("--out", required=True, type=Path,
+                       help=f"where the zip goes ({source.name})")
+        p.add_argument("--sha1", help=f"expected SHA-1 (official: {source.sha1}); omitted = "
+                                      "not verified")
+        add_download_options(p, f"where it is fetched from (default {source.url})")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=cmd_download_extracted, dataset=dataset.name)
 
 
-def cmd_download_ade20k(args) -> int:
-    from .ade20k import fetch_zip
+def cmd_download_extracted(args) -> int:
+    from .datasets import get_dataset
+    from .preparation import fetch_zip
 
     if args.out.exists():
         print(f"{args.out}: already there; not downloaded again")
         return 0
-    fetch_zip(args.out, url=args.url, sha1=args.sha1, size=args.size,
-              progress=not args.no_progress, report=print)
+    fetch_zip(get_dataset(args.dataset), args.out, url=args.url, sha1=args.sha1,
+              size=args.size, progress=not args.no_progress, report=print)
     return 0
 
 
@@ -837,8 +853,8 @@ def cmd_clean(args) -> int:
 # ---------------------------------------------------------------- the command
 
 
-SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_ade20k,
-               add_download_ade20k, add_prepare_coco_stuff, add_split, add_plan, add_rehearse,
+SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_extracted,
+               add_download_extracted, add_prepare_coco_stuff, add_split, add_plan, add_rehearse,
                add_make_demo,
                add_make_demo_released, add_aggregate, add_clean)
 

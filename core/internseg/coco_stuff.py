@@ -27,32 +27,34 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from .ade20k import stems_sha256
 from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_members,
-                       format_problems, list_files, listing, locked, progress_bar,
-                       remove_partials, validate_pairs, vetted_zip)
+                       format_problems, list_files, listing, listing_matches, locked,
+                       progress_bar, remove_partials, stems_sha256, vetted_zip)
 from .download import download as fetch_url
 from .download import normalize_sha256
 from .datasets import DATASETS
 from .errors import InputError
 from .io import hash_file, naming_full_disk, read_json, read_sidecar, write_json, write_sidecar
 from .locks import die_with_parent
+from .preparation import TreeFacts, partial_prefix, swap_into_place, validate_tree
 
 log = logging.getLogger("internseg")
 
-DATASET = "COCO-Stuff-164K"
 COCO_STUFF = DATASETS["coco_stuff164k"]
+DATASET = COCO_STUFF.title
 TOP = COCO_STUFF.tree
-MAPS_ZIP = "stuffthingmaps_trainval2017.zip"
-SPLITS = (("train2017", "train"), ("val2017", "val"))  # folder name, manifest key
-IMAGE_ZIPS = {"train2017": "train2017.zip", "val2017": "val2017.zip"}
-MAP_SUFFIX = "_labelTrainIds.png"
+LAYOUT = COCO_STUFF.layout
+SPLITS = LAYOUT.splits()
+# the maps zip holds both splits; each split's images come in a zip of the split's name
+MAPS_ZIP = COCO_STUFF.sources[-1].name
+IMAGE_ZIPS = {split: f"{split}.zip" for split, _ in SPLITS}
+MAP_SUFFIX = LAYOUT.label_suffix
 TRAIN_COUNT = COCO_STUFF.train_count
 VAL_COUNT = COCO_STUFF.val_count
 NUM_CLASSES = COCO_STUFF.num_classes
-IGNORE_INDEX = 255
+IGNORE_INDEX = COCO_STUFF.ignore_index
 MANIFEST_VERSION = 1
-PARTIAL_PREFIX = f".{TOP}.partial-"
+PARTIAL_PREFIX = partial_prefix(COCO_STUFF)
 MARKER = "sources.json"  # in a partial folder: the sha256s of the zips it was extracted from
 # The same, inside the tree (renamed into place with it): what it was prepared from when the
 # manifest is gone, as the workflow deletes it (its rule's output) before preparing again.
@@ -66,18 +68,7 @@ class Source(NamedTuple):
     sha256: str | None
 
 
-# Sizes and sha256s as tensorflow-datasets records them; the maps zip has none published.
-SOURCES = {
-    "train2017.zip": Source(
-        "http://images.cocodataset.org/zips/train2017.zip", 19336861798,
-        "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929"),
-    "val2017.zip": Source(
-        "http://images.cocodataset.org/zips/val2017.zip", 815585330,
-        "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05"),
-    MAPS_ZIP: Source(
-        "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/" + MAPS_ZIP,
-        None, None),
-}
+SOURCES = {s.name: Source(s.url, s.size, s.sha256) for s in COCO_STUFF.sources}
 
 # COCO thing ids that were never annotated (raw value = labels.txt id - 1): the 182 raw
 # classes minus these 11 are the 171 train ids, in order.
@@ -89,12 +80,6 @@ RAW_TO_TRAIN_ID: dict[int, int] = {
 }
 # The lookup table's value for raw values outside the mapping; no train id (0..170, 255) is 254.
 _UNMAPPED = 254
-
-
-class TreeFacts(NamedTuple):
-    train_stems: list[str]
-    val_stems: list[str]
-    bytes: dict[str, int]
 
 
 class Prepared(NamedTuple):
@@ -216,16 +201,6 @@ def _lookup_table():
     return table
 
 
-@functools.cache
-def _valid_train_ids():
-    import numpy as np
-
-    valid = np.zeros(256, dtype=bool)
-    valid[:NUM_CLASSES] = True
-    valid[IGNORE_INDEX] = True
-    return valid
-
-
 def convert_map(raw: Path, out: Path, image: Path, name: str) -> str | None:
     """Convert one raw map to train ids at ``out``; returns the problem instead when the map
     cannot be converted (``name`` is how messages call it).
@@ -281,7 +256,7 @@ def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = 
     """
     tasks, done = [], 0
     for split, _ in SPLITS:
-        out_dir = tree / "annotations" / split
+        out_dir = tree / LAYOUT.labels / split
         out_dir.mkdir(parents=True, exist_ok=True)
         for leftover in out_dir.glob(".*"):  # half-written by a killed run
             leftover.unlink()
@@ -290,8 +265,9 @@ def convert_maps(raw_root: Path, tree: Path, *, workers: int, max_errors: int = 
             if stem in have:
                 done += 1
             else:
+                image = tree / LAYOUT.images / split / f"{stem}{LAYOUT.image_suffix}"
                 tasks.append((raw_root / split / f"{stem}.png", out_dir / f"{stem}{MAP_SUFFIX}",
-                              tree / "images" / split / f"{stem}.jpg", f"{split}/{stem}.png"))
+                              image, f"{split}/{stem}.png"))
     if done:
         report(f"resuming the conversion: {done} maps already converted, {len(tasks)} to go")
     start = time.perf_counter()
@@ -339,35 +315,6 @@ def prepare_args(settings: dict) -> list[str]:
     return words
 
 
-# ---------------------------------------------------------------- validation
-
-
-def label_values_problem(pixels) -> str | None:
-    """A converted map holds train ids 0..170 and 255 (ignored), nothing else."""
-    import numpy as np
-
-    counts = np.bincount(pixels.ravel(), minlength=256)
-    bad = np.flatnonzero((counts > 0) & ~_valid_train_ids())
-    if bad.size:
-        return (f"values {', '.join(map(str, bad))} outside 0..{NUM_CLASSES - 1} and "
-                f"{IGNORE_INDEX} ({int(counts[bad].sum())} pixels)")
-    return None
-
-
-def validate_tree(root: str | Path, *, train_count: int = TRAIN_COUNT,
-                  val_count: int = VAL_COUNT, max_errors: int = MAX_ERRORS,
-                  workers: int | None = None, progress: bool = True, where: str | None = None,
-                  report: Report = log.info) -> TreeFacts:
-    """Check a prepared ``coco_stuff164k`` folder; raise one DatasetError listing every problem."""
-    root = Path(root)
-    stems, nbytes = validate_pairs(
-        root, SPLITS, MAP_SUFFIX, {"train2017": train_count, "val2017": val_count},
-        label_values_problem,
-        title=DATASET, where=where or str(root), max_errors=max_errors, workers=workers,
-        progress=progress, report=report)
-    return TreeFacts(stems["train"], stems["val"], nbytes)
-
-
 # ---------------------------------------------------------------- extraction
 
 
@@ -377,16 +324,17 @@ def _pairing_problems(partial: Path, counts: dict[str, int]) -> list[str]:
     problems = []
     for split, _ in SPLITS:
         zip_name = IMAGE_ZIPS[split]
-        images = listing(partial / TOP / "images" / split, ".jpg", f"{zip_name}: {split}",
-                          problems)
+        images = listing(partial / TOP / LAYOUT.images / split, LAYOUT.image_suffix,
+                         f"{zip_name}: {split}", problems)
         maps = listing(partial / RAW / split, ".png", f"{MAPS_ZIP}: {split}", problems)
         # the images set the count; the maps are held to the images by the pairing below
         if len(images) != counts[split]:
             problems.append(f"{zip_name}: {len(images)} images in {split}/, "
                             f"expected {counts[split]}")
-        problems += [f"{zip_name}: {split}/{s}.jpg has no map {split}/{s}.png in {MAPS_ZIP}"
+        image = f"{split}/{{}}{LAYOUT.image_suffix}".format
+        problems += [f"{zip_name}: {image(s)} has no map {split}/{s}.png in {MAPS_ZIP}"
                      for s in sorted(images.keys() - maps.keys())]
-        problems += [f"{MAPS_ZIP}: {split}/{s}.png has no image {split}/{s}.jpg in {zip_name}"
+        problems += [f"{MAPS_ZIP}: {split}/{s}.png has no image {image(s)} in {zip_name}"
                      for s in sorted(maps.keys() - images.keys())]
     return problems
 
@@ -395,7 +343,8 @@ def _extract_all(paths: dict[str, Path], partial: Path, *, progress: bool,
                  report: Report) -> None:
     """Vet all three zips, check the disk has room, then extract: images into the tree, raw maps
     into the working folder."""
-    plan = [(paths[IMAGE_ZIPS[split]], (split,), partial / TOP / "images") for split, _ in SPLITS]
+    plan = [(paths[IMAGE_ZIPS[split]], (split,), partial / TOP / LAYOUT.images)
+            for split, _ in SPLITS]
     plan.append((paths[MAPS_ZIP], tuple(split for split, _ in SPLITS), partial / RAW))
     with contextlib.ExitStack() as stack:
         opened = [(path, *stack.enter_context(vetted_zip(path, tops, report=report)), dest)
@@ -499,19 +448,10 @@ def _our_manifest(path: Path, root: Path) -> dict | None:
 
 
 def _listing_matches(manifest: dict, root: Path, train_count: int, val_count: int) -> bool:
-    """Whether the tree still holds what the manifest lists; file names only (the rerun's
-    no-op path must stay cheap)."""
-    if manifest.get("train_count") != train_count or manifest.get("val_count") != val_count:
-        return False
-    for split, key in SPLITS:
-        for kind, suffix in (("images", ".jpg"), ("annotations", MAP_SUFFIX)):
-            try:
-                listed = sorted(list_files(root / kind / split, suffix)[0])
-            except OSError:
-                return False
-            if stems_sha256(listed) != manifest.get(f"{key}_stems_sha256"):
-                return False
-    return True
+    """Whether the tree still holds what the manifest lists, in the expected counts."""
+    return (manifest.get("train_count") == train_count
+            and manifest.get("val_count") == val_count
+            and listing_matches(manifest, root, LAYOUT))
 
 
 def _tree_digests(target: Path) -> dict[str, str] | None:
@@ -555,8 +495,8 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
     manifest_path = Path(manifest_path or data_root / f"{TOP}.manifest.json").absolute()
     pinned = resolve_pins(pins)
     workers = workers or os.cpu_count() or 1
-    checks = dict(train_count=train_count, val_count=val_count, max_errors=max_errors,
-                  progress=progress, report=report)
+    checks = dict(dataset=COCO_STUFF, train_count=train_count, val_count=val_count,
+                  max_errors=max_errors, progress=progress, report=report)
     data_root.mkdir(parents=True, exist_ok=True)
 
     with locked(data_root, report):
@@ -600,16 +540,7 @@ def prepare_coco_stuff(sources: str | Path | Mapping[str, str | Path], data_root
         partial, facts, conversion, resumed = _build(paths, digests, data_root, checks, workers)
         write_json(partial / TOP / SOURCE_RECORD, digests)
         try:
-            if exists:
-                # The stale manifest goes first: a run killed during the swap leaves no
-                # manifest vouching for either tree.
-                manifest_path.unlink(missing_ok=True)
-                old = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-", dir=data_root))
-                os.rename(target, old / TOP)
-                os.rename(partial / TOP, target)
-                discard(old)
-            else:
-                os.rename(partial / TOP, target)
+            swap_into_place(COCO_STUFF, partial / TOP, target, manifest_path)
         finally:
             if not (partial / TOP).exists():
                 discard(partial)

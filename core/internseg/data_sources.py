@@ -14,16 +14,24 @@ from pathlib import Path
 def missing_data(preset: str, settings: dict, datasets: set[str]) -> str | None:
     """One line naming every dataset file of ``datasets`` the preset neither has nor downloads
     (config.yaml's ``presets.<preset>``), or None when nothing is missing."""
-    from .ade20k import TOP
     from .coco_stuff import SOURCES
+    from .datasets import DATASETS
+    from .preparation import workflow_settings
 
     problems = []
-    if "ade20k" in datasets:
-        ade = settings["ade20k"]
-        if not ade["download"] and not Path(ade["archive"]).exists():
-            problems.append(f"{ade['archive']} not found: place {TOP}.zip there "
-                            f"(presets.{preset}.ade20k.archive), or set "
-                            f"presets.{preset}.ade20k.download: true to download it")
+    for name in sorted(datasets):
+        dataset = DATASETS[name]
+        if dataset.convert is not None:
+            continue
+        given = workflow_settings(dataset, preset, settings)
+        if given["download"] or Path(given["archive"]).exists():
+            continue
+        place = f"{given['archive']} not found: place {dataset.sources[0].name} there"
+        problems.append(
+            f"{place} (presets.{preset}.{name}.archive), or set "
+            f"presets.{preset}.{name}.download: true to download it" if name in settings
+            # no block of its own: the place its entry gives (preparation.workflow_settings)
+            else f"{place} (where {name}'s entry puts it in preset {preset})")
     if "coco_stuff164k" in datasets:
         coco = settings["coco_stuff164k"]
         absent = [name for name in SOURCES if not (Path(coco["zips"]) / name).is_file()]

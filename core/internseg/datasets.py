@@ -4,8 +4,9 @@ A config's dataloaders name mmseg's dataset class (``ADE20KDataset``); a run on 
 registered dataset is the same config moved to it (:func:`internseg.config.move_to_dataset`):
 the dataset class, its folders and label handling, and the heads' class count change, nothing
 else, as the fork's ADE20K and COCO-Stuff configs differ only in their dataset base and
-``num_classes``. Each dataset is prepared by its own command into a tree and a manifest that
-the later steps trust (:mod:`internseg.ade20k`, :mod:`internseg.coco_stuff`).
+``num_classes``. Each dataset is prepared into a tree and a manifest that the later steps
+trust, as its entry says: extracted as it is (:mod:`internseg.preparation`) or extracted and
+converted (:mod:`internseg.coco_stuff`).
 """
 
 from __future__ import annotations
@@ -18,33 +19,101 @@ from .io import read_json, read_text
 
 
 @dataclass(frozen=True)
+class Source:
+    """One file a dataset is prepared from: its name, where it is downloaded from, and its
+    pins (None: not published, so not verified)."""
+
+    name: str
+    url: str
+    size: int | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a prepared tree keeps its pairs: ``<images>/<split>/<stem><image_suffix>`` beside
+    ``<labels>/<split>/<stem><label_suffix>``, for each split folder (``train``, ``val``)."""
+
+    images: str
+    labels: str
+    image_suffix: str
+    label_suffix: str
+    train: str
+    val: str
+
+    def split_folder(self, key: str) -> str:
+        return self.train if key == "train" else self.val
+
+    def splits(self) -> tuple[tuple[str, str], ...]:
+        """(folder name, manifest key) of each split."""
+        return ((self.train, "train"), (self.val, "val"))
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """One dataset as the runs see it.
+    """One dataset: everything the code knows of it.
 
     mmseg_type: mmseg's dataset class (its class names and palette are used as they are).
+    num_classes: the classes the heads predict.
+    label_ids: the inclusive range of values a prepared label map may hold, and ignore_index a
+      value outside it that is ignored too (255), or None.
+    reduce_zero_label: label 0 is "other" and ignored (ADE20K), else labels are train ids.
     tree: the folder, under the prepared data root, that the dataloaders' ``data_root`` is.
     data_root: where a config written for it reads the tree when no ``--data-root`` is given
       (mmseg's ``data/`` layout under ``resources/``); a config moved here reads it too.
-    train / val: the (images, annotations) folders of each split inside ``tree``.
+    layout: the prepared tree's folders and suffixes (:class:`Layout`); the suffixes are the
+      ones ``mmseg_type`` reads by default, so a moved config names none (a test checks).
     train_count / val_count: the official split sizes (a preset may expect fewer: the demo).
-    reduce_zero_label: label 0 is "other" and ignored (ADE20K), else labels are train ids.
+    val_image: (height, width) assumed for a validation image, for the plan's pricing.
+    sources: the files it is prepared from, with their pins and download URLs.
+    convert: how extracted raw maps become the tree's label maps: None (extracted as they
+      are, :mod:`internseg.preparation`), else the name of its conversion
+      (:mod:`internseg.coco_stuff`).
+    extras: files beside the pairs that the tree should hold (a warning when one is missing).
     """
 
     name: str
     title: str
     mmseg_type: str
     num_classes: int
+    label_ids: tuple[int, int]
+    ignore_index: int | None
     reduce_zero_label: bool
     tree: str
     data_root: str
-    train: tuple[str, str]
-    val: tuple[str, str]
+    layout: Layout
     train_count: int
     val_count: int
+    val_image: tuple[int, int]
+    sources: tuple[Source, ...]
+    convert: str | None = None
+    extras: tuple[str, ...] = ()
 
     def data_prefix(self, split: str) -> dict:
-        images, annotations = self.train if split == "train" else self.val
-        return dict(img_path=images, seg_map_path=annotations)
+        folder = self.layout.split_folder(split)
+        return dict(img_path=f"{self.layout.images}/{folder}",
+                    seg_map_path=f"{self.layout.labels}/{folder}")
+
+    def source(self, name: str) -> Source:
+        return next(s for s in self.sources if s.name == name)
+
+    def label_values_problem(self, pixels) -> str | None:
+        """The label rule: a prepared map holds ``label_ids`` and ``ignore_index`` only."""
+        import numpy as np
+
+        counts = np.bincount(pixels.ravel(), minlength=256)
+        allowed = np.zeros(counts.size, dtype=bool)
+        allowed[self.label_ids[0]:self.label_ids[1] + 1] = True
+        if self.ignore_index is not None:
+            allowed[self.ignore_index] = True
+        bad = np.flatnonzero((counts > 0) & ~allowed)
+        if not bad.size:
+            return None
+        also = "" if self.ignore_index is None else f" and {self.ignore_index}"
+        return (f"label value{'s' if bad.size > 1 else ''} {', '.join(map(str, bad))} outside "
+                f"{self.label_ids[0]}..{self.label_ids[1]}{also} ({int(counts[bad].sum())} "
+                "pixels)")
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -73,20 +142,40 @@ def dataset_of_type(mmseg_type: str) -> Dataset:
 
 
 # The InternVL 1.0 rows and Table 15's first half: SceneParse150, labels 1..150 (0 = other).
+# The validation images are about 512 x 683 (mostly 4:3 landscape, short side around 512):
+# an assumption for the plan, not a measurement.
 register_dataset(Dataset(
     name="ade20k", title="ADE20K", mmseg_type="ADE20KDataset", num_classes=150,
-    reduce_zero_label=True, tree="ADEChallengeData2016",
-    data_root="resources/ade/ADEChallengeData2016",
-    train=("images/training", "annotations/training"),
-    val=("images/validation", "annotations/validation"), train_count=20210, val_count=2000))
+    label_ids=(0, 150), ignore_index=None, reduce_zero_label=True,
+    tree="ADEChallengeData2016", data_root="resources/ade/ADEChallengeData2016",
+    layout=Layout("images", "annotations", ".jpg", ".png", "training", "validation"),
+    train_count=20210, val_count=2000, val_image=(512, 683),
+    # The MIT Scene Parsing benchmark's own address; unreachable at times, hence a mirror
+    # (`--url`) and the zip placed by hand stay possible. No size is published.
+    sources=(Source("ADEChallengeData2016.zip",
+                    "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+                    sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"),),
+    extras=("objectInfo150.txt", "sceneCategories.txt")))
 
-# Table 15's second half, as the fork ran it (COCOStuffDataset, 171 classes, train ids).
+# Table 15's second half, as the fork ran it (COCOStuffDataset, 171 classes, train ids; raw
+# maps converted with the recorded 182 -> 171 mapping). Validation images are about 480 x 640.
+# Sizes and sha256s as tensorflow-datasets records them; the maps zip has none published.
+_COCO = "http://images.cocodataset.org/zips/"
 register_dataset(Dataset(
     name="coco_stuff164k", title="COCO-Stuff-164K", mmseg_type="COCOStuffDataset",
-    num_classes=171, reduce_zero_label=False, tree="coco_stuff164k",
-    data_root="resources/coco_stuff164k",
-    train=("images/train2017", "annotations/train2017"),
-    val=("images/val2017", "annotations/val2017"), train_count=118287, val_count=5000))
+    num_classes=171, label_ids=(0, 170), ignore_index=255, reduce_zero_label=False,
+    tree="coco_stuff164k", data_root="resources/coco_stuff164k",
+    layout=Layout("images", "annotations", ".jpg", "_labelTrainIds.png", "train2017",
+                  "val2017"),
+    train_count=118287, val_count=5000, val_image=(480, 640),
+    sources=(
+        Source("train2017.zip", _COCO + "train2017.zip", 19336861798,
+               sha256="69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929"),
+        Source("val2017.zip", _COCO + "val2017.zip", 815585330,
+               sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05"),
+        Source("stuffthingmaps_trainval2017.zip", "http://calvin.inf.ed.ac.uk/wp-content/"
+               "uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip")),
+    convert="coco_stuff_train_ids"))
 
 
 # ---------------------------------------------------------------- a prepared tree, as given

@@ -1,16 +1,12 @@
 """What the plan and the rehearsal share about a run's shape, so that neither imports the
-other: the paper's GPU count, the validation image both assume, the size the test pipeline
-takes it to, and how many windows slide inference cuts it into."""
+other: the paper's GPU count, the size the test pipeline takes a validation image to (the
+one its dataset's entry assumes), and how many windows slide inference cuts it into."""
 
 from __future__ import annotations
 
 from .errors import InputError
 
 PAPER_GPUS = 8  # the published logs ran on 8 A100-80GB
-# Assumed mean size (height, width) of a validation image, which decides how many slide
-# windows the test pipeline cuts it into: ADE20K's are about 512 x 683 (mostly 4:3 landscape,
-# short side around 512), COCO's 480 x 640. Assumptions, not measurements.
-ASSUMED_VAL_IMAGE = {"ade20k": (512, 683), "coco_stuff164k": (480, 640)}
 
 
 def resized_for_test(pipeline, height: int, width: int, where: str) -> tuple[int, int]:

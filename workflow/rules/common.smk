@@ -8,7 +8,6 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.ade20k import download_args as ade20k_download_args
 from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
@@ -16,6 +15,7 @@ from internseg.datasets import DATASETS
 from internseg.engine.rehearse import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
+from internseg.preparation import download_args, workflow_settings as extracted_settings
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
@@ -95,6 +95,24 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     trunk="|".join(TRUNKS),
     stem=r"[^/]+",
+
+
+# The commands of the rules data.smk makes for each extracted dataset, word for word the text
+# ADE20K's rules had before they were made in a loop (Snakemake compares a rule's command text
+# to decide whether its finished jobs are stale). Snakemake evaluates a rule's `shell:`
+# expression twice: when the rule is defined, in the Snakefile's scope, where the loop's NAME
+# is the dataset; and when a job runs, in the job function's scope, whose `rule` is the rule's
+# name (NAME is then the loop's last). `scope` is locals() at either place.
+EXTRACTED_COMMANDS = {
+    "prepare": "--source {input} --data-root {params.data_root} --manifest {output}"
+    " --train-count {params.train} --val-count {params.val} {params.sha1} > {log} 2>&1",
+    "download": "--out {output} {params.options} > {log} 2>&1",
+}
+
+
+def extracted_command(verb, scope):
+    name = scope["rule"].removeprefix(f"{verb}_") if "rule" in scope else scope["NAME"]
+    return f"internseg {verb}-{name.replace('_', '-')} {EXTRACTED_COMMANDS[verb]}"
 
 
 def data_root(dataset):

@@ -3,7 +3,6 @@
 
 
 localrules:
-    prepare_ade20k,
     prepare_coco_stuff,
 
 
@@ -16,49 +15,55 @@ if PRESET != "demo":
         raise WorkflowError(MISSING)
 
 
-rule prepare_ade20k:
-    input:
-        SETTINGS["ade20k"]["archive"],
-    output:
-        manifest("ade20k"),
-    log:
-        f"{RES}/logs/prepare_ade20k.log",
-    conda:
-        ENV
-    params:
-        sha1=lambda wildcards: (
-            f"--sha1 {SETTINGS['ade20k']['sha1']}"
-            if SETTINGS["ade20k"]["sha1"]
-            else ""
-        ),
-        data_root=lambda wildcards, output: os.path.dirname(output[0]),
-        train=SETTINGS["ade20k"]["train_count"],
-        val=SETTINGS["ade20k"]["val_count"],
-    shell:
-        "internseg prepare-ade20k --source {input} --data-root {params.data_root}"
-        " --manifest {output} --train-count {params.train} --val-count {params.val}"
-        " {params.sha1} > {log} 2>&1"
+# One rule per registered dataset that is extracted as it is (its entry's convert is None),
+# named prepare_<dataset>, its settings from config.yaml's block or else from its entry. Its
+# command is the text ADE20K's rule always had (extracted_command): a changed one would rerun
+# the preparation and every job after it.
+for NAME, DATASET in DATASETS.items():
+    if DATASET.convert is not None:
+        continue
+    EXTRACTED = extracted_settings(DATASET, PRESET, SETTINGS)
 
-
-# With `download`, the zip is a rule's output of its own, so that the preparation above stays
-# the same job with or without it (a changed command would rerun it and every job after it).
-if SETTINGS["ade20k"]["download"]:
-
-    localrules:
-        download_ade20k,
-
-    rule download_ade20k:
-        """The zip fetched (resumable) and checked (size, sha1) before it is put in place."""
+    rule:
+        name:
+            f"prepare_{NAME}"
+        input:
+            EXTRACTED["archive"],
         output:
-            SETTINGS["ade20k"]["archive"],
+            manifest(NAME),
         log:
-            f"{RES}/logs/download_ade20k.log",
+            f"{RES}/logs/prepare_{NAME}.log",
+        localrule: True
         conda:
             ENV
         params:
-            options=shlex.join(ade20k_download_args(SETTINGS["ade20k"])),
+            sha1=f"--sha1 {EXTRACTED['sha1']}" if EXTRACTED["sha1"] else "",
+            data_root=lambda wildcards, output: os.path.dirname(output[0]),
+            train=EXTRACTED["train_count"],
+            val=EXTRACTED["val_count"],
         shell:
-            "internseg download-ade20k --out {output} {params.options} > {log} 2>&1"
+            extracted_command("prepare", locals())
+
+    # With `download`, the zip is a rule's output of its own, so that the preparation above
+    # stays the same job with or without it (a changed command would rerun it and every job
+    # after it).
+    if EXTRACTED["download"]:
+
+        rule:
+            """The zip fetched (resumable) and checked (size, sha1) before it is put in place."""
+            name:
+                f"download_{NAME}"
+            output:
+                EXTRACTED["archive"],
+            log:
+                f"{RES}/logs/download_{NAME}.log",
+            localrule: True
+            conda:
+                ENV
+            params:
+                options=shlex.join(download_args(EXTRACTED)),
+            shell:
+                extracted_command("download", locals())
 
 
 COCO = SETTINGS["coco_stuff164k"]

@@ -103,10 +103,11 @@ def rehearsal_config(preset: str, run, gpus: int, cfg_options: dict | None = Non
 def val_image_size(cfg, dataset: str) -> tuple[int, int]:
     """The validation image the rehearsal runs: the plan's assumed mean image of the dataset
     through the run's test pipeline."""
-    from ..sizing import ASSUMED_VAL_IMAGE, resized_for_test
+    from ..datasets import get_dataset
+    from ..sizing import resized_for_test
 
-    return resized_for_test(cfg.val_dataloader.dataset.pipeline, *ASSUMED_VAL_IMAGE[dataset],
-                            f"run {dataset}")
+    return resized_for_test(cfg.val_dataloader.dataset.pipeline,
+                            *get_dataset(dataset).val_image, f"run {dataset}")
 
 
 def shape_key(cfg, gpus: int, val_image: tuple[int, int]) -> str:

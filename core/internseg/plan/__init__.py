@@ -36,11 +36,11 @@ from .checkpoints import (ASSUMED_FS_AGGREGATE_WRITE_GBPS, ASSUMED_FS_READ_GBPS,
 from .runs import RunCost, plan
 from .step import (A100_BF16_PEAK, ASSUMED_UTILISATION, measured_step_seconds,
                    published_iteration_seconds, trunk_flops_per_image)
-from .table import Units, assumptions, to_markdown, totals
+from .table import Units, assumed_val_images, assumptions, to_markdown, totals
 
 __all__ = ["A100_BF16_PEAK", "ASSUMED_FS_AGGREGATE_WRITE_GBPS", "ASSUMED_FS_READ_GBPS",
-           "ASSUMED_FS_WRITE_GBPS",
-           "ASSUMED_UTILISATION", "FIRST_JOB_HOURS", "MAX_JOB_HOURS", "STOP_WARNING_S",
-           "Bandwidth", "Events", "RunCost", "Units", "assumptions", "job_seconds",
-           "measured_step_seconds", "plan", "published_iteration_seconds",
-           "timeline", "to_markdown", "totals", "trunk_flops_per_image"]
+           "ASSUMED_FS_WRITE_GBPS", "ASSUMED_UTILISATION", "FIRST_JOB_HOURS", "MAX_JOB_HOURS",
+           "STOP_WARNING_S", "Bandwidth", "Events", "RunCost", "Units", "assumed_val_images",
+           "assumptions", "job_seconds", "measured_step_seconds", "plan",
+           "published_iteration_seconds", "timeline", "to_markdown", "totals",
+           "trunk_flops_per_image"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..sizing import ASSUMED_VAL_IMAGE
 from .checkpoints import (FIRST_JOB_HOURS, MAX_JOB_HOURS, STOP_WARNING_S, WHAT_IF_INTERVAL,
                           Bandwidth)
 from .runs import RunCost, _sig
@@ -29,11 +28,19 @@ def totals(costs: list[RunCost]) -> dict:
                 saved_gpu_hours={k: _sig(v) for k, v in saved.items()})
 
 
+def assumed_val_images() -> dict[str, tuple[int, int]]:
+    """The mean size (height, width) of a validation image each dataset's entry assumes: it
+    decides how many slide windows the test pipeline cuts an image into."""
+    from ..datasets import DATASETS
+
+    return {name: dataset.val_image for name, dataset in DATASETS.items()}
+
+
 def assumptions(bandwidth: Bandwidth) -> dict:
     """Every figure the plan assumes rather than measures, with its value."""
     return dict(
         utilisation_of_a100_bf16_peak=ASSUMED_UTILISATION,
-        validation_image_height_width=ASSUMED_VAL_IMAGE,
+        validation_image_height_width=assumed_val_images(),
         fs_write_gbps=bandwidth.write_gbps,
         fs_aggregate_write_gbps=bandwidth.aggregate_write_gbps,
         fs_read_gbps=bandwidth.read_gbps,
@@ -137,7 +144,7 @@ def to_markdown(costs: list[RunCost], bandwidth: Bandwidth = Bandwidth()) -> str
     # traced FLOPs are counted, but their speed is assumed as much as the trunk's
     flops = any(_short(c.source) in ("FLOPs", "traced") for c in costs)
     flops_validation = any(_short(c.validation_source) in ("FLOPs", "traced") for c in costs)
-    sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in ASSUMED_VAL_IMAGE.items()
+    sizes = ", ".join(f"{d} {h}x{w}" for d, (h, w) in assumed_val_images().items()
                       if any(c.dataset == d for c in costs))
     notes = [f"FLOPs (traced: the whole model; else the trunk's, heads not counted) at "
              f"{ASSUMED_UTILISATION:.0%} of A100 bf16 peak for "

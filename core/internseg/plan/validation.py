@@ -5,7 +5,7 @@ the trunk's FLOPs."""
 from __future__ import annotations
 
 
-from ..sizing import ASSUMED_VAL_IMAGE, resized_for_test, slide_windows
+from ..sizing import resized_for_test, slide_windows
 from .step import A100_BF16_PEAK, ASSUMED_UTILISATION, SlideSpeed, trunk_flops_per_image
 
 
@@ -20,7 +20,7 @@ def validation_pass(cfg, dataset: str, gpus: int, slide: SlideSpeed | None,
 
     images = get_dataset(dataset).val_count
     test = cfg.model.test_cfg
-    size = ASSUMED_VAL_IMAGE[dataset]
+    size = get_dataset(dataset).val_image
     resized = resized_for_test(cfg.val_dataloader.dataset.pipeline, *size, where)
     windows = slide_windows(*resized, test.crop_size, test.stride)
     window_flops = trunk_flops_per_image(cfg.model.backbone)

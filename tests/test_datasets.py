@@ -1,0 +1,178 @@
+"""A dataset is one registered entry: what the code elsewhere reads of it agrees with it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from internseg.datasets import DATASETS
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_layout_suffixes_are_what_its_mmseg_class_reads(name):
+    # a moved config names no suffix: the class's defaults must find the prepared files
+    import mmseg.datasets
+
+    dataset = DATASETS[name]
+    defaults = inspect.signature(getattr(mmseg.datasets, dataset.mmseg_type).__init__).parameters
+    assert defaults["img_suffix"].default == dataset.layout.image_suffix
+    assert defaults["seg_map_suffix"].default == dataset.layout.label_suffix
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_label_rule_takes_its_ids_and_refuses_the_next(name):
+    dataset = DATASETS[name]
+    low, high = dataset.label_ids
+    allowed = [low, high] + ([dataset.ignore_index] if dataset.ignore_index is not None else [])
+    assert dataset.label_values_problem(np.array(allowed, dtype=np.uint8)) is None
+    problem = dataset.label_values_problem(np.array([high + 1, high + 1], dtype=np.uint8))
+    assert problem.startswith(f"label value {high + 1} outside {low}..{high}")
+    assert problem.endswith("(2 pixels)")
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_entry_names_its_sources_and_split_folders(name):
+    dataset = DATASETS[name]
+    assert dataset.sources and all(s.url.startswith("http") for s in dataset.sources)
+    prefix = dataset.data_prefix("val")
+    assert prefix == dict(img_path=f"{dataset.layout.images}/{dataset.layout.val}",
+                          seg_map_path=f"{dataset.layout.labels}/{dataset.layout.val}")
+    assert len(dataset.val_image) == 2 and min(dataset.val_image) > 0
+
+
+# ---------------------------------------------------------------- an entry without a config block
+
+
+@pytest.fixture
+def street(monkeypatch):
+    """A dataset registered for this test only (the registry is restored after it)."""
+    from internseg.datasets import Dataset, Layout, Source, register_dataset
+
+    monkeypatch.setattr("internseg.datasets.DATASETS", dict(DATASETS))
+    return register_dataset(Dataset(
+        name="street", title="Street", mmseg_type="CityscapesDataset", num_classes=19,
+        label_ids=(0, 18), ignore_index=255, reduce_zero_label=False, tree="street",
+        data_root="resources/street/street",
+        layout=Layout("leftImg8bit", "gtFine", "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                      "train", "val"),
+        train_count=10, val_count=2, val_image=(64, 128),
+        sources=(Source("street.zip", "http://example.invalid/street.zip", sha1="a" * 40),)))
+
+
+def test_an_entry_without_a_config_block_takes_its_settings_from_the_entry(street):
+    from internseg.preparation import download_args, workflow_settings
+
+    settings = workflow_settings(street, "paper", {"ade20k": {}})
+    assert settings == dict(archive="resources/paper/street.zip", sha1="a" * 40,
+                            download=False, url=None, size=None, train_count=10, val_count=2)
+    assert download_args(settings) == ["--sha1", "a" * 40]
+    given = {"street": dict(settings, archive="elsewhere.zip")}
+    assert workflow_settings(street, "paper", given)["archive"] == "elsewhere.zip"
+
+
+def test_its_missing_zip_is_one_line_naming_where_its_entry_puts_it(street, monkeypatch,
+                                                                      tmp_path):
+    from internseg.data_sources import missing_data
+
+    monkeypatch.chdir(tmp_path)
+    line = missing_data("paper", {}, {"street"})
+    assert line == ("config.yaml: resources/paper/street.zip not found: place street.zip there "
+                    "(where street's entry puts it in preset paper)")
+    (tmp_path / "resources/paper").mkdir(parents=True)
+    (tmp_path / "resources/paper/street.zip").write_bytes(b"")
+    assert missing_data("paper", {}, {"street"}) is None
+
+
+def test_its_commands_come_from_the_entry(street):
+    from internseg.cli import build_parser
+
+    args = build_parser().parse_args(["prepare-street", "--source", "s.zip", "--data-root", "d"])
+    assert (args.dataset, args.train_count, args.val_count) == ("street", 10, 2)
+    args = build_parser().parse_args(["download-street", "--out", "s.zip"])
+    assert args.dataset == "street"
+
+
+def test_the_plan_prices_its_validation_with_its_image_size(street):
+    from internseg.plan import assumed_val_images
+
+    assert assumed_val_images()["street"] == (64, 128)
+    assert assumed_val_images()["ade20k"] == DATASETS["ade20k"].val_image
+
+
+# ---------------------------------------------------------------- a third dataset, end to end
+
+THIRD = '''
+
+# A third dataset, in one entry: its own layout and suffixes (CityscapesDataset's)
+register_dataset(Dataset(
+    name="street_tiny", title="Street scenes (synthetic)", mmseg_type="CityscapesDataset",
+    num_classes=19, label_ids=(0, 18), ignore_index=255, reduce_zero_label=False,
+    tree="street_tiny", data_root="resources/street_tiny/street_tiny",
+    layout=Layout("leftImg8bit", "gtFine", "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                  "train", "val"),
+    train_count=32, val_count=4, val_image=(96, 128),
+    sources=(Source("street_tiny.zip", "http://example.invalid/street_tiny.zip"),)))
+'''
+
+
+def write_street_zip(path, train: int, val: int) -> None:
+    """Synthetic pairs in the third dataset's layout: the label is a function of the colour,
+    with an ignored band, so that the model has something to learn."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def png(array) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, format="PNG")
+        return out.getvalue()
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, count in (("train", train), ("val", val)):
+            for n in range(count):
+                label = rng.integers(0, 19, size=(6, 8)).repeat(16, 0).repeat(16, 1)
+                label[:4] = 255
+                image = np.stack([label * 13 % 256, label * 7 % 256, label * 3 % 256], -1)
+                stem = f"{split}/city_{n:06d}"
+                zf.writestr(f"street_tiny/leftImg8bit/{stem}_leftImg8bit.png",
+                            png(image.astype(np.uint8)))
+                zf.writestr(f"street_tiny/gtFine/{stem}_gtFine_labelTrainIds.png",
+                            png(label.astype(np.uint8)))
+
+
+def test_a_third_dataset_is_one_entry_through_the_workflow(tmp_path):
+    """docs/datasets.md: a dataset registered in one entry, in a copy of the repository,
+    with no other file changed, runs from its zip through preparation, the few-shot split,
+    training and evaluation to the table."""
+    import csv
+
+    import yaml
+    from test_workflow import snakemake, workflow_copy
+
+    wf = workflow_copy(tmp_path, with_package=True)
+    with open(wf / "core/internseg/datasets.py", "a") as f:
+        f.write(THIRD)
+    # where its entry puts the zip (preparation.workflow_settings), and what to run on it
+    (wf / "resources/demo").mkdir(parents=True)
+    write_street_zip(wf / "resources/demo/street_tiny.zip", train=32, val=4)
+    (wf / "street.yaml").write_text(yaml.safe_dump(
+        {"run": ["fewshot_1of16"], "presets": {"demo": {"datasets": ["street_tiny"]}}}))
+    result = snakemake(wf, "--cores", "2", "all", "--configfile", "street.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout + result.stderr
+    assert "rule prepare_street_tiny:" in out
+    manifest = json.loads((wf / "resources/demo/street_tiny/manifest.json").read_text())
+    assert (manifest["valid"], manifest["dataset"]) == (True, "Street scenes (synthetic)")
+    assert (manifest["train_count"], manifest["val_count"]) == (32, 4)
+    tree = wf / "resources/demo/street_tiny/street_tiny"
+    assert len(list((tree / "gtFine/val").glob("*_gtFine_labelTrainIds.png"))) == 4
+    with open(wf / "results/demo/table.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    row = rows["street_tiny/intern_vit_tiny_demo/fewshot_1of16"]
+    assert 0 < float(row["our_mIoU"]) <= 100
