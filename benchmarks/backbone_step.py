@@ -22,26 +22,26 @@ import time
 import torch
 
 from internseg.demo import DEMO_TRUNK
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 from internseg.trunks import TRUNKS
 
 REGIMES = ("frozen", "trained_master", "trained_bf16")
 
 
-def build(regime: str, tiny: bool, device: torch.device, img_size: int = 504) -> InternViT6B:
+def build(regime: str, tiny: bool, device: torch.device, img_size: int = 504) -> InternViT:
     trunk = TRUNKS[DEMO_TRUNK if tiny else "intern_vit_6b_224px"]
     size, depth = trunk.architecture, trunk.depth
     trained = regime != "frozen"
     # built and initialised on the device: 5.9B random values take minutes on a CPU
     with torch.device(device):
-        model = InternViT6B(img_size=img_size, out_indices=(depth - 1,), trunk_dtype="bfloat16",
+        model = InternViT(img_size=img_size, out_indices=(depth - 1,), trunk_dtype="bfloat16",
                             freeze_trunk=not trained, with_cp=trained,
                             master_weights=regime == "trained_master", **size)
         model.init_weights()
     return model
 
 
-def step(model: InternViT6B, images: torch.Tensor, regime: str) -> None:
+def step(model: InternViT, images: torch.Tensor, regime: str) -> None:
     out = model(images)[0]
     if regime != "frozen":
         out.float().pow(2).mean().backward()

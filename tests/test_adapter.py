@@ -225,7 +225,8 @@ def test_a_frozen_trunk_run_keeps_the_adapter_in_its_result_and_needs_it_back(tm
 
     from internseg.config import load_config
     from internseg.engine.evaluate import load_segmentor_weights
-    from internseg.engine.segmentor import build_segmentor, trainable_state
+    from internseg.engine.result import trainable_state
+    from internseg.engine.segmentor import build_segmentor
     from internseg.models.pretrained import CheckpointError
 
     cfg = load_config("demo/adapter_tuning")

@@ -7,7 +7,8 @@ import yaml
 
 from conftest import FACTS
 
-from internseg.config import CONFIG_ROOT, backbone_architecture, config_path, load_config
+from internseg.config import (CONFIG_ROOT, backbone_architecture, config_path, leaves,
+                              load_config)
 from internseg.errors import InputError
 from internseg.registry import experiments
 
@@ -17,8 +18,68 @@ RECORDED = sorted(set(yaml.safe_load(FACTS.read_text())["experiments"]) - {"comm
 CONFIG_FILES = sorted(p for p in CONFIG_ROOT.glob("*/*.py") if p.parent.name != "_base_")
 
 
-def test_every_paper_experiment_has_a_demo_overlay():
+def test_every_paper_experiment_is_a_demo_experiment_and_every_demo_file_a_paper_row():
     assert PAPER == sorted(experiments("demo"))
+    # a demo file states what its row's demo does otherwise; without its paper row it is
+    # nothing the demo runs
+    assert {p.stem for p in (CONFIG_ROOT / "demo").glob("*.py")} <= set(PAPER)
+
+
+def test_every_demo_run_keeps_the_identity_it_had_as_a_file():
+    """The demo configs were eight files; derived, each run (on each demo trunk and dataset)
+    trains what it trained, so a finished demo is not retrained (the digests were recorded
+    from the files)."""
+    import hashlib
+    import json
+
+    from internseg.engine.identity import training_config
+
+    recorded = json.loads((FACTS.parent / "demo_config_sha256.json").read_text())
+    assert {key.split("/")[0] for key in recorded} == set(PAPER)
+    for key, digest in recorded.items():
+        name, trunk, dataset = (None if part == "-" else part for part in key.split("/"))
+        cfg = load_config(f"demo/{name}", trunk=trunk, dataset=dataset, import_modules=False)
+        text = json.dumps(training_config(cfg), sort_keys=True, default=str)
+        assert hashlib.sha256(text.encode()).hexdigest() == digest, key
+
+
+def test_a_new_row_needs_no_demo_file(tmp_path, monkeypatch):
+    """A paper row added alone runs in the demo: moved to the tiny trunk, on the one schedule,
+    its iterations scaled from its own (20000 of the paper's 80000: 40 of 160)."""
+    import shutil
+
+    from internseg import config
+
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIG_ROOT, root)
+    (root / "paper" / "head_tuning_1of4.py").write_text(
+        '_base_ = ["./head_tuning.py"]\ntrain_fraction = 4\ntrain_cfg = dict(max_iters=20000)\n'
+        'param_scheduler = [\n'
+        '    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=401),\n'
+        '    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=0, end=20001),\n'
+        ']\n')
+    monkeypatch.setattr(config, "CONFIG_ROOT", root)
+    monkeypatch.setattr(config, "DEMO_DIR", root / "demo")
+    monkeypatch.setattr(config, "DEMO_SCHEDULE", root / "_base_" / "demo.py")
+    assert "head_tuning_1of4" in [p.stem for p in config.config_files("demo")]
+    cfg = load_config("demo/head_tuning_1of4", import_modules=False)
+    head = load_config("demo/head_tuning", import_modules=False)
+    assert cfg.model.backbone.trunk == "intern_vit_tiny_demo" and cfg.train_fraction == 4
+    assert cfg.train_cfg.max_iters == 40 and cfg.train_cfg.val_interval == 20
+    assert [s.end for s in cfg.param_scheduler] == [2, 41]
+    assert cfg.model == head.model and cfg.train_dataloader == head.train_dataloader
+    assert cfg.optim_wrapper.optimizer.lr == 2e-3 and cfg.total_batch_size == 2
+    # the demo schedule is one of its sources: an edit to it reruns the row
+    names = [p.relative_to(root).as_posix() for p in config.config_sources(
+        "demo/head_tuning_1of4")]
+    assert names[:3] == ["paper/head_tuning_1of4.py", "_base_/demo.py", "paper/head_tuning.py"]
+    # a demo file for other demo settings: its schedule values and what it states win
+    (root / "demo" / "head_tuning_1of4.py").write_text(
+        '_base_ = ["../paper/head_tuning_1of4.py"]\ndemo_schedule = dict(crop=112)\n'
+        'optim_wrapper = dict(optimizer=dict(lr=1e-3))\n')
+    own = load_config("demo/head_tuning_1of4", import_modules=False)
+    assert own.model.data_preprocessor.size == (112, 112) and own.model.backbone.img_size == 112
+    assert own.optim_wrapper.optimizer.lr == 1e-3 and "demo_schedule" not in own
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -45,8 +106,17 @@ def test_a_config_file_runs_as_written(path):
     for head in heads:
         levels = head.in_channels if isinstance(head.in_channels, list) else [head.in_channels]
         assert set(levels) == {arch["embed_dim"]}
-    # what load_config gives is the file, nothing added or changed
-    assert load_config(path).to_dict() == cfg.to_dict()
+    resolved = load_config(path).to_dict()
+    if path.parent.name != "demo":
+        # what load_config gives is the file, nothing added or changed
+        assert resolved == cfg.to_dict()
+        return
+    # a demo file is its paper row with what the row's demo does otherwise: what it states
+    # beside the paper (not its own demo schedule) is what the demo runs
+    paper = leaves(Config.fromfile(str(CONFIG_ROOT / "paper" / path.name)).to_dict())
+    stated = {key: value for key, value in leaves(cfg.to_dict()).items()
+              if paper.get(key, "absent") != value and not key.startswith("demo_schedule")}
+    assert stated and {key: leaves(resolved).get(key) for key in stated} == stated
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -158,17 +228,8 @@ DEMO_CHANGES = (
     "train_dataloader.batch_size", "total_batch_size", "optim_wrapper.optimizer.lr",
     "train_cfg.max_iters",
     "train_cfg.val_interval", "param_scheduler", "default_hooks.checkpoint.interval",
-    "default_hooks.logger.interval", "demo_",
+    "default_hooks.logger.interval",
 )
-
-
-def _leaves(node, prefix=""):
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            out |= _leaves(value, f"{prefix}{key}.")
-        return out
-    return {prefix.rstrip("."): node}
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -181,8 +242,8 @@ def test_a_demo_config_is_its_paper_config_on_the_tiny_trunk(name):
             p[loader]["dataset"].pop(key), d[loader]["dataset"].pop(key)
         for key in ("num_workers", "persistent_workers"):
             p[loader].pop(key), d[loader].pop(key)
-    changed = {k for k in _leaves(p).keys() | _leaves(d).keys()
-               if _leaves(p).get(k, "absent") != _leaves(d).get(k, "absent")}
+    changed = {k for k in leaves(p).keys() | leaves(d).keys()
+               if leaves(p).get(k, "absent") != leaves(d).get(k, "absent")}
     # the adapter's CPU optimizer: fp32 instead of mmengine's AMP, which needs a GPU
     allowed = DEMO_CHANGES + (("optim_wrapper",) if name == "adapter_tuning" else ())
     assert {k for k in changed if not k.startswith(allowed)} == set()
@@ -251,7 +312,11 @@ def test_config_sources_are_the_file_and_its_whole_base_chain():
 
     sources = config_sources("demo/full_tuning")
     names = [p.relative_to(CONFIG_ROOT).as_posix() for p in sources]
-    assert names[:2] == ["demo/full_tuning.py", "paper/full_tuning.py"]
+    # a derived demo: its paper config's chain and the demo schedule; a demo file first
+    assert names[:2] == ["paper/full_tuning.py", "_base_/demo.py"]
+    assert [p.relative_to(CONFIG_ROOT).as_posix() for p in config_sources(
+        "demo/linear_probing")][:3] == ["demo/linear_probing.py", "paper/linear_probing.py",
+                                        "_base_/demo.py"]
     # inherited through models/upernet.py, not named by full_tuning.py itself
     assert {"_base_/models/upernet.py", "_base_/models/linear.py",
             "_base_/default_runtime.py"} <= set(names)

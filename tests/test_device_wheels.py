@@ -115,10 +115,10 @@ def test_the_device_command_runs_the_check_from_the_wheels_alone(wheels, tmp_pat
     with zipfile.ZipFile(ours) as src, zipfile.ZipFile(stale / ours.name, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            dst.writestr(item, data + b"# edited\n" if item.filename == "internseg/plan.py"
+            dst.writestr(item, data + b"# edited\n" if item.filename == "internseg/plan/runs.py"
                          else data)
     done = subprocess.run(["bash", str(REPO / "benchmarks/device_check.sh"), "--tiny"],
                           capture_output=True, text=True, timeout=120,
                           env={**env, "WHEELS": str(stale)})
     assert done.returncode == 1
-    assert "core/internseg/plan.py" in done.stderr and "make device-wheels" in done.stderr
+    assert "core/internseg/plan/runs.py" in done.stderr and "make device-wheels" in done.stderr

@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO
 from internseg.demo import DEMO_TRUNK
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 from internseg.models.pretrained import load_checkpoint_file
 from internseg.trunks import TRUNKS
 
@@ -33,10 +33,10 @@ def test_a_frozen_trunk_is_built_without_an_fp32_copy_of_it():
     # 24 blocks of 512: 302 MB in fp32, 151 MB in bf16, one fp32 block 12.6 MB
     grown = run("""
 import torch
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 Path("/proc/self/clear_refs").write_text("5")
 base = kib("VmRSS")
-model = InternViT6B(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,),
+model = InternViT(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,),
                     freeze_trunk=True)
 assert all(p.dtype == torch.bfloat16 for p in model.parameters())
 print(kib("VmHWM") - base)
@@ -48,9 +48,9 @@ print(kib("VmHWM") - base)
 def test_a_frozen_trunk_holds_the_values_of_its_fp32_init():
     args = dict(img_size=56, out_indices=(3,), **TRUNKS[DEMO_TRUNK].architecture)
     torch.manual_seed(0)
-    frozen = InternViT6B(freeze_trunk=True, trunk_dtype="bfloat16", **args)
+    frozen = InternViT(freeze_trunk=True, trunk_dtype="bfloat16", **args)
     torch.manual_seed(0)
-    fp32 = InternViT6B(trunk_dtype="float32", **args)
+    fp32 = InternViT(trunk_dtype="float32", **args)
     for (name, value), reference in zip(frozen.state_dict().items(), fp32.state_dict().values()):
         assert torch.equal(value, reference.to(torch.bfloat16)), name
 
@@ -84,7 +84,7 @@ def test_the_startup_benchmarks_trunk_file_fits_the_6b_trunk():
 
     shapes = trunk_shapes(48)
     with torch.device("meta"):
-        model = InternViT6B(img_size=224, out_indices=(47,))
+        model = InternViT(img_size=224, out_indices=(47,))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     projector = {k for k in shapes if k.startswith("clip_projector.")}
     assert len(projector) == 14
@@ -97,7 +97,7 @@ def test_the_startup_benchmarks_trunk_file_fits_the_6b_trunk():
 def old_path(path, **args):
     """What the trunk was before it was built from its file: built with storage and random
     values, initialised at random again, then the file's values copied in."""
-    model = InternViT6B(**args)
+    model = InternViT(**args)
     model.pretrained = str(path)  # named after construction: the copying path
     model.init_weights()
     assert not model.loaded_from_file
@@ -115,7 +115,7 @@ def test_a_trunk_built_from_its_file_equals_the_old_path_bit_for_bit(args, demo_
     path = demo_assets["weights"]
     before = old_path(path, **args).state_dict()
     state = torch.get_rng_state()
-    model = InternViT6B(pretrained=str(path), **args)
+    model = InternViT(pretrained=str(path), **args)
     model.init_weights()
     # nothing drawn for the values the file overwrites: the heads' draws follow the seed alone
     assert torch.equal(torch.get_rng_state(), state)
@@ -156,20 +156,20 @@ def test_a_frozen_trunk_from_a_bf16_file_lives_in_the_files_pages(tmp_path):
     path = tmp_path / "trunk.pth"
     args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
     with torch.device("meta"):
-        shapes = InternViT6B(**args).state_dict()
+        shapes = InternViT(**args).state_dict()
     torch.save({k: torch.randn(v.shape).to(torch.bfloat16) for k, v in shapes.items()}, path)
     bf16 = sum(v.numel() for v in shapes.values()) * 2  # 151 MB
     grown = run("""
 import torch
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 from internseg.models.pretrained import load_checkpoint_file
 args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
 # one-time costs (torch.load's, the first build's), paid before the baseline
 load_checkpoint_file(sys.argv[1])
 with torch.device("meta"):
-    InternViT6B(**args)
+    InternViT(**args)
 base = kib("RssAnon")
-model = InternViT6B(freeze_trunk=True, pretrained=sys.argv[1], **args)
+model = InternViT(freeze_trunk=True, pretrained=sys.argv[1], **args)
 model.init_weights()
 grown = kib("RssAnon") - base
 assert model(torch.randn(1, 3, 56, 56))[0].isfinite().all()
@@ -240,7 +240,7 @@ def test_a_resume_maps_the_checkpoint_and_copies_no_trunk(tmp_path):
     the pretrained file's pages; the values are the checkpoint's."""
     args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
     with torch.device("meta"):
-        shapes = InternViT6B(**args).state_dict()
+        shapes = InternViT(**args).state_dict()
     trunk = tmp_path / "trunk.pth"
     torch.save({k: torch.randn(v.shape).to(torch.bfloat16) for k, v in shapes.items()}, trunk)
     checkpoint = tmp_path / "iter_4.pth"
@@ -252,9 +252,9 @@ import logging
 from types import SimpleNamespace
 import torch
 from internseg.engine.resilience import InternSegRunner
-from internseg.models import InternViT6B
+from internseg.models import InternViT
 args = dict(img_size=56, embed_dim=512, depth=24, num_heads=8, out_indices=(23,))
-model = InternViT6B(freeze_trunk=True, pretrained=sys.argv[1], **args)
+model = InternViT(freeze_trunk=True, pretrained=sys.argv[1], **args)
 runner = SimpleNamespace(model=model, call_hook=lambda *a, **k: None,
                          logger=logging.getLogger("test"))
 torch.load(sys.argv[2], weights_only=True, mmap=True)  # torch.load's one-time costs

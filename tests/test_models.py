@@ -6,7 +6,7 @@ import torch
 import internseg.plugin  # noqa: F401  (registers models and hooks, as custom_imports does)
 from internseg.demo import CLIP_PROJECTOR_KEYS, DEMO_TRUNK, write_tiny_checkpoint
 from internseg.trunks import TRUNKS
-from internseg.models import FeatureResampler, InternViT6B, LinearHead
+from internseg.models import FeatureResampler, InternViT, LinearHead
 from internseg.models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
                                          load_checkpoint_file, load_pretrained_backbone,
                                          resize_pos_embed)
@@ -21,12 +21,12 @@ def tiny(**kw):
     args = dict(img_size=56, trunk_dtype="float32", out_indices=(3,),
                 **TRUNKS[DEMO_TRUNK].architecture)
     args.update(kw)
-    return InternViT6B(**args)
+    return InternViT(**args)
 
 
 def full_size_on_meta(img_size):
     with torch.device("meta"):
-        return InternViT6B(img_size=img_size, out_indices=(47,))
+        return InternViT(img_size=img_size, out_indices=(47,))
 
 
 @pytest.mark.parametrize("img_size,total", [(224, 5_902_793_600), (504, 5_906_121_600)])

@@ -9,9 +9,9 @@ from internseg.cli import main
 from internseg.config import load_config
 from internseg.plan import (A100_BF16_PEAK, ASSUMED_UTILISATION, FIRST_JOB_HOURS,
                             MAX_JOB_HOURS, STOP_WARNING_S, Bandwidth, Events, Units, job_seconds,
-                            measured_step_seconds, plan, published_iteration_seconds,
-                            resized_for_test, slide_windows, timeline, to_markdown,
-                            trunk_flops_per_image)
+                            measured_step_seconds, plan, published_iteration_seconds, timeline,
+                            to_markdown, trunk_flops_per_image)
+from internseg.sizing import resized_for_test, slide_windows
 from internseg.registry import experiments, plan_runs
 
 

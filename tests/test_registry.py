@@ -51,8 +51,10 @@ def test_real_trunk_matches_the_facts(trunk):
     assert (trunk.file_depth or trunk.depth) == recorded["depth"]
     if trunk.pretrain_size == 448:
         assert (trunk.depth, trunk.taps) == (45, (11, 22, 33, 44))
-    # all trunks of the model table: 3200 wide, 25 heads, patch 14
-    assert (trunk.embed_dim, trunk.num_heads, trunk.patch_size) == (3200, 25, 14)
+    # the whole variant as its own facts record it: width, heads, patch and block
+    assert {key: getattr(trunk, key) for key in ("embed_dim", "num_heads", "patch_size")} | (
+        trunk.block) == {key: recorded[key] for key in ("embed_dim", "num_heads", "patch_size",
+                                                        *trunk.block)}
     pin = FACTS_DATA["hub"]["files"][trunk.file]
     assert (trunk.sha256, trunk.size) == (pin["sha256"], pin["size"])
 
@@ -61,13 +63,13 @@ def test_real_trunk_matches_the_facts(trunk):
                          ids=lambda t: t.name)
 def test_synthetic_trunk_is_written_in_the_released_layout_and_loads(trunk, tmp_path):
     from internseg.demo import write_tiny_checkpoint
-    from internseg.models import InternViT6B
+    from internseg.models import InternViT
     from internseg.models.pretrained import load_pretrained_backbone
 
     path = write_tiny_checkpoint(tmp_path / trunk.file, trunk=trunk.name)
     held = {int(k.split(".")[1]) for k in torch.load(path, weights_only=True) if k.startswith("blocks.")}
     assert len(held) == (trunk.file_depth or trunk.depth)
-    model = InternViT6B(trunk=trunk.name, img_size=2 * trunk.patch_size * 4,
+    model = InternViT(trunk=trunk.name, img_size=2 * trunk.patch_size * 4,
                         trunk_dtype="float32", out_indices=trunk.taps)
     assert (model.embed_dim, model.depth) == (trunk.embed_dim, trunk.depth)
     assert load_pretrained_backbone(model, path, trunk.pretrain_size) == ([], [])
@@ -80,7 +82,7 @@ def test_every_trunk_of_the_facts_is_registered():
 def test_a_file_with_more_blocks_loads_only_when_the_trunk_says_so(tmp_path):
     """V1-0's case on the tiny second demo trunk: its file holds 4 blocks, the trunk runs 3."""
     from internseg.demo import write_tiny_checkpoint
-    from internseg.models import InternViT6B
+    from internseg.models import InternViT
     from internseg.models.pretrained import load_pretrained_backbone
     from internseg.safe_load import CheckpointError
 
@@ -88,24 +90,24 @@ def test_a_file_with_more_blocks_loads_only_when_the_trunk_says_so(tmp_path):
     assert trunk.file_depth == trunk.depth + 1
     path = write_tiny_checkpoint(tmp_path / trunk.file, trunk=trunk.name)
     undeclared = trunk.architecture | dict(pretrained_depth=None)
-    model = InternViT6B(img_size=56, trunk_dtype="float32", out_indices=(2,), **undeclared)
+    model = InternViT(img_size=56, trunk_dtype="float32", out_indices=(2,), **undeclared)
     with pytest.raises(CheckpointError, match=r"unexpected \['blocks.3"):
         load_pretrained_backbone(model, path, trunk.pretrain_size)
 
 
 def test_a_backbone_builds_its_trunk_by_name_and_refuses_a_contradiction():
-    from internseg.models import InternViT6B
+    from internseg.models import InternViT
 
     with torch.device("meta"):
-        model = InternViT6B(trunk="intern_vit_6b_448px_v1_0", out_indices=(44,))
+        model = InternViT(trunk="intern_vit_6b_448px_v1_0", out_indices=(44,))
         assert (model.depth, model.embed_dim, model.pretrained_depth) == (45, 3200, 48)
         # the adapter's case: the 14-patch file run at patch 16
-        assert InternViT6B(trunk="intern_vit_6b_224px", patch_size=16, img_size=512,
+        assert InternViT(trunk="intern_vit_6b_224px", patch_size=16, img_size=512,
                            out_indices=(47,)).patch_embed.proj.kernel_size == (16, 16)
         with pytest.raises(ValueError, match="has depth=45, the config says 48"):
-            InternViT6B(trunk="intern_vit_6b_448px_v2_5", depth=48, out_indices=(44,))
+            InternViT(trunk="intern_vit_6b_448px_v2_5", depth=48, out_indices=(44,))
     with pytest.raises(InputError, match="unknown trunk 'intern_vit_7b'"):
-        InternViT6B(trunk="intern_vit_7b")
+        InternViT(trunk="intern_vit_7b")
 
 
 def test_hub_pins_cover_every_real_trunk_and_released_checkpoint():

@@ -193,8 +193,9 @@ def test_a_superseded_link_of_the_identity_starting_comes_back_as_the_work_dir(t
 
 RUN = f"results/demo/runs/ade20k/{DEMO_TRUNK}/linear_probing"
 WORK = f"work/demo/ade20k/{DEMO_TRUNK}/linear_probing"
-CONFIG = "core/internseg/configs/demo/linear_probing.py"
-LR_LINE = "optim_wrapper = dict(optimizer=dict(lr={}))\n"
+# the demo's lr is its one schedule's (every demo config is derived with it)
+CONFIG = "core/internseg/configs/_base_/demo.py"
+LR_LINE = "    lr={},\n"
 
 
 def tiny_workflow(dest: Path) -> Path:

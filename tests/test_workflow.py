@@ -576,20 +576,43 @@ def test_whole_demo_learns(tmp_path):
 
 def test_a_new_experiment_is_one_file(tmp_path):
     """docs/adding-an-experiment.md, step by step, in a copy of the repository: each code
-    block written to the file its first line names, the dry run as the page shows it."""
+    block written where its first line says, every command as the page shows it."""
     wf = workflow_copy(tmp_path, with_package=True)
     doc = (REPO / "docs" / "adding-an-experiment.md").read_text()
     blocks = [b.split("\n", 1) for b in doc.split("```")[1::2]]
     for lang, body in blocks:
         first = body.splitlines()[0].removeprefix("# ")
-        if lang in ("python", "yaml") and "/" in first or first.endswith(".yaml"):
-            (wf / first).write_text(body)
+        if not (lang in ("python", "yaml") and "/" in first or first.endswith(".yaml")):
+            continue
+        name, _, where = first.partition(", ")
+        entry = body.split("\n", 1)[1]  # what goes into an existing file: without its name
+        if where == "at the end":
+            (wf / name).write_text((wf / name).read_text() + "\n" + entry)
+        elif where.startswith("under "):
+            text = (wf / name).read_text()
+            anchor = where.removeprefix("under ") + "\n"
+            assert text.count(anchor) == 1, (name, anchor)
+            (wf / name).write_text(text.replace(anchor, anchor + entry))
+        else:
+            (wf / name).write_text(body)
     place_paper_data(wf)
-    dry_run = next(line for lang, body in blocks if lang == "bash"
-                   for line in body.splitlines() if line.startswith("snakemake"))
-    result = snakemake(wf, *dry_run.split("#")[0].split()[1:])
-    out = result.stdout
-    assert result.returncode == 0, result.stderr[-3000:]
+    env = dict(os.environ, PYTHONPATH=str(wf / "core"))
+
+    def run(words):
+        """A command of the page as shown, in the copy."""
+        if words[0] == "snakemake":
+            done = snakemake(wf, *words[1:])
+        else:
+            done = subprocess.run([sys.executable, "-m", "internseg", *words[1:]], cwd=wf,
+                                  env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (words, done.stderr[-3000:])
+        return done.stdout
+
+    # every command of the page, in its order
+    outputs = {" ".join(words): run(words) for lang, body in blocks if lang == "bash"
+               for line in body.splitlines() if line.startswith(("snakemake", "internseg"))
+               for words in [line.split("#")[0].split()]}
+    out = outputs["snakemake -n -p --configfile new.yaml --config preset=paper"]
     assert ("internseg split --manifest resources/paper/ade20k/manifest.json --fraction 4"
             " --seed 0") in out
     assert ("internseg train paper/head_tuning_1of4 --trunk intern_vit_6b_224px"
@@ -598,12 +621,22 @@ def test_a_new_experiment_is_one_file(tmp_path):
     # no published log, no released checkpoint: nothing to fetch for it but its trunk
     assert "rule fetch_log:" not in out and "rule fetch_released:" not in out
     assert "internseg fetch intern_vit_6b_224px.pth" in out
-    # the demo overlay the page writes is one the demo runs, and what the page says it is
+    assert "head_tuning_1of4" in outputs["internseg plan --experiments head_tuning_1of4"]
+    # the row runs in the demo with no demo file, and is what the page says it is
     demo = snakemake(wf, "-n", "--configfile", "new.yaml")
     assert demo.returncode == 0, demo.stderr[-3000:]
-    env = dict(os.environ, PYTHONPATH=str(wf / "core"))
     check = subprocess.run(
         [sys.executable, "-c", "from internseg.registry import experiments; "
          "e = experiments('demo')['head_tuning_1of4']; print(e.fraction, e.setting)"],
         env=env, capture_output=True, text=True, check=True)
     assert check.stdout.split() == ["4", "head", "tuning"]
+    # the record: listed with its source
+    listed = json.loads(outputs["internseg records --json"])
+    assert any(r["experiment"] == "head_tuning_1of4" and r["mIoU"] == 52.0 for r in listed)
+    # the trunk: the demo row resolved on it; the dry run writes its file and trains on it
+    resolved = outputs["internseg inspect demo/fewshot_1of16 --trunk intern_vit_tiny_layernorm "
+                       "--json"]
+    assert "intern_vit_tiny_layernorm" in resolved
+    tiny = outputs["snakemake -n -p --configfile tiny.yaml"]
+    assert "internseg make-demo --trunk intern_vit_tiny_layernorm" in tiny
+    assert "internseg train demo/adapter_tuning --trunk intern_vit_tiny_layernorm" in tiny

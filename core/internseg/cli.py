@@ -495,7 +495,8 @@ def measurements_to_read(option: str, given: Path | None, default: Path) -> Path
 def add_plan(sub) -> None:
     from .engine.rehearse import DEFAULT_GPU_MEMORY_GB
     from .plan import (ASSUMED_FS_AGGREGATE_WRITE_GBPS, ASSUMED_FS_READ_GBPS,
-                       ASSUMED_FS_WRITE_GBPS, PAPER_GPUS)
+                       ASSUMED_FS_WRITE_GBPS)
+    from .sizing import PAPER_GPUS
 
     p = sub.add_parser("plan", help="what a preset's runs cost: GPU-hours, memory, disk")
     p.add_argument("--preset", choices=["paper", "demo"], default="paper")

@@ -5,7 +5,8 @@ runs, and mmseg's own tools can use it (with ``custom_imports`` importing our pl
 another registered trunk or dataset is the same file moved there by :func:`move_to_trunk` /
 :func:`move_to_dataset`, the one path for each; ``--cfg-options`` are checked against the
 file (:func:`checked_options`). The config a run dumps is this resolution, so it reloads as
-it ran.
+it ran. A demo config is derived: its paper config on the demo trunk with the one demo
+schedule (:func:`demo_config`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,29 @@ from .trunks import Trunk, get_trunk
 CONFIG_ROOT = Path(__file__).parent / "configs"
 PRESETS = ("paper", "demo")
 
+
+DEMO_DIR = CONFIG_ROOT / "demo"
+# The one demo schedule every demo config is derived with (demo_config)
+DEMO_SCHEDULE = CONFIG_ROOT / "_base_" / "demo.py"
+
+
+def config_files(preset: str) -> list[Path]:
+    """The experiments of a preset: its config files (``_``-prefixed ones are parts). Every
+    paper experiment is a demo experiment too, at ``configs/demo/<name>.py``, a file only
+    where the row wants other demo settings (:func:`demo_config`)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
+    if preset == "demo":
+        return [DEMO_DIR / path.name for path in config_files("paper")]
+    return sorted((CONFIG_ROOT / preset).glob("[!_]*.py"))
+
+
 def config_path(preset: str, experiment: str) -> Path:
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
     path = CONFIG_ROOT / preset / f"{experiment}.py"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_ROOT / preset).glob("[!_]*.py"))
+    if not _exists(path):
+        known = sorted(p.stem for p in config_files(preset))
         raise MissingFileError(f"no {preset} config for experiment {experiment!r} "
                                f"(known: {', '.join(known)})")
     return path
@@ -40,18 +58,35 @@ def config_path(preset: str, experiment: str) -> Path:
 def resolve_config_path(path: str | Path) -> Path:
     """A config file, given as a path or as ``<preset>/<experiment>``."""
     path = Path(path)
-    if not path.is_file() and len(path.parts) == 2 and path.parts[0] in PRESETS:
+    if not _exists(path) and len(path.parts) == 2 and path.parts[0] in PRESETS:
         path = config_path(path.parts[0], path.stem)
-    if not path.is_file():
+    if not _exists(path):
         raise MissingFileError(f"config not found: {path}")
     return path
+
+
+def _is_demo(path: Path) -> bool:
+    return path.parent.resolve() == DEMO_DIR.resolve()
+
+
+def _paper_of(demo: Path) -> Path:
+    return CONFIG_ROOT / "paper" / demo.name
+
+
+def _exists(path: Path) -> bool:
+    """A config file, or a demo config derived from its paper config (no file of its own)."""
+    return path.is_file() or (_is_demo(path) and _paper_of(path).is_file())
 
 
 def config_sources(path: str | Path) -> list[Path]:
     """The config file and every file its ``_base_`` chain inherits, each once: what the
     resolved config is made of (read without executing the files, as mmengine reads
     ``_base_``)."""
-    sources, pending = [], [resolve_config_path(path).resolve()]
+    path = resolve_config_path(path).resolve()
+    pending = [path] if path.is_file() else []
+    if _is_demo(path):  # derived: also its paper config's chain and the demo schedule
+        pending += [_paper_of(path).resolve(), DEMO_SCHEDULE.resolve()]
+    sources = []
     while pending:
         current = pending.pop(0)
         if current in sources:
@@ -96,7 +131,7 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
     ``import_modules=False`` skips the config's ``custom_imports`` (torch, mmseg): reading an
     experiment's facts needs neither."""
     path = resolve_config_path(path)
-    cfg = copy.deepcopy(_read(path, import_modules, path.stat().st_mtime_ns))
+    cfg = demo_config(path, import_modules) if _is_demo(path) else _copy_of(path, import_modules)
     given = set(cfg_options or {})
     if trunk and trunk != trunk_of(cfg, path).name:
         move_to_trunk(cfg, get_trunk(trunk), given, path)
@@ -109,6 +144,90 @@ def load_config(path: str | Path, cfg_options: dict | None = None, *, trunk: str
         check_schedule_lasts(cfg, options)
     check_fits_trunk(cfg, path)
     return cfg
+
+
+def _copy_of(path: Path, import_modules: bool) -> Config:
+    return copy.deepcopy(_read(path, import_modules, path.stat().st_mtime_ns))
+
+
+def demo_config(path: Path, import_modules: bool = True) -> Config:
+    """The CPU demo's config of an experiment: its paper config moved to the demo trunk, then
+    the one demo schedule (``configs/_base_/demo.py``): the crop and every size that scales
+    with it, the batch, the lr, the heads' width, the iterations (the paper's, scaled per
+    setting) and what ends with them. ``configs/demo/<name>.py``, where it exists, is the
+    paper config with what the row's demo does otherwise (a block, the adapter's CPU
+    optimizer) and a ``demo_schedule`` of its own settings; what it states is what runs
+    (neither moved nor scheduled over: an edit to it is an edit to the run)."""
+    paper = _copy_of(_paper_of(path), import_modules)
+    cfg, stated = paper, {}
+    if path.is_file():
+        cfg = _copy_of(path, import_modules)  # its _delete_ replacements applied
+        paper_leaves = leaves(paper.to_dict())
+        stated = {key: value for key, value in leaves(cfg.to_dict()).items()
+                  if paper_leaves.get(key, _ABSENT) != value}
+    schedule = dict(_copy_of(DEMO_SCHEDULE, False).demo_schedule)
+    schedule.update(cfg.pop("demo_schedule", {}))
+    stated = {key: value for key, value in stated.items() if key.split(".")[0] in cfg}
+    setting = setting_of(cfg)
+    move_to_trunk(cfg, get_trunk(schedule["trunk"]), set(stated), path)
+    crop, paper_crop = schedule["crop"], paper.model.data_preprocessor.size[0]
+
+    def scaled(size):
+        return (tuple(round(v * crop / paper_crop) for v in size) if isinstance(size, tuple)
+                else round(size * crop / paper_crop))
+
+    model = cfg.model
+    model.data_preprocessor.size = (crop, crop)
+    model.backbone.img_size = crop
+    model.test_cfg.crop_size = (crop, crop)
+    model.test_cfg.stride = scaled(tuple(model.test_cfg.stride))
+    for name in ("decode_head", "auxiliary_head"):
+        if model.get(name) and model[name].type != "LinearHead":
+            model[name].channels = schedule["head_channels"]
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].update(num_workers=0, persistent_workers=False)
+        # new steps: a config's loaders may share one pipeline (test_dataloader = val_dataloader)
+        cfg[loader].dataset.pipeline = [
+            {key: scaled(value) if key in ("scale", "crop_size", "short_side") else value
+             for key, value in step.items()} for step in cfg[loader].dataset.pipeline]
+    cfg.train_dataloader.batch_size = cfg.total_batch_size = schedule["batch_size"]
+    cfg.optim_wrapper.optimizer.lr = schedule["lr"]
+    paper_iters = paper.train_cfg.max_iters
+    iters = schedule["max_iters"][setting] * paper_iters // schedule["paper_iters"]
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters // 2)
+    for step in cfg.param_scheduler:
+        # one that ends with the loop still does; a warmup keeps its share, at least a step
+        step.end = (iters + 1 if step.end == paper_iters + 1
+                    else max(1, round((step.end - 1) * iters / paper_iters)) + 1)
+    cfg.default_hooks.checkpoint.interval = iters // 2
+    cfg.default_hooks.logger.interval = iters // 10
+    cfg.merge_from_dict(stated)
+    return cfg
+
+
+_ABSENT = object()
+
+
+def leaves(node, prefix: str = "") -> dict:
+    """A nested dict as ``{dotted.key: value}``, the form ``--cfg-options`` name keys in."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out |= leaves(value, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def setting_of(cfg) -> str:
+    """The regime a config trains, as the papers name it: what it trains (adapter, trunk or
+    head) and on how much of the data."""
+    backbone = cfg.model.backbone
+    if backbone.type == "InternViTAdapter":
+        return "adapter tuning"
+    linear = cfg.model.decode_head.type == "LinearHead"
+    if backbone.get("freeze_trunk"):
+        return "linear probing" if linear else "head tuning"
+    return "few-shot" if linear else "full tuning"
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,10 +259,9 @@ def trunk_of(cfg: Config, source: Path | str = "config") -> Trunk:
 
 def backbone_architecture(backbone) -> dict:
     """Width, depth, heads, patch and pretrain grid of a backbone config: its registered
-    trunk's, with the patch it states (InternViT6B builds the same)."""
-    return get_trunk(backbone.trunk).architecture_with(
-        {key: backbone.get(key) for key in ("embed_dim", "depth", "num_heads", "patch_size",
-                                            "pretrain_size", "pretrained_depth")})
+    trunk's, with the patch it states (InternViT builds the same)."""
+    trunk = get_trunk(backbone.trunk)
+    return trunk.architecture_with({key: backbone.get(key) for key in trunk.architecture})
 
 
 def dataset_of(cfg: Config, source: Path | str = "config") -> Dataset:
@@ -169,7 +287,9 @@ def check_fits_trunk(cfg: Config, source: Path | str = "config") -> None:
 
 # Backbone arguments a registered trunk fixes: a config chooses another trunk instead.
 TRUNK_KEYS = {f"model.backbone.{k}" for k in
-              ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth")}
+              ("trunk", "embed_dim", "depth", "num_heads", "pretrain_size", "pretrained_depth",
+               "mlp_ratio", "norm", "qkv_bias", "qk_normalization", "layerscale_init",
+               "norm_eps")}
 
 
 # Variables of the config files (configs/_base_/datasets/): the sections that use them took
@@ -287,6 +407,8 @@ def move_to_trunk(cfg: Config, trunk: Trunk, given: set[str], source) -> Config:
     one. Where the trunk is another width, so are the resamplers and the heads' inputs."""
     old, backbone = trunk_of(cfg, source), cfg.model.backbone
     backbone.trunk = trunk.name
+    # a config written for one trunk states its block (norm, qkv bias, ...): the new trunk's
+    backbone.update({key: value for key, value in trunk.block.items() if key in backbone})
 
     def moved(block):
         try:

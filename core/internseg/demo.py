@@ -143,7 +143,7 @@ def write_demo_zip(out: str | Path, n_train: int = 96, n_val: int = 16, seed: in
     return Path(out)
 
 
-# The demo's trunk (configs/_base_/demo.py): the real InternViT6B class, registered small.
+# The demo's trunk (configs/_base_/demo.py): the real InternViT class, registered small.
 DEMO_TRUNK = "intern_vit_tiny_demo"
 CLIP_PROJECTOR_KEYS = (
     "norm1_q.weight", "norm1_q.bias", "norm1_k.weight", "norm1_k.bias", "norm1_v.weight",
@@ -161,7 +161,7 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0, trunk: str = DEMO_TRUN
 
     from .errors import InputError
     from .io import save_torch
-    from .models.intern_vit import InternViT6B
+    from .models.intern_vit import InternViT
     from .trunks import get_trunk
 
     variant = get_trunk(trunk)
@@ -170,7 +170,7 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0, trunk: str = DEMO_TRUN
     torch.manual_seed(seed)
     # the file holds every block it has, also those the trunk leaves unused (file_depth)
     architecture = variant.architecture | dict(depth=variant.file_depth or variant.depth)
-    model = InternViT6B(img_size=variant.pretrain_size, out_indices=(variant.depth - 1,),
+    model = InternViT(img_size=variant.pretrain_size, out_indices=(variant.depth - 1,),
                         trunk_dtype="float32", **architecture)
     model.init_weights()
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .config import CONFIG_ROOT
+from .config import CONFIG_ROOT, config_files
 from .datasets import DATASETS
 from .errors import InputError
 from .io import read_yaml
@@ -146,8 +146,6 @@ def parse_records(data, path: Path | str, experiments: set[str]) -> dict[tuple, 
 @cache
 def records() -> dict[tuple[str, str, str], Record]:
     """Every record, by (trunk, experiment, dataset)."""
-    from .registry import config_files
-
     experiments = {p.stem for p in config_files("paper")}
     return parse_records(read_yaml(METAFILE, "records"), METAFILE, experiments)
 
@@ -177,7 +175,12 @@ def printed_table15(trunk: str) -> dict[str, float]:
 def hub_pins() -> dict[str, Pin]:
     """Every Hub file the workflow may fetch that has pins: the trunks' files and the
     released checkpoints of the records."""
-    pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.sha256}
+    unpinned = [t.name for t in TRUNKS.values() if not t.synthetic and not t.pinned]
+    if unpinned:
+        raise InputError(f"trunk {unpinned[0]} is registered without its file's pins (size "
+                         "and sha256 in internseg/trunks.py): pins are verified (a preset's "
+                         "verify_hub_pins), so its file could not be checked")
+    pins = {t.file: Pin(t.file, t.sha256, t.size) for t in TRUNKS.values() if t.pinned}
     for record in records().values():
         if record.released_checkpoint:
             pins[record.released_checkpoint.file] = record.released_checkpoint

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CONFIG_ROOT, PRESETS, dataset_of, load_config, trunk_of
+from .config import config_files, dataset_of, load_config, setting_of, trunk_of
 from .datasets import Dataset, get_dataset
 from .errors import InputError
 from .trunks import Trunk, get_trunk
@@ -33,24 +33,6 @@ class Experiment:
     head: str
     trunk_mode: str
     setting: str
-
-
-def config_files(preset: str) -> list[Path]:
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; choose from {PRESETS}")
-    return sorted((CONFIG_ROOT / preset).glob("[!_]*.py"))
-
-
-def setting_of(cfg) -> str:
-    """The regime a config trains, as the papers name it: what it trains (adapter, trunk or
-    head) and on how much of the data."""
-    backbone = cfg.model.backbone
-    if backbone.type == "InternViTAdapter":
-        return "adapter tuning"
-    linear = cfg.model.decode_head.type == "LinearHead"
-    if backbone.get("freeze_trunk"):
-        return "linear probing" if linear else "head tuning"
-    return "few-shot" if linear else "full tuning"
 
 
 def train_fraction(cfg, source: Path) -> int:

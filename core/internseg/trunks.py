@@ -10,15 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# a block's norms: RMSNorm (InternViT-6B) or LayerNorm (the smaller InternViTs)
+NORMS = ("rms", "layer")
+
 
 @dataclass(frozen=True)
 class Trunk:
-    """One pretrained InternViT: its architecture and the file that holds its weights.
+    """One pretrained InternViT, a whole variant: everything the model is built from and the
+    file that holds its weights.
 
     file: name of the checkpoint on the Hub (or in a local weights folder).
-    size, sha256: the file's pins; ``None`` for a file the workflow writes itself (demo).
+    hub_repo, revision: where the file is on the Hub; ``None``: the workflow's ``hub`` block
+        (config.yaml), which holds the files of every registered real trunk.
+    size, sha256: the file's pins; ``None`` for a file the workflow writes itself (demo). A
+        real trunk without them is refused wherever pins are verified (records.hub_pins).
+    key_filter: which of :data:`internseg.models.pretrained.KEY_FILTERS` maps its file's
+        keys onto the model (the InternViT layout: ``"internvit"``).
     pretrain_size: image size the position embedding was trained at (grid = size / patch).
     depth: blocks built and loaded. taps: the blocks multi-level heads read (UperNet).
+    mlp_ratio, norm (``"rms"``: RMSNorm, ``"layer"``: LayerNorm, also the q/k norms),
+        qkv_bias, qk_normalization, layerscale_init (None: no layer scale), norm_eps: the
+        block, as InternViT-6B's (RMSNorm, no qkv bias, q/k norm, layer scale 0.1) or a
+        smaller family member's (InternViT-300M: LayerNorm, qkv bias, no q/k norm).
     synthetic: a random stand-in written by ``internseg make-demo``, never downloaded.
     file_depth: blocks in the file when it holds more than ``depth`` (the extra ones are not
         loaded); None: exactly ``depth``.
@@ -35,13 +48,24 @@ class Trunk:
     pretrain_size: int
     taps: tuple[int, ...]
     patch_size: int = 14
+    mlp_ratio: float = 4.0
+    norm: str = "rms"
+    qkv_bias: bool = False
+    qk_normalization: bool = True
+    layerscale_init: float | None = 0.1
+    norm_eps: float = 1e-6
     size: int | None = None
     sha256: str | None = None
+    hub_repo: str | None = None
+    revision: str | None = None
+    key_filter: str = "internvit"
     synthetic: bool = False
     file_depth: int | None = None
     stands_for: str | None = None
 
     def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"trunk {self.name}: norm {self.norm!r}, not one of {NORMS}")
         bad = [t for t in self.taps if not 0 <= t < self.depth]
         if bad:
             raise ValueError(f"trunk {self.name}: taps {bad} outside 0..{self.depth - 1}")
@@ -54,7 +78,18 @@ class Trunk:
         """The backbone constructor arguments this variant fixes."""
         return dict(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
                     patch_size=self.patch_size, pretrain_size=self.pretrain_size,
-                    pretrained_depth=self.file_depth)
+                    pretrained_depth=self.file_depth, **self.block)
+
+    @property
+    def block(self) -> dict:
+        """What a block is made of (a config may state these; they must be the trunk's)."""
+        return dict(mlp_ratio=self.mlp_ratio, norm=self.norm, qkv_bias=self.qkv_bias,
+                    qk_normalization=self.qk_normalization,
+                    layerscale_init=self.layerscale_init, norm_eps=self.norm_eps)
+
+    @property
+    def pinned(self) -> bool:
+        return self.size is not None and self.sha256 is not None
 
     def architecture_with(self, given: dict) -> dict:
         """:attr:`architecture` for a backbone that also states some of its arguments: a

@@ -13,7 +13,7 @@ from ..io import naming_full_disk, write_json
 from ..models.pretrained import (CheckpointError, check_fits, checkpoint_filter,
                                 load_checkpoint_file, released_name)
 from ..safe_load import check_local
-from .segmentor import is_trunk_key
+from .result import is_trunk_key
 
 log = logging.getLogger("internseg")
 

@@ -15,7 +15,7 @@ from ..errors import EXIT_DRIFTED, InputError
 from ..io import read_json, save_torch, write_json
 from ..results.drift import DEFAULT_TOLERANCE, DRIFT_STOP_FILE, Band, read_reference
 from .resilience import checkpoint_now
-from .segmentor import trainable_state
+from .result import trainable_state
 
 
 class TrainingDiverged(InputError):

@@ -104,7 +104,7 @@ def val_image_size(cfg, dataset: str) -> tuple[int, int]:
     """The validation image the rehearsal runs: the plan's assumed mean image of the dataset
     through the run's test pipeline."""
     from ..datasets import get_dataset
-    from ..plan import resized_for_test
+    from ..sizing import resized_for_test
 
     return resized_for_test(cfg.val_dataloader.dataset.pipeline,
                             *get_dataset(dataset).val_image, f"run {dataset}")
@@ -452,7 +452,7 @@ def rehearse(preset: str, run, gpus: int, cfg_options: dict | None = None, *,
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .. import plugin  # noqa: F401  (the registries a config's custom_imports fill)
-    from ..plan import slide_windows
+    from ..sizing import slide_windows
     from .segmentor import build_segmentor
     from .sharding import GatheredValidationHook, shard_model
 
@@ -567,7 +567,7 @@ def traces_dir(preset: str, root: Path = TRACES_DIR) -> Path:
 
 def default_gpus(preset: str) -> int:
     """The paper's runs train on 8 GPUs; the demo's in one process (config.yaml)."""
-    from ..plan import PAPER_GPUS
+    from ..sizing import PAPER_GPUS
 
     return PAPER_GPUS if preset == "paper" else 1
 

@@ -29,7 +29,7 @@ from .hooks import refuse_if_stopped
 from .identity import (location, make_identity, settle_work_dir, wait_for_identity,
                        work_dir_lock)
 from .resilience import InternSegRunner, latest_valid_checkpoint
-from .segmentor import trainable_state
+from .result import trainable_state
 
 log = logging.getLogger("internseg")
 

@@ -2,7 +2,7 @@
 
 from .adapter import InternViTAdapter
 from .heads import LinearHead
-from .intern_vit import InternViT6B
+from .intern_vit import InternViT
 from .resampler import FeatureResampler
 
-__all__ = ["FeatureResampler", "InternViT6B", "InternViTAdapter", "LinearHead"]
+__all__ = ["FeatureResampler", "InternViT", "InternViTAdapter", "LinearHead"]

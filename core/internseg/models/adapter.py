@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 
 from ..errors import ModelArgumentError
 from .deform_attn import MSDeformAttn
-from .intern_vit import InternViT6B
+from .intern_vit import InternViT
 from .precision import widened
 from .resampler import ChannelsFirstLayerNorm, init_as_the_fork
 
@@ -138,10 +138,10 @@ class SpatialPriorModule(nn.Module):
 
 
 @MODELS.register_module()
-class InternViTAdapter(InternViT6B):
+class InternViTAdapter(InternViT):
     """InternViT-6B trunk (frozen) inside a ViT-Adapter.
 
-    Args (beyond :class:`InternViT6B`'s, named as the fork's):
+    Args (beyond :class:`InternViT`'s, named as the fork's):
         conv_inplane: width of the spatial prior module's stem (64).
         n_points, deform_num_heads, deform_ratio: the deformable attention's points per head
             and level, heads, and value width relative to the trunk's.

@@ -1,4 +1,5 @@
-"""InternViT-6B, the vision trunk of InternVL 1.0, as an mmseg backbone.
+"""InternViT, the vision trunk of InternVL (6B and the smaller family members), as an mmseg
+backbone; a registered trunk (:mod:`internseg.trunks`) is a whole variant of it.
 
 Parameter names and shapes follow the released ``intern_vit_6b_224px.pth`` so that the
 checkpoint loads without renaming (see :mod:`internseg.models.pretrained`).
@@ -47,6 +48,17 @@ class RMSNorm(nn.Module):
         return self.weight.to(dtype) * x32.to(dtype)
 
 
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm (the smaller InternViTs'), statistics in fp32 as :class:`RMSNorm`'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(widened(x), self.normalized_shape, widened(self.weight),
+                            widened(self.bias), self.eps).to(x.dtype)
+
+
+NORM_LAYERS = {"rms": RMSNorm, "layer": LayerNorm}
+
+
 class LayerScale(nn.Module):
     def __init__(self, dim: int, init_values: float):
         super().__init__()
@@ -77,10 +89,10 @@ class DropPath(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with q/k RMSNorm taken over all heads jointly."""
+    """Multi-head self-attention with q/k norms (the block's kind) over all heads jointly."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_normalization: bool,
-                 norm_eps: float):
+                 norm_eps: float, norm: str = "rms"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -88,8 +100,8 @@ class Attention(nn.Module):
         self.qkv = CastLinear(dim, dim * 3, bias=qkv_bias)
         self.qk_normalization = qk_normalization
         if qk_normalization:
-            self.q_norm = RMSNorm(dim, eps=norm_eps)
-            self.k_norm = RMSNorm(dim, eps=norm_eps)
+            self.q_norm = NORM_LAYERS[norm](dim, eps=norm_eps)
+            self.k_norm = NORM_LAYERS[norm](dim, eps=norm_eps)
         self.proj = CastLinear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,16 +129,17 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
-                 qk_normalization: bool, layerscale_init: float, drop_path: float,
-                 norm_eps: float):
+                 qk_normalization: bool, layerscale_init: float | None, drop_path: float,
+                 norm_eps: float, norm: str = "rms"):
         super().__init__()
-        self.norm1 = RMSNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, qk_normalization, norm_eps)
-        self.ls1 = LayerScale(dim, layerscale_init)
+        self.norm1 = NORM_LAYERS[norm](dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_normalization, norm_eps, norm)
+        # no layer scale (None): no gamma in the file either
+        self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        self.norm2 = RMSNorm(dim, eps=norm_eps)
+        self.norm2 = NORM_LAYERS[norm](dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, layerscale_init)
+        self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,18 +159,18 @@ class PatchEmbed(nn.Module):
 
 
 @MODELS.register_module()
-class InternViT6B(BaseModule):
-    """InternViT-6B trunk.
+class InternViT(BaseModule):
+    """An InternViT trunk.
 
     Args:
         trunk: a registered trunk (:mod:`internseg.trunks`), e.g. ``"intern_vit_6b_224px"``:
             its width, depth, heads, patch, pretrain grid and file depth, as timm builds a
             variant from its name. None: the arguments below, defaults the 224px trunk's.
         img_size: training crop; sets the position-embedding grid (504 -> 36x36).
-        patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, qk_normalization,
+        patch_size, embed_dim, depth, num_heads, mlp_ratio, norm, qkv_bias, qk_normalization,
         layerscale_init, norm_eps: architecture, defaults are the 6B model's; with ``trunk``,
-            a stated width, depth, heads or pretrain size must be the trunk's (``patch_size``
-            may differ: the kernel is resized at load).
+            a stated one must be the trunk's (``patch_size`` may differ: the kernel is
+            resized at load).
         drop_path_rate: stochastic depth, ``linspace(0, rate, depth)`` over blocks.
         out_indices: blocks whose outputs are returned, as fp32 (B, C, H, W) maps.
         with_cp: activation checkpointing per block (trained trunk at 504 px needs it).
@@ -189,11 +202,12 @@ class InternViT6B(BaseModule):
                  embed_dim: int | None = None,
                  depth: int | None = None,
                  num_heads: int | None = None,
-                 mlp_ratio: float = 4.0,
-                 qkv_bias: bool = False,
-                 qk_normalization: bool = True,
-                 layerscale_init: float = 0.1,
-                 norm_eps: float = 1e-6,
+                 mlp_ratio: float | None = None,
+                 norm: str | None = None,
+                 qkv_bias: bool | None = None,
+                 qk_normalization: bool | None = None,
+                 layerscale_init: float | None = None,
+                 norm_eps: float | None = None,
                  drop_path_rate: float = 0.0,
                  out_indices: tuple[int, ...] | list[int] = (47,),
                  with_cp: bool = False,
@@ -207,12 +221,16 @@ class InternViT6B(BaseModule):
         super().__init__(init_cfg=init_cfg)
         given = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                      patch_size=patch_size, pretrain_size=pretrain_size,
-                     pretrained_depth=pretrained_depth)
+                     pretrained_depth=pretrained_depth, mlp_ratio=mlp_ratio, norm=norm,
+                     qkv_bias=qkv_bias, qk_normalization=qk_normalization,
+                     layerscale_init=layerscale_init, norm_eps=norm_eps)
         arch = get_trunk(trunk).architecture_with(given) if trunk else {
             **SIX_B, **{k: v for k, v in given.items() if v is not None}}
         embed_dim, depth, num_heads = arch["embed_dim"], arch["depth"], arch["num_heads"]
         patch_size, pretrain_size = arch["patch_size"], arch["pretrain_size"]
         pretrained_depth = arch["pretrained_depth"]
+        block = {key: arch[key] for key in ("mlp_ratio", "qkv_bias", "qk_normalization",
+                                            "layerscale_init", "norm_eps", "norm")}
         self.trunk = trunk
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
@@ -244,8 +262,7 @@ class InternViT6B(BaseModule):
             # built whole in fp32 first held 23.6 GB of host memory for 11.8 GB of weights
             # (without a file to fill it). The values are those of the fp32 init.
             self.blocks = nn.ModuleList(
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_normalization,
-                      layerscale_init, rates[i], norm_eps).to(self.weight_dtype)
+                Block(embed_dim, num_heads, drop_path=rates[i], **block).to(self.weight_dtype)
                 for i in range(depth))
         # Blocks after the last tap never influence the output: dropping them saves memory
         # and time; they stay in the module so that checkpoints load unchanged.
@@ -336,3 +353,7 @@ class InternViT6B(BaseModule):
             with torch.no_grad():
                 return self._run(x)
         return self._run(x)
+
+
+# The name the configs' backbones were written with (it is part of their runs' identity).
+MODELS.register_module(name="InternViT6B", module=InternViT)

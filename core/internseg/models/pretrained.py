@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..safe_load import CheckpointError, safe_load
+from ..trunks import get_trunk
 
 log = logging.getLogger("internseg")
 
@@ -86,7 +87,7 @@ def checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module,
                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """An outside checkpoint's tensors mapped onto ``model``, as timm's
     ``checkpoint_filter_fn`` does for its variants: the pretrained trunk file onto a trunk
-    (``InternViT6B``), a released segmentor onto a segmentor (its trunk under ``backbone.``).
+    (``InternViT``), a released segmentor onto a segmentor (its trunk under ``backbone.``).
 
     - the CLIP projector the 224px file carries beside the trunk is dropped;
     - the original's resamplers (``backbone.upN.``) become our neck (``neck.upN.``);
@@ -168,9 +169,14 @@ def stored_like(value: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return value.to(device=device, dtype=want.dtype)
 
 
+# The key filters a trunk's file can be read with, by the name its entry gives (``key_filter``
+# in internseg.trunks): a family whose files name their keys otherwise adds its own.
+KEY_FILTERS = {"internvit": checkpoint_filter}
+
+
 def load_pretrained_backbone(model: nn.Module, path: str | Path,
                              pretrain_size: int = 224) -> tuple[list[str], list[str]]:
-    """Give an InternViT6B the tensors of an ``intern_vit_6b_224px.pth``-format file.
+    """Give an InternViT the tensors of an ``intern_vit_6b_224px.pth``-format file.
 
     A trunk on the meta device (built to be filled by the file) gets the file's tensors
     themselves (``assign``): one already in the dtype the model stores stays a view of the
@@ -183,7 +189,9 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path,
     prefix) would otherwise train on a random trunk. Raises :class:`CheckpointError` naming
     the file and the first keys; returns the (empty) missing and unexpected key lists.
     """
-    state = checkpoint_filter(load_checkpoint_file(path), model, source=str(path))
+    trunk = getattr(model, "trunk", None)
+    key_filter = KEY_FILTERS[get_trunk(trunk).key_filter] if trunk else checkpoint_filter
+    state = key_filter(load_checkpoint_file(path), model, source=str(path))
     target = model.state_dict()
     check_fits(state, target, path)
     on_meta = any(target[k].is_meta for k in state if k in target)

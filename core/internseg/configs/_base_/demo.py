@@ -1,43 +1,20 @@
-# What the CPU demo's configs share: pipelines at 84 px crops (6 patches of 14; 96 for the
-# adapter, whose sides are multiples of 32), scaled from the paper's 504 (512) as crop / 504
-# (512). A demo config inherits its paper config and this file and states the rest itself (the
-# tiny trunk, its blocks and widths, the schedule), so that what it says is what runs;
-# tests/test_configs.py checks that it differs from its paper config in nothing else.
-demo_train_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="LoadAnnotations"),
-    dict(type="RandomResize", scale=(336, 84), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type="RandomCrop", crop_size=(84, 84), cat_max_ratio=0.75),
-    dict(type="RandomFlip", prob=0.5),
-    dict(type="PhotoMetricDistortion"),
-    dict(type="PackSegInputs"),
-]
-demo_setr_test_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="ShortSideResize", short_side=84),
-    dict(type="ResizeToMultiple", size_divisor=14),
-    dict(type="LoadAnnotations"),
-    dict(type="PackSegInputs"),
-]
-demo_capped_test_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="Resize", scale=(336, 84), keep_ratio=True),
-    dict(type="ResizeToMultiple", size_divisor=14),
-    dict(type="LoadAnnotations"),
-    dict(type="PackSegInputs"),
-]
-demo_adapter_train_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="LoadAnnotations"),
-    dict(type="RandomResize", scale=(384, 96), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type="RandomCrop", crop_size=(96, 96), cat_max_ratio=0.75),
-    dict(type="RandomFlip", prob=0.5),
-    dict(type="PhotoMetricDistortion"),
-    dict(type="PackSegInputs"),
-]
-demo_adapter_test_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="ShortSideResize", short_side=96),
-    dict(type="LoadAnnotations"),
-    dict(type="PackSegInputs"),
-]
+# The CPU demo's one schedule. A demo config is its paper config moved to `trunk`, then this
+# (internseg.config.demo_config): every size in its pipelines and its slide window scaled by
+# crop / the paper's crop (84 = 6 patches of 14, from 504), `batch_size` images a step on one
+# process, `lr` (a random 96-wide trunk learns nothing in a few hundred steps at 4e-5),
+# UperNet heads `head_channels` wide. `max_iters` per setting stands for the paper's
+# `paper_iters`; a row of fewer paper iterations gets as many fewer (few-shot 1/16: 5000 ->
+# 20), its warmup its share (at least one step), validation and checkpoints at half, a log
+# line every tenth. A row that wants other demo settings states them, and a `demo_schedule`
+# of its own, in configs/demo/<name>.py (the adapter, linear probing).
+# tests/test_configs.py checks that a demo config differs from its paper config in nothing else.
+demo_schedule = dict(
+    trunk="intern_vit_tiny_demo",
+    crop=84,
+    batch_size=2,
+    lr=2e-3,
+    head_channels=32,
+    paper_iters=80000,
+    max_iters={"few-shot": 320, "linear probing": 160, "head tuning": 160,
+               "full tuning": 160, "adapter tuning": 40},
+)
