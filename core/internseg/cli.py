@@ -555,12 +555,10 @@ def add_plan(sub) -> None:
     p.set_defaults(func=cmd_plan)
 
 
-def cmd_plan(args) -> int:
-    from dataclasses import asdict
-
-    from .io import write_text
-    from .engine.rehearse import traces_dir
-    from .plan import Bandwidth, assumptions, plan, to_markdown, totals
+def selected_runs(args) -> dict:
+    """The runs `plan` and `rehearse` are asked about: --runs by id, else the preset's
+    experiments (on --trunks and --datasets, with --train-seeds, where the command takes
+    them), and with --table15 the grid."""
     from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
     registered = experiments(args.preset)
@@ -571,6 +569,17 @@ def cmd_plan(args) -> int:
                          args.datasets, args.train_seeds)
     if args.table15:
         runs |= table15_runs(registered, train_seeds=args.train_seeds)
+    return runs
+
+
+def cmd_plan(args) -> int:
+    from dataclasses import asdict
+
+    from .io import write_text
+    from .engine.rehearse import traces_dir
+    from .plan import Bandwidth, assumptions, plan, to_markdown, totals
+
+    runs = selected_runs(args)
     logs = parse_pairs(args.published_log, "--published-log")
     bandwidth = Bandwidth(args.fs_write_gbps, args.fs_read_gbps, args.starts,
                           args.fs_aggregate_write_gbps)
@@ -613,20 +622,13 @@ def add_rehearse(sub) -> None:
     p.add_argument("--cfg-options", nargs="+", action=_dict_action(), default={},
                    help="as for train (the traces of a changed run are not stored)")
     p.add_argument("--json", action="store_true", help="every run's figures as JSON")
-    p.set_defaults(func=cmd_rehearse)
+    p.set_defaults(func=cmd_rehearse, trunks=None, datasets=None, train_seeds=None)
 
 
 def cmd_rehearse(args) -> int:
     from .engine.rehearse import default_gpus, rehearse_runs, summary, traces_dir
-    from .registry import experiments, parse_run_id, plan_runs, table15_runs
 
-    registered = experiments(args.preset)
-    if args.runs:
-        runs = {r: parse_run_id(r) for r in args.runs}
-    else:
-        runs = plan_runs(args.experiments or list(registered), registered)
-    if args.table15:
-        runs |= table15_runs(registered)
+    runs = selected_runs(args)
     gpus = args.gpus or default_gpus(args.preset)
     directory = args.traces or traces_dir(args.preset)
 

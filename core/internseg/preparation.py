@@ -347,14 +347,7 @@ def prepare_extracted(dataset: Dataset, source: str | Path, data_root: str | Pat
                         else build_manifest(dataset, target, target, "folder", None, facts))
             action = "validated-in-place"
         else:
-            extracted = extract_zip(dataset, source, data_root, progress=progress,
-                                    report=report)
-            try:
-                facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
-                _record_source(extracted, source, actual)
-                swap_into_place(dataset, extracted, target, manifest_path)
-            finally:
-                _discard(extracted.parent)
+            facts = _extract_into_place(source, actual, target, manifest_path, checks)
             manifest = build_manifest(dataset, target, source, "zip", actual, facts)
             action = "extracted"
         write_json(manifest_path, manifest)
@@ -363,20 +356,28 @@ def prepare_extracted(dataset: Dataset, source: str | Path, data_root: str | Pat
     return Prepared(manifest, action)
 
 
-def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Path,
-                      checks: dict) -> Prepared:
-    """Extract and validate ``source`` beside the stale ``target``, then swap them."""
-    data_root = target.parent
-    report = checks["report"]
+def _extract_into_place(source: Path, actual: str, target: Path, manifest_path: Path,
+                        checks: dict) -> dict:
+    """Extract ``source`` beside ``target``, validate it, record the zip it came from and
+    swap it into place; returns the validated tree's facts."""
     dataset = checks["dataset"]
-    extracted = extract_zip(dataset, source, data_root, progress=checks["progress"],
-                            report=report)
+    extracted = extract_zip(dataset, source, target.parent, progress=checks["progress"],
+                            report=checks["report"])
     try:
         facts = validate_tree(extracted, where=f"{source} (extracted)", **checks)
         _record_source(extracted, source, actual)
         swap_into_place(dataset, extracted, target, manifest_path)
     finally:
         _discard(extracted.parent)
+    return facts
+
+
+def _replace_from_zip(source: Path, actual: str, target: Path, manifest_path: Path,
+                      checks: dict) -> Prepared:
+    """Extract and validate ``source`` beside the stale ``target``, then swap them."""
+    report = checks["report"]
+    dataset = checks["dataset"]
+    facts = _extract_into_place(source, actual, target, manifest_path, checks)
     manifest = build_manifest(dataset, target, source, "zip", actual, facts)
     write_json(manifest_path, manifest)
     report(f"{target}: re-extracted; {manifest['train_count']} training and "
