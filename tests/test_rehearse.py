@@ -115,3 +115,19 @@ def test_a_run_without_a_trace_is_planned_by_arithmetic(tmp_path, capsys):
                  "--traces", str(tmp_path), "--gpu-memory-gb", "0.001", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)["runs"]
     assert row["memory_source"] == "arithmetic"
+
+
+def test_every_paper_run_has_its_committed_trace():
+    """The stored traces are found by a digest of what decides a run's shapes; a change that
+    moves the digest (a new key in the backbone's config) without tracing again would leave
+    the plan on arithmetic without a word. `python benchmarks/rehearse.py --preset paper`
+    writes them again."""
+    from conftest import REPO
+    from internseg.engine.rehearse import default_gpus, stored_traces
+    from internseg.registry import experiments, plan_runs, table15_runs
+
+    registered = experiments("paper")
+    runs = plan_runs(list(registered), registered) | table15_runs(registered)
+    found = stored_traces("paper", runs.values(), default_gpus("paper"),
+                          REPO / "benchmarks" / "rehearsal" / "paper")
+    assert sorted(set(runs) - set(found)) == [] and len(runs) == 36
