@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from internseg.engine.rehearse import (KINDS, default_gpus, rehearse_runs, summary,
-                                       traces_dir)
+from internseg.engine.rehearse import rehearse_runs
+from internseg.engine.traces import KINDS, default_gpus, summary, traces_dir
 from internseg.io import write_json
 from internseg.plan import plan as plan_costs, trunk_flops_per_image
 from internseg.registry import experiments, plan_runs, resolve_run, table15_runs

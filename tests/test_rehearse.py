@@ -12,7 +12,8 @@ import json
 import pytest
 
 from internseg.cli import main
-from internseg.engine.rehearse import Trace, read_trace, rehearse, rehearse_runs
+from internseg.engine.rehearse import rehearse, rehearse_runs
+from internseg.engine.traces import Trace, read_trace
 from internseg.registry import Run
 
 FULL_TUNING = Run("full_tuning", "intern_vit_tiny_demo", "ade20k")
@@ -123,7 +124,7 @@ def test_every_paper_run_has_its_committed_trace():
     the plan on arithmetic without a word. `python benchmarks/rehearse.py --preset paper`
     writes them again."""
     from conftest import REPO
-    from internseg.engine.rehearse import default_gpus, stored_traces
+    from internseg.engine.traces import default_gpus, stored_traces
     from internseg.registry import experiments, plan_runs, table15_runs
 
     registered = experiments("paper")

@@ -493,7 +493,7 @@ def measurements_to_read(option: str, given: Path | None, default: Path) -> Path
 
 
 def add_plan(sub) -> None:
-    from .engine.rehearse import DEFAULT_GPU_MEMORY_GB
+    from .engine.traces import DEFAULT_GPU_MEMORY_GB
     from .plan import (ASSUMED_FS_AGGREGATE_WRITE_GBPS, ASSUMED_FS_READ_GBPS,
                        ASSUMED_FS_WRITE_GBPS)
     from .sizing import PAPER_GPUS
@@ -576,7 +576,7 @@ def cmd_plan(args) -> int:
     from dataclasses import asdict
 
     from .io import write_text
-    from .engine.rehearse import traces_dir
+    from .engine.traces import traces_dir
     from .plan import Bandwidth, assumptions, plan, to_markdown, totals
 
     runs = selected_runs(args)
@@ -626,7 +626,8 @@ def add_rehearse(sub) -> None:
 
 
 def cmd_rehearse(args) -> int:
-    from .engine.rehearse import default_gpus, rehearse_runs, summary, traces_dir
+    from .engine.rehearse import rehearse_runs
+    from .engine.traces import default_gpus, summary, traces_dir
 
     runs = selected_runs(args)
     gpus = args.gpus or default_gpus(args.preset)

@@ -12,7 +12,7 @@ from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
 from internseg.datasets import DATASETS
-from internseg.engine.rehearse import check_traced_fit, traces_dir
+from internseg.engine.traces import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
 from internseg.preparation import download_args, workflow_settings as extracted_settings

@@ -62,7 +62,7 @@ def run_cost(run, cfg, counts: dict, gpus: int, *, measured: dict[str, float],
     times are of the 224px trunk the paper's rows start from; ``trunk_scale`` (the ratio of
     trunk FLOPs, 1 on that trunk) carries them to another trunk. ``slide`` and
     ``slide_flops``: the GPU check's slide inference and the trunk FLOPs of its window.
-    ``trace``: the run's rehearsal (:class:`internseg.engine.rehearse.Trace`), whose memory
+    ``trace``: the run's rehearsal (:class:`internseg.engine.traces.Trace`), whose memory
     and whole-model FLOPs replace the arithmetic ones."""
     from ..trunks import TRUNKS
 
@@ -156,7 +156,7 @@ def plan(runs: Iterable, preset: str, gpus: int, *, results_md: Path | None = No
     GPU exceeds ``gpu_memory_gb`` is refused (InputError naming it) before anything else."""
     from ..config import load_config
     from ..engine.inspect import describe
-    from ..engine.rehearse import refuse_unfit, stored_traces
+    from ..engine.traces import refuse_unfit, stored_traces
     from ..registry import experiments as registered, resolve_run
 
     runs = list(runs)
