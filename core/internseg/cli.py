@@ -295,15 +295,18 @@ def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def extracted_datasets():
+    """Every registered dataset extracted as it is (its entry's ``convert`` is None), with
+    its one source file: each gets ``prepare-<name>`` and ``download-<name>``."""
+    from .datasets import DATASETS
+
+    return [(d, d.sources[0]) for d in DATASETS.values() if d.convert is None]
+
+
 def add_prepare_extracted(sub) -> None:
     """``prepare-<dataset>`` for every registered dataset that is extracted as it is (its
     entry's ``convert`` is None): one command each, read from the entry."""
-    from .datasets import DATASETS
-
-    for dataset in DATASETS.values():
-        if dataset.convert is not None:
-            continue
-        source = dataset.sources[0]
+    for dataset, source in extracted_datasets():
         p = sub.add_parser(f"prepare-{dataset.name.replace('_', '-')}",
                            help=f"verify, extract and validate {dataset.title}; write its "
                                 "manifest")
@@ -343,12 +346,7 @@ def add_download_options(p, url_help: str) -> None:
 
 def add_download_extracted(sub) -> None:
     """``download-<dataset>`` for every dataset ``prepare-<dataset>`` extracts as it is."""
-    from .datasets import DATASETS
-
-    for dataset in DATASETS.values():
-        if dataset.convert is not None:
-            continue
-        source = dataset.sources[0]
+    for dataset, source in extracted_datasets():
         p = sub.add_parser(f"download-{dataset.name.replace('_', '-')}",
                            help=f"download {source.name} (resumable), checked before it is put "
                                 "in place")
