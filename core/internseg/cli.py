@@ -277,139 +277,107 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def add_preparation_options(p, dataset: str, top: str, workers: str) -> None:
-    """What every dataset preparation takes: where, how many, how loud, how parallel."""
+def add_pin_options(p) -> None:
+    """How a dataset's files are checked and where they are downloaded from."""
+    p.add_argument("--pin", action="append", default=[], metavar="FILE=HEX",
+                   help="the sha1 or sha256 FILE must have, over its published one or, for a "
+                        "file none is published for, over the digest recorded at its first "
+                        "preparation (repeatable)")
+    p.add_argument("--unpinned", action="store_true",
+                   help="check no published size or digest (synthetic stand-ins: the demo); "
+                        "a file with none published is still held to its recorded digest")
+    p.add_argument("--mirror", metavar="URL",
+                   help="download from <URL>/<file name> instead of the entry's addresses "
+                        "(the pins still apply)")
+
+
+def pins_of(args) -> dict[str, str]:
+    pins = {}
+    for word in args.pin:
+        name, sep, digest = word.partition("=")
+        if not sep or not name or not digest:
+            raise InputError(f"--pin {word!r}: expected FILE=HEX")
+        pins[name] = digest
+    return pins
+
+
+def add_prepare(sub) -> None:
     from .archives import MAX_ERRORS
-    from .datasets import get_dataset
-
-    counts = get_dataset(dataset)
-    p.add_argument("--data-root", required=True, type=Path,
-                   help=f"folder that will contain {top}/")
-    p.add_argument("--manifest", type=Path,
-                   help=f"manifest JSON to write (default <data-root>/{top}.manifest.json)")
-    p.add_argument("--train-count", type=int_at_least(0), default=counts.train_count)
-    p.add_argument("--val-count", type=int_at_least(0), default=counts.val_count)
-    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
-                   help="problems listed in full before '... and N more'")
-    p.add_argument("--workers", type=int_at_least(1), help=workers)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def extracted_datasets():
-    """Every registered dataset extracted as it is (its entry's ``convert`` is None), with
-    its one source file: each gets ``prepare-<name>`` and ``download-<name>``."""
     from .datasets import DATASETS
 
-    return [(d, d.sources[0]) for d in DATASETS.values() if d.convert is None]
+    p = sub.add_parser(
+        "prepare", help="check, extract (and convert) and validate a registered dataset as "
+                        "its entry says; write its manifest")
+    p.add_argument("dataset", choices=sorted(DATASETS), help="a registered dataset")
+    p.add_argument("--source", required=True, type=Path,
+                   help="its one zip, a folder holding its files, or an extracted tree (or "
+                        "its parent), validated in place and symlinked into --data-root")
+    p.add_argument("--data-root", required=True, type=Path,
+                   help="folder that will contain the dataset's tree")
+    p.add_argument("--manifest", type=Path,
+                   help="manifest JSON to write (default <data-root>/<tree>.manifest.json)")
+    p.add_argument("--train-count", type=int_at_least(0),
+                   help="training pairs expected (default: the entry's official count)")
+    p.add_argument("--val-count", type=int_at_least(0),
+                   help="validation pairs expected (default: the entry's official count)")
+    p.add_argument("--download", action="store_true",
+                   help="download the files missing from --source (resumable; checked "
+                        "before they are used)")
+    add_pin_options(p)
+    p.add_argument("--max-errors", type=int_at_least(1), default=MAX_ERRORS,
+                   help="problems listed in full before '... and N more'")
+    p.add_argument("--workers", type=int_at_least(1),
+                   help="processes converting maps, threads validating (default: the cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare)
 
 
-def add_prepare_extracted(sub) -> None:
-    """``prepare-<dataset>`` for every registered dataset that is extracted as it is (its
-    entry's ``convert`` is None): one command each, read from the entry."""
-    for dataset, source in extracted_datasets():
-        p = sub.add_parser(f"prepare-{dataset.name.replace('_', '-')}",
-                           help=f"verify, extract and validate {dataset.title}; write its "
-                                "manifest")
-        p.add_argument("--source", required=True, type=Path,
-                       help=f"{source.name}, or an extracted {dataset.tree} folder (or its "
-                            "parent), validated in place and symlinked into --data-root")
-        p.add_argument("--sha1", help=f"expected SHA-1 of the zip (official: {source.sha1}); "
-                                      "omitted = not verified")
-        p.add_argument("--download", action="store_true",
-                       help="download the zip to --source when it is missing (resumable; its "
-                            "size and --sha1 are checked before it is used)")
-        add_download_options(p, f"where --download fetches it (default {source.url})")
-        add_preparation_options(p, dataset.name, dataset.tree, "threads for decoding label maps")
-        p.set_defaults(func=cmd_prepare_extracted, dataset=dataset.name)
-
-
-def cmd_prepare_extracted(args) -> int:
+def cmd_prepare(args) -> int:
     from .datasets import get_dataset
-    from .preparation import prepare_extracted
+    from .preparation import prepare_dataset
 
-    if (args.url or args.size) and not args.download:
-        raise InputError("--url and --size are only used with --download")
-    prepare_extracted(get_dataset(args.dataset), args.source, args.data_root, sha1=args.sha1,
-                      download=args.download, url=args.url, size=args.size,
-                      manifest_path=args.manifest, train_count=args.train_count,
-                      val_count=args.val_count, max_errors=args.max_errors,
-                      workers=args.workers, progress=not args.no_progress, report=print)
+    if args.mirror and not args.download:
+        raise InputError("--mirror is only used with --download")
+    prepare_dataset(get_dataset(args.dataset), args.source, args.data_root,
+                    pinned=not args.unpinned, pins=pins_of(args), download=args.download,
+                    mirror=args.mirror, manifest_path=args.manifest,
+                    train_count=args.train_count, val_count=args.val_count,
+                    max_errors=args.max_errors, workers=args.workers,
+                    progress=not args.no_progress, report=print)
     return 0
 
 
-def add_download_options(p, url_help: str) -> None:
-    p.add_argument("--url", help=url_help)
-    p.add_argument("--size", type=int_at_least(1), metavar="BYTES",
-                   help="expected size of the downloaded zip (default: the length the server "
-                        "announces)")
+def add_download(sub) -> None:
+    from .datasets import DATASETS
+
+    p = sub.add_parser("download", help="download one file of a registered dataset "
+                                        "(resumable), checked before it is put in place")
+    p.add_argument("dataset", choices=sorted(DATASETS), help="a registered dataset")
+    p.add_argument("--out", required=True, type=Path,
+                   help="where the file goes; its name says which of the dataset's files "
+                        "it is, unless --file does")
+    p.add_argument("--file", help="which of the dataset's files (default: --out's name)")
+    add_pin_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download)
 
 
-def add_download_extracted(sub) -> None:
-    """``download-<dataset>`` for every dataset ``prepare-<dataset>`` extracts as it is."""
-    for dataset, source in extracted_datasets():
-        p = sub.add_parser(f"download-{dataset.name.replace('_', '-')}",
-                           help=f"download {source.name} (resumable), checked before it is put "
-                                "in place")
-        p.add_argument("--out", required=True, type=Path,
-                       help=f"where the zip goes ({source.name})")
-        p.add_argument("--sha1", help=f"expected SHA-1 (official: {source.sha1}); omitted = "
-                                      "not verified")
-        add_download_options(p, f"where it is fetched from (default {source.url})")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.set_defaults(func=cmd_download_extracted, dataset=dataset.name)
-
-
-def cmd_download_extracted(args) -> int:
+def cmd_download(args) -> int:
     from .datasets import get_dataset
-    from .preparation import fetch_zip
+    from .preparation import fetch_source, resolve_pins
 
+    dataset = get_dataset(args.dataset)
+    name = args.file or args.out.name
+    by_name = {s.name: s for s in dataset.sources}
+    if name not in by_name:
+        raise InputError(f"{'--file ' + name if args.file else '--out ' + str(args.out)}: not "
+                         f"a file of {dataset.name} ({', '.join(by_name)}; --file says which)")
+    pin = resolve_pins(dataset, pinned=not args.unpinned, pins=pins_of(args))[name]
     if args.out.exists():
         print(f"{args.out}: already there; not downloaded again")
         return 0
-    fetch_zip(get_dataset(args.dataset), args.out, url=args.url, sha1=args.sha1,
-              size=args.size, progress=not args.no_progress, report=print)
-    return 0
-
-
-def add_prepare_coco_stuff(sub) -> None:
-    from .coco_stuff import MAPS_ZIP, TOP
-
-    p = sub.add_parser(
-        "prepare-coco-stuff",
-        help="check, extract, convert and validate COCO-Stuff-164K; write its manifest")
-    p.add_argument("--source", required=True, type=Path,
-                   help=f"folder holding train2017.zip, val2017.zip and {MAPS_ZIP}")
-    p.add_argument("--download", action="store_true",
-                   help="download the zips missing from --source (resumable)")
-    p.add_argument("--base-url", help="download from <base-url>/<zip name> instead of the "
-                                      "recorded URLs (a mirror; the pins still apply)")
-    p.add_argument("--stuffthingmaps-sha256", metavar="HEX",
-                   help=f"expected sha256 of {MAPS_ZIP} (none is published; without it the "
-                        "digest of the first file that prepared successfully is the reference)")
-    p.add_argument("--unpinned", action="store_true",
-                   help="check the image zips against no official size or sha256 (synthetic "
-                        f"stand-ins: the demo); {MAPS_ZIP}, which has none, is still checked "
-                        "against --stuffthingmaps-sha256 or the digest recorded at its first use")
-    add_preparation_options(p, "coco_stuff164k", TOP, "processes converting maps, threads "
-                            "validating (default: the cores)")
-    p.set_defaults(func=cmd_prepare_coco_stuff)
-
-
-def cmd_prepare_coco_stuff(args) -> int:
-    from .coco_stuff import MAPS_ZIP, SOURCES, prepare_coco_stuff
-
-    if args.base_url and not args.download:
-        raise InputError("--base-url is only used with --download")
-    # --unpinned drops the official pins, which the maps zip has none of: its own pin (the
-    # advice of a refusal of a changed maps zip) applies either way
-    pins = {name: None for name in SOURCES if name != MAPS_ZIP} if args.unpinned else {}
-    if args.stuffthingmaps_sha256:
-        pins[MAPS_ZIP] = {"sha256": args.stuffthingmaps_sha256}
-    prepare_coco_stuff(args.source, args.data_root, pins=pins, download=args.download,
-                       base_url=args.base_url, manifest_path=args.manifest,
-                       train_count=args.train_count, val_count=args.val_count,
-                       max_errors=args.max_errors, workers=args.workers,
-                       progress=not args.no_progress, report=print)
+    fetch_source(dataset, by_name[name], args.out, pin, mirror=args.mirror,
+                 progress=not args.no_progress, report=print)
     return 0
 
 
@@ -854,8 +822,8 @@ def cmd_clean(args) -> int:
 # ---------------------------------------------------------------- the command
 
 
-SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare_extracted,
-               add_download_extracted, add_prepare_coco_stuff, add_split, add_plan, add_rehearse,
+SUBCOMMANDS = (add_train, add_test, add_inspect, add_records, add_fetch, add_prepare,
+               add_download, add_split, add_plan, add_rehearse,
                add_make_demo,
                add_make_demo_released, add_aggregate, add_clean)
 

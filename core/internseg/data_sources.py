@@ -1,6 +1,6 @@
 """Whether a preset's dataset files are there before anything runs.
 
-A zip that is neither in place nor downloaded by its preparation would otherwise surface as
+A file that is neither in place nor downloaded by the workflow would otherwise surface as
 Snakemake's missing-input error naming a path deep in the DAG; the workflow asks this module
 when it is parsed, and refuses with one line that says where to put the file or which setting
 downloads it.
@@ -10,35 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A dataset only the Table 15 grid needs can be left out of it instead of being brought.
+GRID_ADVICE = "or, to run without {title}, leave {name} out of presets.{preset}.table15.datasets"
 
-def missing_data(preset: str, settings: dict, datasets: set[str]) -> str | None:
-    """One line naming every dataset file of ``datasets`` the preset neither has nor downloads
-    (config.yaml's ``presets.<preset>``), or None when nothing is missing."""
-    from .coco_stuff import SOURCES
+
+def missing_data(preset: str, settings: dict, datasets: set[str],
+                 grid_only: set[str] = frozenset()) -> str | None:
+    """One line naming every file of ``datasets`` the preset neither has nor downloads
+    (config.yaml's ``presets.<preset>.data``), or None when nothing is missing; for those of
+    ``grid_only`` (only the Table 15 grid runs on them), how to leave them out."""
     from .datasets import DATASETS
-    from .preparation import workflow_settings
+    from .preparation import source_files, workflow_settings
 
     problems = []
     for name in sorted(datasets):
         dataset = DATASETS[name]
-        if dataset.convert is not None:
-            continue
         given = workflow_settings(dataset, preset, settings)
-        if given["download"] or Path(given["archive"]).exists():
+        absent = [Path(p).name for p in source_files(dataset, given) if not Path(p).is_file()]
+        if given["download"] or not absent:
             continue
-        place = f"{given['archive']} not found: place {dataset.sources[0].name} there"
-        problems.append(
-            f"{place} (presets.{preset}.{name}.archive), or set "
-            f"presets.{preset}.{name}.download: true to download it" if name in settings
-            # no block of its own: the place its entry gives (preparation.workflow_settings)
-            else f"{place} (where {name}'s entry puts it in preset {preset})")
-    if "coco_stuff164k" in datasets:
-        coco = settings["coco_stuff164k"]
-        absent = [name for name in SOURCES if not (Path(coco["zips"]) / name).is_file()]
-        if absent and not coco["download"]:
-            problems.append(f"{', '.join(absent)} not found in {coco['zips']}/: place them "
-                            f"there (presets.{preset}.coco_stuff164k.zips), or set "
-                            f"presets.{preset}.coco_stuff164k.download: true to download them "
-                            f"(or, to run without COCO-Stuff, leave it out of "
-                            f"presets.{preset}.table15.datasets)")
+        key, them = f"presets.{preset}.data.{name}", "it" if len(absent) == 1 else "them"
+        line = (f"{', '.join(absent)} not found in {given['sources']}/: place {them} there "
+                f"({key}.sources), or set {key}.download: true to download {them}")
+        if name in grid_only:
+            line += f" ({GRID_ADVICE.format(title=dataset.title, name=name, preset=preset)})"
+        problems.append(line)
     return f"config.yaml: {'; '.join(problems)}" if problems else None

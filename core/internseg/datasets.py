@@ -5,8 +5,9 @@ registered dataset is the same config moved to it (:func:`internseg.config.move_
 the dataset class, its folders and label handling, and the heads' class count change, nothing
 else, as the fork's ADE20K and COCO-Stuff configs differ only in their dataset base and
 ``num_classes``. Each dataset is prepared into a tree and a manifest that the later steps
-trust, as its entry says: extracted as it is (:mod:`internseg.preparation`) or extracted and
-converted (:mod:`internseg.coco_stuff`).
+trust, as its entry says, by one lifecycle for every dataset (:mod:`internseg.preparation`):
+its source files checked, extracted safely, their raw label maps converted where the entry
+has a conversion (:mod:`internseg.conversion`), validated, a manifest written.
 """
 
 from __future__ import annotations
@@ -18,16 +19,52 @@ from .errors import InputError
 from .io import read_json, read_text
 
 
+# What a source zip holds, and so where its members go: the tree itself (its one top folder
+# is the tree), split folders of images (into the tree's image folder), or split folders of
+# raw label maps (converted into the tree's label folder by the entry's conversion).
+HOLDS = ("tree", "images", "raw_labels")
+
+
 @dataclass(frozen=True)
 class Source:
-    """One file a dataset is prepared from: its name, where it is downloaded from, and its
-    pins (None: not published, so not verified)."""
+    """One file a dataset is prepared from: its name, where it is downloaded from, its
+    published pins (None: none published; such a file is held to the digest it had when it
+    first prepared), and what it holds (:data:`HOLDS`; ``splits``: the split folders at its
+    top, for ``images`` and ``raw_labels``)."""
 
     name: str
     url: str
     size: int | None = None
     sha1: str | None = None
     sha256: str | None = None
+    holds: str = "tree"
+    splits: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.holds not in HOLDS:
+            raise ValueError(f"source {self.name}: holds {self.holds!r}, not one of {HOLDS}")
+        if (self.holds == "tree") == bool(self.splits):
+            raise ValueError(f"source {self.name}: split folders are named for images and "
+                             "raw_labels only, and must be")
+
+    @property
+    def algorithm(self) -> str:
+        """The digest it is checked with: its published one's, else sha256."""
+        return "sha1" if self.sha1 else "sha256"
+
+    @property
+    def published(self) -> bool:
+        return bool(self.sha1 or self.sha256)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Raw label maps (single-channel PNGs, ``<split>/<stem><raw_suffix>`` in a ``raw_labels``
+    source) to the tree's label maps by a value mapping; a raw value outside ``mapping`` is
+    refused, not passed through."""
+
+    mapping: dict[int, int]
+    raw_suffix: str = ".png"
 
 
 @dataclass(frozen=True)
@@ -66,10 +103,10 @@ class Dataset:
       ones ``mmseg_type`` reads by default, so a moved config names none (a test checks).
     train_count / val_count: the official split sizes (a preset may expect fewer: the demo).
     val_image: (height, width) assumed for a validation image, for the plan's pricing.
-    sources: the files it is prepared from, with their pins and download URLs.
-    convert: how extracted raw maps become the tree's label maps: None (extracted as they
-      are, :mod:`internseg.preparation`), else the name of its conversion
-      (:mod:`internseg.coco_stuff`).
+    sources: the files it is prepared from, with their pins, download URLs and what each
+      holds: one zip holding the tree, or zips of split folders of images and raw maps.
+    convert: how raw maps become the tree's label maps (:class:`Conversion`), or None: the
+      label maps are extracted as they are.
     extras: files beside the pairs that the tree should hold (a warning when one is missing).
     """
 
@@ -87,8 +124,22 @@ class Dataset:
     val_count: int
     val_image: tuple[int, int]
     sources: tuple[Source, ...]
-    convert: str | None = None
+    convert: Conversion | None = None
     extras: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        holds = {s.holds for s in self.sources}
+        whole = holds == {"tree"} and len(self.sources) == 1 and self.convert is None
+        split = holds == {"images", "raw_labels"} and self.convert is not None
+        if not (whole or split):
+            raise ValueError(f"dataset {self.name}: sources must be one zip holding the tree, "
+                             "or zips of images and raw label maps with a conversion")
+        if split:
+            for kind in ("images", "raw_labels"):
+                held = sorted(f for s in self.sources if s.holds == kind for f in s.splits)
+                if held != sorted(self.layout.split_folder(k) for k in ("train", "val")):
+                    raise ValueError(f"dataset {self.name}: its {kind} sources hold {held}, "
+                                     f"not its split folders")
 
     def data_prefix(self, split: str) -> dict:
         folder = self.layout.split_folder(split)
@@ -161,6 +212,9 @@ register_dataset(Dataset(
 # maps converted with the recorded 182 -> 171 mapping). Validation images are about 480 x 640.
 # Sizes and sha256s as tensorflow-datasets records them; the maps zip has none published.
 _COCO = "http://images.cocodataset.org/zips/"
+# COCO thing ids that were never annotated (raw value = labels.txt id - 1): the 182 raw
+# classes minus these 11 are the 171 train ids, in order; 255 stays ignored.
+COCO_UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 register_dataset(Dataset(
     name="coco_stuff164k", title="COCO-Stuff-164K", mmseg_type="COCOStuffDataset",
     num_classes=171, label_ids=(0, 170), ignore_index=255, reduce_zero_label=False,
@@ -170,12 +224,18 @@ register_dataset(Dataset(
     train_count=118287, val_count=5000, val_image=(480, 640),
     sources=(
         Source("train2017.zip", _COCO + "train2017.zip", 19336861798,
-               sha256="69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929"),
+               sha256="69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
+               holds="images", splits=("train2017",)),
         Source("val2017.zip", _COCO + "val2017.zip", 815585330,
-               sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05"),
+               sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+               holds="images", splits=("val2017",)),
         Source("stuffthingmaps_trainval2017.zip", "http://calvin.inf.ed.ac.uk/wp-content/"
-               "uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip")),
-    convert="coco_stuff_train_ids"))
+               "uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip",
+               holds="raw_labels", splits=("train2017", "val2017"))),
+    convert=Conversion({
+        **{raw: train for train, raw in
+           enumerate(r for r in range(182) if r not in COCO_UNUSED_RAW_IDS)},
+        255: 255})))
 
 
 # ---------------------------------------------------------------- a prepared tree, as given

@@ -224,10 +224,10 @@ def coco_demo_looks() -> tuple[tuple[Look, ...], tuple[Look, ...]]:
     """The demo's backgrounds and objects, each with the RAW map value of its class."""
     from mmseg.datasets import COCOStuffDataset
 
-    from .coco_stuff import RAW_TO_TRAIN_ID
+    from .datasets import DATASETS
 
     classes = COCOStuffDataset.METAINFO["classes"]
-    raw_of = {train: raw for raw, train in RAW_TO_TRAIN_ID.items()}
+    raw_of = {train: raw for raw, train in DATASETS["coco_stuff164k"].convert.mapping.items()}
 
     def looks(table):
         return tuple(Look(raw_of[classes.index(name)], name, rgb, kind)
@@ -269,7 +269,7 @@ def write_demo_coco_stuff(out_dir: str | Path, n_train: int = 48, n_val: int = 1
     """Write synthetic ``train2017.zip``, ``val2017.zip`` and ``stuffthingmaps_trainval2017.zip``
     with the real names and layout (``<split>/<12-digit id>.jpg``, ``<split>/<id>.png``); image
     sides are drawn from ``range(*size)``. Returns the three paths by name."""
-    from .coco_stuff import IMAGE_ZIPS, MAPS_ZIP
+    from .datasets import DATASETS
     from .errors import InputError
 
     if size[0] < 32 or size[1] <= size[0]:
@@ -281,12 +281,15 @@ def write_demo_coco_stuff(out_dir: str | Path, n_train: int = 48, n_val: int = 1
     # COCO ids are sparse and shared by no two images; sorted like the real listings
     ids = rng.choice(np.arange(1, 600_000), size=n_train + n_val, replace=False)
     splits = (("train2017", sorted(ids[:n_train])), ("val2017", sorted(ids[n_train:])))
-    paths = {name: out_dir / name for name in (*IMAGE_ZIPS.values(), MAPS_ZIP)}
-    with atomic_path(paths[MAPS_ZIP]) as maps_tmp, \
+    sources = DATASETS["coco_stuff164k"].sources
+    image_zip = {split: s.name for s in sources if s.holds == "images" for split in s.splits}
+    maps_zip = next(s.name for s in sources if s.holds == "raw_labels")
+    paths = {name: out_dir / name for name in (*image_zip.values(), maps_zip)}
+    with atomic_path(paths[maps_zip]) as maps_tmp, \
             zipfile.ZipFile(maps_tmp, "w", zipfile.ZIP_STORED) as maps:
         for split, split_ids in splits:
             _add(maps, f"{split}/", b"")
-            with atomic_path(paths[IMAGE_ZIPS[split]]) as tmp, \
+            with atomic_path(paths[image_zip[split]]) as tmp, \
                     zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as images:
                 _add(images, f"{split}/", b"")
                 for image_id in split_ids:
