@@ -8,14 +8,19 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from internseg.coco_stuff import IMAGE_ZIPS, MAPS_ZIP, prepare_args
 from internseg.config import cfg_options_args, workflow_sources
 from internseg.data_sources import missing_data
 from internseg.datasets import DATASETS
 from internseg.engine.traces import check_traced_fit, traces_dir
 from internseg.errors import InputError
 from internseg.io import check_creatable
-from internseg.preparation import download_args, workflow_settings as extracted_settings
+from internseg.preparation import (
+    download_args,
+    prepare_args,
+    source_files,
+    unknown_data_settings,
+    workflow_settings,
+)
 from internseg.records import hub_pins, record_of
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
@@ -55,7 +60,23 @@ except InputError as err:
         f"config.yaml (preset {PRESET}, configs in core/internseg/configs/{PRESET}/): {err}"
     ) from None
 RES = f"resources/{PRESET}"
-COCO_STUFF_ZIPS = [*IMAGE_ZIPS.values(), MAPS_ZIP]
+# Each registered dataset's settings (config.yaml's data block, else its entry's), checked
+# here, named by their config keys: in a job they would name the options built from them.
+try:
+    UNKNOWN = unknown_data_settings(PRESET, SETTINGS, DATASETS)
+    if UNKNOWN:
+        raise InputError(UNKNOWN)
+    DATA_SETTINGS = {
+        name: workflow_settings(dataset, PRESET, SETTINGS)
+        for name, dataset in DATASETS.items()
+    }
+    for name, dataset in DATASETS.items():
+        try:
+            prepare_args(dataset, DATA_SETTINGS[name])
+        except InputError as err:
+            raise InputError(f"presets.{PRESET}.data.{name}: {err}") from None
+except InputError as err:
+    raise WorkflowError(f"config.yaml: {err}") from None
 OUT = f"results/{PRESET}"
 RUNS_DIR = f"{OUT}/runs"
 ENV = "../../envs/internseg.yaml"
@@ -95,24 +116,6 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     trunk="|".join(TRUNKS),
     stem=r"[^/]+",
-
-
-# The commands of the rules data.smk makes for each extracted dataset, word for word the text
-# ADE20K's rules had before they were made in a loop (Snakemake compares a rule's command text
-# to decide whether its finished jobs are stale). Snakemake evaluates a rule's `shell:`
-# expression twice: when the rule is defined, in the Snakefile's scope, where the loop's NAME
-# is the dataset; and when a job runs, in the job function's scope, whose `rule` is the rule's
-# name (NAME is then the loop's last). `scope` is locals() at either place.
-EXTRACTED_COMMANDS = {
-    "prepare": "--source {input} --data-root {params.data_root} --manifest {output}"
-    " --train-count {params.train} --val-count {params.val} {params.sha1} > {log} 2>&1",
-    "download": "--out {output} {params.options} > {log} 2>&1",
-}
-
-
-def extracted_command(verb, scope):
-    name = scope["rule"].removeprefix(f"{verb}_") if "rule" in scope else scope["NAME"]
-    return f"internseg {verb}-{name.replace('_', '-')} {EXTRACTED_COMMANDS[verb]}"
 
 
 def data_root(dataset):

@@ -2,33 +2,31 @@
 # marks it done and is what every later step trusts.
 
 
-localrules:
-    prepare_coco_stuff,
-
-
-# The demo makes its zips (demo.smk); any other preset brings them or downloads them. A zip
+# The demo makes its files (demo.smk); any other preset brings them or downloads them. A file
 # that is missing is refused here, when the workflow is parsed, in one line that says where it
 # goes or which setting downloads it, not as a missing input deep in the DAG.
 if PRESET != "demo":
-    MISSING = missing_data(PRESET, SETTINGS, {run.dataset for run in RUN_OF.values()})
+    ROW_DATASETS = {run.dataset for run in ROW_RUNS.values()}
+    MISSING = missing_data(
+        PRESET,
+        SETTINGS,
+        {run.dataset for run in RUN_OF.values()},
+        {run.dataset for run in GRID_RUNS.values()} - ROW_DATASETS,
+    )
     if MISSING:
         raise WorkflowError(MISSING)
 
 
-# One rule per registered dataset that is extracted as it is (its entry's convert is None),
-# named prepare_<dataset>, its settings from config.yaml's block or else from its entry. Its
-# command is the text ADE20K's rule always had (extracted_command): a changed one would rerun
-# the preparation and every job after it.
+# One rule per registered dataset, prepare_<dataset>, as its entry and config.yaml's
+# presets.<preset>.data.<dataset> block say (internseg.preparation: one lifecycle for all).
 for NAME, DATASET in DATASETS.items():
-    if DATASET.convert is not None:
-        continue
-    EXTRACTED = extracted_settings(DATASET, PRESET, SETTINGS)
+    GIVEN = DATA_SETTINGS[NAME]
 
     rule:
         name:
             f"prepare_{NAME}"
         input:
-            EXTRACTED["archive"],
+            source_files(DATASET, GIVEN),
         output:
             manifest(NAME),
         log:
@@ -36,71 +34,38 @@ for NAME, DATASET in DATASETS.items():
         localrule: True
         conda:
             ENV
+        # a local job (the login node): as many workers as an evaluation job's threads
+        threads: SETTINGS["evaluate"]["threads"]
         params:
-            sha1=f"--sha1 {EXTRACTED['sha1']}" if EXTRACTED["sha1"] else "",
+            # from the input (snakemake --lint: a hardcoded prefix of it fails without a
+            # shared file system)
+            sources=lambda wildcards, input: os.path.dirname(input[0]),
             data_root=lambda wildcards, output: os.path.dirname(output[0]),
-            train=EXTRACTED["train_count"],
-            val=EXTRACTED["val_count"],
+            options=shlex.join(prepare_args(DATASET, GIVEN)),
         shell:
-            extracted_command("prepare", locals())
+            "internseg prepare {params.options} --source {params.sources}"
+            " --data-root {params.data_root} --manifest {output} --workers {threads}"
+            " > {log} 2>&1"
 
-    # With `download`, the zip is a rule's output of its own, so that the preparation above
-    # stays the same job with or without it (a changed command would rerun it and every job
-    # after it).
-    if EXTRACTED["download"]:
+    # With `download`, each missing file is a job of its own, so that the preparation stays
+    # the same job with or without it, and a file already there is never touched.
+    if GIVEN["download"]:
 
         rule:
-            """The zip fetched (resumable) and checked (size, sha1) before it is put in place."""
+            """A file of the dataset fetched (resumable) and checked (size, digest) before it
+            is put in place."""
             name:
                 f"download_{NAME}"
             output:
-                EXTRACTED["archive"],
+                f"{GIVEN['sources']}/{{file}}",
             log:
-                f"{RES}/logs/download_{NAME}.log",
+                f"{RES}/logs/download_{NAME}/{{file}}.log",
+            wildcard_constraints:
+                file="|".join(re.escape(s.name) for s in DATASET.sources),
             localrule: True
             conda:
                 ENV
             params:
-                options=shlex.join(download_args(EXTRACTED)),
+                options=shlex.join(download_args(DATASET, GIVEN)),
             shell:
-                extracted_command("download", locals())
-
-
-COCO = SETTINGS["coco_stuff164k"]
-# at parse, named by its config keys: in the job it would name the options built from them
-try:
-    COCO_OPTIONS = shlex.join(prepare_args(COCO))
-except InputError as err:
-    raise WorkflowError(
-        f"config.yaml: presets.{PRESET}.coco_stuff164k: {err}"
-    ) from None
-
-
-rule prepare_coco_stuff:
-    input:
-        # with `download`, the zips that are missing are fetched by the job itself
-        []
-        if COCO["download"]
-        else expand("{zips}/{name}", zips=COCO["zips"], name=COCO_STUFF_ZIPS),
-    output:
-        manifest("coco_stuff164k"),
-    log:
-        f"{RES}/logs/prepare_coco_stuff.log",
-    conda:
-        ENV
-    # a local job (the login node): as many workers as an evaluation job's threads
-    threads: SETTINGS["evaluate"]["threads"]
-    params:
-        # from the input where there is one (snakemake --lint: a hardcoded prefix of it fails
-        # without a shared file system)
-        zips=lambda wildcards, input: (
-            os.path.dirname(input[0]) if input else COCO["zips"]
-        ),
-        data_root=lambda wildcards, output: os.path.dirname(output[0]),
-        train=COCO["train_count"],
-        val=COCO["val_count"],
-        options=COCO_OPTIONS,
-    shell:
-        "internseg prepare-coco-stuff --source {params.zips} --data-root {params.data_root}"
-        " --manifest {output} --train-count {params.train} --val-count {params.val}"
-        " --workers {threads} {params.options} > {log} 2>&1"
+                "internseg download {params.options} --out {output} > {log} 2>&1"

@@ -16,14 +16,14 @@ RELEASED_CELL = {file: cell for cell, file in RELEASED_FILE.items()}
 rule make_demo:
     """The synthetic ADEChallengeData2016.zip."""
     output:
-        archive=SETTINGS["ade20k"]["archive"],
+        archive=source_files(DATASETS["ade20k"], DATA_SETTINGS["ade20k"])[0],
     log:
         f"{RES}/logs/make_demo.log",
     conda:
         ENV
     params:
-        train=SETTINGS["ade20k"]["train_count"],
-        val=SETTINGS["ade20k"]["val_count"],
+        train=DATA_SETTINGS["ade20k"]["train_count"],
+        val=DATA_SETTINGS["ade20k"]["val_count"],
     shell:
         "internseg make-demo --zip {output.archive}"
         " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
@@ -32,19 +32,15 @@ rule make_demo:
 rule make_demo_coco_stuff:
     """Synthetic COCO-Stuff-164K zips in the real names and layout."""
     output:
-        expand(
-            "{zips}/{name}",
-            zips=SETTINGS["coco_stuff164k"]["zips"],
-            name=COCO_STUFF_ZIPS,
-        ),
+        source_files(DATASETS["coco_stuff164k"], DATA_SETTINGS["coco_stuff164k"]),
     log:
         f"{RES}/logs/make_demo_coco_stuff.log",
     conda:
         ENV
     params:
         zips=lambda wildcards, output: os.path.dirname(output[0]),
-        train=SETTINGS["coco_stuff164k"]["train_count"],
-        val=SETTINGS["coco_stuff164k"]["val_count"],
+        train=DATA_SETTINGS["coco_stuff164k"]["train_count"],
+        val=DATA_SETTINGS["coco_stuff164k"]["val_count"],
     shell:
         "internseg make-demo --coco-stuff {params.zips}"
         " --train-count {params.train} --val-count {params.val} > {log} 2>&1"
