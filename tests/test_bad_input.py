@@ -501,7 +501,7 @@ def fill_the_disk_while_converting_maps(monkeypatch, demo_assets, tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as PIL's close raises it
 
     monkeypatch.setattr(Image.Image, "save", half_then_full)
-    code = main(["prepare-coco-stuff", "--source", str(sources), "--data-root",
+    code = main(["prepare", "coco_stuff164k", "--source", str(sources), "--data-root",
                  str(tmp_path / "data"), "--unpinned", "--train-count", "4", "--val-count", "2",
                  "--workers", "1", "--no-progress"])
     assert not written[0].exists()

@@ -31,7 +31,7 @@ def warning_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 def test_every_subcommands_help_prints_no_warning():
     names = sorted(build_parser()._subparsers._group_actions[0].choices)
-    assert {"train", "test", "inspect", "prepare-ade20k", "aggregate"} <= set(names)
+    assert {"train", "test", "inspect", "prepare", "download", "aggregate"} <= set(names)
     # one interpreter for all: a warning from any import, once, is in its output
     result = run("import sys; from internseg.cli import main\n"
                  f"for name in {names!r} + [None]:\n"

@@ -1,4 +1,6 @@
-"""prepare-coco-stuff on synthetic zips in the real COCO-Stuff-164K names and layout.
+"""COCO-Stuff-164K's preparation through the shared lifecycle (internseg.preparation's
+prepare_dataset, internseg.conversion's raw-map conversion, `internseg prepare
+coco_stuff164k`), on synthetic zips in the real COCO-Stuff-164K names and layout.
 
 Expected facts (the mapping, the unused raw ids, counts, pins) are parsed from
 tests/facts/experiments.yaml, never taken from the module under test.
@@ -30,16 +32,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from internseg import coco_stuff
+from internseg import conversion, preparation
 from internseg.archives import HOLDER_RECORD
-from internseg.coco_stuff import MAPS_ZIP, TOP, prepare_coco_stuff
+from internseg.datasets import COCO_UNUSED_RAW_IDS, DATASETS
 from internseg.demo import write_demo_coco_stuff
 from internseg.errors import InputError
 from internseg.locks import LockHeld, exclusive
+from internseg.preparation import prepare_dataset
 
 E = re.escape
 N_TRAIN, N_VAL = 8, 4
-UNPINNED = {"train2017.zip": None, "val2017.zip": None}  # synthetic zips: no recorded digests
+COCO = DATASETS["coco_stuff164k"]
+MAPS_ZIP = next(s.name for s in COCO.sources if s.holds == "raw_labels")
+TOP = COCO.tree
 MANIFEST = f"{TOP}.manifest.json"
 RECORD = f"{MAPS_ZIP}.sha256"
 
@@ -83,28 +88,36 @@ def test_mapping_is_the_recorded_one(facts):
     from mmseg.datasets import COCOStuffDataset
 
     expected = facts_mapping(facts)
-    assert coco_stuff.RAW_TO_TRAIN_ID == expected
+    assert COCO.convert.mapping == expected
+    assert COCO.convert.raw_suffix == ".png"
     train_ids = sorted(t for r, t in expected.items() if r != 255)
-    assert train_ids == list(range(coco_stuff.NUM_CLASSES))  # each train id exactly once
-    assert expected[255] == coco_stuff.IGNORE_INDEX == 255
-    assert len(COCOStuffDataset.METAINFO["classes"]) == coco_stuff.NUM_CLASSES
+    assert train_ids == list(range(COCO.num_classes))  # each train id exactly once
+    assert expected[255] == COCO.ignore_index == 255
+    assert COCO.label_ids == (0, COCO.num_classes - 1)
+    assert len(COCOStuffDataset.METAINFO["classes"]) == COCO.num_classes
     # the ids the facts call unused are exactly the raw 0..181 the mapping leaves out
     assert sorted(set(range(182)) - expected.keys()) == facts_unused(facts)
+    assert list(COCO_UNUSED_RAW_IDS) == facts_unused(facts)
 
 
 def test_pins_and_counts_are_the_recorded_ones(facts):
-    import inspect
-
     files = {name: v for name, v in facts["files"].items() if name.endswith(".zip")}
-    assert files.keys() == coco_stuff.SOURCES.keys()
+    assert [s.name for s in COCO.sources] == list(files)
     for name, recorded in files.items():
-        source = coco_stuff.SOURCES[name]
+        source = COCO.source(name)
         assert source.url == recorded["url"]
         assert source.sha256 == recorded.get("sha256")
+        assert source.sha1 in (None, recorded.get("sha1"))
         assert source.size == (recorded["size"] if "sha256" in recorded else None)
-    defaults = inspect.signature(prepare_coco_stuff).parameters
-    assert defaults["train_count"].default == facts["layout"]["counts"]["train"]
-    assert defaults["val_count"].default == facts["layout"]["counts"]["val"]
+    # the facts' layout: each image zip holds its split, the maps zip both splits
+    assert [(s.holds, s.splits) for s in COCO.sources] == [
+        ("images", ("train2017",)), ("images", ("val2017",)),
+        ("raw_labels", ("train2017", "val2017"))]
+    # what prepare_dataset expects when no count is given, and what the workflow passes
+    counts = facts["layout"]["counts"]
+    assert (COCO.train_count, COCO.val_count) == (counts["train"], counts["val"])
+    settings = preparation.workflow_settings(COCO, "paper", {})
+    assert (settings["train_count"], settings["val_count"]) == (counts["train"], counts["val"])
 
 
 # ---------------------------------------------------------------- conversion of one map
@@ -127,8 +140,9 @@ def convert(tmp_path: Path, raw: np.ndarray) -> tuple[str | None, Path]:
     (tmp_path / "raw.png").write_bytes(png(raw))
     (tmp_path / "image.jpg").write_bytes(jpeg(raw.shape[1], raw.shape[0]))
     out = tmp_path / "out.png"
-    problem = coco_stuff.convert_map(tmp_path / "raw.png", out, tmp_path / "image.jpg",
-                                     "train2017/000000000009.png")
+    problem = conversion.convert_map(tmp_path / "raw.png", out, tmp_path / "image.jpg",
+                                     "train2017/000000000009.png",
+                                     conversion.lookup_table(COCO.convert))
     return problem, out
 
 
@@ -148,7 +162,7 @@ def test_raw_values_outside_the_mapping_are_refused(tmp_path, facts, value):
     raw[2, 3] = bad
     problem, out = convert(tmp_path, raw)
     assert problem == (f"train2017/000000000009.png: raw values {bad} are not in the "
-                       "COCO-Stuff mapping (1 pixels)")
+                       "dataset's mapping (1 pixels)")
     assert not out.exists()
 
 
@@ -207,9 +221,9 @@ def data_root(tmp_path) -> Path:
 
 
 def prepare(sources, data_root, **kwargs):
-    kwargs = {"pins": UNPINNED, "train_count": N_TRAIN, "val_count": N_VAL, "workers": 1,
-              "progress": False, **kwargs}
-    return prepare_coco_stuff(sources, data_root, **kwargs)
+    kwargs = {"pinned": False, "train_count": N_TRAIN, "val_count": N_VAL, "workers": 1,
+              "progress": False, **kwargs}  # synthetic zips: the published pins do not apply
+    return prepare_dataset(COCO, sources, data_root, **kwargs)
 
 
 def listing(folder: Path) -> list[str]:
@@ -241,22 +255,31 @@ def test_demo_zips_prepared_end_to_end(tmp_path, facts, monkeypatch):
     assert listing(data_root) == [TOP, MANIFEST, RECORD]
     manifest = json.loads((data_root / MANIFEST).read_text())
     assert manifest == result.manifest
+    assert manifest["manifest_version"] == 2
     assert manifest["dataset"] == "COCO-Stuff-164K" and manifest["valid"] is True
+    assert manifest["name"] == "coco_stuff164k"
     assert manifest["root"] == str(target)
+    assert (manifest["source_kind"], manifest["source"]) == ("files", None)
     assert manifest["num_classes"] == len(facts_mapping(facts)) - 1
+    assert manifest["ignore_index"] == 255 and manifest["extras"] == {}
+    assert manifest["sources"].keys() == demo.keys()
     for name, path in demo.items():
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert manifest["sources"][name] == {"path": str(path), "size": path.stat().st_size,
-                                             "sha256": digest, "pinned": False}
-    assert (data_root / RECORD).read_text().split()[0] == manifest["sources"][MAPS_ZIP]["sha256"]
+                                             "algorithm": "sha256", "digest": digest,
+                                             "pinned": False}
+    assert (data_root / RECORD).read_text().split()[0] == manifest["sources"][MAPS_ZIP]["digest"]
     assert manifest["train_stems"] == stems(demo["train2017.zip"].parent, "train2017")
     assert manifest["train_count"] == 48 and manifest["val_count"] == 12
     assert manifest["train_stems_sha256"] == hashlib.sha256(
         "\n".join(manifest["train_stems"]).encode()).hexdigest()
+    assert manifest["val_stems_sha256"] == hashlib.sha256(
+        "\n".join(stems(demo["train2017.zip"].parent, "val2017")).encode()).hexdigest()
     assert manifest["bytes"]["train"] > 0 and manifest["bytes"]["val"] > 0
-    conversion = manifest["conversion"]
-    assert conversion["images"] == 60 and conversion["workers"] == 2
-    assert conversion["images_per_s"] > 0 and conversion["seconds"] > 0
+    figures = manifest["conversion"]
+    assert figures["images"] == 60 and figures["workers"] == 2
+    assert figures["images_per_s"] > 0 and figures["seconds"] > 0
+    assert figures["already_converted"] == 0
     assert any(line.startswith("converted 60 maps") and "images/s" in line for line in lines)
 
     # every pixel of every converted map is the facts' mapping of the raw map
@@ -282,8 +305,9 @@ def test_demo_zips_prepared_end_to_end(tmp_path, facts, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a rerun must not extract, convert or validate again")
 
-    for name in ("_extract_all", "convert_maps", "validate_tree"):
-        monkeypatch.setattr(coco_stuff, name, forbidden)
+    for module, name in ((preparation, "_extract_all"), (conversion, "convert_maps"),
+                         (preparation, "validate_tree")):
+        monkeypatch.setattr(module, name, forbidden)
     before = (data_root / MANIFEST).stat().st_mtime_ns
     again = prepare(demo["train2017.zip"].parent, data_root, train_count=48, val_count=12)
     assert again.action == "up-to-date" and again.manifest == manifest
@@ -298,7 +322,7 @@ def test_demo_uses_classes_of_both_kinds():
 
     classes = COCOStuffDataset.METAINFO["classes"]
     for look in backgrounds + objects:
-        assert classes[coco_stuff.RAW_TO_TRAIN_ID[look.label]] == look.name
+        assert classes[COCO.convert.mapping[look.label]] == look.name
 
 
 def test_demo_zips_are_reproducible(tmp_path, demo):
@@ -317,7 +341,7 @@ def test_demo_refuses_images_too_small_for_its_shapes(tmp_path):
 
 def test_sources_by_name_and_a_custom_manifest(sources, data_root, tmp_path):
     out = tmp_path / "meta" / "coco.json"
-    by_name = {name: sources / name for name in coco_stuff.SOURCES}
+    by_name = {s.name: sources / s.name for s in COCO.sources}
     result = prepare(by_name, data_root, manifest_path=out)
     assert json.loads(out.read_text()) == result.manifest
     assert listing(data_root) == [TOP, RECORD]
@@ -331,14 +355,31 @@ def test_wrong_sha256_pin(sources, data_root):
     actual = hashlib.sha256((sources / "train2017.zip").read_bytes()).hexdigest()
     refused(sources, data_root, f"^{E(str(sources / 'train2017.zip'))}: sha256 mismatch: "
             f"expected {wrong}, actual {actual}$",
-            pins={**UNPINNED, "train2017.zip": {"sha256": wrong}})
+            pins={"train2017.zip": wrong})
 
 
-def test_wrong_size_pin(sources, data_root):
+def test_wrong_sha1_pin(sources, data_root):
+    """A pin of 40 hex digits is a sha1, and the file is checked with it."""
+    wrong = "0" * 40
+    actual = hashlib.sha1((sources / MAPS_ZIP).read_bytes()).hexdigest()
+    refused(sources, data_root, f"^{E(str(sources / MAPS_ZIP))}: sha1 mismatch: "
+            f"expected {wrong}, actual {actual}$", pins={MAPS_ZIP: wrong.upper()})
+
+
+def test_wrong_size_pin(sources, data_root, facts):
+    """Pinned, each image zip is held to its published size: a pin given for the first frees
+    it of its published size and digest, the second is refused by its size."""
     size = (sources / "val2017.zip").stat().st_size
+    train = hashlib.sha256((sources / "train2017.zip").read_bytes()).hexdigest()
     refused(sources, data_root, f"^{E(str(sources / 'val2017.zip'))}: size {size} bytes, "
-            "expected 1 ",
-            pins={**UNPINNED, "val2017.zip": {"size": 1}})
+            f"expected {facts['files']['val2017.zip']['size']} ",
+            pinned=True, pins={"train2017.zip": train})
+
+
+def test_a_pin_for_a_file_of_another_dataset(sources, data_root):
+    refused(sources, data_root, f"^pins: ADEChallengeData2016.zip is not a file of "
+            f"coco_stuff164k \\(train2017.zip, val2017.zip, {E(MAPS_ZIP)}\\)$",
+            pins={"ADEChallengeData2016.zip": "0" * 40})
 
 
 def test_truncated_zip(sources, data_root):
@@ -380,20 +421,75 @@ def test_missing_zips_without_download(tmp_path, data_root):
     empty = tmp_path / "empty"
     empty.mkdir()
     refused(empty, data_root, f"^{E(str(empty / 'train2017.zip'))}, .*{E(MAPS_ZIP)}: not "
-            "found; download train2017.zip and val2017.zip and .* or pass --download$")
+            f"found; place train2017.zip and val2017.zip and {E(MAPS_ZIP)} there "
+            r"\(docs/datasets.md\) or pass --download$")
 
 
-def test_target_without_our_manifest_is_not_replaced(sources, data_root):
+def test_a_missing_source_folder(tmp_path, data_root):
+    refused(tmp_path / "nowhere", data_root, f"^{E(str(tmp_path / 'nowhere'))}: source not found$")
+
+
+def test_one_zip_given_for_three(sources, data_root):
+    refused(sources / "train2017.zip", data_root,
+            f"^--source {E(str(sources / 'train2017.zip'))}: coco_stuff164k is prepared from "
+            f"train2017.zip, val2017.zip, {E(MAPS_ZIP)}: give the folder holding them$")
+
+
+def test_target_without_our_manifest_is_validated_in_place_not_replaced(
+        sources, data_root, tmp_path, monkeypatch, caplog):
+    """A tree at the target that no manifest or record of ours vouches for is the user's:
+    validated where it is (manifest source_kind "folder"), never replaced, and a warning
+    names it; a broken one is refused, naming it."""
+    made = tmp_path / "elsewhere"
+    prepare(sources, made)
+    shutil.copytree(made / TOP, data_root / TOP)
+    (data_root / TOP / ".internseg-sources.json").unlink()  # nothing says it is ours
+    (data_root / TOP / "mine.txt").write_text("kept")
+    before = sorted(str(p.relative_to(data_root)) for p in (data_root / TOP).rglob("*"))
+    monkeypatch.setattr(preparation, "_extract_all",
+                        lambda *a, **k: pytest.fail("a tree of the user's was replaced"))
+    target = data_root / TOP
+    with caplog.at_level("WARNING", logger="internseg"):
+        result = prepare(sources, data_root)
+    assert result.action == "validated-in-place"
+    assert any(str(target) in r.getMessage() and "without a manifest of ours" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING"), caplog.text
+    manifest = json.loads((data_root / MANIFEST).read_text())
+    assert manifest == result.manifest
+    assert (manifest["source_kind"], manifest["source"]) == ("folder", str(target))
+    assert manifest["sources"] == {} and manifest["conversion"] is None
+    assert manifest["root"] == str(target) and manifest["valid"] is True
+    assert (manifest["train_count"], manifest["val_count"]) == (N_TRAIN, N_VAL)
+    assert manifest["train_stems"] == stems(sources, "train2017")
+    assert (target / "mine.txt").read_text() == "kept"
+    assert sorted(str(p.relative_to(data_root)) for p in target.rglob("*")) == before
+    assert prepare(sources, data_root).action == "up-to-date"
+
+    # broken (a label map gone): refused, naming the tree, which stays as it was
+    (data_root / MANIFEST).unlink()
+    gone = stems(sources, "val2017")[1]
+    (target / "annotations" / "val2017" / f"{gone}_labelTrainIds.png").unlink()
+    with pytest.raises(InputError) as err:
+        prepare(sources, data_root)
+    message = str(err.value)
+    assert message.startswith(f"{target}: COCO-Stuff-164K validation failed"), message
+    assert f"val2017/{gone}" in message
+    assert message.endswith(f"remove {target} to build it again from its files"), message
+    assert (target / "mine.txt").read_text() == "kept"
+    assert not (data_root / MANIFEST).exists()
+
+
+def test_an_empty_folder_at_the_target_is_refused_not_replaced(sources, data_root):
     (data_root / TOP).mkdir()
     (data_root / TOP / "mine.txt").write_text("kept")
-    with pytest.raises(InputError, match=f"{data_root / TOP} exists but no COCO-Stuff-164K "
-                       "manifest of ours vouches for it"):
+    with pytest.raises(InputError, match=f"^{E(str(data_root / TOP))}: .*validation failed"):
         prepare(sources, data_root)
+    assert listing(data_root / TOP) == ["mine.txt"]
     assert (data_root / TOP / "mine.txt").read_text() == "kept"
 
 
 def test_not_enough_disk(sources, data_root, monkeypatch):
-    monkeypatch.setattr(coco_stuff.shutil, "disk_usage",
+    monkeypatch.setattr(preparation.shutil, "disk_usage",
                         lambda path: types.SimpleNamespace(free=2000))
     refused(sources, data_root, f"^{E(str(data_root))}: 0.0 MB free, preparing COCO-Stuff-164K "
             r"needs about 0\.[1-9] MB$")
@@ -456,7 +552,7 @@ def test_raw_values_11_and_200(sources, data_root):
     raw[1, :2] = 200
     rewrite(sources, MAPS_ZIP, lambda e: e.update({f"train2017/{stem}.png": png(raw)}))
     refused(sources, data_root, rf"^{E(MAPS_ZIP)}: maps refused: train2017/{stem}.png: raw values "
-            r"11, 200 are not in the COCO-Stuff mapping \(5 pixels\)$")
+            r"11, 200 are not in the dataset's mapping \(5 pixels\)$")
 
 
 def test_an_rgb_map(sources, data_root):
@@ -497,7 +593,7 @@ def test_problems_are_listed_and_capped(sources, data_root):
     lines = str(err.value).splitlines()
     assert lines[0] == f"{MAPS_ZIP}: maps refused (4 problems):"
     first = stems(sources, "train2017")[:3]
-    assert lines[1:4] == [f"  - train2017/{stem}.png: raw values 11 are not in the COCO-Stuff "
+    assert lines[1:4] == [f"  - train2017/{stem}.png: raw values 11 are not in the dataset's "
                           "mapping (1 pixels)" for stem in first]
     assert lines[4:] == ["  ... and 1 more"]
     assert listing(data_root) == []
@@ -513,13 +609,13 @@ def test_a_changed_zip_is_extracted_again(sources, data_root, monkeypatch):
         f"train2017/{stem}.jpg"])).size, seed=7)
     rewrite(sources, "train2017.zip", lambda e: e.update({f"train2017/{stem}.jpg": new}))
     calls = []
-    real = coco_stuff._extract_all
-    monkeypatch.setattr(coco_stuff, "_extract_all", lambda *a, **k: (calls.append(1),
-                                                                      real(*a, **k)))
+    real = preparation._extract_all
+    monkeypatch.setattr(preparation, "_extract_all", lambda *a, **k: (calls.append(1),
+                                                                       real(*a, **k)))
     result = prepare(sources, data_root)
     assert result.action == "re-extracted" and calls == [1]
     assert (data_root / TOP / "images" / "train2017" / f"{stem}.jpg").read_bytes() == new
-    assert result.manifest["sources"]["train2017.zip"]["sha256"] == hashlib.sha256(
+    assert result.manifest["sources"]["train2017.zip"]["digest"] == hashlib.sha256(
         (sources / "train2017.zip").read_bytes()).hexdigest()
     assert listing(data_root) == [TOP, MANIFEST, RECORD]  # the old tree is gone
     assert prepare(sources, data_root).action == "up-to-date"
@@ -527,7 +623,8 @@ def test_a_changed_zip_is_extracted_again(sources, data_root, monkeypatch):
 
 def test_a_changed_zip_is_extracted_again_when_the_manifest_is_gone(sources, data_root):
     """The workflow deletes the manifest (its rule's output) before preparing: the tree's
-    record of its zips vouches for it (it was refused as a tree of nobody's)."""
+    record of its zips vouches for it (without it, it would be taken for a tree of the
+    user's, validated where it is and never built again from other zips)."""
     prepare(sources, data_root)
     (data_root / MANIFEST).unlink()
     again = prepare(sources, data_root)
@@ -541,7 +638,7 @@ def test_a_changed_zip_is_extracted_again_when_the_manifest_is_gone(sources, dat
     assert (data_root / TOP / "images" / "train2017" / f"{stem}.jpg").read_bytes() == new
 
 
-def test_another_maps_zip_than_the_recorded_one(sources, data_root):
+def test_another_maps_zip_than_the_recorded_one(sources, data_root, facts):
     prepare(sources, data_root)
     first = (data_root / RECORD).read_text().split()[0]
     stem = stems(sources, "val2017")[0]
@@ -552,23 +649,25 @@ def test_another_maps_zip_than_the_recorded_one(sources, data_root):
     with pytest.raises(InputError) as err:
         prepare(sources, data_root)
     message = (f"{sources / MAPS_ZIP}: sha256 {new} differs from {first}, recorded in "
-               f"{data_root / RECORD} when it was first used; pass --stuffthingmaps-sha256 {new} "
-               f"to accept this file (in the workflow: stuffthingmaps_sha256: {new} in "
-               "config.yaml's coco_stuff164k settings)")
+               f"{data_root / RECORD} when it was first used; pass --pin {MAPS_ZIP}={new} "
+               "to accept this file (in the workflow: data.coco_stuff164k.pins in "
+               "config.yaml's preset)")
     assert str(err.value) == message
-    result = prepare(sources, data_root, pins={**UNPINNED, MAPS_ZIP: {"sha256": new}})
+    result = prepare(sources, data_root, pins={MAPS_ZIP: new})
     assert result.action == "re-extracted"
     assert (data_root / RECORD).read_text().split()[0] == new
     converted = np.asarray(Image.open(
         data_root / TOP / "annotations" / "val2017" / f"{stem}_labelTrainIds.png"))
-    assert converted[0, 0] == coco_stuff.RAW_TO_TRAIN_ID[int(raw[0, 0])]
+    assert converted[0, 0] == facts_mapping(facts)[int(raw[0, 0])]
+    # accepted: the file the tree now holds is the one a run without the pin is held to
+    assert prepare(sources, data_root).action == "up-to-date"
 
 
 def test_a_deleted_record_is_written_again_from_the_tree(sources, data_root):
     first = prepare(sources, data_root)
     (data_root / RECORD).unlink()
     assert prepare(sources, data_root).action == "up-to-date"
-    digest = first.manifest["sources"][MAPS_ZIP]["sha256"]
+    digest = first.manifest["sources"][MAPS_ZIP]["digest"]
     assert (data_root / RECORD).read_text() == f"{digest}  {MAPS_ZIP}\n"
     rewrite(sources, MAPS_ZIP, lambda e: e.pop("val2017/"))
     with pytest.raises(InputError, match=f"differs from {digest}"):
@@ -585,16 +684,16 @@ class Killed(BaseException):
 def kill_conversion_after(monkeypatch, k: int) -> list[str]:
     """Make the k+1-th map conversion die half-way through writing its PNG."""
     done = []
-    real = coco_stuff.convert_map
+    real = conversion.convert_map
 
-    def dying(raw, out, image, name):
+    def dying(raw, out, image, name, table):
         if len(done) == k:
             out.with_name(f".{out.name}.4242.tmp").write_bytes(png(np.zeros((4, 4), np.uint8))[:20])
             raise Killed
         done.append(name)
-        return real(raw, out, image, name)
+        return real(raw, out, image, name, table)
 
-    monkeypatch.setattr(coco_stuff, "convert_map", dying)
+    monkeypatch.setattr(conversion, "convert_map", dying)
     return done
 
 
@@ -602,7 +701,8 @@ KILL_DURING_CONVERSION = """
 import os, signal, sys
 from pathlib import Path
 from PIL import Image
-from internseg import coco_stuff
+from internseg.datasets import DATASETS
+from internseg.preparation import prepare_dataset
 
 save, written = Image.Image.save, []
 
@@ -616,14 +716,14 @@ def save_then_die(self, fp, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 Image.Image.save = save_then_die
-coco_stuff.prepare_coco_stuff(sys.argv[1], sys.argv[2], pins={"train2017.zip": None,
-    "val2017.zip": None}, train_count=8, val_count=4, workers=1, progress=False)
+prepare_dataset(DATASETS["coco_stuff164k"], sys.argv[1], sys.argv[2], pinned=False,
+                train_count=8, val_count=4, workers=1, progress=False)
 """
 
 
 def core_env() -> dict[str, str]:
     """The environment of a subprocess that imports the package under test."""
-    core = str(Path(coco_stuff.__file__).parents[1])
+    core = str(Path(preparation.__file__).parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([core, os.environ.get("PYTHONPATH", "")])}
 
 
@@ -633,17 +733,19 @@ def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypat
     assert killed.returncode == -9, killed.stderr
     # the killed holder's record of the lock stays until the next run takes the lock
     (partial,) = [name for name in listing(data_root) if name != HOLDER_RECORD]
-    assert partial.startswith(coco_stuff.PARTIAL_PREFIX)
+    assert partial.startswith(preparation.partial_prefix(COCO))
     assert not (data_root / TOP).exists() and not (data_root / MANIFEST).exists()
     finished = sorted((data_root / partial / TOP / "annotations").rglob("*_labelTrainIds.png"))
     assert len(finished) == 5  # the half-written 6th is not among them
 
     second, lines = [], []
-    real = coco_stuff.convert_map
-    monkeypatch.setattr(coco_stuff, "convert_map",
-                        lambda raw, out, image, name: (second.append(name),
-                                                       real(raw, out, image, name))[1])
-    monkeypatch.setattr(coco_stuff, "_extract_all", lambda *a, **k: pytest.fail("re-extracted"))
+    real = conversion.convert_map
+    monkeypatch.setattr(conversion, "convert_map",
+                        lambda raw, out, image, name, table: (second.append(name),
+                                                              real(raw, out, image, name,
+                                                                   table))[1])
+    monkeypatch.setattr(preparation, "_extract_all",
+                        lambda *a, **k: pytest.fail("re-extracted"))
     result = prepare(sources, data_root, report=lines.append)
     assert result.action == "resumed"
     first = [f"{p.parent.name}/{p.name.removesuffix('_labelTrainIds.png')}.png" for p in finished]
@@ -665,17 +767,19 @@ def test_a_killed_conversion_resumes_with_the_rest(sources, data_root, monkeypat
 
 SLOW_CONVERSION = """
 import sys, time
-from internseg import coco_stuff
+from internseg import conversion
+from internseg.datasets import DATASETS
+from internseg.preparation import prepare_dataset
 
-convert_map = coco_stuff.convert_map
+convert_map = conversion.convert_map
 
 def slow(*args):  # what the workers run: they are forked with the module as patched here
     time.sleep(1)
     return convert_map(*args)
 
-coco_stuff.convert_map = slow
-coco_stuff.prepare_coco_stuff(sys.argv[1], sys.argv[2], pins={"train2017.zip": None,
-    "val2017.zip": None}, train_count=8, val_count=4, workers=2, progress=False)
+conversion.convert_map = slow
+prepare_dataset(DATASETS["coco_stuff164k"], sys.argv[1], sys.argv[2], pinned=False,
+                train_count=8, val_count=4, workers=2, progress=False)
 """
 
 
@@ -710,7 +814,7 @@ def test_conversion_workers_die_with_their_killed_parent_and_the_rerun_resumes(s
     workers = []
     try:
         deadline = time.monotonic() + 60
-        pattern = f"{coco_stuff.PARTIAL_PREFIX}*/{TOP}/annotations/*/*_labelTrainIds.png"
+        pattern = f"{preparation.partial_prefix(COCO)}*/{TOP}/annotations/*/*_labelTrainIds.png"
         while not list(data_root.glob(pattern)):  # converting
             assert main.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
@@ -848,11 +952,11 @@ def test_a_killed_extraction_is_removed_by_the_next_run(sources, data_root, monk
 
     with monkeypatch.context() as m:
         m.setattr(archives, "_extract_entry", dying)
-        m.setattr(coco_stuff, "discard", lambda path: None)  # a kill cleans nothing up
+        m.setattr(preparation, "discard", lambda path: None)  # a kill cleans nothing up
         with pytest.raises(Killed):
             prepare(sources, data_root)
     (partial,) = listing(data_root)
-    assert not (data_root / partial / coco_stuff.MARKER).exists()
+    assert not (data_root / partial / preparation.MARKER).exists()
     assert prepare(sources, data_root).action == "extracted"
     assert listing(data_root) == [TOP, MANIFEST, RECORD]
 
@@ -878,20 +982,38 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
 
 def test_missing_zips_are_downloaded_and_checked(tmp_path, data_root, demo, mirror):
     folder = tmp_path / "downloads"
-    pins = {name: {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                   "size": path.stat().st_size} for name, path in demo.items()}
-    result = prepare(folder, data_root, pins=pins, download=True, base_url=mirror)
+    pins = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in demo.items()}
+    lines = []
+    result = prepare(folder, data_root, pinned=True, pins=pins, download=True, mirror=mirror,
+                     report=lines.append)
     assert result.action == "extracted"
     assert listing(folder) == sorted(demo)
-    assert all(info["pinned"] for info in result.manifest["sources"].values())
+    for name, path in demo.items():
+        assert (folder / name).read_bytes() == path.read_bytes()
+        assert f"downloading {mirror}{name} -> {folder / name}" in lines
+    assert all(info["pinned"] and info["algorithm"] == "sha256"
+               for info in result.manifest["sources"].values())
 
 
 def test_a_download_with_the_wrong_digest_is_refused(tmp_path, data_root, demo, mirror):
     folder = tmp_path / "downloads"
-    pins = {**UNPINNED, "val2017.zip": {"sha256": "1" * 64}}
-    refused(folder, data_root, "^val2017.zip: sha256 mismatch: expected 1{64}, actual",
-            pins=pins, download=True, base_url=mirror)
+    pins = {"train2017.zip": hashlib.sha256(demo["train2017.zip"].read_bytes()).hexdigest(),
+            "val2017.zip": "1" * 64}
+    refused(folder, data_root, "^val2017.zip: sha256 mismatch: expected 1{64}, actual "
+            f"[0-9a-f]{{64}}; the downloaded file was deleted; or download val2017.zip "
+            f"yourself .* and place it at "
+            f"{E(str(folder / 'val2017.zip'))}$",
+            pinned=True, pins=pins, download=True, mirror=mirror)
     assert "val2017.zip" not in listing(folder)
+
+
+def test_a_download_of_unpinned_files_is_refused(tmp_path, data_root, mirror):
+    """The official files fetched, none of their published digests checked: refused before
+    anything is fetched."""
+    folder = tmp_path / "downloads"
+    refused(folder, data_root, "^unpinned .* and download .* contradict each other",
+            download=True, mirror=mirror)
+    assert not folder.exists()
 
 
 # ---------------------------------------------------------------- CLI
@@ -903,87 +1025,128 @@ def run_cli(argv: list[str]) -> int:
     return main(argv)
 
 
-def test_cli_success(sources, data_root, capsys, monkeypatch):
-    monkeypatch.setattr(coco_stuff, "SOURCES", {
-        name: source._replace(size=None, sha256=None)
-        for name, source in coco_stuff.SOURCES.items()})
+def test_cli_success(sources, data_root, capsys):
     maps_sha = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
-    rc = run_cli(["prepare-coco-stuff", "--source", str(sources), "--data-root", str(data_root),
-                  "--train-count", "8", "--val-count", "4", "--workers", "2",
-                  "--stuffthingmaps-sha256", maps_sha.upper(), "--no-progress"])
+    rc = run_cli(["prepare", "coco_stuff164k", "--source", str(sources), "--data-root",
+                  str(data_root), "--train-count", "8", "--val-count", "4", "--workers", "2",
+                  "--unpinned", "--pin", f"{MAPS_ZIP}={maps_sha.upper()}", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "extracted; 8 training and 4 validation pairs" in out and "images/s" in out
     manifest = json.loads((data_root / MANIFEST).read_text())
     assert manifest["sources"][MAPS_ZIP]["pinned"] is True
+    assert manifest["sources"][MAPS_ZIP]["digest"] == maps_sha
+    assert manifest["sources"]["train2017.zip"]["pinned"] is False
 
 
 @pytest.mark.parametrize("extra,named", [
     ([], r"train2017.zip: size \d+ bytes, expected 19336861798"),
-    (["--base-url", "http://127.0.0.1:1/"], "--base-url is only used with --download"),
-    (["--stuffthingmaps-sha256", "abc"], "stuffthingmaps.* sha256 must be 64 hex digits"),
+    (["--mirror", "http://127.0.0.1:1/"], "--mirror is only used with --download"),
+    (["--pin", f"{MAPS_ZIP}=abc"], r"^pins: stuffthingmaps_trainval2017\.zip must be 64 hex "
+                                   "digits, got 'abc'$"),
+    (["--pin", MAPS_ZIP], f"--pin '{MAPS_ZIP}': expected FILE=HEX"),
+    (["--pin", f"nosuch.zip={'0' * 64}"], r"pins: nosuch.zip is not a file of coco_stuff164k"),
+    (["--unpinned", "--download"], "unpinned .* and download .* contradict each other"),
 ])
 def test_cli_errors_are_one_line(sources, data_root, capsys, extra, named):
-    import re
-
-    rc = run_cli(["prepare-coco-stuff", "--source", str(sources), "--data-root", str(data_root),
-                  "--no-progress", *extra])
+    rc = run_cli(["prepare", "coco_stuff164k", "--source", str(sources), "--data-root",
+                  str(data_root), "--no-progress", *extra])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and re.search(named, err[0]), err
-    assert err[0].startswith("internseg prepare-coco-stuff: error:")
+    prefix = "internseg prepare: error: "
+    assert rc == 2 and len(err) == 1 and err[0].startswith(prefix), err
+    assert re.search(named, err[0][len(prefix):]), err
+    assert listing(data_root) == []
 
 
 def test_module_import_is_light():
-    code = ("import sys, internseg.coco_stuff; "
+    code = ("import sys, internseg.preparation, internseg.conversion, internseg.datasets; "
             "print(sorted({'numpy', 'PIL', 'tqdm', 'torch', 'mmseg'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         check=True, env={**core_env(), "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "[]"
 
 
-def test_the_presets_settings_become_the_prepare_commands_options():
+def presets() -> dict:
     import yaml
 
+    return yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
+
+
+def settings_of(preset: str) -> dict:
+    """The preset's resolved coco_stuff164k block, as the workflow reads it."""
+    return preparation.workflow_settings(COCO, preset, presets()[preset])
+
+
+def test_the_presets_settings_become_the_prepare_commands_options(facts):
     from internseg.cli import build_parser
 
-    presets = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["presets"]
     # the demo's synthetic zips are checked against no pin; the paper's against the official
-    assert coco_stuff.prepare_args(presets["demo"]["coco_stuff164k"]) == ["--unpinned"]
-    assert coco_stuff.prepare_args(presets["paper"]["coco_stuff164k"]) == []
-    given = dict(presets["paper"]["coco_stuff164k"], download=True,
-                 stuffthingmaps_sha256="ab" * 32)
-    args = build_parser().parse_args(["prepare-coco-stuff", "--source", "zips", "--data-root",
-                                      "data", *coco_stuff.prepare_args(given)])
-    assert (args.download, args.unpinned, args.stuffthingmaps_sha256) == (True, False, "ab" * 32)
+    block = presets()["demo"]["data"]["coco_stuff164k"]
+    assert preparation.prepare_args(COCO, settings_of("demo")) == [
+        "coco_stuff164k", "--train-count", str(block["train_count"]),
+        "--val-count", str(block["val_count"]), "--unpinned"]
+    counts = facts["layout"]["counts"]
+    paper = settings_of("paper")
+    assert preparation.prepare_args(COCO, paper) == [
+        "coco_stuff164k", "--train-count", str(counts["train"]),
+        "--val-count", str(counts["val"])]
+    url = "http://mirror.example/coco"
+    given = dict(paper, download=True, mirror=url, pins={MAPS_ZIP: "ab" * 32})
+    args = build_parser().parse_args(["prepare", *preparation.prepare_args(COCO, given),
+                                      "--source", "zips", "--data-root", "data"])
+    assert (args.dataset, args.train_count, args.val_count) == (
+        "coco_stuff164k", counts["train"], counts["val"])
+    assert (args.unpinned, args.pin) == (False, [f"{MAPS_ZIP}={'ab' * 32}"])
+    # the workflow's preparation downloads nothing: each missing file is a download job
+    assert (args.download, args.mirror) == (False, None)
+    args = build_parser().parse_args(["download", *preparation.download_args(COCO, given),
+                                      "--out", f"zips/{MAPS_ZIP}"])
+    assert (args.dataset, args.unpinned, args.pin, args.mirror) == (
+        "coco_stuff164k", False, [f"{MAPS_ZIP}={'ab' * 32}"], url)
+    assert preparation.source_files(COCO, paper) == [
+        f"{paper['sources']}/{name}" for name in facts["files"] if name.endswith(".zip")]
     # the official zips fetched, none of their digests checked
     with pytest.raises(InputError, match="pinned: false .* and download: true .* contradict"):
-        coco_stuff.prepare_args(dict(presets["demo"]["coco_stuff164k"], download=True))
+        preparation.prepare_args(COCO, dict(settings_of("demo"), download=True))
+
+
+def test_the_prepare_command_of_a_preset_with_a_mirror_runs(sources, data_root, capsys):
+    """A preset that downloads from a mirror: its files fetched by the download jobs, the
+    preparation's command must run on them (it refused the mirror it never uses)."""
+    pins = {name: hashlib.sha256((sources / name).read_bytes()).hexdigest()
+            for name in listing(sources)}
+    settings = dict(settings_of("paper"), download=True, mirror="http://127.0.0.1:1/",
+                    pins=pins, train_count=N_TRAIN, val_count=N_VAL)
+    rc = run_cli(["prepare", *preparation.prepare_args(COCO, settings), "--source",
+                  str(sources), "--data-root", str(data_root), "--workers", "1",
+                  "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((data_root / MANIFEST).read_text())["valid"] is True
 
 
 def test_the_advice_for_a_changed_maps_zip_works_under_the_demo_settings(sources, data_root,
                                                                          capsys):
-    """The demo's `pinned: false` gave --unpinned, which refused the --stuffthingmaps-sha256
-    that the refusal asks for, naming two options the user never typed."""
-    import yaml
-
+    """The demo's `pinned: false` gave --unpinned, which refused the pin of the maps zip
+    that the refusal asks for, naming options the user never typed."""
     from internseg.cli import main
 
-    demo = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())[
-        "presets"]["demo"]["coco_stuff164k"]
+    demo = dict(settings_of("demo"), train_count=N_TRAIN, val_count=N_VAL)
 
     def prepare_as_the_rule_does(settings) -> int:
-        return main(["prepare-coco-stuff", "--source", str(sources), "--data-root",
-                     str(data_root), "--train-count", str(N_TRAIN), "--val-count", str(N_VAL),
-                     "--workers", "1", "--no-progress", *coco_stuff.prepare_args(settings)])
+        return main(["prepare", *preparation.prepare_args(COCO, settings), "--source",
+                     str(sources), "--data-root", str(data_root), "--workers", "1",
+                     "--no-progress"])
 
     assert prepare_as_the_rule_does(demo) == 0
     rewrite(sources, MAPS_ZIP, lambda e: e.pop("val2017/"))
     new = hashlib.sha256((sources / MAPS_ZIP).read_bytes()).hexdigest()
     capsys.readouterr()
     assert prepare_as_the_rule_does(demo) == 2
-    assert f"stuffthingmaps_sha256: {new} in config.yaml" in capsys.readouterr().err
-    assert prepare_as_the_rule_does(dict(demo, stuffthingmaps_sha256=new)) == 0
+    err = capsys.readouterr().err
+    assert f"pass --pin {MAPS_ZIP}={new} to accept this file (in the workflow: " \
+           "data.coco_stuff164k.pins in config.yaml's preset)" in err
+    assert prepare_as_the_rule_does(dict(demo, pins={MAPS_ZIP: new})) == 0
     assert (data_root / RECORD).read_text().split()[0] == new
     # the image zips stay unpinned: a wrong maps digest is still refused
-    assert prepare_as_the_rule_does(dict(demo, stuffthingmaps_sha256="0" * 64)) == 2
+    assert prepare_as_the_rule_does(dict(demo, pins={MAPS_ZIP: "0" * 64})) == 2
     assert f"{sources / MAPS_ZIP}: sha256 mismatch" in capsys.readouterr().err

@@ -15,21 +15,24 @@ COCO_ZIPS = ("train2017.zip", "val2017.zip", "stuffthingmaps_trainval2017.zip")
 @pytest.fixture
 def paper(tmp_path):
     settings = yaml.safe_load(CONFIG.read_text())["presets"]["paper"]
-    settings["ade20k"]["archive"] = str(tmp_path / "ADEChallengeData2016.zip")
-    settings["coco_stuff164k"]["zips"] = str(tmp_path / "zips")
+    settings["data"]["ade20k"]["sources"] = str(tmp_path)
+    settings["data"]["coco_stuff164k"]["sources"] = str(tmp_path / "zips")
     return settings
 
 
 def test_nothing_placed_names_both_datasets_in_one_line(paper, tmp_path):
-    line = missing_data("paper", paper, {"ade20k", "coco_stuff164k"})
+    line = missing_data("paper", paper, {"ade20k", "coco_stuff164k"}, {"coco_stuff164k"})
     assert "\n" not in line and line.startswith("config.yaml: ")
-    assert (f"{tmp_path}/ADEChallengeData2016.zip not found: place ADEChallengeData2016.zip "
-            "there (presets.paper.ade20k.archive), or set presets.paper.ade20k.download: true"
-            ) in line
+    assert (f"ADEChallengeData2016.zip not found in {tmp_path}/: place it there "
+            "(presets.paper.data.ade20k.sources), or set presets.paper.data.ade20k.download: "
+            "true to download it; ") in line
     assert (f"{', '.join(COCO_ZIPS)} not found in {tmp_path}/zips/: place them there "
-            "(presets.paper.coco_stuff164k.zips), or set "
-            "presets.paper.coco_stuff164k.download: true") in line
-    assert "leave it out of presets.paper.table15.datasets" in line
+            "(presets.paper.data.coco_stuff164k.sources), or set "
+            "presets.paper.data.coco_stuff164k.download: true to download them") in line
+    # only the dataset that only the grid needs can be left out of it
+    assert line.count("table15.datasets") == 1
+    assert line.endswith("(or, to run without COCO-Stuff-164K, leave coco_stuff164k out of "
+                         "presets.paper.table15.datasets)")
 
 
 def test_only_the_missing_files_of_the_datasets_used_are_named(paper, tmp_path):
@@ -43,13 +46,19 @@ def test_only_the_missing_files_of_the_datasets_used_are_named(paper, tmp_path):
 
 def test_placed_or_downloaded_is_nothing_missing(paper, tmp_path):
     (tmp_path / "ADEChallengeData2016.zip").touch()
-    paper["coco_stuff164k"]["download"] = True
+    paper["data"]["coco_stuff164k"]["download"] = True
     assert missing_data("paper", paper, {"ade20k", "coco_stuff164k"}) is None
     (tmp_path / "ADEChallengeData2016.zip").unlink()
-    paper["ade20k"]["download"] = True
+    paper["data"]["ade20k"]["download"] = True
     assert missing_data("paper", paper, {"ade20k", "coco_stuff164k"}) is None
 
 
-def test_an_extracted_folder_counts_as_placed(paper, tmp_path):
-    paper["ade20k"]["archive"] = str(tmp_path)  # `archive` may name the extracted folder
+def test_a_dataset_without_a_block_is_looked_for_where_its_entry_puts_it(paper, tmp_path,
+                                                                         monkeypatch):
+    del paper["data"]["ade20k"]
+    monkeypatch.chdir(tmp_path)
+    line = missing_data("paper", paper, {"ade20k"})
+    assert line.startswith("config.yaml: ADEChallengeData2016.zip not found in resources/paper/")
+    (tmp_path / "resources/paper").mkdir(parents=True)
+    (tmp_path / "resources/paper/ADEChallengeData2016.zip").touch()
     assert missing_data("paper", paper, {"ade20k"}) is None

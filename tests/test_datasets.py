@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,14 +64,39 @@ def street(monkeypatch):
 
 
 def test_an_entry_without_a_config_block_takes_its_settings_from_the_entry(street):
-    from internseg.preparation import download_args, workflow_settings
+    from internseg.preparation import (download_args, prepare_args, source_files,
+                                       workflow_settings)
 
-    settings = workflow_settings(street, "paper", {"ade20k": {}})
-    assert settings == dict(archive="resources/paper/street.zip", sha1="a" * 40,
-                            download=False, url=None, size=None, train_count=10, val_count=2)
-    assert download_args(settings) == ["--sha1", "a" * 40]
-    given = {"street": dict(settings, archive="elsewhere.zip")}
-    assert workflow_settings(street, "paper", given)["archive"] == "elsewhere.zip"
+    settings = workflow_settings(street, "paper", {"data": {"ade20k": {}}})
+    assert settings == dict(sources="resources/paper", download=False, mirror=None,
+                            pinned=True, pins={}, train_count=10, val_count=2)
+    assert source_files(street, settings) == ["resources/paper/street.zip"]
+    assert prepare_args(street, settings) == ["street", "--train-count", "10",
+                                              "--val-count", "2"]
+    assert download_args(street, settings) == ["street"]
+    # a block names only what differs; null keeps the entry's
+    given = {"data": {"street": {"sources": "elsewhere", "val_count": None, "pinned": False,
+                                 "pins": {"street.zip": "b" * 64}}}}
+    settings = workflow_settings(street, "paper", given)
+    assert (settings["sources"], settings["val_count"]) == ("elsewhere", 2)
+    assert prepare_args(street, settings)[-3:] == ["--unpinned", "--pin",
+                                                   f"street.zip={'b' * 64}"]
+
+
+def test_its_settings_are_refused_by_their_keys(street):
+    from internseg.errors import InputError
+    from internseg.preparation import prepare_args, unknown_data_settings, workflow_settings
+
+    assert unknown_data_settings("paper", {"data": {"street": {}}}, {"street"}) is None
+    assert unknown_data_settings("paper", {"data": {"streets": {}}}, {"street", "ade20k"}) == (
+        "presets.paper.data.streets: not a registered dataset (ade20k, street)")
+    settings = workflow_settings(street, "paper", {"data": {"street": {"pins": {"x.zip": "a"}}}})
+    with pytest.raises(InputError, match=r"^pins: x.zip is not a file of street \(street.zip\)"):
+        prepare_args(street, settings)
+    settings = workflow_settings(street, "paper", {"data": {"street": {
+        "download": True, "pinned": False}}})
+    with pytest.raises(InputError, match="contradict each other"):
+        prepare_args(street, settings)
 
 
 def test_its_missing_zip_is_one_line_naming_where_its_entry_puts_it(street, monkeypatch,
@@ -79,20 +105,48 @@ def test_its_missing_zip_is_one_line_naming_where_its_entry_puts_it(street, monk
 
     monkeypatch.chdir(tmp_path)
     line = missing_data("paper", {}, {"street"})
-    assert line == ("config.yaml: resources/paper/street.zip not found: place street.zip there "
-                    "(where street's entry puts it in preset paper)")
+    assert line == ("config.yaml: street.zip not found in resources/paper/: place it there "
+                    "(presets.paper.data.street.sources), or set "
+                    "presets.paper.data.street.download: true to download it")
     (tmp_path / "resources/paper").mkdir(parents=True)
     (tmp_path / "resources/paper/street.zip").write_bytes(b"")
     assert missing_data("paper", {}, {"street"}) is None
 
 
-def test_its_commands_come_from_the_entry(street):
+def test_its_commands_come_from_the_registry(street):
     from internseg.cli import build_parser
 
-    args = build_parser().parse_args(["prepare-street", "--source", "s.zip", "--data-root", "d"])
-    assert (args.dataset, args.train_count, args.val_count) == ("street", 10, 2)
-    args = build_parser().parse_args(["download-street", "--out", "s.zip"])
+    args = build_parser().parse_args(["prepare", "street", "--source", "s.zip",
+                                      "--data-root", "d"])
+    assert (args.dataset, args.train_count, args.val_count) == ("street", None, None)
+    args = build_parser().parse_args(["download", "street", "--out", "s.zip"])
     assert args.dataset == "street"
+
+
+@pytest.mark.parametrize("sources, convert, problem", [
+    ((), None, "sources must be one zip holding the tree"),
+    (("tree", "tree"), None, "sources must be one zip holding the tree"),
+    (("images",), "mapping", "sources must be one zip holding the tree"),
+    (("tree",), "mapping", "sources must be one zip holding the tree"),
+    (("images", "raw_labels:train"), "mapping", "its raw_labels sources hold ['train'], not"),
+])
+def test_an_entry_whose_sources_cannot_make_its_tree_is_refused(sources, convert, problem):
+    from internseg.datasets import Conversion, Dataset, Layout, Source
+
+    def source(n, spec):
+        holds, _, splits = spec.partition(":")
+        if holds == "tree":
+            return Source(f"{n}.zip", "http://example.invalid/")
+        return Source(f"{n}.zip", "http://example.invalid/", holds=holds,
+                      splits=tuple(splits.split(",")) if splits else ("train", "val"))
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Dataset(name="x", title="X", mmseg_type="CityscapesDataset", num_classes=2,
+                label_ids=(0, 1), ignore_index=255, reduce_zero_label=False, tree="x",
+                data_root="resources/x", layout=Layout("i", "l", ".png", ".png", "train", "val"),
+                train_count=1, val_count=1, val_image=(8, 8),
+                sources=tuple(source(n, spec) for n, spec in enumerate(sources)),
+                convert=Conversion({0: 0}) if convert else None)
 
 
 def test_the_plan_prices_its_validation_with_its_image_size(street):

@@ -205,7 +205,7 @@ def tiny_workflow(dest: Path) -> Path:
     config = yaml.safe_load((wf / "config.yaml").read_text())
     config["run"] = ["linear_probing"]
     config["presets"]["demo"]["cfg_options"] = {"train_cfg.max_iters": 2}
-    config["presets"]["demo"]["ade20k"].update(train_count=8, val_count=2)
+    config["presets"]["demo"]["data"]["ade20k"].update(train_count=8, val_count=2)
     (wf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return wf
 

@@ -154,14 +154,25 @@ def test_a_hub_source_without_revision_is_refused_at_parse_time(tmp_path):
     assert snakemake(wf, "-n").returncode == 0  # the demo reads a local folder
 
 
-def test_a_contradiction_in_the_coco_stuff_settings_is_named_by_its_keys(tmp_path):
+@pytest.mark.parametrize("block, line", [
+    ("coco_stuff164k:\n        download: true",
+     "config.yaml: presets.demo.data.coco_stuff164k: pinned: false (synthetic stand-ins, no "
+     "official pins) and download: true (the official files) contradict each other"),
+    ("cityscapes: {}",
+     "config.yaml: presets.demo.data.cityscapes: not a registered dataset (ade20k, "
+     "coco_stuff164k)"),
+    ("ade20k:\n        pins: {ADE.zip: " + "a" * 40 + "}",
+     "config.yaml: presets.demo.data.ade20k: pins: ADE.zip is not a file of ade20k "
+     "(ADEChallengeData2016.zip)"),
+])
+def test_dataset_settings_are_refused_at_parse_by_their_keys(tmp_path, block, line):
     wf = workflow_copy(tmp_path)
-    (wf / "dl.yaml").write_text("presets:\n  demo:\n    coco_stuff164k:\n      download: true\n")
+    (wf / "dl.yaml").write_text(f"presets:\n  demo:\n    data:\n      {block}\n")
     result = snakemake(wf, "-n", "--configfile", "dl.yaml")
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert ("config.yaml: presets.demo.coco_stuff164k: pinned: false (synthetic stand-ins, no "
-            "official pins) and download: true (the official zips) contradict") in out, out
+    (said,) = [text for text in out.splitlines() if text.startswith("config.yaml:")]
+    assert said.startswith(line), out
 
 
 def test_a_read_only_results_folder_is_refused_before_any_job(tmp_path):
@@ -186,7 +197,8 @@ def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path)
 
     wf = workflow_copy(tmp_path)
     (wf / "small.yaml").write_text(
-        "presets:\n  demo:\n    ade20k:\n      train_count: 4\n      val_count: 2\n")
+        "presets:\n  demo:\n    data:\n      ade20k:\n        train_count: 4\n"
+        "        val_count: 2\n")
     target = "resources/demo/ade20k/manifest.json"
     first = snakemake(wf, "--cores", "1", target, "--configfile", "small.yaml")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -202,7 +214,7 @@ def test_a_replaced_ade20k_zip_is_extracted_again_through_the_workflow(tmp_path)
     assert "rule prepare_ade20k:" in again.stdout + again.stderr
     assert tree_image.read_bytes() == new_image
     log = (wf / "resources/demo/logs/prepare_ade20k.log").read_text()
-    assert "extracting again" in log and "re-extracted" in log, log[-2000:]
+    assert "building it again" in log and "re-extracted" in log, log[-2000:]
 
 
 def test_lint_is_clean():
@@ -234,22 +246,25 @@ def test_paper_preset_without_its_zips_stops_at_parse_with_one_line(tmp_path):
     lines = [line for line in (missing.stdout + missing.stderr).splitlines()
              if line.startswith("config.yaml:")]
     assert len(lines) == 1
-    assert ("config.yaml: resources/paper/ADEChallengeData2016.zip not found: place "
-            "ADEChallengeData2016.zip there (presets.paper.ade20k.archive), or set "
-            "presets.paper.ade20k.download: true to download it; ") in lines[0]
-    assert "presets.paper.coco_stuff164k.download: true" in lines[0]
+    assert ("config.yaml: ADEChallengeData2016.zip not found in resources/paper/: place it "
+            "there (presets.paper.data.ade20k.sources), or set "
+            "presets.paper.data.ade20k.download: true to download it; ") in lines[0]
+    assert "presets.paper.data.coco_stuff164k.download: true" in lines[0]
     assert "MissingInputException" not in missing.stdout + missing.stderr
     # with `download`, the preparing jobs fetch them: nothing is missing at parse time
-    (wf / "dl.yaml").write_text("presets:\n  paper:\n    ade20k: {download: true}\n"
-                                "    coco_stuff164k: {download: true}\n")
+    (wf / "dl.yaml").write_text("presets:\n  paper:\n    data:\n      ade20k: {download: true}\n"
+                                "      coco_stuff164k: {download: true}\n")
     fetching = snakemake(wf, "-n", "-p", "table15", "--configfile", "dl.yaml",
                          "--config", "preset=paper")
     assert fetching.returncode == 0, fetching.stderr[-3000:]
-    assert ("internseg download-ade20k --out resources/paper/ADEChallengeData2016.zip"
-            " --sha1 219e1696abb36c8ba3a3afe7fb2f4b4606a897c7 > ") in fetching.stdout
-    # the preparation is the same job as with a placed zip
-    assert ("internseg prepare-ade20k --source resources/paper/ADEChallengeData2016.zip"
-            " --data-root resources/paper/ade20k") in fetching.stdout
+    assert ("internseg download ade20k --out resources/paper/ADEChallengeData2016.zip"
+            " > ") in fetching.stdout
+    for name in ("train2017.zip", "val2017.zip", "stuffthingmaps_trainval2017.zip"):
+        assert (f"internseg download coco_stuff164k --out resources/paper/coco_stuff164k_zips/"
+                f"{name} > ") in fetching.stdout
+    # the preparation is the same job as with placed files
+    assert ("internseg prepare ade20k --train-count 20210 --val-count 2000 --source "
+            "resources/paper --data-root resources/paper/ade20k") in fetching.stdout
 
 
 def test_paper_preset_plans_the_real_chain(tmp_path):
