@@ -185,3 +185,74 @@ def hub_pins() -> dict[str, Pin]:
         if record.released_checkpoint:
             pins[record.released_checkpoint.file] = record.released_checkpoint
     return pins
+
+
+def _trunk_of_file(filename: str):
+    return next((t for t in TRUNKS.values() if t.file == filename), None)
+
+
+def hub_source(filename: str, hub: dict) -> tuple[str, str | None]:
+    """Where a Hub file is fetched from, (repo id, revision): a trunk's file from its entry's
+    ``hub_repo`` and ``revision`` where set, anything else (published logs, released
+    checkpoints) from the workflow's ``hub`` block (config.yaml, ``repo_id`` and
+    ``revision``). A trunk in another repo never takes the block's revision (a commit of
+    another repo): without its own it has none."""
+    trunk = _trunk_of_file(filename)
+    if trunk is None:
+        return hub["repo_id"], hub["revision"]
+    own_repo = trunk.hub_repo is not None
+    revision = trunk.revision or (None if own_repo else hub["revision"])
+    return trunk.hub_repo or hub["repo_id"], revision
+
+
+def fetch_args(filename: str, hub: dict, pins: dict[str, Pin],
+               local_dir: str | None) -> list[str]:
+    """The options of ``internseg fetch <filename>``: where it is on the Hub (:func:`hub_source`),
+    its pins where ``pins`` (:func:`hub_pins`, or none) has them, and the local folder it is
+    taken from instead, if any."""
+    repo_id, revision = hub_source(filename, hub)
+    words = ["--repo-id", repo_id]
+    if revision:
+        words += ["--revision", revision]
+    pin = pins.get(filename)
+    if pin:
+        words += ["--sha256", pin.sha256]
+    if pin and pin.size is not None:
+        words += ["--size", str(pin.size)]
+    if local_dir:
+        words += ["--local-dir", str(local_dir)]
+    return words
+
+
+def hub_files(trunks, run_records) -> list[str]:
+    """The Hub files of ``trunks`` (names) and ``run_records`` (their published logs and
+    released checkpoints; ``None`` entries are skipped), each once, in order."""
+    files = [TRUNKS[name].file for name in trunks]
+    for record in run_records:
+        if record is None:
+            continue
+        if record.published_log:
+            files.append(record.published_log)
+        if record.released_checkpoint:
+            files.append(record.released_checkpoint.file)
+    return list(dict.fromkeys(files))
+
+
+def check_hub_revisions(files, hub: dict, preset: str, local_dir: str | None) -> None:
+    """Every one of ``files`` that a preset downloading from the Hub (no ``local_dir``) fetches
+    has a pinned revision (:func:`hub_source`), else one line naming what lacks it."""
+    if local_dir:
+        return
+    downloads = (f"preset {preset!r} downloads {{}} from the Hub (presets.{preset}"
+                 ".weights_local_dir is null)")
+    for filename in files:
+        if hub_source(filename, hub)[1]:
+            continue
+        trunk = _trunk_of_file(filename)
+        if trunk is not None and trunk.hub_repo is not None:
+            raise InputError(
+                f"core/internseg/trunks.py: trunk {trunk.name} has hub_repo {trunk.hub_repo} "
+                f"but no revision, and {downloads.format(filename)}: the file would be "
+                "unpinned; set the entry's revision to a 40-hex commit of that repo")
+        raise InputError(f"config.yaml: hub.revision is null but {downloads.format(filename)}:"
+                         " pin hub.revision to a 40-hex commit")

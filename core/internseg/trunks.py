@@ -8,6 +8,7 @@ variant's file. A new trunk is one :func:`register_trunk` call.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # a block's norms: RMSNorm (InternViT-6B) or LayerNorm (the smaller InternViTs)
@@ -20,8 +21,12 @@ class Trunk:
     file that holds its weights.
 
     file: name of the checkpoint on the Hub (or in a local weights folder).
-    hub_repo, revision: where the file is on the Hub; ``None``: the workflow's ``hub`` block
-        (config.yaml), which holds the files of every registered real trunk.
+    hub_repo, revision: where the file is on the Hub (a repo id and a 40-hex commit of it);
+        ``None``: the workflow's ``hub`` block (config.yaml, ``repo_id``, ``revision``), which
+        holds the files of every registered real trunk. The fetch rule reads them
+        (records.fetch_args); a trunk with its own ``hub_repo`` needs its own ``revision``
+        (the block's is another repo's commit): without it, a preset that downloads from the
+        Hub is refused when the workflow is parsed (records.check_hub_revisions).
     size, sha256: the file's pins; ``None`` for a file the workflow writes itself (demo). A
         real trunk without them is refused wherever pins are verified (records.hub_pins).
     key_filter: which of :data:`internseg.models.pretrained.KEY_FILTERS` maps its file's
@@ -69,6 +74,9 @@ class Trunk:
         bad = [t for t in self.taps if not 0 <= t < self.depth]
         if bad:
             raise ValueError(f"trunk {self.name}: taps {bad} outside 0..{self.depth - 1}")
+        if self.revision is not None and not re.fullmatch(r"[0-9a-f]{40}", self.revision):
+            raise ValueError(f"trunk {self.name}: revision {self.revision!r} is not a 40-hex "
+                             "commit (a branch or tag can move)")
         if self.file_depth is not None and self.file_depth < self.depth:
             raise ValueError(f"trunk {self.name}: file_depth {self.file_depth} < depth "
                              f"{self.depth}")

@@ -21,7 +21,13 @@ from internseg.preparation import (
     unknown_data_settings,
     workflow_settings,
 )
-from internseg.records import hub_pins, record_of
+from internseg.records import (
+    check_hub_revisions,
+    fetch_args,
+    hub_files,
+    hub_pins,
+    record_of,
+)
 from internseg.results.drift import drift_args
 from internseg.registry import check_moves, experiments, plan_runs, table15_runs
 from internseg.trunks import TRUNKS
@@ -87,12 +93,6 @@ try:
 except InputError as err:
     raise WorkflowError(str(err)) from None
 PINS = hub_pins() if SETTINGS["verify_hub_pins"] else {}
-
-if not config["hub"]["revision"] and not SETTINGS["weights_local_dir"]:
-    raise WorkflowError(
-        f"config.yaml: hub.revision is null but preset {PRESET!r} downloads from the Hub "
-        f"(presets.{PRESET}.weights_local_dir is null): pin hub.revision to a 40-hex commit"
-    )
 
 RESULTS = [
     f"{OUT}/{name}"
@@ -197,6 +197,27 @@ PUBLISHED = {
     and run_record(run).published_log
 }
 
+# Every Hub file the runs may fetch (their trunks', their records' logs and released
+# checkpoints, the logs their splits' seeds are read from) has a pinned revision: a trunk's
+# own (core/internseg/trunks.py) or config.yaml's hub.revision.
+try:
+    check_hub_revisions(
+        hub_files(
+            [run.trunk for run in RUN_OF.values()],
+            [run_record(run) for run in RUN_OF.values()]
+            + [
+                own_record(run.experiment)
+                for run in RUN_OF.values()
+                if seed_of(run.experiment) == "log"
+            ],
+        ),
+        config["hub"],
+        PRESET,
+        SETTINGS["weights_local_dir"],
+    )
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+
 
 def reference_log(wildcards):
     """The original's published log of the run, where it has one (PUBLISHED): its training
@@ -248,18 +269,11 @@ def run_options(wildcards):
 
 
 def fetch_options(filename):
-    """Command-line options that pin a Hub file's size and sha256, when it has pins."""
-    pin = PINS.get(filename)
-    opts = [f"--repo-id {config['hub']['repo_id']}"]
-    if config["hub"]["revision"]:
-        opts.append(f"--revision {config['hub']['revision']}")
-    if pin:
-        opts.append(f"--sha256 {pin.sha256}")
-    if pin and pin.size is not None:
-        opts.append(f"--size {pin.size}")
-    if SETTINGS["weights_local_dir"]:
-        opts.append(f"--local-dir {SETTINGS['weights_local_dir']}")
-    return " ".join(opts)
+    """The options of `internseg fetch` (records.fetch_args): the file's Hub repo and
+    revision (its trunk entry's, else config.yaml's hub block), pins, local folder."""
+    return shlex.join(
+        fetch_args(filename, config["hub"], PINS, SETTINGS["weights_local_dir"])
+    )
 
 
 def local_source(filename):
