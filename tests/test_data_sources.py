@@ -62,3 +62,21 @@ def test_a_dataset_without_a_block_is_looked_for_where_its_entry_puts_it(paper, 
     (tmp_path / "resources/paper").mkdir(parents=True)
     (tmp_path / "resources/paper/ADEChallengeData2016.zip").touch()
     assert missing_data("paper", paper, {"ade20k"}) is None
+
+
+def test_an_extracted_tree_in_the_sources_folder_counts_as_placed(paper, tmp_path):
+    """A cluster where ADE20K is already extracted: `sources` names the folder holding the
+    tree, which the preparation validates where it is (its input and --source)."""
+    from internseg.datasets import DATASETS
+    from internseg.preparation import preparation_inputs, source_argument
+
+    ade20k = DATASETS["ade20k"]
+    (tmp_path / "ADEChallengeData2016/images").mkdir(parents=True)
+    assert missing_data("paper", paper, {"ade20k"}) is None
+    inputs = preparation_inputs(ade20k, paper["data"]["ade20k"])
+    assert inputs == [str(tmp_path)] and source_argument(inputs) == str(tmp_path)
+    # the zip, once there, is what the preparation reads
+    (tmp_path / "ADEChallengeData2016.zip").touch()
+    inputs = preparation_inputs(ade20k, paper["data"]["ade20k"])
+    assert inputs == [f"{tmp_path}/ADEChallengeData2016.zip"]
+    assert source_argument(inputs) == str(tmp_path)

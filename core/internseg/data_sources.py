@@ -20,13 +20,14 @@ def missing_data(preset: str, settings: dict, datasets: set[str],
     (config.yaml's ``presets.<preset>.data``), or None when nothing is missing; for those of
     ``grid_only`` (only the Table 15 grid runs on them), how to leave them out."""
     from .datasets import DATASETS
-    from .preparation import source_files, workflow_settings
+    from .preparation import preparation_inputs, workflow_settings
 
     problems = []
     for name in sorted(datasets):
         dataset = DATASETS[name]
         given = workflow_settings(dataset, preset, settings)
-        absent = [Path(p).name for p in source_files(dataset, given) if not Path(p).is_file()]
+        absent = [Path(p).name for p in preparation_inputs(dataset, given)
+                  if not Path(p).exists()]
         if given["download"] or not absent:
             continue
         key, them = f"presets.{preset}.data.{name}", "it" if len(absent) == 1 else "them"

@@ -202,7 +202,7 @@ register_dataset(Dataset(
     layout=Layout("images", "annotations", ".jpg", ".png", "training", "validation"),
     train_count=20210, val_count=2000, val_image=(512, 683),
     # The MIT Scene Parsing benchmark's own address; unreachable at times, hence a mirror
-    # (`--url`) and the zip placed by hand stay possible. No size is published.
+    # (`--mirror`) and the zip placed by hand stay possible. No size is published.
     sources=(Source("ADEChallengeData2016.zip",
                     "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
                     sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"),),
@@ -256,12 +256,12 @@ def check_data_root(cfg, loaders: tuple[str, ...], given: bool) -> None:
         missing = [p for p in dataset.data_prefix.values() if not (root / p).is_dir()]
         if missing:
             raise InputError(f"{what} {root}: no {' or '.join(missing)} folder: not a "
-                             f"prepared {dataset.type} tree (internseg prepare-*)")
+                             f"prepared {dataset.type} tree (internseg prepare)")
 
 
 def manifest_beside(data_root) -> dict | None:
-    """The valid manifest that ``prepare-*`` wrote for the tree at ``data_root``, if it sits
-    beside the tree (the workflow's ``manifest.json``, or prepare's default name)."""
+    """The valid manifest that ``internseg prepare`` wrote for the tree at ``data_root``, if it
+    sits beside the tree (the workflow's ``manifest.json``, or prepare's default name)."""
     root = Path(data_root)
     for name in MANIFEST_NAMES:
         path = root.parent / name.format(tree=root.name)

@@ -643,3 +643,19 @@ def download_args(dataset: Dataset, settings: dict) -> list[str]:
 def source_files(dataset: Dataset, settings: dict) -> list[str]:
     """The paths of a dataset's files under a preset's settings."""
     return [f"{settings['sources']}/{s.name}" for s in dataset.sources]
+
+
+def preparation_inputs(dataset: Dataset, settings: dict) -> list[str]:
+    """What the workflow's preparation of a dataset reads: its files, or the ``sources`` folder
+    itself when that holds none of them but is (or holds) an extracted tree, which is then
+    validated where it is."""
+    files = source_files(dataset, settings)
+    if not any(Path(f).is_file() for f in files) and _tree_in(dataset, Path(settings["sources"])):
+        return [settings["sources"]]
+    return files
+
+
+def source_argument(inputs) -> str:
+    """``--source`` for a preparation's inputs: the folder holding its files, or the tree."""
+    first = str(inputs[0])
+    return first if os.path.isdir(first) else os.path.dirname(first)

@@ -17,6 +17,8 @@ from internseg.io import check_creatable
 from internseg.preparation import (
     download_args,
     prepare_args,
+    preparation_inputs,
+    source_argument,
     source_files,
     unknown_data_settings,
     workflow_settings,

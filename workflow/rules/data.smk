@@ -26,7 +26,7 @@ for NAME, DATASET in DATASETS.items():
         name:
             f"prepare_{NAME}"
         input:
-            source_files(DATASET, GIVEN),
+            preparation_inputs(DATASET, GIVEN),
         output:
             manifest(NAME),
         log:
@@ -39,7 +39,7 @@ for NAME, DATASET in DATASETS.items():
         params:
             # from the input (snakemake --lint: a hardcoded prefix of it fails without a
             # shared file system)
-            sources=lambda wildcards, input: os.path.dirname(input[0]),
+            sources=lambda wildcards, input: source_argument(input),
             data_root=lambda wildcards, output: os.path.dirname(output[0]),
             options=shlex.join(prepare_args(DATASET, GIVEN)),
         shell:
