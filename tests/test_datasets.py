@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -156,6 +157,88 @@ def test_the_plan_prices_its_validation_with_its_image_size(street):
     assert assumed_val_images()["ade20k"] == DATASETS["ade20k"].val_image
 
 
+# ---------------------------------------------------------------- a dataset with a conversion
+
+
+def png(array) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def aerial(monkeypatch):
+    """Images and raw maps in zips of their own, raw values 10/20/30 (255 ignored) to train
+    ids 0..2, suffixes of its own: what COCO-Stuff's entry says, for another dataset."""
+    from internseg.datasets import Conversion, Dataset, Layout, Source, register_dataset
+
+    monkeypatch.setattr("internseg.datasets.DATASETS", dict(DATASETS))
+    return register_dataset(Dataset(
+        name="aerial", title="Aerial", mmseg_type="CityscapesDataset", num_classes=3,
+        label_ids=(0, 2), ignore_index=255, reduce_zero_label=False, tree="aerial",
+        data_root="resources/aerial/aerial",
+        layout=Layout("img", "ann", "_rgb.png", "_ids.png", "fit", "check"),
+        train_count=3, val_count=2, val_image=(16, 16),
+        sources=(Source("fit.zip", "http://example.invalid/fit.zip", holds="images",
+                        splits=("fit",)),
+                 Source("check.zip", "http://example.invalid/check.zip", holds="images",
+                        splits=("check",)),
+                 Source("maps.zip", "http://example.invalid/maps.zip", holds="raw_labels",
+                        splits=("fit", "check"))),
+        convert=Conversion({10: 0, 20: 1, 30: 2, 255: 255}, raw_suffix=".tif.png")))
+
+
+def write_aerial(folder, raw_values=(10, 20, 30, 255)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    with zipfile.ZipFile(folder / "maps.zip", "w") as maps:
+        for split, count in (("fit", 3), ("check", 2)):
+            with zipfile.ZipFile(folder / f"{split}.zip", "w") as images:
+                for n in range(count):
+                    raw = rng.choice(raw_values, size=(16, 16)).astype(np.uint8)
+                    images.writestr(f"{split}/t{n}_rgb.png",
+                                    png(np.stack([raw] * 3, -1)))
+                    maps.writestr(f"{split}/t{n}.tif.png", png(raw))
+    return folder
+
+
+def test_a_dataset_with_a_conversion_is_one_entry_through_the_shared_lifecycle(aerial,
+                                                                                tmp_path):
+    from PIL import Image
+
+    from internseg.errors import InputError
+    from internseg.preparation import prepare_dataset
+
+    sources = write_aerial(tmp_path / "src")
+    result = prepare_dataset(aerial, sources, tmp_path / "data", workers=1, progress=False)
+    assert result.action == "extracted"
+    tree = tmp_path / "data/aerial"
+    with zipfile.ZipFile(sources / "maps.zip") as zf:
+        raw = np.asarray(Image.open(zf.open("fit/t1.tif.png")))
+    converted = np.asarray(Image.open(tree / "ann/fit/t1_ids.png"))
+    expected = np.select([raw == 10, raw == 20, raw == 30], [0, 1, 2], 255)
+    assert (converted == expected).all()
+    assert sorted(p.name for p in (tree / "img/check").iterdir()) == ["t0_rgb.png",
+                                                                     "t1_rgb.png"]
+    manifest = result.manifest
+    assert (manifest["train_count"], manifest["val_count"]) == (3, 2)
+    assert manifest["conversion"]["images"] == 5
+    # no digest is published: the maps zip (each file) is held to its first preparation's
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.sha256")) == [
+        "check.zip.sha256", "fit.zip.sha256", "maps.zip.sha256"]
+    again = prepare_dataset(aerial, sources, tmp_path / "data", workers=1, progress=False)
+    assert again.action == "up-to-date"
+    # a raw value outside its mapping is refused, naming the map
+    write_aerial(tmp_path / "bad", raw_values=(10, 40))
+    with pytest.raises(InputError, match=r"raw values 40 are not in the dataset's mapping"):
+        prepare_dataset(aerial, tmp_path / "bad", tmp_path / "data2", workers=1,
+                        progress=False)
+
+
 # ---------------------------------------------------------------- a third dataset, end to end
 
 THIRD = '''
@@ -175,17 +258,7 @@ register_dataset(Dataset(
 def write_street_zip(path, train: int, val: int) -> None:
     """Synthetic pairs in the third dataset's layout: the label is a function of the colour,
     with an ignored band, so that the model has something to learn."""
-    import io
-    import zipfile
-
-    from PIL import Image
-
     rng = np.random.default_rng(0)
-
-    def png(array) -> bytes:
-        out = io.BytesIO()
-        Image.fromarray(array).save(out, format="PNG")
-        return out.getvalue()
 
     with zipfile.ZipFile(path, "w") as zf:
         for split, count in (("train", train), ("val", val)):
