@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import stat
 import zipfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from http_server import serving
 from PIL import Image
+from zips import write_zip
 
 from internseg import archives, download, preparation
 from internseg.archives import DatasetError
@@ -67,18 +67,6 @@ def dataset_entries(n_train: int = N_TRAIN, n_val: int = N_VAL) -> dict[str, byt
             entries[f"{TOP}/images/{folder}/{stem}.jpg"] = image_bytes()
             entries[f"{TOP}/annotations/{folder}/{stem}.png"] = label_bytes()
     return entries
-
-
-def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        for name, link_target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.create_system = 3  # unix, so external_attr carries the file type
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, link_target)
-    return path
 
 
 def sha1(path: Path) -> str:

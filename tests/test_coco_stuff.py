@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from zips import write_zip
 
 from internseg import conversion, preparation
 from internseg.archives import HOLDER_RECORD
@@ -173,18 +173,6 @@ def test_raw_values_outside_the_mapping_are_refused(tmp_path, facts, value):
 def demo(tmp_path_factory) -> dict[str, Path]:
     return write_demo_coco_stuff(tmp_path_factory.mktemp("coco"), n_train=N_TRAIN,
                                  n_val=N_VAL, seed=0)
-
-
-def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        for name, target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.create_system = 3  # unix, so external_attr carries the file type
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
-    return path
 
 
 @pytest.fixture
