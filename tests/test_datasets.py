@@ -239,6 +239,30 @@ def test_a_dataset_with_a_conversion_is_one_entry_through_the_shared_lifecycle(a
                         progress=False)
 
 
+def test_the_data_digest_a_run_is_tied_to_is_its_content_not_its_manifest(aerial, tmp_path):
+    """A run's identity takes the prepared data's digest: the same files prepared again
+    elsewhere (other paths, other conversion timings) keep it; other training pairs or files
+    change it."""
+    import shutil
+
+    from internseg.engine.identity import dataset_digest
+    from internseg.preparation import data_sha256, prepare_dataset
+
+    sources = write_aerial(tmp_path / "src")
+    first = prepare_dataset(aerial, sources, tmp_path / "one", workers=1, progress=False)
+    shutil.copytree(sources, tmp_path / "moved")
+    second = prepare_dataset(aerial, tmp_path / "moved", tmp_path / "two", workers=2,
+                             progress=False)
+    assert first.manifest != second.manifest  # paths and timings differ
+    assert data_sha256(first.manifest) == data_sha256(second.manifest)
+    assert dataset_digest(tmp_path / "two/aerial.manifest.json") == data_sha256(first.manifest)
+    fewer = dict(first.manifest, train_stems_sha256="0" * 64)
+    assert data_sha256(fewer) != data_sha256(first.manifest)
+    other = json.loads(json.dumps(first.manifest))
+    other["sources"]["maps.zip"]["digest"] = "1" * 64
+    assert data_sha256(other) != data_sha256(first.manifest)
+
+
 # ---------------------------------------------------------------- a third dataset, end to end
 
 THIRD = '''

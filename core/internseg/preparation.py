@@ -427,6 +427,22 @@ def build_manifest(dataset: Dataset, root: Path, source: Path | None, checked: d
     }
 
 
+def data_sha256(manifest: dict) -> str:
+    """What a run's weights take from a prepared tree, as one digest: the dataset, its training
+    pairs (their stems and bytes) and the files it was built from; never where it lies, how it
+    was prepared or how long that took, so a tree validated again, moved or described by a
+    later manifest version keeps its runs."""
+    import hashlib
+    import json
+
+    sources = manifest.get("sources") or {}
+    content = dict(name=manifest.get("name"), num_classes=manifest.get("num_classes"),
+                   train_stems_sha256=manifest.get("train_stems_sha256"),
+                   train_bytes=(manifest.get("bytes") or {}).get("train"),
+                   sources={name: info.get("digest") for name, info in sources.items()})
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def _our_manifest(dataset: Dataset, path: Path, root: Path) -> dict | None:
     """The manifest at ``path`` if this version wrote it for ``root``."""
     try:

@@ -80,9 +80,20 @@ def identity_components(cfg, *, split: str | None, pretrained: str | None,
         if pretrained else None,
         load_from_sha256=(recorded_sha256(existing(load_from, "--load-from checkpoint"))
                           if load_from else None),
-        dataset_manifest_sha256=(hash_file(manifest, "sha256")
-                                 if manifest and manifest.is_file() else None),
+        dataset_sha256=dataset_digest(manifest) if manifest and manifest.is_file() else None,
     )
+
+
+def dataset_digest(manifest: Path) -> str:
+    """The prepared data's content digest (:func:`internseg.preparation.data_sha256`) from the
+    manifest the workflow wrote beside the tree; a manifest of an earlier version, whose fields
+    differ, by its bytes."""
+    from ..preparation import MANIFEST_VERSION, data_sha256
+
+    found = read_json(manifest, "dataset manifest")
+    if found.get("manifest_version") == MANIFEST_VERSION:
+        return data_sha256(found)
+    return hash_file(manifest, "sha256")
 
 
 def existing(path: str | Path, what: str) -> Path:

@@ -290,7 +290,7 @@ def check_metrics(metrics, path: str | Path) -> None:
 
 
 PROVENANCE_COLUMNS = ["run", "git_commit", "run_identity", "config_sha256", "seed",
-                      "split_sha256", "pretrained_sha256", "dataset_manifest_sha256",
+                      "split_sha256", "pretrained_sha256", "dataset_sha256",
                       "device", "world_size", "iterations", "python", "torch",
                       "onedl-mmengine", "onedl-mmcv", "onedl-mmsegmentation", "internseg"]
 
