@@ -5,7 +5,7 @@ import warnings
 
 # The release: `internseg --version`, every run's provenance, pyproject's version (read from
 # here), CHANGELOG.md's headings.
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Two library warnings about choices made on purpose, filtered by their exact message so that
 # a command's first line is ours. Here, because this file runs before any module of the
