@@ -92,6 +92,20 @@ def test_an_unknown_key_is_one_line_naming_it_and_what_may_go_there(tmp_path):
     assert len(out.splitlines()) < 10, out  # Snakemake's `validate` prints the whole schema
 
 
+def test_a_dataset_block_of_0_2_says_where_it_went():
+    """A config.yaml written for 0.2.0 (presets.<p>.ade20k) names the block it now belongs in."""
+    from internseg.errors import InputError
+    from internseg.schema import check_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["presets"]["paper"]["ade20k"] = {"archive": "x/ADEChallengeData2016.zip"}
+    with pytest.raises(InputError) as err:
+        check_config(config, REPO / "workflow/schemas/config.schema.yaml")
+    assert str(err.value).endswith(
+        "; ade20k: moved to data.ade20k in 0.3.0 (archive: X/ADEChallengeData2016.zip is "
+        "sources: X; CHANGELOG.md)")
+
+
 @pytest.mark.parametrize("setting,named", [
     ("drift:\n  tolerance: .nan\n", "drift.tolerance: nan"),
     ("presets:\n  demo:\n    train:\n      mem_mb: .inf\n", "presets.demo.train.mem_mb: inf"),

@@ -27,8 +27,12 @@ def describe(error) -> str:
         unknown = [k for k in instance if k not in allowed]
         if allowed and unknown:
             keys = ", ".join(repr(k) for k in unknown)
+            # the schema's own note of where a key of an earlier release went
+            moved = [f"{key}: {schema['x-moved'][key]}" for key in unknown
+                     if key in schema.get("x-moved", {})]
             return (f"{at}unknown key{'s' if len(unknown) > 1 else ''} {keys} "
-                    f"(allowed: {', '.join(allowed)})")
+                    f"(allowed: {', '.join(allowed)})"
+                    + (f"; {'; '.join(moved)}" if moved else ""))
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in instance]
         return f"{at}missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
