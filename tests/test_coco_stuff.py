@@ -1030,8 +1030,8 @@ def test_cli_success(sources, data_root, capsys):
 @pytest.mark.parametrize("extra,named", [
     ([], r"train2017.zip: size \d+ bytes, expected 19336861798"),
     (["--mirror", "http://127.0.0.1:1/"], "--mirror is only used with --download"),
-    (["--pin", f"{MAPS_ZIP}=abc"], r"^pins: stuffthingmaps_trainval2017\.zip must be 64 hex "
-                                   "digits, got 'abc'$"),
+    (["--pin", f"{MAPS_ZIP}=abc"], r"^pins: stuffthingmaps_trainval2017\.zip must be 40 \(sha1\) "
+                                   r"or 64 \(sha256\) hex digits, got 'abc'$"),
     (["--pin", MAPS_ZIP], f"--pin '{MAPS_ZIP}': expected FILE=HEX"),
     (["--pin", f"nosuch.zip={'0' * 64}"], r"pins: nosuch.zip is not a file of coco_stuff164k"),
     (["--unpinned", "--download"], "unpinned .* and download .* contradict each other"),

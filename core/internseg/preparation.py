@@ -88,7 +88,9 @@ def _digest(value: str, what: str) -> tuple[str, str]:
     text = value.strip().lower()
     if len(text) == 40:
         return "sha1", normalize_sha1(text, what)
-    return "sha256", normalize_sha256(text, what)
+    if len(text) == 64:
+        return "sha256", normalize_sha256(text, what)
+    raise InputError(f"{what} must be 40 (sha1) or 64 (sha256) hex digits, got {value!r}")
 
 
 def resolve_pins(dataset: Dataset, *, pinned: bool = True,
