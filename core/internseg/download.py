@@ -30,8 +30,8 @@ from .io import hash_file
 
 log = logging.getLogger("internseg")
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_SHA1 = re.compile(r"[0-9a-f]{40}")
+# hex digits of each digest a file may be checked with
+DIGEST_LENGTHS = {"sha1": 40, "sha256": 64}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIABLE = re.compile(r"bytes \*/(\d+)")
 
@@ -52,21 +52,13 @@ class _Unsatisfiable(Exception):
         self.total = total
 
 
-def normalize_sha256(value: str | None, what: str = "sha256") -> str | None:
+def normalize_digest(value: str | None, algorithm: str, what: str) -> str | None:
+    """``value`` as lower-case hex of ``algorithm``'s length, or one line naming ``what``."""
     if value is None:
         return None
     value = value.strip().lower()
-    if not _SHA256.fullmatch(value):
-        raise InputError(f"{what} must be 64 hex digits, got {value!r}")
-    return value
-
-
-def normalize_sha1(value: str | None, what: str = "sha1") -> str | None:
-    if value is None:
-        return None
-    value = value.strip().lower()
-    if not _SHA1.fullmatch(value):
-        raise InputError(f"{what} must be 40 hex digits, got {value!r}")
+    if not re.fullmatch(f"[0-9a-f]{{{DIGEST_LENGTHS[algorithm]}}}", value):
+        raise InputError(f"{what} must be {DIGEST_LENGTHS[algorithm]} hex digits, got {value!r}")
     return value
 
 
@@ -89,8 +81,9 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, sha1: str
     dest = Path(dest)
     if sha256 is not None and sha1 is not None:
         raise InputError(f"{dest.name}: give the expected sha256 or sha1, not both")
-    digest = (("sha1", normalize_sha1(sha1, f"{dest.name}: expected sha1")) if sha1 is not None
-              else ("sha256", normalize_sha256(sha256, f"{dest.name}: expected sha256")))
+    algorithm = "sha1" if sha1 is not None else "sha256"
+    digest = (algorithm, normalize_digest(sha1 if sha1 is not None else sha256, algorithm,
+                                          f"{dest.name}: expected {algorithm}"))
     part = part_path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(part) as fh, _bar(dest.name, size, fh.tell(), progress) as bar:

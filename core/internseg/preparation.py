@@ -31,7 +31,7 @@ from .archives import (MAX_ERRORS, DatasetError, Report, discard, extract_member
                        format_problems, listing, listing_matches, locked, remove_partials,
                        stems_sha256, validate_pairs, vetted_zip)
 from .datasets import Dataset, Source
-from .download import DownloadError, download, normalize_sha1, normalize_sha256
+from .download import DIGEST_LENGTHS, DownloadError, download, normalize_digest
 from .errors import InputError
 from .io import hash_file, read_json, read_sidecar, write_json, write_sidecar
 
@@ -86,10 +86,9 @@ def partial_prefix(dataset: Dataset) -> str:
 def _digest(value: str, what: str) -> tuple[str, str]:
     """A given digest and its algorithm, told by its length (40: sha1, 64: sha256)."""
     text = value.strip().lower()
-    if len(text) == 40:
-        return "sha1", normalize_sha1(text, what)
-    if len(text) == 64:
-        return "sha256", normalize_sha256(text, what)
+    for algorithm, length in DIGEST_LENGTHS.items():
+        if len(text) == length:
+            return algorithm, normalize_digest(text, algorithm, what)
     raise InputError(f"{what} must be 40 (sha1) or 64 (sha256) hex digits, got {value!r}")
 
 
@@ -275,8 +274,7 @@ def _extract_all(dataset: Dataset, paths: dict[str, Path], partial: Path, *, pro
             extract_members(zf, path, members, dest, progress=progress, report=report)
 
 
-def _pairing_problems(dataset: Dataset, paths: dict[str, Path], partial: Path,
-                      counts: dict[str, int]) -> list[str]:
+def _pairing_problems(dataset: Dataset, partial: Path, counts: dict[str, int]) -> list[str]:
     """Images against raw maps, by listing only: sources that do not pair up are refused
     before the conversion is paid for."""
     layout, raw_suffix = dataset.layout, dataset.convert.raw_suffix
@@ -328,7 +326,7 @@ def _build(dataset: Dataset, paths: dict[str, Path], digests: dict[str, str],
             _extract_all(dataset, paths, partial, progress=progress, report=report)
             if dataset.convert is not None:
                 counts = {"train": checks["train_count"], "val": checks["val_count"]}
-                problems = _pairing_problems(dataset, paths, partial, counts)
+                problems = _pairing_problems(dataset, partial, counts)
                 if problems:
                     folder = paths[dataset.sources[-1].name].parent
                     raise DatasetError(format_problems(
@@ -623,6 +621,23 @@ def unknown_data_settings(preset: str, settings: dict, registered) -> str | None
             return (f"presets.{preset}.data.{name}: not a registered dataset "
                     f"({', '.join(sorted(registered))})")
     return None
+
+
+def preset_data_settings(preset: str, settings: dict, registered: dict) -> dict[str, dict]:
+    """Every registered dataset's settings in a preset (:func:`workflow_settings`), checked as
+    the commands built from them would check them; a problem is one line named by its config
+    keys (``presets.<preset>.data.<dataset>``), as the workflow reports it when parsed."""
+    unknown = unknown_data_settings(preset, settings, registered)
+    if unknown:
+        raise InputError(unknown)
+    resolved = {}
+    for name, dataset in registered.items():
+        resolved[name] = workflow_settings(dataset, preset, settings)
+        try:
+            prepare_args(dataset, resolved[name])
+        except InputError as err:
+            raise InputError(f"presets.{preset}.data.{name}: {err}") from None
+    return resolved
 
 
 def _pin_words(settings: dict) -> list[str]:
