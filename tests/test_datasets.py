@@ -100,6 +100,22 @@ def test_its_settings_are_refused_by_their_keys(street):
         prepare_args(street, settings)
 
 
+def test_a_presets_data_settings_are_resolved_and_refused_by_their_config_keys(street):
+    from internseg.errors import InputError
+    from internseg.preparation import preset_data_settings
+
+    registered = {"street": street}
+    resolved = preset_data_settings("paper", {"data": {"street": {"val_count": 1}}}, registered)
+    assert (resolved["street"]["val_count"], resolved["street"]["sources"]) == (
+        1, "resources/paper")
+    with pytest.raises(InputError, match=r"^presets.paper.data.streets: not a registered"):
+        preset_data_settings("paper", {"data": {"streets": {}}}, registered)
+    with pytest.raises(InputError, match=r"^presets.paper.data.street: pinned: false .* "
+                                         r"contradict each other"):
+        preset_data_settings("paper", {"data": {"street": {"download": True, "pinned": False}}},
+                             registered)
+
+
 def test_its_missing_zip_is_one_line_naming_where_its_entry_puts_it(street, monkeypatch,
                                                                       tmp_path):
     from internseg.data_sources import missing_data

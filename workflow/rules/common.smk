@@ -18,10 +18,9 @@ from internseg.preparation import (
     download_args,
     prepare_args,
     preparation_inputs,
+    preset_data_settings,
     source_argument,
     source_files,
-    unknown_data_settings,
-    workflow_settings,
 )
 from internseg.records import (
     check_hub_revisions,
@@ -71,18 +70,7 @@ RES = f"resources/{PRESET}"
 # Each registered dataset's settings (config.yaml's data block, else its entry's), checked
 # here, named by their config keys: in a job they would name the options built from them.
 try:
-    UNKNOWN = unknown_data_settings(PRESET, SETTINGS, DATASETS)
-    if UNKNOWN:
-        raise InputError(UNKNOWN)
-    DATA_SETTINGS = {
-        name: workflow_settings(dataset, PRESET, SETTINGS)
-        for name, dataset in DATASETS.items()
-    }
-    for name, dataset in DATASETS.items():
-        try:
-            prepare_args(dataset, DATA_SETTINGS[name])
-        except InputError as err:
-            raise InputError(f"presets.{PRESET}.data.{name}: {err}") from None
+    DATA_SETTINGS = preset_data_settings(PRESET, SETTINGS, DATASETS)
 except InputError as err:
     raise WorkflowError(f"config.yaml: {err}") from None
 OUT = f"results/{PRESET}"
