@@ -23,9 +23,8 @@ from .trunks import TRUNKS
 METAFILE = CONFIG_ROOT / "metafile.yaml"
 RECORD_KEYS = {"trunk", "experiment", "dataset", "mIoU", "sources", "published_log",
                "released_checkpoint"}
-# Table 15's regimes: its columns, the experiment each is, and the derived columns.
+# Table 15's regimes: its columns and the experiment each is.
 TABLE15_REGIMES = {"LP": "linear_probing", "HT": "head_tuning", "FT": "full_tuning"}
-TABLE15_DERIVED = ("LP_avg", "HT_avg", "FT_avg", "delta1", "delta2")
 # What a source's printed numbers are, and so which of ours they are compared with (the
 # metafile's `reports`): what its published logs show, or its configs' best validation.
 REPORTS = ("log", "best_validation")
