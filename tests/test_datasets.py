@@ -279,6 +279,31 @@ def test_the_data_digest_a_run_is_tied_to_is_its_content_not_its_manifest(aerial
     assert data_sha256(other) != data_sha256(first.manifest)
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (dict(sources=["maps.zip"]), "sources is not a mapping of file names to their digests"),
+    (dict(bytes=3), "bytes is not a mapping of splits to byte counts"),
+    (dict(source_kind="zip"), "source_kind 'zip' is neither 'files' nor 'folder'"),
+])
+def test_a_manifest_edited_by_hand_is_one_line_for_a_run_and_prepared_again(
+        aerial, tmp_path, edit, problem):
+    from internseg.engine.identity import dataset_digest
+    from internseg.errors import InputError
+    from internseg.preparation import prepare_dataset
+
+    sources = write_aerial(tmp_path / "src")
+    manifest = tmp_path / "data/aerial.manifest.json"
+    prepare_dataset(aerial, sources, tmp_path / "data", workers=1, progress=False)
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | edit))
+    with pytest.raises(InputError) as err:
+        dataset_digest(manifest)
+    assert str(err.value) == (f"{manifest}: {problem}; prepare the dataset again "
+                              "(internseg prepare) to write it anew")
+    # the preparation does not trust it: the tree, built from these files, is validated again
+    again = prepare_dataset(aerial, sources, tmp_path / "data", workers=1, progress=False)
+    assert again.action == "validated-in-place"
+    dataset_digest(manifest)
+
+
 # ---------------------------------------------------------------- a third dataset, end to end
 
 THIRD = '''

@@ -427,6 +427,22 @@ def build_manifest(dataset: Dataset, root: Path, source: Path | None, checked: d
     }
 
 
+def manifest_problem(manifest: dict) -> str | None:
+    """What keeps a manifest of this version from being read (an edit by hand), or None."""
+    sources = manifest.get("sources")
+    if manifest.get("source_kind") not in ("files", "folder"):
+        return f"source_kind {manifest.get('source_kind')!r} is neither 'files' nor 'folder'"
+    if not isinstance(sources, dict) or not all(
+            isinstance(info, dict) and isinstance(info.get("digest"), str)
+            for info in sources.values()):
+        return "sources is not a mapping of file names to their digests"
+    if not isinstance(manifest.get("bytes"), dict):
+        return "bytes is not a mapping of splits to byte counts"
+    if not isinstance(manifest.get("train_stems_sha256"), str):
+        return "train_stems_sha256 is missing"
+    return None
+
+
 def data_sha256(manifest: dict) -> str:
     """What a run's weights take from a prepared tree, as one digest: the dataset, its training
     pairs (their stems and bytes) and the files it was built from; never where it lies, how it
@@ -435,11 +451,10 @@ def data_sha256(manifest: dict) -> str:
     import hashlib
     import json
 
-    sources = manifest.get("sources") or {}
     content = dict(name=manifest.get("name"), num_classes=manifest.get("num_classes"),
-                   train_stems_sha256=manifest.get("train_stems_sha256"),
-                   train_bytes=(manifest.get("bytes") or {}).get("train"),
-                   sources={name: info.get("digest") for name, info in sources.items()})
+                   train_stems_sha256=manifest["train_stems_sha256"],
+                   train_bytes=manifest["bytes"].get("train"),
+                   sources={name: info["digest"] for name, info in manifest["sources"].items()})
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -451,7 +466,7 @@ def _our_manifest(dataset: Dataset, path: Path, root: Path) -> dict | None:
         return None  # no usable manifest: the tree is validated again
     if (manifest.get("valid") is True and manifest.get("name") == dataset.name
             and manifest.get("manifest_version") == MANIFEST_VERSION
-            and manifest.get("root") == str(root)):
+            and manifest.get("root") == str(root) and manifest_problem(manifest) is None):
         return manifest
     return None
 
@@ -470,7 +485,7 @@ def _built_from(dataset: Dataset, target: Path, manifest: dict | None) -> dict |
     if manifest is not None:
         if manifest["source_kind"] != "files":
             return None
-        return {name: info.get("digest") for name, info in manifest["sources"].items()}
+        return {name: info["digest"] for name, info in manifest["sources"].items()}
     for record, read in ((SOURCE_RECORD, dict),
                          (OLD_SOURCE_RECORD, lambda r: {dataset.sources[0].name:
                                                         r.get("source_sha1")})):

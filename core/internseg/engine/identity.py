@@ -27,7 +27,7 @@ from mmengine.hooks import Hook
 
 from mmseg.registry import HOOKS
 
-from ..errors import MissingFileError
+from ..errors import InputError, MissingFileError
 from ..io import hash_file, read_json, recorded_sha256, write_json
 from ..locks import exclusive
 from ..splits import checked_sha256
@@ -88,10 +88,14 @@ def dataset_digest(manifest: Path) -> str:
     """The prepared data's content digest (:func:`internseg.preparation.data_sha256`) from the
     manifest the workflow wrote beside the tree; a manifest of an earlier version, whose fields
     differ, by its bytes."""
-    from ..preparation import MANIFEST_VERSION, data_sha256
+    from ..preparation import MANIFEST_VERSION, data_sha256, manifest_problem
 
     found = read_json(manifest, "dataset manifest")
     if found.get("manifest_version") == MANIFEST_VERSION:
+        problem = manifest_problem(found)
+        if problem:
+            raise InputError(f"{manifest}: {problem}; prepare the dataset again "
+                             "(internseg prepare) to write it anew")
         return data_sha256(found)
     return hash_file(manifest, "sha256")
 
