@@ -281,6 +281,25 @@ def test_paper_preset_without_its_zips_stops_at_parse_with_one_line(tmp_path):
             "resources/paper --data-root resources/paper/ade20k") in fetching.stdout
 
 
+def test_a_download_job_run_again_keeps_the_file_it_stands_for(tmp_path):
+    """Snakemake deletes a job's output before it runs the job again (here: its pins changed):
+    the download job's output is a receipt beside the zip, so a zip already there stays."""
+    wf = place_paper_data(workflow_copy(tmp_path))
+    zip_path = wf / "resources/paper/ADEChallengeData2016.zip"
+    zip_path.write_bytes(b"the zip a user placed")
+    receipt = "resources/paper/.ADEChallengeData2016.zip.downloaded"
+    log = wf / "resources/paper/logs/download_ade20k/ADEChallengeData2016.zip.log"
+    for pins in ("{}", "{ADEChallengeData2016.zip: " + "a" * 40 + "}"):
+        (wf / "dl.yaml").write_text("presets:\n  paper:\n    data:\n      ade20k: "
+                                    f"{{download: true, pins: {pins}}}\n")
+        done = snakemake(wf, "--cores", "1", receipt, "--configfile", "dl.yaml",
+                         "--config", "preset=paper")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "rule download_ade20k:" in done.stdout + done.stderr  # ran, the second time too
+        assert "already there; not downloaded again" in log.read_text()
+        assert zip_path.read_bytes() == b"the zip a user placed"
+
+
 def test_paper_preset_plans_the_real_chain(tmp_path):
     wf = place_paper_data(workflow_copy(tmp_path))
     result = snakemake(wf, "-n", "--config", "preset=paper")

@@ -687,11 +687,27 @@ def source_files(dataset: Dataset, settings: dict) -> list[str]:
     return [f"{settings['sources']}/{s.name}" for s in dataset.sources]
 
 
+def download_receipt(path: str) -> str:
+    """What the workflow's download job of the file at ``path`` leaves beside it. The job's
+    output is this, never the file: Snakemake deletes a job's output before running the job
+    again (its options changed, say), and a 19 GB zip must not go with it."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.downloaded")
+
+
+def downloaded_file(receipt: str) -> str:
+    """The file a :func:`download_receipt` stands for."""
+    folder, name = os.path.split(receipt)
+    return os.path.join(folder, name.removeprefix(".").removesuffix(".downloaded"))
+
+
 def preparation_inputs(dataset: Dataset, settings: dict) -> list[str]:
-    """What the workflow's preparation of a dataset reads: its files, or the ``sources`` folder
-    itself when that holds none of them but is (or holds) an extracted tree, which is then
-    validated where it is."""
+    """What the workflow's preparation of a dataset reads: its files (with ``download``, the
+    receipts of the jobs that fetch them), or the ``sources`` folder itself when that holds
+    none of them but is (or holds) an extracted tree, which is then validated where it is."""
     files = source_files(dataset, settings)
+    if settings["download"]:
+        return [download_receipt(f) for f in files]
     if not any(Path(f).is_file() for f in files) and _tree_in(dataset, Path(settings["sources"])):
         return [settings["sources"]]
     return files

@@ -16,6 +16,8 @@ from internseg.errors import InputError
 from internseg.io import check_creatable
 from internseg.preparation import (
     download_args,
+    download_receipt,
+    downloaded_file,
     prepare_args,
     preparation_inputs,
     preset_data_settings,

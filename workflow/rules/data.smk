@@ -48,16 +48,18 @@ for NAME, DATASET in DATASETS.items():
             " > {log} 2>&1"
 
     # With `download`, each missing file is a job of its own, so that the preparation stays
-    # the same job with or without it, and a file already there is never touched.
+    # the same job with or without it. Its output is a receipt beside the file, not the file
+    # (preparation.download_receipt): a file already there is never touched, also when the
+    # job runs again.
     if GIVEN["download"]:
 
         rule:
             """A file of the dataset fetched (resumable) and checked (size, digest) before it
-            is put in place."""
+            is put in place; one already there is kept as it is."""
             name:
                 f"download_{NAME}"
             output:
-                f"{GIVEN['sources']}/{{file}}",
+                download_receipt(f"{GIVEN['sources']}/{{file}}"),
             log:
                 f"{RES}/logs/download_{NAME}/{{file}}.log",
             wildcard_constraints:
@@ -67,5 +69,7 @@ for NAME, DATASET in DATASETS.items():
                 ENV
             params:
                 options=shlex.join(download_args(DATASET, GIVEN)),
+                file=lambda wildcards, output: downloaded_file(output[0]),
             shell:
-                "internseg download {params.options} --out {output} > {log} 2>&1"
+                "internseg download {params.options} --out {params.file} > {log} 2>&1"
+                " && touch {output}"
